@@ -1,0 +1,41 @@
+// Parking: the one primitive every fiber-aware wait is built on. Sync
+// primitives, channels, the poller and contexts park through this and nothing
+// else, so that fibers and plain threads wait the same way.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+namespace weft::detail {
+
+struct Fiber;
+
+// The caller's waiter identity: its fiber when on a fiber, otherwise a record
+// owned by the calling OS thread (which then waits on a futex). Stable for as
+// long as the fiber or thread lives.
+Fiber* current_waiter() noexcept;
+
+// True when the caller runs on a fiber (not on a plain thread).
+bool on_fiber() noexcept;
+
+// Parks the caller. Once the caller is off its stack (for a thread: before it
+// sleeps), commit(waiter, arg) runs; it typically publishes the waiter and
+// releases the lock that guarded the decision to wait. If commit returns
+// false the caller resumes at once. Otherwise it sleeps until some other
+// party calls ready(waiter) exactly once.
+using ParkCommit = bool (*)(Fiber* waiter, void* arg);
+void park(ParkCommit commit, void* arg) noexcept;
+
+template <class F> void park_with(F&& commit) noexcept {
+  park([](Fiber* w, void* a) -> bool { return (*static_cast<std::remove_reference_t<F>*>(a))(w); },
+       &commit);
+}
+
+// Makes a parked waiter runnable. Any thread may call it; call it once per
+// committed park. A fiber readied from a worker runs next on that worker.
+void ready(Fiber* waiter) noexcept;
+
+// Id of a waiter: a fiber's id, or 0 for a thread.
+std::uint64_t waiter_id(const Fiber* waiter) noexcept;
+
+} // namespace weft::detail

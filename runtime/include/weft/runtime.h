@@ -1,0 +1,116 @@
+// The fiber runtime: weft::run starts the workers, weft::go spawns fibers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+namespace weft {
+
+struct RunOptions {
+  // Worker threads. 0 means the WEFT_PROCS environment variable, or else the
+  // number of CPUs this process may run on.
+  int workers = 0;
+};
+
+struct SpawnOptions {
+  // Usable stack bytes, rounded up to whole pages; a guard page sits below.
+  std::size_t stack_size = 64 * 1024;
+};
+
+namespace detail {
+struct Fiber;
+struct Closure {
+  void (*invoke)(void* self);
+  void (*destroy)(void* self);
+};
+// Allocates a fiber record with `closure_size` bytes for the closure after it.
+Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
+                 void** closure_storage);
+std::uint64_t start_fiber(Fiber* f, const Closure* vtable);
+int run_main(std::function<int()> main_fn, const RunOptions& opts);
+} // namespace detail
+
+// Runs `main_fn` as the first fiber on a fresh set of workers and returns
+// when it returns (other fibers still alive then are abandoned, as in Go).
+// Returns main_fn's int result, or 0 when it returns void. Only one runtime
+// may run in a process at a time.
+template <class F> int run(F&& main_fn, const RunOptions& opts = {}) {
+  using Result = std::invoke_result_t<F&>;
+  if constexpr (std::is_convertible_v<Result, int>) {
+    return detail::run_main([&]() -> int { return main_fn(); }, opts);
+  } else {
+    return detail::run_main(
+        [&]() -> int {
+          main_fn();
+          return 0;
+        },
+        opts);
+  }
+}
+
+// Spawns a fiber that runs `fn` (moved into the fiber; no heap allocation
+// beyond the fiber record). Callable from fibers and from other threads while
+// a runtime is running. Returns the new fiber's id.
+template <class F> std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
+  using Fn = std::decay_t<F>;
+  static const detail::Closure vtable{
+      [](void* p) { (*static_cast<Fn*>(p))(); },
+      [](void* p) { static_cast<Fn*>(p)->~Fn(); },
+  };
+  void* storage = nullptr;
+  detail::Fiber* f = detail::new_fiber(sizeof(Fn), alignof(Fn), opts, &storage);
+  ::new (storage) Fn(std::forward<F>(fn));
+  return detail::start_fiber(f, &vtable);
+}
+
+// Lets other runnable fibers run; the caller is queued behind them.
+void yield() noexcept;
+
+// The running fiber's id (main is 1), or 0 when called outside any fiber.
+std::uint64_t fiber_id() noexcept;
+
+// Index of the worker running the caller, or -1 outside the workers.
+int worker_index() noexcept;
+
+// Workers of the running runtime, or 0 when none runs.
+int num_workers() noexcept;
+
+namespace detail {
+void run_blocking(void (*fn)(void*), void* arg);
+}
+
+// Runs `fn` on the blocking-work pool and parks the calling fiber until it
+// returns; for syscalls and CPU-heavy work that must not stall a worker.
+// Exceptions thrown by fn are rethrown in the caller.
+template <class F> auto blocking(F&& fn) -> std::invoke_result_t<F&> {
+  using R = std::invoke_result_t<F&>;
+  struct Job {
+    F* fn;
+    std::exception_ptr error;
+    std::conditional_t<std::is_void_v<R>, char, std::optional<R>> result;
+  } job{&fn, nullptr, {}};
+  detail::run_blocking(
+      [](void* p) {
+        auto* j = static_cast<Job*>(p);
+        try {
+          if constexpr (std::is_void_v<R>) {
+            (*j->fn)();
+          } else {
+            j->result.emplace((*j->fn)());
+          }
+        } catch (...) {
+          j->error = std::current_exception();
+        }
+      },
+      &job);
+  if (job.error) std::rethrow_exception(job.error);
+  if constexpr (!std::is_void_v<R>) return std::move(*job.result);
+}
+
+} // namespace weft

@@ -1,0 +1,894 @@
+// The M:N scheduler. Each worker is an OS thread with its own run queue (a
+// bounded lock-free ring, owner pushes, anyone steals) and a runnext slot
+// for the fiber it just readied; a global queue takes work from outside and
+// overflow. Idle workers spin briefly, then sleep on a futex; a waker wakes
+// one only when nobody is spinning (Go's wakep rule). The scheduler loop of
+// each worker runs on the worker thread's own stack ("g0").
+#include "scheduler.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "log.h"
+#include "sanitizer.h"
+#include "stack.h"
+#include "weft/detail/spinlock.h"
+
+extern "C" void weft_switch(void** save_sp, void* load_sp);
+extern "C" void weft_fiber_trampoline();
+
+#if defined(WEFT_TSAN) && defined(__clang__)
+#define WEFT_SWITCH_FN __attribute__((noinline, disable_sanitizer_instrumentation))
+#elif defined(WEFT_TSAN)
+#define WEFT_SWITCH_FN __attribute__((noinline, no_sanitize_thread))
+#else
+#define WEFT_SWITCH_FN
+#endif
+
+namespace weft::detail {
+
+void cpu_relax() noexcept {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+void spin_backoff(unsigned& spins) noexcept {
+  if (++spins < 64) {
+    cpu_relax();
+  } else {
+    sched_yield();
+  }
+}
+
+namespace {
+
+constexpr std::uint32_t kFairnessTicks = 61;     // global queue checked this often
+constexpr std::uint32_t kRunnextCap = 32;        // consecutive runnext picks before the queue
+constexpr std::uint64_t kSpinNs = 50'000;        // spin this long before sleeping
+constexpr std::uint64_t kRunnextStealWaitNs = 3'000;
+constexpr std::uint64_t kWatchdogNs = 10'000'000;
+constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
+constexpr std::uint64_t kIdBatch = 64;
+
+std::uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                const timespec* timeout = nullptr) {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
+          timeout, nullptr, 0);
+}
+
+void futex_wake(std::atomic<std::uint32_t>* word, int count) {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
+          nullptr, 0);
+}
+
+// Go's runq: the owner pushes at the tail and pops at the head; thieves take
+// half from the head with one CAS. Slots are atomics because a thief may read
+// a slot the owner is about to reuse (its CAS then fails).
+class RunQueue {
+ public:
+  static constexpr std::uint32_t kSize = 256;
+
+  bool empty() const {
+    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
+  }
+
+  bool push(Fiber* f) {
+    const std::uint32_t h = head_.load(std::memory_order_acquire);
+    const std::uint32_t t = tail_.load(std::memory_order_relaxed);
+    if (t - h >= kSize) return false;
+    slots_[t % kSize].store(f, std::memory_order_relaxed);
+    tail_.store(t + 1, std::memory_order_release);
+    return true;
+  }
+
+  Fiber* pop() {
+    for (;;) {
+      std::uint32_t h = head_.load(std::memory_order_acquire);
+      const std::uint32_t t = tail_.load(std::memory_order_relaxed);
+      if (h == t) return nullptr;
+      Fiber* f = slots_[h % kSize].load(std::memory_order_relaxed);
+      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) return f;
+    }
+  }
+
+  // Takes `portion` (half, rounded up) of the queue; for thieves and for the
+  // owner moving overflow to the global queue.
+  std::uint32_t grab_half(Fiber** out) {
+    for (;;) {
+      std::uint32_t h = head_.load(std::memory_order_acquire);
+      const std::uint32_t t = tail_.load(std::memory_order_acquire);
+      std::uint32_t n = t - h;
+      n -= n / 2;
+      if (n == 0) return 0;
+      if (n > kSize / 2) continue;  // torn read of head and tail
+      for (std::uint32_t i = 0; i < n; ++i) {
+        out[i] = slots_[(h + i) % kSize].load(std::memory_order_relaxed);
+      }
+      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel)) return n;
+    }
+  }
+
+ private:
+  alignas(64) std::atomic<std::uint32_t> head_{0};
+  alignas(64) std::atomic<std::uint32_t> tail_{0};
+  std::atomic<Fiber*> slots_[kSize] = {};
+};
+
+enum class Action : std::uint8_t { none, park, yield, exit };
+
+struct Scheduler;
+
+} // namespace
+
+struct alignas(64) Worker {
+  Scheduler* sched = nullptr;
+  int index = 0;
+  RunQueue runq;
+  std::atomic<Fiber*> runnext{nullptr};
+
+  // Set by the fiber that switches to g0, read by g0 right after.
+  Fiber* current = nullptr;
+  Action action = Action::none;
+  ParkCommit commit = nullptr;
+  void* commit_arg = nullptr;
+
+  std::atomic<std::uint32_t> schedtick{0};
+  std::atomic<std::uint64_t> running_id{0};
+  std::uint32_t runnext_streak = 0;
+  bool spinning = false;
+
+  // Sleeping: 0 while asleep, 1 once woken. Idle-list links under idle_mu.
+  std::atomic<std::uint32_t> wake_word{0};
+  Worker* next_idle = nullptr;
+  bool on_idle_list = false;
+
+  std::uint64_t rng = 0;
+  std::uint64_t id_next = 0, id_end = 0;
+
+  // Counters written by the owner only, read by stats.
+  std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0};
+
+  void* g0_sp = nullptr;
+  void* tsan_g0 = nullptr;
+  void* g0_fake_stack = nullptr;
+  const void* g0_stack_bottom = nullptr;
+  std::size_t g0_stack_size = 0;
+
+  // sysmon's view of this worker.
+  std::uint32_t seen_tick = 0;
+  std::uint64_t seen_since = 0;
+  bool reported = false;
+
+  std::thread thread;
+
+  void loop();
+  Fiber* find_runnable();
+  Fiber* found(Fiber* f);
+  Fiber* local_get();
+  Fiber* steal_work();
+  Fiber* steal_from(Worker* victim, bool take_runnext);
+  void sleep();
+  void execute(Fiber* f);
+  void prepare(Fiber* f);
+  void finish(Fiber* f);
+  void ready_local(Fiber* f);
+  void runq_put(Fiber* f);
+  std::uint64_t next_fiber_id();
+  std::uint32_t random() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return static_cast<std::uint32_t>(rng);
+  }
+  static void bump(std::atomic<std::uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+};
+
+namespace {
+
+struct Scheduler {
+  explicit Scheduler(int n) : nworkers(n) {
+    for (int i = 0; i < n; ++i) {
+      auto w = std::make_unique<Worker>();
+      w->sched = this;
+      w->index = i;
+      w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
+      workers.push_back(std::move(w));
+    }
+  }
+
+  const int nworkers;
+  std::vector<std::unique_ptr<Worker>> workers;
+
+  std::mutex gq_mu;
+  Fiber* gq_head = nullptr;
+  Fiber* gq_tail = nullptr;
+  std::atomic<std::uint32_t> gq_size{0};
+
+  std::mutex idle_mu;
+  Worker* idle_head = nullptr;
+  std::atomic<int> nidle{0};
+  std::atomic<int> nspinning{0};
+  std::atomic<bool> stopping{false};
+
+  std::atomic<std::uint64_t> next_id{1};
+  std::atomic<std::uint64_t> foreign_spawned{0};
+  std::atomic<std::uint64_t> wakeups{0};
+  std::atomic<std::uint64_t> watchdog_reports{0};
+
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool done = false;
+
+  std::thread sysmon;
+  std::atomic<std::uint32_t> sysmon_word{0};
+  std::atomic<bool> sysmon_sleeping{false};
+
+  void global_put(Fiber* f) {
+    std::lock_guard lock(gq_mu);
+    global_put_locked(f);
+  }
+  void global_put_locked(Fiber* f) {
+    f->next = nullptr;
+    if (gq_tail) {
+      gq_tail->next = f;
+    } else {
+      gq_head = f;
+    }
+    gq_tail = f;
+    gq_size.store(gq_size.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+  }
+
+  Fiber* global_get(Worker* w, std::uint32_t max) {
+    std::lock_guard lock(gq_mu);
+    const std::uint32_t size = gq_size.load(std::memory_order_relaxed);
+    if (size == 0) return nullptr;
+    std::uint32_t n = std::min<std::uint32_t>(size, size / static_cast<std::uint32_t>(nworkers) + 1);
+    if (max != 0) n = std::min(n, max);
+    n = std::min(n, RunQueue::kSize / 2);
+    Fiber* first = gq_head;
+    gq_head = first->next;
+    for (std::uint32_t i = 1; i < n; ++i) {
+      Fiber* f = gq_head;
+      gq_head = f->next;
+      w->runq.push(f);  // the caller's queue had no work, so there is room
+    }
+    if (!gq_head) gq_tail = nullptr;
+    gq_size.store(size - n, std::memory_order_seq_cst);
+    return first;
+  }
+
+  // Wakes one sleeping worker to look for work, unless one is already
+  // looking (spinning) or none sleeps.
+  void wakep() {
+    if (nidle.load(std::memory_order_seq_cst) == 0) return;
+    int zero = 0;
+    if (!nspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return;
+    Worker* w = nullptr;
+    {
+      std::lock_guard lock(idle_mu);
+      w = idle_head;
+      if (w) {
+        idle_head = w->next_idle;
+        w->on_idle_list = false;
+        nidle.fetch_sub(1, std::memory_order_seq_cst);
+        w->wake_word.store(1, std::memory_order_release);
+      }
+    }
+    if (!w) {
+      nspinning.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
+    futex_wake(&w->wake_word, 1);
+    wakeups.fetch_add(1, std::memory_order_relaxed);
+    if (sysmon_sleeping.load(std::memory_order_seq_cst)) {
+      sysmon_word.store(1, std::memory_order_release);
+      futex_wake(&sysmon_word, 1);
+    }
+  }
+
+  bool any_queued_work() const {
+    if (gq_size.load(std::memory_order_seq_cst) != 0) return true;
+    for (const auto& w : workers) {
+      if (!w->runq.empty()) return true;
+    }
+    return false;
+  }
+
+  void shutdown() {
+    {
+      std::lock_guard lock(done_mu);
+      done = true;
+    }
+    done_cv.notify_all();
+    stopping.store(true, std::memory_order_seq_cst);
+    {
+      std::lock_guard lock(idle_mu);
+      while (Worker* w = idle_head) {
+        idle_head = w->next_idle;
+        w->on_idle_list = false;
+        nidle.fetch_sub(1, std::memory_order_seq_cst);
+        w->wake_word.store(1, std::memory_order_release);
+        futex_wake(&w->wake_word, 1);
+      }
+    }
+    sysmon_word.store(1, std::memory_order_release);
+    futex_wake(&sysmon_word, 1);
+  }
+
+  void sysmon_loop();
+};
+
+std::atomic<Scheduler*> g_sched{nullptr};
+thread_local Worker* tls_worker = nullptr;
+thread_local const Fiber* tls_fiber = nullptr;
+
+Fiber* thread_waiter() {
+  thread_local Fiber record;
+  record.is_thread = true;
+  return &record;
+}
+
+[[noreturn]] void fiber_main(Fiber* f);
+
+// The two switch directions. The TSan switch must be made from code TSan does
+// not instrument, or its shadow call stack is attributed to the wrong fiber.
+WEFT_SWITCH_FN void switch_to_fiber(Worker* w, Fiber* f) {
+  san::asan_start_switch(&w->g0_fake_stack, f->stack.lo, f->stack.size);
+  san::tsan_switch(f->tsan_fiber);
+  weft_switch(&w->g0_sp, f->sp);
+  san::asan_finish_switch(w->g0_fake_stack, nullptr, nullptr);
+}
+
+WEFT_SWITCH_FN void switch_to_g0(Worker* w, Fiber* f, bool dying) {
+  san::asan_start_switch(dying ? nullptr : &f->asan_fake_stack, w->g0_stack_bottom,
+                         w->g0_stack_size);
+  san::tsan_switch(w->tsan_g0);
+  weft_switch(&f->sp, w->g0_sp);
+  // Resumed, possibly on another worker thread.
+  Worker* now = current_worker();
+  san::asan_finish_switch(f->asan_fake_stack, &now->g0_stack_bottom, &now->g0_stack_size);
+}
+
+[[noreturn]] void fiber_main(Fiber* f) {
+  {
+    Worker* w = current_worker();
+    san::asan_finish_switch(nullptr, &w->g0_stack_bottom, &w->g0_stack_size);
+  }
+  try {
+    f->closure->invoke(f->closure_storage);
+    f->closure->destroy(f->closure_storage);
+  } catch (const std::exception& e) {
+    log().critical("fiber {} ended with an uncaught exception: {}", f->id, e.what());
+    log().flush();
+    std::abort();
+  } catch (...) {
+    log().critical("fiber {} ended with an uncaught exception of unknown type", f->id);
+    log().flush();
+    std::abort();
+  }
+  Worker* w = current_worker();
+  w->action = Action::exit;
+  switch_to_g0(w, f, true);
+  __builtin_unreachable();
+}
+
+int default_workers() {
+  if (const char* env = std::getenv("WEFT_PROCS")) {
+    char* end = nullptr;
+    long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<int>(n);
+    log().error("WEFT_PROCS='{}' is not a worker count from 1 to 1024; using the CPU count", env);
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+void free_abandoned(Fiber* f) {
+  // Never ran or parked forever: its closure may be mid-call, so only the
+  // record and stack are reclaimed, as Go reclaims nothing at exit.
+  if (f->stack.lo) release_stack(f->stack);
+  san::tsan_destroy(f->tsan_fiber);
+  f->~Fiber();
+  ::operator delete(f, std::align_val_t{64});
+}
+
+} // namespace
+
+__attribute__((noinline)) Worker* current_worker() noexcept {
+  Worker* w = tls_worker;
+  asm volatile("" ::: "memory");
+  return w;
+}
+
+const Fiber* signal_current_fiber() noexcept { return tls_fiber; }
+
+std::uint64_t Worker::next_fiber_id() {
+  if (id_next == id_end) {
+    id_next = sched->next_id.fetch_add(kIdBatch, std::memory_order_relaxed);
+    id_end = id_next + kIdBatch;
+  }
+  return id_next++;
+}
+
+void Worker::runq_put(Fiber* f) {
+  while (!runq.push(f)) {
+    // Full: move half of it to the global queue, as Go's runqputslow.
+    Fiber* batch[RunQueue::kSize / 2];
+    const std::uint32_t n = runq.grab_half(batch);
+    if (n == 0) continue;
+    std::lock_guard lock(sched->gq_mu);
+    for (std::uint32_t i = 0; i < n; ++i) sched->global_put_locked(batch[i]);
+  }
+}
+
+void Worker::ready_local(Fiber* f) {
+  Fiber* old = runnext.exchange(f, std::memory_order_acq_rel);
+  if (old) {
+    runq_put(old);
+    sched->wakep();  // stealable work now exists
+  }
+}
+
+Fiber* Worker::local_get() {
+  Fiber* next = runnext.load(std::memory_order_relaxed);
+  if (next && (runnext_streak < kRunnextCap || runq.empty())) {
+    if (runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) {
+      ++runnext_streak;
+      return next;
+    }
+  }
+  runnext_streak = 0;
+  if (Fiber* f = runq.pop()) return f;
+  return runnext.exchange(nullptr, std::memory_order_acq_rel);
+}
+
+Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
+  Fiber* batch[RunQueue::kSize / 2];
+  std::uint32_t n = victim->runq.grab_half(batch);
+  if (n == 0 && take_runnext && victim->runnext.load(std::memory_order_relaxed)) {
+    // The victim may be about to run it (ping-pong); take it only if the
+    // victim is stuck in one fiber, as Go does.
+    const std::uint32_t tick = victim->schedtick.load(std::memory_order_relaxed);
+    const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
+    while (now_ns() < until) cpu_relax();
+    if (victim->schedtick.load(std::memory_order_relaxed) == tick &&
+        victim->running_id.load(std::memory_order_relaxed) != 0) {
+      if (Fiber* f = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) {
+        bump(steals);
+        return f;
+      }
+    }
+    return nullptr;
+  }
+  if (n == 0) return nullptr;
+  bump(steals);
+  for (std::uint32_t i = 0; i + 1 < n; ++i) runq.push(batch[i]);
+  return batch[n - 1];
+}
+
+Fiber* Worker::steal_work() {
+  const int n = sched->nworkers;
+  for (int round = 0; round < 4; ++round) {
+    const int start = static_cast<int>(random() % static_cast<std::uint32_t>(n));
+    for (int i = 0; i < n; ++i) {
+      Worker* victim = sched->workers[static_cast<std::size_t>((start + i) % n)].get();
+      if (victim == this) continue;
+      if (Fiber* f = steal_from(victim, round == 3)) return f;
+    }
+  }
+  return nullptr;
+}
+
+Fiber* Worker::found(Fiber* f) {
+  if (spinning) {
+    spinning = false;
+    // The last spinner found work; there may be more, so keep one looking.
+    if (sched->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1) sched->wakep();
+  }
+  return f;
+}
+
+Fiber* Worker::find_runnable() {
+  for (;;) {
+    if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
+    const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
+    if (tick % kFairnessTicks == 0 && sched->gq_size.load(std::memory_order_relaxed) != 0) {
+      if (Fiber* f = sched->global_get(this, 1)) return found(f);
+    }
+    if (Fiber* f = local_get()) return found(f);
+    if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+      if (Fiber* f = sched->global_get(this, 0)) return found(f);
+    }
+    if (sched->nworkers > 1) {
+      // Bound the spinners to half the busy workers, so an idle runtime
+      // does not burn every core looking for work.
+      const int busy = sched->nworkers - sched->nidle.load(std::memory_order_relaxed);
+      if (spinning || 2 * sched->nspinning.load(std::memory_order_relaxed) < busy) {
+        if (!spinning) {
+          spinning = true;
+          sched->nspinning.fetch_add(1, std::memory_order_seq_cst);
+        }
+        const std::uint64_t until = now_ns() + kSpinNs;
+        do {
+          if (Fiber* f = steal_work()) return found(f);
+          if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+            if (Fiber* f = sched->global_get(this, 0)) return found(f);
+          }
+          if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
+          cpu_relax();
+        } while (now_ns() < until);
+      }
+    }
+    sleep();
+  }
+}
+
+void Worker::sleep() {
+  {
+    std::lock_guard lock(sched->idle_mu);
+    if (sched->stopping.load(std::memory_order_acquire)) return;
+    wake_word.store(0, std::memory_order_relaxed);
+    next_idle = sched->idle_head;
+    sched->idle_head = this;
+    on_idle_list = true;
+    sched->nidle.fetch_add(1, std::memory_order_seq_cst);
+  }
+  if (spinning) {
+    spinning = false;
+    sched->nspinning.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  // Work published before our nidle increment found nobody to wake (its
+  // wakep saw nidle == 0 or a spinner that was us): look once more.
+  if (sched->any_queued_work()) {
+    std::lock_guard lock(sched->idle_mu);
+    if (on_idle_list) {
+      Worker** link = &sched->idle_head;
+      while (*link != this) link = &(*link)->next_idle;
+      *link = next_idle;
+      on_idle_list = false;
+      sched->nidle.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
+  }
+  while (wake_word.load(std::memory_order_acquire) == 0) futex_wait(&wake_word, 0);
+  // wakep counted us as spinning before it woke us.
+  spinning = !sched->stopping.load(std::memory_order_acquire);
+}
+
+void Worker::prepare(Fiber* f) {
+  f->stack = acquire_stack(f->stack_request);
+  f->tsan_fiber = san::tsan_create();
+  auto top = reinterpret_cast<std::uintptr_t>(f->stack.hi()) & ~static_cast<std::uintptr_t>(15);
+#if defined(__x86_64__)
+  auto* frame = reinterpret_cast<std::uint64_t*>(top - 8 * sizeof(std::uint64_t));
+  frame[0] = 0x1F80ULL | (0x037FULL << 32);  // default MXCSR and x87 control word
+  frame[1] = 0;                              // r15
+  frame[2] = 0;                              // r14
+  frame[3] = reinterpret_cast<std::uint64_t>(&fiber_main);  // r13
+  frame[4] = reinterpret_cast<std::uint64_t>(f);            // r12
+  frame[5] = 0;                                             // rbx
+  frame[6] = 0;                                             // rbp
+  frame[7] = reinterpret_cast<std::uint64_t>(&weft_fiber_trampoline);
+#elif defined(__aarch64__)
+  auto* frame = reinterpret_cast<std::uint64_t*>(top - 176);
+  std::memset(frame, 0, 176);
+  frame[0] = reinterpret_cast<std::uint64_t>(f);            // x19
+  frame[1] = reinterpret_cast<std::uint64_t>(&fiber_main);  // x20
+  frame[11] = reinterpret_cast<std::uint64_t>(&weft_fiber_trampoline);  // x30
+#endif
+  f->sp = frame;
+}
+
+void Worker::finish(Fiber* f) {
+  release_stack(f->stack);
+  san::tsan_destroy(f->tsan_fiber);
+  f->~Fiber();
+  ::operator delete(f, std::align_val_t{64});
+  bump(exited);
+}
+
+void Worker::execute(Fiber* f) {
+  for (;;) {
+    schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (!f->sp) prepare(f);
+    current = f;
+    tls_fiber = f;
+    running_id.store(f->id, std::memory_order_relaxed);
+    action = Action::none;
+    switch_to_fiber(this, f);
+    running_id.store(0, std::memory_order_relaxed);
+    current = nullptr;
+    tls_fiber = nullptr;
+    if (action == Action::exit) {
+      finish(f);
+      return;
+    }
+    if (!f->stack.guarded && !saved_sp_in_bounds(f)) {
+      report_overflow(f, "found at a switch: the stack had no guard page");
+    }
+    if (action == Action::yield) {
+      runq_put(f);
+      return;
+    }
+    // Parked: the commit decides whether it really sleeps.
+    if (commit(f, commit_arg)) return;
+  }
+}
+
+void Worker::loop() {
+  tls_worker = this;
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  void* altstack = enter_signal_stack();
+  tsan_g0 = san::tsan_current();
+  while (Fiber* f = find_runnable()) execute(f);
+  flush_stack_cache();
+  leave_signal_stack(altstack);
+  tls_worker = nullptr;
+}
+
+void Scheduler::sysmon_loop() {
+  while (!stopping.load(std::memory_order_acquire)) {
+    if (nidle.load(std::memory_order_seq_cst) == nworkers) {
+      // Fully idle: sleep until a worker is woken, so that an idle runtime
+      // costs nothing.
+      sysmon_word.store(0, std::memory_order_relaxed);
+      sysmon_sleeping.store(true, std::memory_order_seq_cst);
+      if (nidle.load(std::memory_order_seq_cst) == nworkers) {
+        timespec limit{1, 0};
+        futex_wait(&sysmon_word, 0, &limit);
+      }
+      sysmon_sleeping.store(false, std::memory_order_seq_cst);
+      continue;
+    }
+    timespec period{0, static_cast<long>(kSysmonPeriodNs)};
+    futex_wait(&sysmon_word, 0, &period);
+    const std::uint64_t now = now_ns();
+    for (auto& wp : workers) {
+      Worker* w = wp.get();
+      const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed);
+      const std::uint64_t id = w->running_id.load(std::memory_order_relaxed);
+      if (id == 0 || tick != w->seen_tick) {
+        w->seen_tick = tick;
+        w->seen_since = now;
+        w->reported = false;
+        continue;
+      }
+      const std::uint64_t held = now - w->seen_since;
+      if (!w->reported && held >= kWatchdogNs) {
+        w->reported = true;
+        watchdog_reports.fetch_add(1, std::memory_order_relaxed);
+        log().warn("fiber {} has held worker {} for {} ms without parking or yielding", id,
+                   w->index, held / 1'000'000);
+      }
+      // Work queued behind a stuck fiber: let an idle worker steal it.
+      if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty()) wakep();
+    }
+  }
+}
+
+Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
+                 void** closure_storage) {
+  if (g_sched.load(std::memory_order_acquire) == nullptr) {
+    std::fprintf(stderr, "weft::go: no runtime is running; spawn fibers inside weft::run\n");
+    std::abort();
+  }
+  if (closure_align > 64) {
+    std::fprintf(stderr, "weft::go: closures aligned to more than 64 bytes are not supported\n");
+    std::abort();
+  }
+  const std::size_t offset = (sizeof(Fiber) + 63) / 64 * 64;
+  void* mem = ::operator new(offset + closure_size, std::align_val_t{64});
+  auto* f = ::new (mem) Fiber();
+  f->stack_request = round_stack_size(opts.stack_size);
+  f->closure_storage = static_cast<char*>(mem) + offset;
+  *closure_storage = f->closure_storage;
+  return f;
+}
+
+std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  f->closure = vtable;
+  Worker* w = current_worker();
+  if (w && w->sched == s) {
+    f->id = w->next_fiber_id();
+    Worker::bump(w->spawned);
+    const std::uint64_t id = f->id;
+    w->ready_local(f);
+    s->wakep();
+    return id;
+  }
+  f->id = s->next_id.fetch_add(1, std::memory_order_relaxed);
+  s->foreign_spawned.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t id = f->id;
+  s->global_put(f);
+  s->wakep();
+  return id;
+}
+
+int run_main(std::function<int()> main_fn, const RunOptions& opts) {
+  const int n = opts.workers > 0 ? opts.workers : default_workers();
+  auto* s = new Scheduler(n);
+  Scheduler* none = nullptr;
+  if (!g_sched.compare_exchange_strong(none, s)) {
+    std::fprintf(stderr,
+                 "weft::run: a runtime is already running in this process; weft::run cannot be "
+                 "nested or run concurrently\n");
+    std::abort();
+  }
+  install_overflow_handler();
+  int exit_code = 0;
+  go([&exit_code, &main_fn, s] {
+    exit_code = main_fn();
+    s->shutdown();
+  });
+  log().debug("runtime starting with {} workers", n);
+  for (auto& w : s->workers) w->thread = std::thread([w = w.get()] { w->loop(); });
+  s->sysmon = std::thread([s] { s->sysmon_loop(); });
+  {
+    std::unique_lock lock(s->done_mu);
+    s->done_cv.wait(lock, [s] { return s->done; });
+  }
+  for (auto& w : s->workers) w->thread.join();
+  s->sysmon.join();
+
+  std::uint64_t exited = 0, spawned = s->foreign_spawned.load();
+  std::vector<Fiber*> abandoned;
+  for (auto& w : s->workers) {
+    exited += w->exited.load();
+    spawned += w->spawned.load();
+    if (Fiber* f = w->runnext.exchange(nullptr)) abandoned.push_back(f);
+    while (Fiber* f = w->runq.pop()) abandoned.push_back(f);
+  }
+  for (Fiber* f = s->gq_head; f;) {
+    Fiber* next = f->next;
+    abandoned.push_back(f);
+    f = next;
+  }
+  for (Fiber* f : abandoned) free_abandoned(f);
+  if (spawned > exited) {
+    log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",
+                spawned - exited);
+  }
+  g_sched.store(nullptr, std::memory_order_release);
+  delete s;
+  return exit_code;
+}
+
+// ---- parking -------------------------------------------------------------
+
+bool on_fiber() noexcept {
+  Worker* w = current_worker();
+  return w && w->current;
+}
+
+Fiber* current_waiter() noexcept {
+  Worker* w = current_worker();
+  if (w && w->current) return w->current;
+  return thread_waiter();
+}
+
+std::uint64_t waiter_id(const Fiber* waiter) noexcept { return waiter->is_thread ? 0 : waiter->id; }
+
+void park(ParkCommit commit, void* arg) noexcept {
+  Worker* w = current_worker();
+  if (w && w->current) {
+    Fiber* f = w->current;
+    w->action = Action::park;
+    w->commit = commit;
+    w->commit_arg = arg;
+    switch_to_g0(w, f, false);
+    return;
+  }
+  if (w) {
+    std::fprintf(stderr,
+                 "weft: a park commit or scheduler callback tried to wait; it runs on the worker "
+                 "itself and must not block\n");
+    std::abort();
+  }
+  Fiber* self = thread_waiter();
+  self->thread_wake.store(0, std::memory_order_relaxed);
+  if (!commit(self, arg)) return;
+  while (self->thread_wake.load(std::memory_order_acquire) == 0) futex_wait(&self->thread_wake, 0);
+}
+
+void ready(Fiber* f) noexcept {
+  if (f->is_thread) {
+    f->thread_wake.store(1, std::memory_order_release);
+    futex_wake(&f->thread_wake, 1);
+    return;
+  }
+  Worker* w = current_worker();
+  if (w) {
+    w->ready_local(f);
+    return;
+  }
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  s->global_put(f);
+  s->wakep();
+}
+
+SchedulerStats scheduler_stats() noexcept {
+  SchedulerStats st{};
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  if (!s) return st;
+  std::uint64_t spawned = s->foreign_spawned.load(), exited = 0;
+  for (auto& w : s->workers) {
+    spawned += w->spawned.load(std::memory_order_relaxed);
+    exited += w->exited.load(std::memory_order_relaxed);
+    st.steals += w->steals.load(std::memory_order_relaxed);
+  }
+  st.spawned = spawned;
+  st.worker_wakeups = s->wakeups.load(std::memory_order_relaxed);
+  st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
+  st.live_fibers = static_cast<std::int64_t>(spawned - exited);
+  return st;
+}
+
+} // namespace weft::detail
+
+// ---- public API ----------------------------------------------------------
+
+namespace weft {
+
+void yield() noexcept {
+  using namespace detail;
+  Worker* w = current_worker();
+  if (!w || !w->current) {
+    sched_yield();
+    return;
+  }
+  // Nothing else to run here: skip the round trip through the scheduler.
+  if (w->runnext.load(std::memory_order_relaxed) == nullptr && w->runq.empty() &&
+      w->sched->gq_size.load(std::memory_order_relaxed) == 0) {
+    w->schedtick.store(w->schedtick.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
+    return;
+  }
+  w->action = Action::yield;
+  switch_to_g0(w, w->current, false);
+}
+
+std::uint64_t fiber_id() noexcept {
+  detail::Worker* w = detail::current_worker();
+  return w && w->current ? w->current->id : 0;
+}
+
+int worker_index() noexcept {
+  detail::Worker* w = detail::current_worker();
+  return w ? w->index : -1;
+}
+
+int num_workers() noexcept {
+  detail::Scheduler* s = detail::g_sched.load(std::memory_order_acquire);
+  return s ? s->nworkers : 0;
+}
+
+} // namespace weft

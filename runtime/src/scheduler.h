@@ -1,0 +1,31 @@
+// Workers, run queues and the scheduler loop. Internal to the runtime.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "fiber.h"
+#include "weft/detail/park.h"
+
+namespace weft::detail {
+
+struct Worker;
+
+// The worker running the caller, read through a call the compiler cannot
+// inline or hoist: a fiber may resume on another thread after any switch.
+Worker* current_worker() noexcept;
+
+// The fiber running on this thread, for the fault handler (async-signal-safe).
+const Fiber* signal_current_fiber() noexcept;
+
+struct SchedulerStats {
+  std::uint64_t spawned;
+  std::uint64_t steals;
+  std::uint64_t worker_wakeups;
+  std::uint64_t watchdog_reports;
+  std::int64_t live_fibers;
+};
+// Counters of the running runtime (zero when none runs); for tests.
+SchedulerStats scheduler_stats() noexcept;
+
+} // namespace weft::detail

@@ -1,0 +1,288 @@
+#include "stack.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "log.h"
+#include "scheduler.h"
+
+namespace weft::detail {
+namespace {
+
+std::size_t page_size() {
+  static const std::size_t size = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+// A guarded stack costs two VMAs (guard + stack, different protections), and
+// the kernel refuses mappings past vm.max_map_count (65530 on Debian). Keep a
+// margin for the heap, libraries and whatever else the program maps.
+std::size_t guarded_budget() {
+  static const std::size_t budget = [] {
+    long limit = 65530;
+    if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
+      if (std::fscanf(f, "%ld", &limit) != 1) limit = 65530;
+      std::fclose(f);
+    }
+    const long reserve = 8192;
+    return limit > reserve ? static_cast<std::size_t>((limit - reserve) / 2) : 0;
+  }();
+  return budget;
+}
+
+constexpr std::size_t kSlabStacks = 64;
+constexpr std::size_t kWorkerCacheMax = 64;
+constexpr std::size_t kPoolMaxPerSize = 4096;
+
+std::atomic<std::size_t> guarded_live{0};
+std::atomic<std::size_t> unguarded_live{0};
+
+struct Pool {
+  std::mutex mu;
+  std::map<std::size_t, std::vector<Stack>> free_by_size;
+  std::size_t pooled = 0;
+};
+Pool& pool() {
+  static Pool* p = new Pool;  // outlives every thread that may return a stack
+  return *p;
+}
+
+thread_local std::vector<Stack> worker_cache;
+
+bool map_guarded(std::size_t usable, Stack* out) {
+  const std::size_t guard = page_size();
+  void* mem = mmap(nullptr, usable + guard, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (mem == MAP_FAILED) return false;
+  if (mprotect(mem, guard, PROT_NONE) != 0) {
+    munmap(mem, usable + guard);
+    return false;
+  }
+  out->lo = static_cast<char*>(mem) + guard;
+  out->size = usable;
+  out->guarded = true;
+  return true;
+}
+
+// Carves a slab into unguarded stacks; all but the first go to the pool.
+// Slab stacks are never unmapped: unmapping a piece would split the VMA.
+Stack map_from_slab(std::size_t usable) {
+  static std::once_flag warned;
+  std::call_once(warned, [] {
+    log().warn(
+        "fiber stacks past {} lose their guard page (vm.max_map_count is too low); overflow is "
+        "then detected at the next switch, not at the faulting access. Raise it with: sysctl -w "
+        "vm.max_map_count=1048576",
+        guarded_budget());
+  });
+  void* mem = mmap(nullptr, usable * kSlabStacks, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (mem == MAP_FAILED) {
+    std::fprintf(stderr, "weft: cannot map fiber stacks (%zu bytes): %s\n", usable * kSlabStacks,
+                 std::strerror(errno));
+    std::abort();
+  }
+  char* base = static_cast<char*>(mem);
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  auto& list = p.free_by_size[usable];
+  for (std::size_t i = 1; i < kSlabStacks; ++i) {
+    list.push_back(Stack{base + i * usable, usable, false});
+    ++p.pooled;
+  }
+  return Stack{base, usable, false};
+}
+
+void count_live(const Stack& s, int delta) {
+  auto& counter = s.guarded ? guarded_live : unguarded_live;
+  if (delta > 0) {
+    counter.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    counter.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+struct sigaction previous_segv;
+struct sigaction previous_bus;
+
+void write_str(const char* s) {
+  std::size_t n = std::strlen(s);
+  while (n > 0) {
+    ssize_t w = ::write(STDERR_FILENO, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+void write_u64(std::uint64_t v) {
+  char buf[24];
+  int i = sizeof buf;
+  buf[--i] = '\0';
+  do {
+    buf[--i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0 && i > 0);
+  write_str(buf + i);
+}
+
+void on_fault(int sig, siginfo_t* info, void* uctx) {
+  const Fiber* f = signal_current_fiber();
+  if (f != nullptr && f->stack.guarded) {
+    const char* addr = static_cast<const char*>(info->si_addr);
+    // Only the guard page itself: a fault anywhere else is not ours to name.
+    if (addr < f->stack.lo && addr >= f->stack.lo - page_size()) {
+      report_overflow(f, nullptr);
+    }
+  }
+  // Not a stack overflow: hand it to whoever was installed before us.
+  const struct sigaction& prev = sig == SIGSEGV ? previous_segv : previous_bus;
+  if (prev.sa_flags & SA_SIGINFO) {
+    if (prev.sa_sigaction) return prev.sa_sigaction(sig, info, uctx);
+  } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+    return prev.sa_handler(sig);
+  }
+  signal(sig, SIG_DFL);  // returning re-executes the access, which now kills us
+}
+
+} // namespace
+
+std::size_t round_stack_size(std::size_t requested) {
+  const std::size_t min = 16 * 1024;
+  std::size_t size = std::max(requested, min);
+  const std::size_t page = page_size();
+  return (size + page - 1) / page * page;
+}
+
+Stack acquire_stack(std::size_t usable) {
+  Stack s;
+  if (usable == kDefaultStackSize && !worker_cache.empty()) {
+    s = worker_cache.back();
+    worker_cache.pop_back();
+    count_live(s, +1);
+    return s;
+  }
+  {
+    Pool& p = pool();
+    std::lock_guard lock(p.mu);
+    auto it = p.free_by_size.find(usable);
+    if (it != p.free_by_size.end() && !it->second.empty()) {
+      s = it->second.back();
+      it->second.pop_back();
+      --p.pooled;
+    }
+  }
+  if (s.lo == nullptr) {
+    if (guarded_live.load(std::memory_order_relaxed) >= guarded_budget() ||
+        !map_guarded(usable, &s)) {
+      s = map_from_slab(usable);
+    }
+  }
+  count_live(s, +1);
+  return s;
+}
+
+void release_stack(const Stack& s) {
+  count_live(s, -1);
+  if (s.size == kDefaultStackSize && worker_cache.size() < kWorkerCacheMax) {
+    worker_cache.push_back(s);
+    return;
+  }
+  Pool& p = pool();
+  {
+    std::lock_guard lock(p.mu);
+    auto& list = p.free_by_size[s.size];
+    if (!s.guarded || list.size() < kPoolMaxPerSize) {
+      list.push_back(s);
+      ++p.pooled;
+      return;
+    }
+  }
+  munmap(s.lo - page_size(), s.size + page_size());
+}
+
+void flush_stack_cache() {
+  if (worker_cache.empty()) return;
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  auto& list = p.free_by_size[kDefaultStackSize];
+  for (const Stack& s : worker_cache) list.push_back(s);
+  p.pooled += worker_cache.size();
+  worker_cache.clear();
+}
+
+bool saved_sp_in_bounds(const Fiber* f) {
+  const char* sp = static_cast<const char*>(f->sp);
+  return sp >= f->stack.lo && sp <= f->stack.hi();
+}
+
+StackStats stack_stats() {
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  return StackStats{guarded_live.load(), unguarded_live.load(), p.pooled};
+}
+
+void report_overflow(const Fiber* f, const char* how) {
+  write_str("weft: fiber ");
+  write_u64(f->id);
+  write_str(" overflowed its ");
+  write_u64(f->stack.size / 1024);
+  write_str(" KiB stack");
+  if (how) {
+    write_str(" (");
+    write_str(how);
+    write_str(")");
+  }
+  write_str("; give it more with weft::SpawnOptions{.stack_size = ...}\n");
+  signal(SIGABRT, SIG_DFL);
+  abort();
+}
+
+void install_overflow_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous_segv);
+    sigaction(SIGBUS, &sa, &previous_bus);
+  });
+}
+
+void* enter_signal_stack() {
+  const std::size_t size = 64 * 1024;
+  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return nullptr;
+  stack_t ss{};
+  ss.ss_sp = mem;
+  ss.ss_size = size;
+  ss.ss_flags = 0;
+  if (sigaltstack(&ss, nullptr) != 0) {
+    munmap(mem, size);
+    return nullptr;
+  }
+  return mem;
+}
+
+void leave_signal_stack(void* handle) {
+  if (!handle) return;
+  stack_t ss{};
+  ss.ss_flags = SS_DISABLE;
+  sigaltstack(&ss, nullptr);
+  munmap(handle, 64 * 1024);
+}
+
+} // namespace weft::detail

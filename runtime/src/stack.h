@@ -1,0 +1,38 @@
+// Fiber stacks: mmap'd, guard page below, committed lazily by the kernel,
+// pooled warm. When vm.max_map_count leaves no room for more guard pages,
+// stacks come from unguarded slabs, checked at every switch instead.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fiber.h"
+
+namespace weft::detail {
+
+constexpr std::size_t kDefaultStackSize = 64 * 1024;
+
+std::size_t round_stack_size(std::size_t requested);
+Stack acquire_stack(std::size_t usable);
+void release_stack(const Stack& s);
+// Per-worker cache of default-size stacks; flushed back to the shared pool.
+void flush_stack_cache();
+// A switched-out fiber whose saved stack pointer left its stack overflowed;
+// the only check an unguarded stack gets.
+bool saved_sp_in_bounds(const Fiber* f);
+
+// SIGSEGV/SIGBUS handler that names the fiber whose guard page was hit.
+void install_overflow_handler();
+// Each thread that runs fibers needs an alternate signal stack for it.
+void* enter_signal_stack();
+void leave_signal_stack(void* handle);
+[[noreturn]] void report_overflow(const Fiber* f, const char* how);
+
+struct StackStats {
+  std::size_t guarded_live;
+  std::size_t unguarded_live;
+  std::size_t pooled;
+};
+StackStats stack_stats();
+
+} // namespace weft::detail

@@ -1,0 +1,318 @@
+#include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cfenv>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "scheduler.h"
+#include "test_util.h"
+#include "weft/detail/park.h"
+#include "weft/runtime.h"
+
+namespace {
+
+class RuntimeTest : public ::testing::TestWithParam<int> {
+ protected:
+  weft::RunOptions opts() const { return weft::RunOptions{.workers = GetParam()}; }
+};
+
+TEST_P(RuntimeTest, RunReturnsMainResult) {
+  EXPECT_EQ(weft::run([] { return 42; }, opts()), 42);
+  EXPECT_EQ(weft::run([] {}, opts()), 0);
+}
+
+TEST_P(RuntimeTest, MainIsFiberOneAndWorkersAreCounted) {
+  weft::run(
+      [&] {
+        EXPECT_EQ(weft::fiber_id(), 1u);
+        EXPECT_EQ(weft::num_workers(), GetParam());
+        EXPECT_GE(weft::worker_index(), 0);
+        EXPECT_LT(weft::worker_index(), GetParam());
+      },
+      opts());
+  EXPECT_EQ(weft::fiber_id(), 0u);
+  EXPECT_EQ(weft::worker_index(), -1);
+  EXPECT_EQ(weft::num_workers(), 0);
+}
+
+// Waits on a plain atomic counter by parking through the runtime's own
+// primitive, so these tests do not depend on the sync library.
+struct Latch {
+  std::atomic<int> remaining;
+  std::atomic<weft::detail::Fiber*> waiter{nullptr};
+  explicit Latch(int n) : remaining(n) {}
+  void count_down() {
+    if (remaining.fetch_sub(1) == 1) {
+      weft::detail::Fiber* w = waiter.exchange(reinterpret_cast<weft::detail::Fiber*>(1));
+      if (w) weft::detail::ready(w);
+    }
+  }
+  void wait() {
+    weft::detail::park_with([this](weft::detail::Fiber* self) {
+      weft::detail::Fiber* none = nullptr;
+      return waiter.compare_exchange_strong(none, self);  // fails once counted down
+    });
+  }
+};
+
+TEST_P(RuntimeTest, SpawnRunsEveryFiberOnceWithUniqueIds) {
+  const int n = weft::test::stress_iterations(20000);
+  std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
+  std::vector<std::uint64_t> ids(static_cast<std::size_t>(n));
+  weft::run(
+      [&] {
+        Latch latch(n);
+        for (int i = 0; i < n; ++i) {
+          ids[static_cast<std::size_t>(i)] = weft::go([&, i] {
+            runs[static_cast<std::size_t>(i)].fetch_add(1);
+            latch.count_down();
+          });
+        }
+        latch.wait();
+      },
+      opts());
+  for (auto& r : runs) ASSERT_EQ(r.load(), 1);
+  std::set<std::uint64_t> unique(ids.begin(), ids.end());
+  EXPECT_EQ(unique.size(), ids.size());
+  EXPECT_EQ(unique.count(1), 0u);  // 1 is main's
+}
+
+TEST_P(RuntimeTest, ParkAndReadyPingPongStress) {
+  // Two fibers hand a token back and forth through park/ready; a lost wakeup
+  // hangs, a double wakeup corrupts the count.
+  const int rounds = weft::test::stress_iterations(20000);
+  std::atomic<int> a_count{0}, b_count{0};
+  weft::run(
+      [&] {
+        struct Slot {
+          std::atomic<weft::detail::Fiber*> parked{nullptr};
+          std::atomic<bool> token{false};
+          void give() {
+            token.store(true);
+            weft::detail::Fiber* w = parked.exchange(nullptr);
+            if (w) weft::detail::ready(w);
+          }
+          void take() {
+            while (!token.exchange(false)) {
+              weft::detail::park_with([this](weft::detail::Fiber* self) {
+                parked.store(self);
+                // A give() that raced ahead of the store: undo and keep running.
+                if (token.load()) {
+                  weft::detail::Fiber* me = self;
+                  return !parked.compare_exchange_strong(me, nullptr);
+                }
+                return true;
+              });
+            }
+          }
+        } to_a, to_b;
+        Latch done(2);
+        weft::go([&] {
+          for (int i = 0; i < rounds; ++i) {
+            to_b.give();
+            to_a.take();
+            a_count.fetch_add(1);
+          }
+          done.count_down();
+        });
+        weft::go([&] {
+          for (int i = 0; i < rounds; ++i) {
+            to_b.take();
+            b_count.fetch_add(1);
+            to_a.give();
+          }
+          done.count_down();
+        });
+        done.wait();
+      },
+      opts());
+  EXPECT_EQ(a_count.load(), rounds);
+  EXPECT_EQ(b_count.load(), rounds);
+}
+
+TEST_P(RuntimeTest, YieldLetsOthersRun) {
+  weft::run(
+      [&] {
+        std::atomic<bool> other_ran{false};
+        weft::go([&] { other_ran.store(true); });
+        // Cooperative: the spawned fiber can only run on this worker once we
+        // yield (or on another worker).
+        while (!other_ran.load()) weft::yield();
+        EXPECT_TRUE(other_ran.load());
+      },
+      opts());
+}
+
+TEST_P(RuntimeTest, ReadyFromForeignThread) {
+  const int rounds = weft::test::stress_iterations(2000);
+  weft::run(
+      [&] {
+        for (int i = 0; i < rounds; ++i) {
+          std::atomic<weft::detail::Fiber*> me{nullptr};
+          std::thread t([&] {
+            weft::detail::Fiber* w;
+            while (!(w = me.load())) std::this_thread::yield();
+            weft::detail::ready(w);
+          });
+          weft::detail::park_with([&](weft::detail::Fiber* self) {
+            me.store(self);
+            return true;
+          });
+          t.join();
+        }
+      },
+      opts());
+  SUCCEED();
+}
+
+TEST_P(RuntimeTest, GoFromForeignThread) {
+  weft::run(
+      [&] {
+        Latch latch(100);
+        std::thread t([&] {
+          for (int i = 0; i < 100; ++i) weft::go([&] { latch.count_down(); });
+        });
+        latch.wait();
+        t.join();
+      },
+      opts());
+}
+
+TEST_P(RuntimeTest, PlainThreadCanParkAndBeReadied) {
+  weft::run(
+      [&] {
+        std::atomic<weft::detail::Fiber*> thread_waiter{nullptr};
+        std::atomic<bool> woke{false};
+        std::thread t([&] {
+          EXPECT_FALSE(weft::detail::on_fiber());
+          weft::detail::park_with([&](weft::detail::Fiber* self) {
+            EXPECT_EQ(weft::detail::waiter_id(self), 0u);
+            thread_waiter.store(self);
+            return true;
+          });
+          woke.store(true);
+        });
+        while (!thread_waiter.load()) weft::yield();
+        weft::detail::ready(thread_waiter.load());
+        t.join();
+        EXPECT_TRUE(woke.load());
+      },
+      opts());
+}
+
+TEST_P(RuntimeTest, FloatingPointControlIsPerFiber) {
+  // The switch must carry MXCSR/FPCR: a fiber that changes the rounding mode
+  // must not leak it to the fiber that runs next.
+  weft::run(
+      [&] {
+        Latch latch(2);
+        std::atomic<int> bad{0};
+        for (int k = 0; k < 2; ++k) {
+          weft::go([&, k] {
+            for (int i = 0; i < 200; ++i) {
+              const int mode = k == 0 ? FE_UPWARD : FE_DOWNWARD;
+              fesetround(mode);
+              weft::yield();
+              if (fegetround() != mode) bad.fetch_add(1);
+            }
+            fesetround(FE_TONEAREST);
+            latch.count_down();
+          });
+        }
+        latch.wait();
+        EXPECT_EQ(bad.load(), 0);
+      },
+      opts());
+}
+
+TEST_P(RuntimeTest, RunCanBeCalledRepeatedly) {
+  for (int i = 0; i < 50; ++i) {
+    std::atomic<int> ran{0};
+    weft::run(
+        [&] {
+          Latch latch(10);
+          for (int j = 0; j < 10; ++j) weft::go([&] {
+            ran.fetch_add(1);
+            latch.count_down();
+          });
+          latch.wait();
+        },
+        opts());
+    ASSERT_EQ(ran.load(), 10);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, RuntimeTest, ::testing::Values(1, 2, 4),
+                         [](const auto& info) { return "w" + std::to_string(info.param); });
+
+pid_t gettid_now() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+TEST(RuntimeMigration, FiberMovesBetweenWorkersMidFunction) {
+  // A fiber readied from a foreign thread lands on whichever worker takes it
+  // from the global queue; over many rounds it must change threads, and every
+  // read of per-thread state after a switch must see the new thread's.
+  const int rounds = weft::test::stress_iterations(3000);
+  int migrations = 0;
+  int mismatches = 0;
+  weft::run(
+      [&] {
+        std::atomic<bool> stop{false};
+        // Keep every worker busy from time to time so that the global queue
+        // is served by different workers.
+        Latch churn_done(3);
+        for (int k = 0; k < 3; ++k) {
+          weft::go([&] {
+            while (!stop.load()) weft::yield();
+            churn_done.count_down();
+          });
+        }
+        pid_t tid = gettid_now();
+        int worker = weft::worker_index();
+        for (int i = 0; i < rounds; ++i) {
+          std::atomic<weft::detail::Fiber*> me{nullptr};
+          std::thread t([&] {
+            weft::detail::Fiber* w;
+            while (!(w = me.load())) std::this_thread::yield();
+            weft::detail::ready(w);
+          });
+          weft::detail::park_with([&](weft::detail::Fiber* self) {
+            me.store(self);
+            return true;
+          });
+          t.join();
+          const pid_t now_tid = gettid_now();
+          const int now_worker = weft::worker_index();
+          if (now_tid != tid) ++migrations;
+          // Same thread iff same worker: a cached TLS address would break this.
+          if ((now_tid == tid) != (now_worker == worker)) ++mismatches;
+          tid = now_tid;
+          worker = now_worker;
+        }
+        stop.store(true);
+        churn_done.wait();
+      },
+      weft::RunOptions{.workers = 4});
+  EXPECT_GT(migrations, 0);
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST(RuntimeStats, NoFiberOutlivesItsWork) {
+  weft::run(
+      [] {
+        Latch latch(1000);
+        for (int i = 0; i < 1000; ++i) weft::go([&] { latch.count_down(); });
+        latch.wait();
+        // Fibers count down just before they end; let them finish.
+        while (weft::detail::scheduler_stats().live_fibers > 1) weft::yield();
+        auto st = weft::detail::scheduler_stats();
+        EXPECT_EQ(st.live_fibers, 1);  // main only
+        EXPECT_GE(st.spawned, 1001u);
+      },
+      weft::RunOptions{.workers = 2});
+}
+
+} // namespace
