@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cfenv>
 #include <set>
 #include <thread>
@@ -99,11 +100,15 @@ TEST_P(RuntimeTest, ParkAndReadyPingPongStress) {
           void take() {
             while (!token.exchange(false)) {
               weft::detail::park_with([this](weft::detail::Fiber* self) {
-                parked.store(self);
+                // Once published, this fiber may resume and reuse the stack
+                // that holds our captures: read them before.
+                std::atomic<weft::detail::Fiber*>& slot = parked;
+                std::atomic<bool>& tok = token;
+                slot.store(self);
                 // A give() that raced ahead of the store: undo and keep running.
-                if (token.load()) {
+                if (tok.load()) {
                   weft::detail::Fiber* me = self;
-                  return !parked.compare_exchange_strong(me, nullptr);
+                  return !slot.compare_exchange_strong(me, nullptr);
                 }
                 return true;
               });
@@ -313,6 +318,36 @@ TEST(RuntimeStats, NoFiberOutlivesItsWork) {
         EXPECT_GE(st.spawned, 1001u);
       },
       weft::RunOptions{.workers = 2});
+}
+
+} // namespace
+
+namespace {
+
+TEST(RuntimeWatchdog, ReportsAFiberThatHogsItsWorker) {
+  weft::run(
+      [] {
+        const auto before = weft::detail::scheduler_stats().watchdog_reports;
+        // Spin without yielding until the watchdog has seen it (threshold 10 ms);
+        // the 20 s cap only stops a broken watchdog from hanging the suite.
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (weft::detail::scheduler_stats().watchdog_reports == before &&
+               std::chrono::steady_clock::now() < give_up) {
+        }
+        EXPECT_GT(weft::detail::scheduler_stats().watchdog_reports, before);
+      },
+      weft::RunOptions{.workers = 1});
+}
+
+TEST(RuntimeWatchdog, QuietForFibersThatYield) {
+  weft::run(
+      [] {
+        const auto before = weft::detail::scheduler_stats().watchdog_reports;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+        while (std::chrono::steady_clock::now() < until) weft::yield();
+        EXPECT_EQ(weft::detail::scheduler_stats().watchdog_reports, before);
+      },
+      weft::RunOptions{.workers = 1});
 }
 
 } // namespace

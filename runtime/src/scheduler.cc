@@ -237,6 +237,18 @@ struct Scheduler {
   std::atomic<int> nspinning{0};
   std::atomic<bool> stopping{false};
 
+  // Threads outside the workers inside ready()/go(): the fiber they queue may
+  // end the runtime before they return, so teardown waits for them.
+  std::atomic<int> foreign_in_flight{0};
+
+  // Queues a fiber from a thread that is not one of this runtime's workers.
+  void submit_foreign(Fiber* f) {
+    foreign_in_flight.fetch_add(1, std::memory_order_seq_cst);
+    global_put(f);
+    wakep();
+    foreign_in_flight.fetch_sub(1, std::memory_order_release);
+  }
+
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::uint64_t> foreign_spawned{0};
   std::atomic<std::uint64_t> wakeups{0};
@@ -728,8 +740,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   f->id = s->next_id.fetch_add(1, std::memory_order_relaxed);
   s->foreign_spawned.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t id = f->id;
-  s->global_put(f);
-  s->wakep();
+  s->submit_foreign(f);
   return id;
 }
 
@@ -758,6 +769,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   }
   for (auto& w : s->workers) w->thread.join();
   s->sysmon.join();
+  while (s->foreign_in_flight.load(std::memory_order_acquire) != 0) sched_yield();
 
   std::uint64_t exited = 0, spawned = s->foreign_spawned.load();
   std::vector<Fiber*> abandoned;
@@ -830,9 +842,7 @@ void ready(Fiber* f) noexcept {
     w->ready_local(f);
     return;
   }
-  Scheduler* s = g_sched.load(std::memory_order_acquire);
-  s->global_put(f);
-  s->wakep();
+  g_sched.load(std::memory_order_acquire)->submit_foreign(f);
 }
 
 SchedulerStats scheduler_stats() noexcept {

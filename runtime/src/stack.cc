@@ -28,7 +28,7 @@ std::size_t page_size() {
 // A guarded stack costs two VMAs (guard + stack, different protections), and
 // the kernel refuses mappings past vm.max_map_count (65530 on Debian). Keep a
 // margin for the heap, libraries and whatever else the program maps.
-std::size_t guarded_budget() {
+std::size_t default_guarded_budget() {
   static const std::size_t budget = [] {
     long limit = 65530;
     if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
@@ -39,6 +39,13 @@ std::size_t guarded_budget() {
     return limit > reserve ? static_cast<std::size_t>((limit - reserve) / 2) : 0;
   }();
   return budget;
+}
+
+std::atomic<std::size_t> budget_override{0};
+
+std::size_t guarded_budget() {
+  const std::size_t forced = budget_override.load(std::memory_order_relaxed);
+  return forced ? forced : default_guarded_budget();
 }
 
 constexpr std::size_t kSlabStacks = 64;
@@ -225,6 +232,10 @@ void flush_stack_cache() {
 bool saved_sp_in_bounds(const Fiber* f) {
   const char* sp = static_cast<const char*>(f->sp);
   return sp >= f->stack.lo && sp <= f->stack.hi();
+}
+
+void set_guarded_stack_budget(std::size_t stacks) {
+  budget_override.store(stacks, std::memory_order_relaxed);
 }
 
 StackStats stack_stats() {

@@ -34,5 +34,8 @@ struct StackStats {
   std::size_t pooled;
 };
 StackStats stack_stats();
+// Caps guarded stacks below what vm.max_map_count allows (0 restores the
+// default); lets tests reach the unguarded fallback cheaply.
+void set_guarded_stack_budget(std::size_t stacks);
 
 } // namespace weft::detail

@@ -23,6 +23,12 @@ bool on_fiber() noexcept;
 // releases the lock that guarded the decision to wait. If commit returns
 // false the caller resumes at once. Otherwise it sleeps until some other
 // party calls ready(waiter) exactly once.
+//
+// The moment commit makes the waiter visible to a waker (stores it, or
+// unlocks the queue holding it), the fiber may resume on another worker and
+// reuse its stack, which holds `arg` and a park_with lambda's captures. So
+// read what commit needs into locals first, and touch nothing on the parked
+// fiber's stack after publishing.
 using ParkCommit = bool (*)(Fiber* waiter, void* arg);
 void park(ParkCommit commit, void* arg) noexcept;
 

@@ -1,0 +1,110 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "scheduler.h"
+#include "stack.h"
+#include "test_util.h"
+#include "weft/detail/park.h"
+#include "weft/runtime.h"
+
+namespace {
+
+// Recursion the compiler cannot turn into a loop or drop.
+__attribute__((noinline)) int dig(int depth, volatile char* prev) {
+  volatile char frame[512];
+  std::memset(const_cast<char*>(frame), depth & 0x7f, sizeof frame);
+  if (depth == 0) return frame[0] + (prev ? prev[0] : 0);
+  return dig(depth - 1, frame) + frame[1];
+}
+
+TEST(StackDeathTest, OverflowNamesTheFiberAndItsStackSize) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run([] {
+                 weft::go([] { dig(1 << 20, nullptr); });
+                 weft::yield();
+                 for (;;) weft::yield();
+               },
+                        weft::RunOptions{.workers = 1}),
+               "fiber [0-9]+ overflowed its 64 KiB stack");
+}
+
+TEST(StackDeathTest, OverflowReportsTheRequestedSize) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run([] {
+                 weft::go([] { dig(1 << 20, nullptr); },
+                          weft::SpawnOptions{.stack_size = 128 * 1024});
+                 for (;;) weft::yield();
+               },
+                        weft::RunOptions{.workers = 1}),
+               "fiber [0-9]+ overflowed its 128 KiB stack");
+}
+
+TEST(Stack, LargerStackHoldsDeeperRecursion) {
+  // ~200 frames of 512+ bytes do not fit in 64 KiB but fit in 1 MiB.
+  std::atomic<int> result{-1};
+  weft::run(
+      [&] {
+        std::atomic<bool> done{false};
+        weft::go([&] {
+          result.store(dig(400, nullptr));
+          done.store(true);
+        },
+                 weft::SpawnOptions{.stack_size = 1024 * 1024});
+        while (!done.load()) weft::yield();
+      },
+      weft::RunOptions{.workers = 1});
+  EXPECT_GE(result.load(), 0);
+}
+
+TEST(Stack, StacksAreReusedNotLeaked) {
+  weft::run(
+      [] {
+        for (int round = 0; round < 20; ++round) {
+          std::atomic<int> done{0};
+          for (int i = 0; i < 500; ++i) weft::go([&] { done.fetch_add(1); });
+          while (done.load() < 500) weft::yield();
+        }
+        while (weft::detail::scheduler_stats().live_fibers > 1) weft::yield();
+        auto st = weft::detail::stack_stats();
+        EXPECT_EQ(st.guarded_live + st.unguarded_live, 1u);  // main's
+        // 10,000 fibers ran; a pool that did not reuse would hold thousands.
+        EXPECT_LT(st.pooled, 4096u);
+      },
+      weft::RunOptions{.workers = 2});
+}
+
+TEST(Stack, ManyParkedFibersBeyondTheGuardPageBudget) {
+  // vm.max_map_count (65530 on Debian) allows ~28k guarded stacks; past that
+  // the runtime must keep working with unguarded slab stacks. A lowered
+  // budget reaches that point with fewer fibers (TSan makes each costly).
+  weft::detail::set_guarded_stack_budget(500);
+  const int n = weft::test::stress_iterations(3000);
+  std::atomic<int> woke{0};
+  weft::run(
+      [&] {
+        std::vector<std::atomic<weft::detail::Fiber*>> parked(static_cast<std::size_t>(n));
+        std::atomic<int> parked_count{0};
+        for (int i = 0; i < n; ++i) {
+          weft::go([&, i] {
+            weft::detail::park_with([&, i](weft::detail::Fiber* self) {
+              parked[static_cast<std::size_t>(i)].store(self);
+              parked_count.fetch_add(1);
+              return true;
+            });
+            woke.fetch_add(1);
+          });
+        }
+        while (parked_count.load() < n) weft::yield();
+        EXPECT_GT(weft::detail::stack_stats().unguarded_live, 0u);
+        for (auto& p : parked) weft::detail::ready(p.load());
+        while (woke.load() < n) weft::yield();
+      },
+      weft::RunOptions{.workers = 2});
+  weft::detail::set_guarded_stack_budget(0);
+  EXPECT_EQ(woke.load(), n);
+}
+
+} // namespace
