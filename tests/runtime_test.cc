@@ -252,7 +252,11 @@ TEST_P(RuntimeTest, RunCanBeCalledRepeatedly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, RuntimeTest, ::testing::Values(1, 2, 4),
-                         [](const auto& info) { return "w" + std::to_string(info.param); });
+                         [](const auto& info) {
+                           std::string name = "w";  // GCC 12 -O3 warns on "w" + string
+                           name += std::to_string(info.param);
+                           return name;
+                         });
 
 pid_t gettid_now() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 

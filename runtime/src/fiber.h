@@ -10,20 +10,24 @@
 namespace weft::detail {
 
 struct Stack {
-  char* lo = nullptr;       // lowest usable byte; the guard page (if any) is just below
-  std::size_t size = 0;     // usable bytes
-  bool guarded = false;     // false: carved from a slab, overflow found by the canary
+  char* lo = nullptr;        // lowest usable byte; the guard page (if any) is just below
+  std::uint32_t size = 0;    // usable bytes
+  bool guarded = false;      // false: carved from a slab, overflow caught at switches
   char* hi() const { return lo + size; }
 };
 
+// How a fiber record was allocated, so that it goes back the same way.
+enum class RecordKind : std::uint8_t { pooled, heap, heap_aligned };
+
 struct Fiber {
-  void* sp = nullptr;       // saved stack pointer while switched out
-  Fiber* next = nullptr;    // link in the global run queue
+  void* sp = nullptr;        // saved stack pointer while switched out
+  Fiber* next = nullptr;     // link in the global run queue and record free lists
   const Closure* closure = nullptr;
-  void* closure_storage = nullptr;
-  Stack stack;              // assigned when the fiber first runs, returned when it ends
-  std::size_t stack_request = 0;
+  Stack stack;               // assigned when the fiber first runs, returned when it ends
   std::uint64_t id = 0;
+  std::uint32_t stack_request = 0;
+  std::uint16_t closure_offset = 0;  // the closure lives in the same allocation
+  RecordKind kind = RecordKind::heap;
   // Plain threads that wait get a Fiber record of their own; they sleep on
   // this futex word instead of switching.
   bool is_thread = false;
@@ -31,6 +35,8 @@ struct Fiber {
   // Sanitizer bookkeeping for the switch annotations.
   void* tsan_fiber = nullptr;
   void* asan_fake_stack = nullptr;
+
+  void* closure_storage() { return reinterpret_cast<char*>(this) + closure_offset; }
 };
 
 } // namespace weft::detail

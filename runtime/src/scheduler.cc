@@ -7,6 +7,7 @@
 #include "scheduler.h"
 
 #include <linux/futex.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -22,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "log.h"
@@ -139,7 +141,7 @@ class RunQueue {
   std::atomic<Fiber*> slots_[kSize] = {};
 };
 
-enum class Action : std::uint8_t { none, park, yield, exit };
+enum class Action : std::uint8_t { park, yield, exit };
 
 struct Scheduler;
 
@@ -151,11 +153,14 @@ struct alignas(64) Worker {
   RunQueue runq;
   std::atomic<Fiber*> runnext{nullptr};
 
-  // Set by the fiber that switches to g0, read by g0 right after.
-  Fiber* current = nullptr;
-  Action action = Action::none;
+  Fiber* current = nullptr;  // the fiber running here; null while on g0
+  // The fiber that switched away last and what it asked for; whoever runs
+  // next on this worker completes it (after_switch), once off its stack.
+  Fiber* prev = nullptr;
+  Action prev_action = Action::park;
   ParkCommit commit = nullptr;
   void* commit_arg = nullptr;
+  bool in_commit = false;
 
   std::atomic<std::uint32_t> schedtick{0};
   std::atomic<std::uint64_t> running_id{0};
@@ -169,6 +174,10 @@ struct alignas(64) Worker {
 
   std::uint64_t rng = 0;
   std::uint64_t id_next = 0, id_end = 0;
+
+  // Recycled fiber records of the pooled size class (owner only).
+  Fiber* free_records = nullptr;
+  std::uint32_t free_record_count = 0;
 
   // Counters written by the owner only, read by stats.
   std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0};
@@ -193,7 +202,11 @@ struct alignas(64) Worker {
   Fiber* steal_work();
   Fiber* steal_from(Worker* victim, bool take_runnext);
   void sleep();
-  void execute(Fiber* f);
+  Fiber* pick_local();
+  void enter(Fiber* f);
+  void leave(Fiber* self, Action action);
+  void after_switch();
+  void run_from_g0(Fiber* f);
   void prepare(Fiber* f);
   void finish(Fiber* f);
   void ready_local(Fiber* f);
@@ -358,44 +371,51 @@ struct Scheduler {
 };
 
 std::atomic<Scheduler*> g_sched{nullptr};
-thread_local Worker* tls_worker = nullptr;
-thread_local const Fiber* tls_fiber = nullptr;
+// initial-exec: read with one %fs-relative load instead of a __tls_get_addr
+// call (libweft is linked at start-up, not dlopen'ed).
+#define WEFT_TLS __attribute__((tls_model("initial-exec"))) thread_local
+WEFT_TLS Worker* tls_worker = nullptr;
+WEFT_TLS const Fiber* tls_fiber = nullptr;
 
 Fiber* thread_waiter() {
-  thread_local Fiber record;
+  WEFT_TLS Fiber record;
   record.is_thread = true;
   return &record;
 }
 
 [[noreturn]] void fiber_main(Fiber* f);
 
-// The two switch directions. The TSan switch must be made from code TSan does
-// not instrument, or its shadow call stack is attributed to the wrong fiber.
-WEFT_SWITCH_FN void switch_to_fiber(Worker* w, Fiber* f) {
-  san::asan_start_switch(&w->g0_fake_stack, f->stack.lo, f->stack.size);
-  san::tsan_switch(f->tsan_fiber);
-  weft_switch(&w->g0_sp, f->sp);
+// The TSan switch must be made from code TSan does not instrument, or its
+// shadow call stack is attributed to the wrong fiber.
+WEFT_SWITCH_FN void switch_from_g0(Worker* w, Fiber* to) {
+  san::asan_start_switch(&w->g0_fake_stack, to->stack.lo, to->stack.size);
+  san::tsan_switch(to->tsan_fiber);
+  weft_switch(&w->g0_sp, to->sp);
   san::asan_finish_switch(w->g0_fake_stack, nullptr, nullptr);
 }
 
-WEFT_SWITCH_FN void switch_to_g0(Worker* w, Fiber* f, bool dying) {
-  san::asan_start_switch(dying ? nullptr : &f->asan_fake_stack, w->g0_stack_bottom,
-                         w->g0_stack_size);
-  san::tsan_switch(w->tsan_g0);
-  weft_switch(&f->sp, w->g0_sp);
-  // Resumed, possibly on another worker thread.
-  Worker* now = current_worker();
-  san::asan_finish_switch(f->asan_fake_stack, &now->g0_stack_bottom, &now->g0_stack_size);
+// From a fiber straight to another fiber, or to g0 when `to` is null. A
+// dying fiber never comes back, so ASan may drop its fake stack.
+WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dying) {
+  void** fake_stack = dying ? nullptr : &from->asan_fake_stack;
+  if (to) {
+    san::asan_start_switch(fake_stack, to->stack.lo, to->stack.size);
+    san::tsan_switch(to->tsan_fiber);
+    weft_switch(&from->sp, to->sp);
+  } else {
+    san::asan_start_switch(fake_stack, w->g0_stack_bottom, w->g0_stack_size);
+    san::tsan_switch(w->tsan_g0);
+    weft_switch(&from->sp, w->g0_sp);
+  }
+  san::asan_finish_switch(from->asan_fake_stack, nullptr, nullptr);
 }
 
 [[noreturn]] void fiber_main(Fiber* f) {
-  {
-    Worker* w = current_worker();
-    san::asan_finish_switch(nullptr, &w->g0_stack_bottom, &w->g0_stack_size);
-  }
+  san::asan_finish_switch(nullptr, nullptr, nullptr);
+  current_worker()->after_switch();
   try {
-    f->closure->invoke(f->closure_storage);
-    f->closure->destroy(f->closure_storage);
+    f->closure->invoke(f->closure_storage());
+    f->closure->destroy(f->closure_storage());
   } catch (const std::exception& e) {
     log().critical("fiber {} ended with an uncaught exception: {}", f->id, e.what());
     log().flush();
@@ -405,9 +425,7 @@ WEFT_SWITCH_FN void switch_to_g0(Worker* w, Fiber* f, bool dying) {
     log().flush();
     std::abort();
   }
-  Worker* w = current_worker();
-  w->action = Action::exit;
-  switch_to_g0(w, f, true);
+  current_worker()->leave(f, Action::exit);
   __builtin_unreachable();
 }
 
@@ -423,13 +441,28 @@ int default_workers() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+// Fiber records: one allocation holds the record and the closure. Small
+// ones come from a per-worker free list, so spawn+exit costs no malloc.
+constexpr std::size_t kPooledRecordSize = 192;
+constexpr std::uint32_t kMaxFreeRecords = 4096;
+static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
+
+void delete_record(Fiber* f) {
+  const RecordKind kind = f->kind;
+  f->~Fiber();
+  if (kind == RecordKind::heap_aligned) {
+    ::operator delete(f, std::align_val_t{64});
+  } else {
+    ::operator delete(f);
+  }
+}
+
 void free_abandoned(Fiber* f) {
   // Never ran or parked forever: its closure may be mid-call, so only the
   // record and stack are reclaimed, as Go reclaims nothing at exit.
   if (f->stack.lo) release_stack(f->stack);
   san::tsan_destroy(f->tsan_fiber);
-  f->~Fiber();
-  ::operator delete(f, std::align_val_t{64});
+  delete_record(f);
 }
 
 } // namespace
@@ -622,37 +655,83 @@ void Worker::prepare(Fiber* f) {
 void Worker::finish(Fiber* f) {
   release_stack(f->stack);
   san::tsan_destroy(f->tsan_fiber);
-  f->~Fiber();
-  ::operator delete(f, std::align_val_t{64});
   bump(exited);
+  if (f->kind == RecordKind::pooled && free_record_count < kMaxFreeRecords) {
+    f->next = free_records;
+    free_records = f;
+    ++free_record_count;
+    return;
+  }
+  delete_record(f);
 }
 
-void Worker::execute(Fiber* f) {
-  for (;;) {
-    schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    if (!f->sp) prepare(f);
-    current = f;
-    tls_fiber = f;
-    running_id.store(f->id, std::memory_order_relaxed);
-    action = Action::none;
-    switch_to_fiber(this, f);
-    running_id.store(0, std::memory_order_relaxed);
+// Cheap sources only (no stealing, no sleeping): what a fiber that is about
+// to park or yield can switch to directly, without a trip through g0.
+Fiber* Worker::pick_local() {
+  if (sched->stopping.load(std::memory_order_relaxed)) return nullptr;
+  const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
+  if (tick % kFairnessTicks == 0 && sched->gq_size.load(std::memory_order_relaxed) != 0) {
+    if (Fiber* f = sched->global_get(this, 1)) return f;
+  }
+  if (Fiber* f = local_get()) return f;
+  if (sched->gq_size.load(std::memory_order_relaxed) != 0) return sched->global_get(this, 0);
+  return nullptr;
+}
+
+void Worker::enter(Fiber* f) {
+  schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (!f->sp) prepare(f);
+  current = f;
+  tls_fiber = f;
+  running_id.store(f->id, std::memory_order_relaxed);
+}
+
+// Called on the fiber that stops running. Switching fiber to fiber keeps the
+// return-stack predictor mostly intact and halves the switches; g0 is only
+// for stealing and sleeping.
+void Worker::leave(Fiber* self, Action action) {
+  prev = self;
+  prev_action = action;
+  Fiber* next = pick_local();
+  if (next) {
+    enter(next);
+  } else {
     current = nullptr;
     tls_fiber = nullptr;
-    if (action == Action::exit) {
-      finish(f);
-      return;
-    }
-    if (!f->stack.guarded && !saved_sp_in_bounds(f)) {
-      report_overflow(f, "found at a switch: the stack had no guard page");
-    }
-    if (action == Action::yield) {
-      runq_put(f);
-      return;
-    }
-    // Parked: the commit decides whether it really sleeps.
-    if (commit(f, commit_arg)) return;
+    running_id.store(0, std::memory_order_relaxed);
   }
+  switch_from_fiber(this, self, next, action == Action::exit);
+  // Resumed, possibly on another worker.
+  current_worker()->after_switch();
+}
+
+void Worker::after_switch() {
+  Fiber* p = prev;
+  if (!p) return;
+  prev = nullptr;
+  if (prev_action == Action::exit) {
+    finish(p);
+    return;
+  }
+  if (!p->stack.guarded && !saved_sp_in_bounds(p)) {
+    report_overflow(p, "found at a switch: the stack had no guard page");
+  }
+  if (prev_action == Action::yield) {
+    runq_put(p);
+    return;
+  }
+  // Parked: the commit decides whether it really sleeps.
+  in_commit = true;
+  const bool slept = commit(p, commit_arg);
+  in_commit = false;
+  if (!slept) ready_local(p);
+}
+
+void Worker::run_from_g0(Fiber* f) {
+  enter(f);
+  switch_from_g0(this, f);
+  // Back on g0: a fiber here had nothing local to switch to.
+  after_switch();
 }
 
 void Worker::loop() {
@@ -660,7 +739,20 @@ void Worker::loop() {
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   void* altstack = enter_signal_stack();
   tsan_g0 = san::tsan_current();
-  while (Fiber* f = find_runnable()) execute(f);
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* lo = nullptr;
+    std::size_t size = 0;
+    pthread_attr_getstack(&attr, &lo, &size);
+    g0_stack_bottom = lo;
+    g0_stack_size = size;
+    pthread_attr_destroy(&attr);
+  }
+  while (Fiber* f = find_runnable()) run_from_g0(f);
+  while (Fiber* f = free_records) {
+    free_records = f->next;
+    ::operator delete(f);
+  }
   flush_stack_cache();
   leave_signal_stack(altstack);
   tls_worker = nullptr;
@@ -716,12 +808,32 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
     std::fprintf(stderr, "weft::go: closures aligned to more than 64 bytes are not supported\n");
     std::abort();
   }
-  const std::size_t offset = (sizeof(Fiber) + 63) / 64 * 64;
-  void* mem = ::operator new(offset + closure_size, std::align_val_t{64});
+  const std::size_t align = std::max<std::size_t>(closure_align, alignof(Fiber));
+  const std::size_t offset = (sizeof(Fiber) + align - 1) / align * align;
+  const std::size_t total = offset + closure_size;
+  void* mem = nullptr;
+  RecordKind kind = RecordKind::heap;
+  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ && total <= kPooledRecordSize) {
+    kind = RecordKind::pooled;
+    Worker* w = current_worker();
+    if (w && w->free_records) {
+      mem = w->free_records;
+      w->free_records = w->free_records->next;
+      --w->free_record_count;
+    } else {
+      mem = ::operator new(kPooledRecordSize);
+    }
+  } else if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+    mem = ::operator new(total);
+  } else {
+    kind = RecordKind::heap_aligned;
+    mem = ::operator new(total, std::align_val_t{64});
+  }
   auto* f = ::new (mem) Fiber();
-  f->stack_request = round_stack_size(opts.stack_size);
-  f->closure_storage = static_cast<char*>(mem) + offset;
-  *closure_storage = f->closure_storage;
+  f->kind = kind;
+  f->stack_request = static_cast<std::uint32_t>(round_stack_size(opts.stack_size));
+  f->closure_offset = static_cast<std::uint16_t>(offset);
+  *closure_storage = f->closure_storage();
   return f;
 }
 
@@ -811,12 +923,10 @@ std::uint64_t waiter_id(const Fiber* waiter) noexcept { return waiter->is_thread
 
 void park(ParkCommit commit, void* arg) noexcept {
   Worker* w = current_worker();
-  if (w && w->current) {
-    Fiber* f = w->current;
-    w->action = Action::park;
+  if (w && w->current && !w->in_commit) {
     w->commit = commit;
     w->commit_arg = arg;
-    switch_to_g0(w, f, false);
+    w->leave(w->current, Action::park);
     return;
   }
   if (w) {
@@ -882,8 +992,7 @@ void yield() noexcept {
                        std::memory_order_relaxed);
     return;
   }
-  w->action = Action::yield;
-  switch_to_g0(w, w->current, false);
+  w->leave(w->current, Action::yield);
 }
 
 std::uint64_t fiber_id() noexcept {

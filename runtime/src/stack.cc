@@ -65,7 +65,7 @@ Pool& pool() {
   return *p;
 }
 
-thread_local std::vector<Stack> worker_cache;
+__attribute__((tls_model("initial-exec"))) thread_local std::vector<Stack> worker_cache;
 
 bool map_guarded(std::size_t usable, Stack* out) {
   const std::size_t guard = page_size();
@@ -77,7 +77,7 @@ bool map_guarded(std::size_t usable, Stack* out) {
     return false;
   }
   out->lo = static_cast<char*>(mem) + guard;
-  out->size = usable;
+  out->size = static_cast<std::uint32_t>(usable);
   out->guarded = true;
   return true;
 }
@@ -105,10 +105,10 @@ Stack map_from_slab(std::size_t usable) {
   std::lock_guard lock(p.mu);
   auto& list = p.free_by_size[usable];
   for (std::size_t i = 1; i < kSlabStacks; ++i) {
-    list.push_back(Stack{base + i * usable, usable, false});
+    list.push_back(Stack{base + i * usable, static_cast<std::uint32_t>(usable), false});
     ++p.pooled;
   }
-  return Stack{base, usable, false};
+  return Stack{base, static_cast<std::uint32_t>(usable), false};
 }
 
 void count_live(const Stack& s, int delta) {
@@ -167,6 +167,11 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
 
 std::size_t round_stack_size(std::size_t requested) {
   const std::size_t min = 16 * 1024;
+  const std::size_t max = std::size_t{1} << 30;
+  if (requested > max) {
+    std::fprintf(stderr, "weft::go: stack_size %zu is over the 1 GiB limit\n", requested);
+    std::abort();
+  }
   std::size_t size = std::max(requested, min);
   const std::size_t page = page_size();
   return (size + page - 1) / page * page;
