@@ -210,6 +210,7 @@ struct alignas(64) Worker {
   void prepare(Fiber* f);
   void finish(Fiber* f);
   void ready_local(Fiber* f);
+  Fiber* take_record();
   void runq_put(Fiber* f);
   std::uint64_t next_fiber_id();
   std::uint32_t random() {
@@ -239,7 +240,7 @@ struct Scheduler {
   const int nworkers;
   std::vector<std::unique_ptr<Worker>> workers;
 
-  std::mutex gq_mu;
+  SpinLock gq_mu;
   Fiber* gq_head = nullptr;
   Fiber* gq_tail = nullptr;
   std::atomic<std::uint32_t> gq_size{0};
@@ -261,6 +262,11 @@ struct Scheduler {
     wakep();
     foreign_in_flight.fetch_sub(1, std::memory_order_release);
   }
+
+  // Free fiber-record batches, heads linked through Fiber::sp.
+  SpinLock depot_lock;
+  Fiber* depot = nullptr;
+  std::size_t depot_batches = 0;
 
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::uint64_t> foreign_spawned{0};
@@ -444,7 +450,12 @@ int default_workers() {
 // Fiber records: one allocation holds the record and the closure. Small
 // ones come from a per-worker free list, so spawn+exit costs no malloc.
 constexpr std::size_t kPooledRecordSize = 192;
-constexpr std::uint32_t kMaxFreeRecords = 4096;
+// A worker keeps up to two batches of free records; beyond that a whole batch
+// moves to the depot, and an empty worker takes a batch back. Fibers spawned
+// on one worker and ending on another then recycle records without malloc
+// and without cross-thread frees (Go's gfput/gfget do the same).
+constexpr std::uint32_t kRecordBatch = 128;
+constexpr std::size_t kDepotMaxBatches = 256;
 static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
 
 void delete_record(Fiber* f) {
@@ -656,13 +667,52 @@ void Worker::finish(Fiber* f) {
   release_stack(f->stack);
   san::tsan_destroy(f->tsan_fiber);
   bump(exited);
-  if (f->kind == RecordKind::pooled && free_record_count < kMaxFreeRecords) {
-    f->next = free_records;
-    free_records = f;
-    ++free_record_count;
+  if (f->kind != RecordKind::pooled) {
+    delete_record(f);
     return;
   }
-  delete_record(f);
+  f->next = free_records;
+  free_records = f;
+  if (++free_record_count < 2 * kRecordBatch) return;
+  // Spill the most recently freed batch.
+  Fiber* batch = free_records;
+  Fiber* last = batch;
+  for (std::uint32_t i = 1; i < kRecordBatch; ++i) last = last->next;
+  free_records = last->next;
+  last->next = nullptr;
+  free_record_count -= kRecordBatch;
+  {
+    std::lock_guard lock(sched->depot_lock);
+    if (sched->depot_batches < kDepotMaxBatches) {
+      batch->sp = sched->depot;
+      sched->depot = batch;
+      ++sched->depot_batches;
+      return;
+    }
+  }
+  while (batch) {
+    Fiber* next = batch->next;
+    ::operator delete(batch);
+    batch = next;
+  }
+}
+
+Fiber* Worker::take_record() {
+  if (!free_records) {
+    std::lock_guard lock(sched->depot_lock);
+    if (Fiber* batch = sched->depot) {
+      sched->depot = static_cast<Fiber*>(batch->sp);
+      --sched->depot_batches;
+      free_records = batch;
+      free_record_count = kRecordBatch;
+    }
+  }
+  Fiber* f = free_records;
+  if (f) {
+    free_records = f->next;
+    --free_record_count;
+  }
+  return f;
 }
 
 // Cheap sources only (no stealing, no sleeping): what a fiber that is about
@@ -816,13 +866,8 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
   if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ && total <= kPooledRecordSize) {
     kind = RecordKind::pooled;
     Worker* w = current_worker();
-    if (w && w->free_records) {
-      mem = w->free_records;
-      w->free_records = w->free_records->next;
-      --w->free_record_count;
-    } else {
-      mem = ::operator new(kPooledRecordSize);
-    }
+    mem = w ? w->take_record() : nullptr;
+    if (!mem) mem = ::operator new(kPooledRecordSize);
   } else if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
     mem = ::operator new(total);
   } else {
@@ -897,6 +942,15 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     f = next;
   }
   for (Fiber* f : abandoned) free_abandoned(f);
+  for (Fiber* batch = s->depot; batch;) {
+    Fiber* next_batch = static_cast<Fiber*>(batch->sp);
+    for (Fiber* f = batch; f;) {
+      Fiber* next = f->next;
+      ::operator delete(f);
+      f = next;
+    }
+    batch = next_batch;
+  }
   if (spawned > exited) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",
                 spawned - exited);

@@ -49,7 +49,9 @@ std::size_t guarded_budget() {
 }
 
 constexpr std::size_t kSlabStacks = 64;
-constexpr std::size_t kWorkerCacheMax = 64;
+// Default-size stacks move between a worker's cache and the shared pool in
+// batches, so one lock covers many spawns (fibers often end on another worker).
+constexpr std::size_t kStackBatch = 32;
 constexpr std::size_t kPoolMaxPerSize = 4096;
 
 std::atomic<std::size_t> guarded_live{0};
@@ -179,7 +181,8 @@ std::size_t round_stack_size(std::size_t requested) {
 
 Stack acquire_stack(std::size_t usable) {
   Stack s;
-  if (usable == kDefaultStackSize && !worker_cache.empty()) {
+  const bool cached_size = usable == kDefaultStackSize;
+  if (cached_size && !worker_cache.empty()) {
     s = worker_cache.back();
     worker_cache.pop_back();
     count_live(s, +1);
@@ -190,9 +193,15 @@ Stack acquire_stack(std::size_t usable) {
     std::lock_guard lock(p.mu);
     auto it = p.free_by_size.find(usable);
     if (it != p.free_by_size.end() && !it->second.empty()) {
-      s = it->second.back();
-      it->second.pop_back();
+      auto& list = it->second;
+      s = list.back();
+      list.pop_back();
       --p.pooled;
+      for (std::size_t i = 1; cached_size && i < kStackBatch && !list.empty(); ++i) {
+        worker_cache.push_back(list.back());
+        list.pop_back();
+        --p.pooled;
+      }
     }
   }
   if (s.lo == nullptr) {
@@ -207,8 +216,22 @@ Stack acquire_stack(std::size_t usable) {
 
 void release_stack(const Stack& s) {
   count_live(s, -1);
-  if (s.size == kDefaultStackSize && worker_cache.size() < kWorkerCacheMax) {
+  if (s.size == kDefaultStackSize) {
     worker_cache.push_back(s);
+    if (worker_cache.size() < 2 * kStackBatch) return;
+    Pool& p = pool();
+    std::lock_guard lock(p.mu);
+    auto& list = p.free_by_size[kDefaultStackSize];
+    for (std::size_t i = 0; i < kStackBatch; ++i) {
+      const Stack& spill = worker_cache[i];
+      if (!spill.guarded || list.size() < kPoolMaxPerSize) {
+        list.push_back(spill);
+        ++p.pooled;
+      } else {
+        munmap(spill.lo - page_size(), spill.size + page_size());
+      }
+    }
+    worker_cache.erase(worker_cache.begin(), worker_cache.begin() + kStackBatch);
     return;
   }
   Pool& p = pool();
