@@ -355,3 +355,109 @@ TEST(RuntimeWatchdog, QuietForFibersThatYield) {
 }
 
 } // namespace
+
+namespace {
+
+// A token handed between two fibers through park/ready (runnext ping-pong).
+struct Baton {
+  std::atomic<weft::detail::Fiber*> parked{nullptr};
+  std::atomic<bool> token{false};
+  void give() {
+    token.store(true);
+    if (weft::detail::Fiber* w = parked.exchange(nullptr)) weft::detail::ready(w);
+  }
+  void take() {
+    while (!token.exchange(false)) {
+      weft::detail::park_with([this](weft::detail::Fiber* self) {
+        std::atomic<weft::detail::Fiber*>& slot = parked;
+        std::atomic<bool>& tok = token;
+        slot.store(self);
+        if (tok.load()) {
+          weft::detail::Fiber* me = self;
+          return !slot.compare_exchange_strong(me, nullptr);
+        }
+        return true;
+      });
+    }
+  }
+};
+
+TEST(RuntimeFairness, RunnextPingPongCannotStarveTheQueue) {
+  // One worker: A and B hand off through runnext forever; C sits in the run
+  // queue (it yields). Without the runnext cap C would not run again until
+  // A and B are done.
+  const int rounds = 200000;
+  std::atomic<int> c_turns{0};
+  int c_turns_while_pingponging = 0;
+  weft::run(
+      [&] {
+        std::atomic<bool> stop{false};
+        Latch done(3);
+        Baton to_a, to_b;
+        weft::go([&] {
+          while (!stop.load()) {
+            c_turns.fetch_add(1);
+            weft::yield();
+          }
+          done.count_down();
+        });
+        weft::go([&] {
+          for (int i = 0; i < rounds; ++i) {
+            to_b.give();
+            to_a.take();
+          }
+          c_turns_while_pingponging = c_turns.load();
+          stop.store(true);
+          done.count_down();
+        });
+        weft::go([&] {
+          for (int i = 0; i < rounds; ++i) {
+            to_b.take();
+            to_a.give();
+          }
+          done.count_down();
+        });
+        done.wait();
+      },
+      weft::RunOptions{.workers = 1});
+  // Capped at 32 runnext picks per queue pick: C gets thousands of turns.
+  EXPECT_GT(c_turns_while_pingponging, 1000);
+}
+
+TEST(RuntimeFairness, GlobalQueueIsServedUnderEndlessLocalWork) {
+  // One worker kept busy by two fibers that always yield; a fiber queued from
+  // another thread lands in the global queue and must still run.
+  std::atomic<bool> foreign_ran{false};
+  std::atomic<long> yields_before{-1};
+  weft::run(
+      [&] {
+        std::atomic<long> yields{0};
+        std::atomic<bool> stop{false};
+        Latch done(2);
+        for (int k = 0; k < 2; ++k) {
+          weft::go([&] {
+            while (!stop.load() && yields.load() < 5'000'000) {
+              yields.fetch_add(1);
+              weft::yield();
+            }
+            stop.store(true);
+            done.count_down();
+          });
+        }
+        std::thread t([&] {
+          weft::go([&] {
+            yields_before.store(yields.load());
+            foreign_ran.store(true);
+            stop.store(true);
+          });
+        });
+        done.wait();
+        t.join();
+        while (!foreign_ran.load()) weft::yield();
+      },
+      weft::RunOptions{.workers = 1});
+  EXPECT_TRUE(foreign_ran.load());
+  EXPECT_LT(yields_before.load(), 5'000'000);  // ran while the yielders were still going
+}
+
+} // namespace
