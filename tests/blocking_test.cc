@@ -71,4 +71,4 @@ TEST(Blocking, OnAPlainThreadRunsInline) {
   EXPECT_EQ(weft::blocking([] { return std::this_thread::get_id(); }), self);
 }
 
-} // namespace
+}  // namespace

@@ -3,8 +3,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cfenv>
+#include <chrono>
 #include <set>
 #include <thread>
 #include <vector>
@@ -240,10 +240,11 @@ TEST_P(RuntimeTest, RunCanBeCalledRepeatedly) {
     weft::run(
         [&] {
           Latch latch(10);
-          for (int j = 0; j < 10; ++j) weft::go([&] {
-            ran.fetch_add(1);
-            latch.count_down();
-          });
+          for (int j = 0; j < 10; ++j)
+            weft::go([&] {
+              ran.fetch_add(1);
+              latch.count_down();
+            });
           latch.wait();
         },
         opts());
@@ -251,14 +252,15 @@ TEST_P(RuntimeTest, RunCanBeCalledRepeatedly) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Workers, RuntimeTest, ::testing::Values(1, 2, 4),
-                         [](const auto& info) {
-                           std::string name = "w";  // GCC 12 -O3 warns on "w" + string
-                           name += std::to_string(info.param);
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Workers, RuntimeTest, ::testing::Values(1, 2, 4), [](const auto& info) {
+  std::string name = "w";  // GCC 12 -O3 warns on "w" + string
+  name += std::to_string(info.param);
+  return name;
+});
 
-pid_t gettid_now() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+pid_t gettid_now() {
+  return static_cast<pid_t>(syscall(SYS_gettid));
+}
 
 TEST(RuntimeMigration, FiberMovesBetweenWorkersMidFunction) {
   // A fiber readied from a foreign thread lands on whichever worker takes it
@@ -324,7 +326,7 @@ TEST(RuntimeStats, NoFiberOutlivesItsWork) {
       weft::RunOptions{.workers = 2});
 }
 
-} // namespace
+}  // namespace
 
 namespace {
 
@@ -354,7 +356,7 @@ TEST(RuntimeWatchdog, QuietForFibersThatYield) {
       weft::RunOptions{.workers = 1});
 }
 
-} // namespace
+}  // namespace
 
 namespace {
 
@@ -460,4 +462,4 @@ TEST(RuntimeFairness, GlobalQueueIsServedUnderEndlessLocalWork) {
   EXPECT_LT(yields_before.load(), 5'000'000);  // ran while the yielders were still going
 }
 
-} // namespace
+}  // namespace

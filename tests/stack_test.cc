@@ -22,23 +22,25 @@ __attribute__((noinline)) int dig(int depth, volatile char* prev) {
 
 TEST(StackDeathTest, OverflowNamesTheFiberAndItsStackSize) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH(weft::run([] {
-                 weft::go([] { dig(1 << 20, nullptr); });
-                 weft::yield();
-                 for (;;) weft::yield();
-               },
-                        weft::RunOptions{.workers = 1}),
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::go([] { dig(1 << 20, nullptr); });
+                     weft::yield();
+                     for (;;) weft::yield();
+                   },
+                   weft::RunOptions{.workers = 1}),
                "fiber [0-9]+ overflowed its 64 KiB stack");
 }
 
 TEST(StackDeathTest, OverflowReportsTheRequestedSize) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH(weft::run([] {
-                 weft::go([] { dig(1 << 20, nullptr); },
-                          weft::SpawnOptions{.stack_size = 128 * 1024});
-                 for (;;) weft::yield();
-               },
-                        weft::RunOptions{.workers = 1}),
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::go([] { dig(1 << 20, nullptr); },
+                              weft::SpawnOptions{.stack_size = 128 * 1024});
+                     for (;;) weft::yield();
+                   },
+                   weft::RunOptions{.workers = 1}),
                "fiber [0-9]+ overflowed its 128 KiB stack");
 }
 
@@ -48,11 +50,12 @@ TEST(Stack, LargerStackHoldsDeeperRecursion) {
   weft::run(
       [&] {
         std::atomic<bool> done{false};
-        weft::go([&] {
-          result.store(dig(400, nullptr));
-          done.store(true);
-        },
-                 weft::SpawnOptions{.stack_size = 1024 * 1024});
+        weft::go(
+            [&] {
+              result.store(dig(400, nullptr));
+              done.store(true);
+            },
+            weft::SpawnOptions{.stack_size = 1024 * 1024});
         while (!done.load()) weft::yield();
       },
       weft::RunOptions{.workers = 1});
@@ -107,4 +110,4 @@ TEST(Stack, ManyParkedFibersBeyondTheGuardPageBudget) {
   EXPECT_EQ(woke.load(), n);
 }
 
-} // namespace
+}  // namespace

@@ -15,4 +15,4 @@ inline int stress_iterations(int base) {
   return static_cast<int>(base * factor);
 }
 
-} // namespace weft::test
+}  // namespace weft::test

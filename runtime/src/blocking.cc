@@ -93,7 +93,7 @@ BlockingPool& pool() {
   return *p;
 }
 
-} // namespace
+}  // namespace
 
 void run_blocking(void (*fn)(void*), void* arg) {
   if (!on_fiber()) {
@@ -108,4 +108,4 @@ void run_blocking(void (*fn)(void*), void* arg) {
   });
 }
 
-} // namespace weft::detail
+}  // namespace weft::detail

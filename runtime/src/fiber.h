@@ -10,9 +10,9 @@
 namespace weft::detail {
 
 struct Stack {
-  char* lo = nullptr;        // lowest usable byte; the guard page (if any) is just below
-  std::uint32_t size = 0;    // usable bytes
-  bool guarded = false;      // false: carved from a slab, overflow caught at switches
+  char* lo = nullptr;      // lowest usable byte; the guard page (if any) is just below
+  std::uint32_t size = 0;  // usable bytes
+  bool guarded = false;    // false: carved from a slab, overflow caught at switches
   char* hi() const { return lo + size; }
 };
 
@@ -20,10 +20,10 @@ struct Stack {
 enum class RecordKind : std::uint8_t { pooled, heap, heap_aligned };
 
 struct Fiber {
-  void* sp = nullptr;        // saved stack pointer while switched out
-  Fiber* next = nullptr;     // link in the global run queue and record free lists
+  void* sp = nullptr;     // saved stack pointer while switched out
+  Fiber* next = nullptr;  // link in the global run queue and record free lists
   const Closure* closure = nullptr;
-  Stack stack;               // assigned when the fiber first runs, returned when it ends
+  Stack stack;  // assigned when the fiber first runs, returned when it ends
   std::uint64_t id = 0;
   std::uint32_t stack_request = 0;
   std::uint16_t closure_offset = 0;  // the closure lives in the same allocation
@@ -39,4 +39,4 @@ struct Fiber {
   void* closure_storage() { return reinterpret_cast<char*>(this) + closure_offset; }
 };
 
-} // namespace weft::detail
+}  // namespace weft::detail

@@ -18,4 +18,4 @@ spdlog::logger& log() {
   return *logger;
 }
 
-} // namespace weft::detail
+}  // namespace weft::detail

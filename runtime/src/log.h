@@ -7,4 +7,4 @@
 
 namespace weft::detail {
 spdlog::logger& log();
-} // namespace weft::detail
+}  // namespace weft::detail

@@ -74,4 +74,4 @@ inline void tsan_switch(void* f) {
 #endif
 }
 
-} // namespace weft::detail::san
+}  // namespace weft::detail::san

@@ -62,9 +62,9 @@ void spin_backoff(unsigned& spins) noexcept {
 
 namespace {
 
-constexpr std::uint32_t kFairnessTicks = 61;     // global queue checked this often
-constexpr std::uint32_t kRunnextCap = 32;        // consecutive runnext picks before the queue
-constexpr std::uint64_t kSpinNs = 50'000;        // spin this long before sleeping
+constexpr std::uint32_t kFairnessTicks = 61;  // global queue checked this often
+constexpr std::uint32_t kRunnextCap = 32;     // consecutive runnext picks before the queue
+constexpr std::uint64_t kSpinNs = 50'000;     // spin this long before sleeping
 constexpr std::uint64_t kRunnextStealWaitNs = 3'000;
 constexpr std::uint64_t kWatchdogNs = 10'000'000;
 constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
@@ -79,8 +79,8 @@ std::uint64_t now_ns() {
 
 void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                 const timespec* timeout = nullptr) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
-          timeout, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, timeout,
+          nullptr, 0);
 }
 
 void futex_wake(std::atomic<std::uint32_t>* word, int count) {
@@ -145,7 +145,7 @@ enum class Action : std::uint8_t { park, yield, exit };
 
 struct Scheduler;
 
-} // namespace
+}  // namespace
 
 struct alignas(64) Worker {
   Scheduler* sched = nullptr;
@@ -300,7 +300,8 @@ struct Scheduler {
     std::lock_guard lock(gq_mu);
     const std::uint32_t size = gq_size.load(std::memory_order_relaxed);
     if (size == 0) return nullptr;
-    std::uint32_t n = std::min<std::uint32_t>(size, size / static_cast<std::uint32_t>(nworkers) + 1);
+    std::uint32_t n =
+        std::min<std::uint32_t>(size, size / static_cast<std::uint32_t>(nworkers) + 1);
     if (max != 0) n = std::min(n, max);
     n = std::min(n, RunQueue::kSize / 2);
     Fiber* first = gq_head;
@@ -462,7 +463,7 @@ void delete_record(Fiber* f) {
   const RecordKind kind = f->kind;
   f->~Fiber();
   if (kind == RecordKind::heap_aligned) {
-    ::operator delete(f, std::align_val_t{64});
+    ::operator delete (f, std::align_val_t{64});
   } else {
     ::operator delete(f);
   }
@@ -476,7 +477,7 @@ void free_abandoned(Fiber* f) {
   delete_record(f);
 }
 
-} // namespace
+}  // namespace
 
 __attribute__((noinline)) Worker* current_worker() noexcept {
   Worker* w = tls_worker;
@@ -484,7 +485,9 @@ __attribute__((noinline)) Worker* current_worker() noexcept {
   return w;
 }
 
-const Fiber* signal_current_fiber() noexcept { return tls_fiber; }
+const Fiber* signal_current_fiber() noexcept {
+  return tls_fiber;
+}
 
 std::uint64_t Worker::next_fiber_id() {
   if (id_next == id_end) {
@@ -645,9 +648,9 @@ void Worker::prepare(Fiber* f) {
   auto top = reinterpret_cast<std::uintptr_t>(f->stack.hi()) & ~static_cast<std::uintptr_t>(15);
 #if defined(__x86_64__)
   auto* frame = reinterpret_cast<std::uint64_t*>(top - 8 * sizeof(std::uint64_t));
-  frame[0] = 0x1F80ULL | (0x037FULL << 32);  // default MXCSR and x87 control word
-  frame[1] = 0;                              // r15
-  frame[2] = 0;                              // r14
+  frame[0] = 0x1F80ULL | (0x037FULL << 32);                 // default MXCSR and x87 control word
+  frame[1] = 0;                                             // r15
+  frame[2] = 0;                                             // r14
   frame[3] = reinterpret_cast<std::uint64_t>(&fiber_main);  // r13
   frame[4] = reinterpret_cast<std::uint64_t>(f);            // r12
   frame[5] = 0;                                             // rbx
@@ -656,8 +659,8 @@ void Worker::prepare(Fiber* f) {
 #elif defined(__aarch64__)
   auto* frame = reinterpret_cast<std::uint64_t*>(top - 176);
   std::memset(frame, 0, 176);
-  frame[0] = reinterpret_cast<std::uint64_t>(f);            // x19
-  frame[1] = reinterpret_cast<std::uint64_t>(&fiber_main);  // x20
+  frame[0] = reinterpret_cast<std::uint64_t>(f);                        // x19
+  frame[1] = reinterpret_cast<std::uint64_t>(&fiber_main);              // x20
   frame[11] = reinterpret_cast<std::uint64_t>(&weft_fiber_trampoline);  // x30
 #endif
   f->sp = frame;
@@ -872,7 +875,7 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
     mem = ::operator new(total);
   } else {
     kind = RecordKind::heap_aligned;
-    mem = ::operator new(total, std::align_val_t{64});
+    mem = ::operator new (total, std::align_val_t{64});
   }
   auto* f = ::new (mem) Fiber();
   f->kind = kind;
@@ -973,7 +976,9 @@ Fiber* current_waiter() noexcept {
   return thread_waiter();
 }
 
-std::uint64_t waiter_id(const Fiber* waiter) noexcept { return waiter->is_thread ? 0 : waiter->id; }
+std::uint64_t waiter_id(const Fiber* waiter) noexcept {
+  return waiter->is_thread ? 0 : waiter->id;
+}
 
 void park(ParkCommit commit, void* arg) noexcept {
   Worker* w = current_worker();
@@ -1026,7 +1031,7 @@ SchedulerStats scheduler_stats() noexcept {
   return st;
 }
 
-} // namespace weft::detail
+}  // namespace weft::detail
 
 // ---- public API ----------------------------------------------------------
 
@@ -1042,8 +1047,7 @@ void yield() noexcept {
   // Nothing else to run here: skip the round trip through the scheduler.
   if (w->runnext.load(std::memory_order_relaxed) == nullptr && w->runq.empty() &&
       w->sched->gq_size.load(std::memory_order_relaxed) == 0) {
-    w->schedtick.store(w->schedtick.load(std::memory_order_relaxed) + 1,
-                       std::memory_order_relaxed);
+    w->schedtick.store(w->schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return;
   }
   w->leave(w->current, Action::yield);
@@ -1064,4 +1068,4 @@ int num_workers() noexcept {
   return s ? s->nworkers : 0;
 }
 
-} // namespace weft
+}  // namespace weft

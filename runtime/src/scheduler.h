@@ -28,4 +28,4 @@ struct SchedulerStats {
 // Counters of the running runtime (zero when none runs); for tests.
 SchedulerStats scheduler_stats() noexcept;
 
-} // namespace weft::detail
+}  // namespace weft::detail

@@ -165,7 +165,7 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
   signal(sig, SIG_DFL);  // returning re-executes the access, which now kills us
 }
 
-} // namespace
+}  // namespace
 
 std::size_t round_stack_size(std::size_t requested) {
   const std::size_t min = 16 * 1024;
@@ -324,4 +324,4 @@ void leave_signal_stack(void* handle) {
   munmap(handle, 64 * 1024);
 }
 
-} // namespace weft::detail
+}  // namespace weft::detail

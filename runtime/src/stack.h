@@ -38,4 +38,4 @@ StackStats stack_stats();
 // default); lets tests reach the unguarded fallback cheaply.
 void set_guarded_stack_budget(std::size_t stacks);
 
-} // namespace weft::detail
+}  // namespace weft::detail

@@ -34,13 +34,14 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
                  void** closure_storage);
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable);
 int run_main(std::function<int()> main_fn, const RunOptions& opts);
-} // namespace detail
+}  // namespace detail
 
 // Runs `main_fn` as the first fiber on a fresh set of workers and returns
 // when it returns (other fibers still alive then are abandoned, as in Go).
 // Returns main_fn's int result, or 0 when it returns void. Only one runtime
 // may run in a process at a time.
-template <class F> int run(F&& main_fn, const RunOptions& opts = {}) {
+template <class F>
+int run(F&& main_fn, const RunOptions& opts = {}) {
   using Result = std::invoke_result_t<F&>;
   if constexpr (std::is_convertible_v<Result, int>) {
     return detail::run_main([&]() -> int { return main_fn(); }, opts);
@@ -57,7 +58,8 @@ template <class F> int run(F&& main_fn, const RunOptions& opts = {}) {
 // Spawns a fiber that runs `fn` (moved into the fiber; no heap allocation
 // beyond the fiber record). Callable from fibers and from other threads while
 // a runtime is running. Returns the new fiber's id.
-template <class F> std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
+template <class F>
+std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
   using Fn = std::decay_t<F>;
   static const detail::Closure vtable{
       [](void* p) { (*static_cast<Fn*>(p))(); },
@@ -88,7 +90,8 @@ void run_blocking(void (*fn)(void*), void* arg);
 // Runs `fn` on the blocking-work pool and parks the calling fiber until it
 // returns; for syscalls and CPU-heavy work that must not stall a worker.
 // Exceptions thrown by fn are rethrown in the caller.
-template <class F> auto blocking(F&& fn) -> std::invoke_result_t<F&> {
+template <class F>
+auto blocking(F&& fn) -> std::invoke_result_t<F&> {
   using R = std::invoke_result_t<F&>;
   struct Job {
     F* fn;
@@ -113,4 +116,4 @@ template <class F> auto blocking(F&& fn) -> std::invoke_result_t<F&> {
   if constexpr (!std::is_void_v<R>) return std::move(*job.result);
 }
 
-} // namespace weft
+}  // namespace weft

@@ -32,7 +32,8 @@ bool on_fiber() noexcept;
 using ParkCommit = bool (*)(Fiber* waiter, void* arg);
 void park(ParkCommit commit, void* arg) noexcept;
 
-template <class F> void park_with(F&& commit) noexcept {
+template <class F>
+void park_with(F&& commit) noexcept {
   park([](Fiber* w, void* a) -> bool { return (*static_cast<std::remove_reference_t<F>*>(a))(w); },
        &commit);
 }
@@ -44,4 +45,4 @@ void ready(Fiber* waiter) noexcept;
 // Id of a waiter: a fiber's id, or 0 for a thread.
 std::uint64_t waiter_id(const Fiber* waiter) noexcept;
 
-} // namespace weft::detail
+}  // namespace weft::detail

@@ -18,7 +18,8 @@ class SpinLock {
     }
   }
   bool try_lock() noexcept {
-    return !held_.load(std::memory_order_relaxed) && !held_.exchange(true, std::memory_order_acquire);
+    return !held_.load(std::memory_order_relaxed) &&
+           !held_.exchange(true, std::memory_order_acquire);
   }
   void unlock() noexcept { held_.store(false, std::memory_order_release); }
 
@@ -26,4 +27,4 @@ class SpinLock {
   std::atomic<bool> held_{false};
 };
 
-} // namespace weft::detail
+}  // namespace weft::detail
