@@ -29,6 +29,7 @@
 #include "log.h"
 #include "sanitizer.h"
 #include "stack.h"
+#include "timer.h"
 #include "weft/detail/spinlock.h"
 
 extern "C" void weft_switch(void** save_sp, void* load_sp);
@@ -66,6 +67,7 @@ constexpr std::uint32_t kFairnessTicks = 61;  // global queue checked this often
 constexpr std::uint32_t kRunnextCap = 32;     // consecutive runnext picks before the queue
 constexpr std::uint64_t kSpinNs = 50'000;     // spin this long before sleeping
 constexpr std::uint64_t kRunnextStealWaitNs = 3'000;
+constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, every N switches
 constexpr std::uint64_t kWatchdogNs = 10'000'000;
 constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
 constexpr std::uint64_t kIdBatch = 64;
@@ -167,13 +169,17 @@ struct alignas(64) Worker {
   std::uint32_t runnext_streak = 0;
   bool spinning = false;
 
-  // Sleeping: 0 while asleep, 1 once woken. Idle-list links under idle_mu.
-  std::atomic<std::uint32_t> wake_word{0};
+  // Sleeping: kAsleep, then kWoken (by wakep, counted as spinning) or kPoked
+  // (a timer now due sooner). Idle-list links under idle_mu.
+  static constexpr std::uint32_t kAsleep = 0, kWoken = 1, kPoked = 2;
+  std::atomic<std::uint32_t> wake_word{kAsleep};
   Worker* next_idle = nullptr;
   bool on_idle_list = false;
 
   std::uint64_t rng = 0;
   std::uint64_t id_next = 0, id_end = 0;
+
+  TimerHeap timers;
 
   // Recycled fiber records of the pooled size class (owner only).
   Fiber* free_records = nullptr;
@@ -203,6 +209,7 @@ struct alignas(64) Worker {
   Fiber* steal_from(Worker* victim, bool take_runnext);
   void sleep();
   Fiber* pick_local();
+  bool run_timers(bool others_too);
   void enter(Fiber* f);
   void leave(Fiber* self, Action action);
   void after_switch();
@@ -250,6 +257,11 @@ struct Scheduler {
   std::atomic<int> nidle{0};
   std::atomic<int> nspinning{0};
   std::atomic<bool> stopping{false};
+
+  // The one idle worker that sleeps until the earliest timer (the others
+  // sleep until woken), and that time (0 while it is being decided).
+  std::atomic<Worker*> timer_sleeper{nullptr};
+  std::atomic<std::int64_t> timer_sleep_until{0};
 
   // Threads outside the workers inside ready()/go(): the fiber they queue may
   // end the runtime before they return, so teardown waits for them.
@@ -330,7 +342,7 @@ struct Scheduler {
         idle_head = w->next_idle;
         w->on_idle_list = false;
         nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.store(Worker::kWoken, std::memory_order_release);
       }
     }
     if (!w) {
@@ -342,6 +354,29 @@ struct Scheduler {
     if (sysmon_sleeping.load(std::memory_order_seq_cst)) {
       sysmon_word.store(1, std::memory_order_release);
       futex_wake(&sysmon_word, 1);
+    }
+  }
+
+  std::int64_t earliest_timer() const {
+    std::int64_t next = kNever;
+    for (const auto& w : workers) {
+      next = std::min(next, w->timers.min_when.load(std::memory_order_seq_cst));
+    }
+    return next;
+  }
+
+  // A timer now expires at `when`: make sure some worker will be awake then.
+  void timer_added(std::int64_t when) {
+    Worker* sleeper = timer_sleeper.load(std::memory_order_seq_cst);
+    if (!sleeper) {
+      wakep();  // an idle worker comes and takes the timer-sleeper role
+      return;
+    }
+    const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
+    if (until != 0 && until <= when) return;
+    std::uint32_t asleep = Worker::kAsleep;
+    if (sleeper->wake_word.compare_exchange_strong(asleep, Worker::kPoked)) {
+      futex_wake(&sleeper->wake_word, 1);
     }
   }
 
@@ -366,7 +401,7 @@ struct Scheduler {
         idle_head = w->next_idle;
         w->on_idle_list = false;
         nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(1, std::memory_order_release);
+        w->wake_word.store(Worker::kWoken, std::memory_order_release);
         futex_wake(&w->wake_word, 1);
       }
     }
@@ -575,9 +610,27 @@ Fiber* Worker::found(Fiber* f) {
   return f;
 }
 
+// Fires due timers: this worker's, and when `others_too`, those of every
+// worker (an idle worker serves the timers of busy ones, as Go's stealWork).
+bool Worker::run_timers(bool others_too) {
+  std::int64_t now = 0;
+  int fired = 0;
+  const int n = others_too ? sched->nworkers : 1;
+  for (int i = 0; i < n; ++i) {
+    TimerHeap& heap =
+        i == 0 ? timers : sched->workers[static_cast<std::size_t>((index + i) % n)]->timers;
+    const std::int64_t next = heap.min_when.load(std::memory_order_relaxed);
+    if (next == kNever) continue;
+    if (now == 0) now = mono_now_ns();
+    if (next <= now) fired += run_due_timers(heap, now);
+  }
+  return fired != 0;
+}
+
 Fiber* Worker::find_runnable() {
   for (;;) {
     if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
+    run_timers(true);
     const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
     if (tick % kFairnessTicks == 0 && sched->gq_size.load(std::memory_order_relaxed) != 0) {
       if (Fiber* f = sched->global_get(this, 1)) return found(f);
@@ -614,7 +667,7 @@ void Worker::sleep() {
   {
     std::lock_guard lock(sched->idle_mu);
     if (sched->stopping.load(std::memory_order_acquire)) return;
-    wake_word.store(0, std::memory_order_relaxed);
+    wake_word.store(kAsleep, std::memory_order_relaxed);
     next_idle = sched->idle_head;
     sched->idle_head = this;
     on_idle_list = true;
@@ -626,9 +679,37 @@ void Worker::sleep() {
   }
   // Work published before our nidle increment found nobody to wake (its
   // wakep saw nidle == 0 or a spinner that was us): look once more.
-  if (sched->any_queued_work()) {
+  bool wait = !sched->any_queued_work();
+  // One idle worker waits for the earliest timer; the others until woken.
+  bool timer_role = false;
+  std::int64_t deadline = kNever;
+  if (wait) {
+    Worker* none = nullptr;
+    timer_role =
+        sched->timer_sleeper.compare_exchange_strong(none, this, std::memory_order_seq_cst);
+    if (timer_role) {
+      deadline = sched->earliest_timer();
+      sched->timer_sleep_until.store(deadline, std::memory_order_seq_cst);
+    }
+  }
+  while (wait && wake_word.load(std::memory_order_acquire) == kAsleep) {
+    if (deadline == kNever) {
+      futex_wait(&wake_word, kAsleep);
+      continue;
+    }
+    const std::int64_t left = deadline - mono_now_ns();
+    if (left <= 0) break;
+    timespec timeout{static_cast<time_t>(left / 1'000'000'000),
+                     static_cast<long>(left % 1'000'000'000)};
+    futex_wait(&wake_word, kAsleep, &timeout);
+  }
+  if (timer_role) {
+    sched->timer_sleep_until.store(0, std::memory_order_seq_cst);
+    sched->timer_sleeper.store(nullptr, std::memory_order_seq_cst);
+  }
+  {
     std::lock_guard lock(sched->idle_mu);
-    if (on_idle_list) {
+    if (on_idle_list) {  // timer due, poked, or work found: nobody counted us
       Worker** link = &sched->idle_head;
       while (*link != this) link = &(*link)->next_idle;
       *link = next_idle;
@@ -637,8 +718,7 @@ void Worker::sleep() {
       return;
     }
   }
-  while (wake_word.load(std::memory_order_acquire) == 0) futex_wait(&wake_word, 0);
-  // wakep counted us as spinning before it woke us.
+  // wakep took us off the idle list and counted us as spinning.
   spinning = !sched->stopping.load(std::memory_order_acquire);
 }
 
@@ -723,6 +803,9 @@ Fiber* Worker::take_record() {
 Fiber* Worker::pick_local() {
   if (sched->stopping.load(std::memory_order_relaxed)) return nullptr;
   const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
+  if (tick % kTimerCheckTicks == 0 && timers.min_when.load(std::memory_order_relaxed) != kNever) {
+    run_timers(false);
+  }
   if (tick % kFairnessTicks == 0 && sched->gq_size.load(std::memory_order_relaxed) != 0) {
     if (Fiber* f = sched->global_get(this, 1)) return f;
   }
@@ -845,8 +928,11 @@ void Scheduler::sysmon_loop() {
         log().warn("fiber {} has held worker {} for {} ms without parking or yielding", id,
                    w->index, held / 1'000'000);
       }
-      // Work queued behind a stuck fiber: let an idle worker steal it.
-      if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty()) wakep();
+      // Work or timers queued behind a stuck fiber: let an idle worker take them.
+      if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty() ||
+          w->timers.min_when.load(std::memory_order_relaxed) <= mono_now_ns()) {
+        wakep();
+      }
     }
   }
 }
@@ -944,6 +1030,10 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     abandoned.push_back(f);
     f = next;
   }
+  for (auto& w : s->workers) {
+    std::lock_guard lock(w->timers.lock);
+    w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
+  }
   for (Fiber* f : abandoned) free_abandoned(f);
   for (Fiber* batch = s->depot; batch;) {
     Fiber* next_batch = static_cast<Fiber*>(batch->sp);
@@ -961,6 +1051,30 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   g_sched.store(nullptr, std::memory_order_release);
   delete s;
   return exit_code;
+}
+
+// ---- timers --------------------------------------------------------------
+
+void add_timer(TimerNode* node, std::int64_t when) {
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  if (!s) {
+    std::fprintf(stderr, "weft: timers and sleeps need a running runtime (inside weft::run)\n");
+    std::abort();
+  }
+  Worker* w = current_worker();
+  const bool foreign = !w || w->sched != s;
+  if (foreign) s->foreign_in_flight.fetch_add(1, std::memory_order_seq_cst);
+  TimerHeap& heap = foreign ? s->workers[0]->timers : w->timers;
+  node->when = when;
+  bool earliest;
+  {
+    std::lock_guard lock(heap.lock);
+    heap.push(node);
+    earliest = heap.nodes[0] == node;
+  }
+  // The node may already have fired and be gone: only `when` from here on.
+  if (earliest) s->timer_added(when);
+  if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
 }
 
 // ---- parking -------------------------------------------------------------

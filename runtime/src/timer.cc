@@ -1,0 +1,168 @@
+#include "timer.h"
+
+#include <time.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "weft/detail/park.h"
+#include "weft/runtime.h"
+#include "weft/time.h"
+
+namespace weft::detail {
+
+std::int64_t mono_now_ns() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+namespace {
+constexpr std::size_t kArity = 4;  // shallower than binary; Go measured the same
+}
+
+void TimerHeap::sift_up(std::size_t i) {
+  TimerNode* n = nodes[i];
+  while (i > 0) {
+    const std::size_t parent = (i - 1) / kArity;
+    if (nodes[parent]->when <= n->when) break;
+    place(i, nodes[parent]);
+    i = parent;
+  }
+  place(i, n);
+}
+
+void TimerHeap::sift_down(std::size_t i) {
+  TimerNode* n = nodes[i];
+  const std::size_t size = nodes.size();
+  for (;;) {
+    const std::size_t first = i * kArity + 1;
+    if (first >= size) break;
+    std::size_t best = first;
+    const std::size_t last = first + kArity < size ? first + kArity : size;
+    for (std::size_t c = first + 1; c < last; ++c) {
+      if (nodes[c]->when < nodes[best]->when) best = c;
+    }
+    if (n->when <= nodes[best]->when) break;
+    place(i, nodes[best]);
+    i = best;
+  }
+  place(i, n);
+}
+
+void TimerHeap::push(TimerNode* n) {
+  nodes.push_back(n);
+  n->heap.store(this, std::memory_order_relaxed);
+  sift_up(nodes.size() - 1);
+  publish_min();
+}
+
+void TimerHeap::erase(TimerNode* n) {
+  const auto i = static_cast<std::size_t>(n->index);
+  TimerNode* last = nodes.back();
+  nodes.pop_back();
+  if (last != n) {
+    place(i, last);
+    sift_up(i);
+    sift_down(static_cast<std::size_t>(last->index));
+  }
+  n->index = -1;
+  n->heap.store(nullptr, std::memory_order_relaxed);
+  publish_min();
+}
+
+TimerNode* TimerHeap::pop_due(std::int64_t now) {
+  if (nodes.empty() || nodes[0]->when > now) return nullptr;
+  TimerNode* n = nodes[0];
+  n->firing.store(true, std::memory_order_relaxed);
+  erase(n);
+  return n;
+}
+
+void TimerHeap::detach_all() {
+  for (TimerNode* n : nodes) {
+    n->index = -1;
+    n->heap.store(nullptr, std::memory_order_relaxed);
+  }
+  nodes.clear();
+  publish_min();
+}
+
+int run_due_timers(TimerHeap& heap, std::int64_t now) {
+  int fired = 0;
+  while (heap.min_when.load(std::memory_order_relaxed) <= now) {
+    TimerNode* n;
+    {
+      std::lock_guard lock(heap.lock);
+      n = heap.pop_due(now);
+    }
+    if (!n) break;
+    n->fire(n);
+    ++fired;
+  }
+  return fired;
+}
+
+bool remove_timer(TimerNode* node) {
+  TimerHeap* heap = node->heap.load(std::memory_order_acquire);
+  if (!heap) return false;
+  std::lock_guard lock(heap->lock);
+  if (node->heap.load(std::memory_order_relaxed) != heap) return false;  // fired meanwhile
+  heap->erase(node);
+  return true;
+}
+
+}  // namespace weft::detail
+
+namespace weft {
+
+void sleep_until(std::chrono::steady_clock::time_point t) {
+  const std::int64_t when =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  if (when <= detail::mono_now_ns()) return;
+  if (!detail::on_fiber()) {
+    std::this_thread::sleep_until(t);
+    return;
+  }
+  detail::TimerNode node;
+  node.fire = [](detail::TimerNode* n) { detail::ready(static_cast<detail::Fiber*>(n->context)); };
+  // Armed only once parked (Go's resetForSleep): a short timer could
+  // otherwise fire before the fiber is off its stack.
+  detail::park_with([&node, when](detail::Fiber* self) {
+    detail::TimerNode* n = &node;
+    n->context = self;
+    detail::add_timer(n, when);
+    return true;
+  });
+}
+
+void sleep_for(std::chrono::nanoseconds d) {
+  if (d.count() <= 0) return;
+  sleep_until(std::chrono::steady_clock::now() + d);
+}
+
+void Timer::on_fire(detail::TimerNode* node) {
+  auto* self = static_cast<Timer*>(node->context);
+  weft::go([fn = self->fn_] { fn(); });
+  node->firing.store(false, std::memory_order_release);  // last touch
+}
+
+bool Timer::reset(std::chrono::nanoseconds d) {
+  const bool was_armed = stop();
+  const std::int64_t when = detail::mono_now_ns() + (d.count() > 0 ? d.count() : 0);
+  detail::add_timer(&node_, when);
+  return was_armed;
+}
+
+bool Timer::stop() {
+  return detail::remove_timer(&node_);
+}
+
+Timer::~Timer() {
+  stop();
+  while (node_.firing.load(std::memory_order_acquire)) std::this_thread::yield();
+}
+
+}  // namespace weft

@@ -1,0 +1,53 @@
+// The deadline heap: one 4-ary min-heap of timers per worker (Go's per-P
+// timers), each behind its own spin lock so that idle workers can run the
+// due timers of busy ones.
+#pragma once
+
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <vector>
+
+#include "weft/detail/spinlock.h"
+#include "weft/detail/timer_node.h"
+
+namespace weft::detail {
+
+constexpr std::int64_t kNever = LLONG_MAX;
+
+std::int64_t mono_now_ns() noexcept;
+
+struct TimerHeap {
+  SpinLock lock;
+  std::vector<TimerNode*> nodes;
+  // Earliest `when`, readable without the lock (kNever when empty).
+  std::atomic<std::int64_t> min_when{kNever};
+
+  // All under lock.
+  void push(TimerNode* n);
+  void erase(TimerNode* n);
+  TimerNode* pop_due(std::int64_t now);
+  void detach_all();
+
+ private:
+  void sift_up(std::size_t i);
+  void sift_down(std::size_t i);
+  void place(std::size_t i, TimerNode* n) {
+    nodes[i] = n;
+    n->index = static_cast<std::int32_t>(i);
+  }
+  void publish_min() {
+    min_when.store(nodes.empty() ? kNever : nodes[0]->when, std::memory_order_seq_cst);
+  }
+};
+
+// Fires every timer of `heap` that is due at `now`; returns how many.
+int run_due_timers(TimerHeap& heap, std::int64_t now);
+
+// Queues `node` to fire at `when` on the caller's worker's heap (worker 0's
+// from other threads) and wakes whoever must wait less because of it.
+void add_timer(TimerNode* node, std::int64_t when);
+// True if the node was queued and this call removed it.
+bool remove_timer(TimerNode* node);
+
+}  // namespace weft::detail

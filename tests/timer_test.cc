@@ -1,0 +1,215 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "scheduler.h"
+#include "test_util.h"
+#include "timer.h"
+#include "weft/detail/park.h"
+#include "weft/runtime.h"
+#include "weft/time.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+TEST(TimerHeap, PopsInDeadlineOrderAndErasesAnywhere) {
+  weft::detail::TimerHeap heap;
+  std::mt19937 rng(7);
+  std::vector<weft::detail::TimerNode> nodes(2000);
+  for (auto& n : nodes) {
+    n.when = static_cast<std::int64_t>(rng() % 100000) + 1;
+    heap.push(&n);
+  }
+  // Erase a third of them from arbitrary positions.
+  for (std::size_t i = 0; i < nodes.size(); i += 3) heap.erase(&nodes[i]);
+  EXPECT_EQ(heap.nodes.size(), nodes.size() - (nodes.size() + 2) / 3);
+  std::int64_t last = 0;
+  std::size_t popped = 0;
+  while (auto* n = heap.pop_due(weft::detail::kNever - 1)) {
+    EXPECT_GE(n->when, last);
+    EXPECT_EQ(n->index, -1);
+    EXPECT_EQ(n->heap.load(), nullptr);
+    last = n->when;
+    ++popped;
+  }
+  EXPECT_EQ(popped, nodes.size() - (nodes.size() + 2) / 3);
+  EXPECT_EQ(heap.min_when.load(), weft::detail::kNever);
+}
+
+class SleepTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(SleepTest, NeverWakesEarly) {
+  weft::run(
+      [] {
+        for (auto d : {50us, 200us, 1000us, 3000us}) {
+          const auto start = Clock::now();
+          weft::sleep_for(d);
+          EXPECT_GE(Clock::now() - start, d);
+        }
+        weft::sleep_for(0ns);   // returns at once
+        weft::sleep_for(-5ms);  // so does a negative one
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
+TEST_P(SleepTest, ManySleepersEachWakeAfterTheirDeadline) {
+  const int n = weft::test::stress_iterations(2000);
+  std::atomic<int> early{0}, woke{0};
+  weft::run(
+      [&] {
+        std::mt19937 rng(11);
+        std::atomic<int> done{0};
+        for (int i = 0; i < n; ++i) {
+          const auto d = std::chrono::microseconds(rng() % 5000);
+          weft::go([&, d] {
+            const auto deadline = Clock::now() + d;
+            weft::sleep_until(deadline);
+            if (Clock::now() < deadline) early.fetch_add(1);
+            woke.fetch_add(1);
+            done.fetch_add(1);
+          });
+        }
+        while (done.load() < n) weft::sleep_for(200us);
+      },
+      weft::RunOptions{.workers = GetParam()});
+  EXPECT_EQ(woke.load(), n);
+  EXPECT_EQ(early.load(), 0);
+}
+
+TEST_P(SleepTest, TenThousandFibersWokenByOneDeadline) {
+  const int n = 10000;
+  std::atomic<int> woke{0};
+  weft::run(
+      [&] {
+        const auto deadline = Clock::now() + 20ms;
+        for (int i = 0; i < n; ++i) {
+          weft::go([&] {
+            weft::sleep_until(deadline);
+            woke.fetch_add(1);
+          });
+        }
+        while (woke.load() < n) weft::sleep_for(1ms);
+      },
+      weft::RunOptions{.workers = GetParam()});
+  EXPECT_EQ(woke.load(), n);
+}
+
+TEST_P(SleepTest, SleepersOnEveryWorkerAndAPlainThread) {
+  weft::run(
+      [] {
+        std::atomic<int> done{0};
+        for (int i = 0; i < 8; ++i) {
+          weft::go([&] {
+            for (int k = 0; k < 20; ++k) weft::sleep_for(100us);
+            done.fetch_add(1);
+          });
+        }
+        std::thread plain([] {
+          const auto start = Clock::now();
+          weft::sleep_for(2ms);  // a plain thread just sleeps
+          EXPECT_GE(Clock::now() - start, 2ms);
+        });
+        while (done.load() < 8) weft::sleep_for(500us);
+        plain.join();
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
+TEST_P(SleepTest, TimerRunsItsFunctionOnceInAFiber) {
+  weft::run(
+      [] {
+        std::atomic<int> runs{0};
+        std::atomic<std::uint64_t> ran_on{0};
+        weft::Timer t(1ms, [&] {
+          ran_on.store(weft::fiber_id());
+          runs.fetch_add(1);
+        });
+        while (runs.load() == 0) weft::sleep_for(100us);
+        weft::sleep_for(5ms);
+        EXPECT_EQ(runs.load(), 1);
+        EXPECT_NE(ran_on.load(), 0u);
+        EXPECT_NE(ran_on.load(), weft::fiber_id());
+        EXPECT_FALSE(t.stop());  // already fired
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
+TEST_P(SleepTest, StoppedTimerNeverFires) {
+  weft::run(
+      [] {
+        std::atomic<int> runs{0};
+        {
+          weft::Timer t(2ms, [&] { runs.fetch_add(1); });
+          EXPECT_TRUE(t.stop());
+          EXPECT_FALSE(t.stop());
+          EXPECT_FALSE(t.reset(1ms));  // was not armed
+          EXPECT_TRUE(t.reset(1h));    // was armed: moved far away
+        }                              // destroyed armed: stops
+        weft::sleep_for(10ms);
+        EXPECT_EQ(runs.load(), 0);
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
+TEST_P(SleepTest, StopRacingExpiryIsExactlyOnce) {
+  // Either stop() returns true or fn runs, never both, never neither.
+  const int n = weft::test::stress_iterations(3000);
+  std::atomic<int> fired{0};
+  int stopped = 0;
+  weft::run(
+      [&] {
+        std::mt19937 rng(3);
+        for (int i = 0; i < n; ++i) {
+          weft::Timer t(std::chrono::nanoseconds(rng() % 20000), [&] { fired.fetch_add(1); });
+          const auto spin_until = Clock::now() + std::chrono::nanoseconds(rng() % 20000);
+          while (Clock::now() < spin_until) {
+          }
+          if (t.stop()) ++stopped;
+        }
+        while (fired.load() + stopped < n) weft::sleep_for(100us);
+      },
+      weft::RunOptions{.workers = GetParam()});
+  EXPECT_EQ(fired.load() + stopped, n);
+}
+
+TEST_P(SleepTest, EarlierTimerWakesTheTimerSleeper) {
+  // Every worker idle, one waiting for a timer an hour away: a nearer timer
+  // added from another thread must wake it, or this test hangs.
+  weft::run(
+      [] {
+        weft::Timer far(1h, [] {});
+        std::atomic<weft::detail::Fiber*> main_fiber{nullptr};
+        std::thread other([&] {
+          weft::detail::Fiber* waiter;
+          while (!(waiter = main_fiber.load())) std::this_thread::yield();
+          std::atomic<bool> fired{false};
+          weft::Timer near(2ms, [&, waiter] {
+            weft::detail::ready(waiter);
+            fired.store(true);
+          });
+          while (!fired.load()) std::this_thread::yield();
+        });
+        weft::detail::park_with([&](weft::detail::Fiber* self) {
+          main_fiber.store(self);
+          return true;
+        });
+        other.join();
+        EXPECT_TRUE(far.stop());
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, SleepTest, ::testing::Values(1, 2, 4), [](const auto& info) {
+  std::string name = "w";
+  name += std::to_string(info.param);
+  return name;
+});
+
+}  // namespace
