@@ -1,0 +1,53 @@
+// The netpoller interface. A backend reports readiness of registered fds as
+// opaque tokens; it knows nothing of fibers (the runtime turns tokens into
+// fibers to wake). Registration is once per fd, edge-triggered, for both
+// directions, as Go does: no syscall per operation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <system_error>
+
+namespace weft::poll {
+
+enum Ready : std::uint32_t {
+  kReadable = 1,
+  kWritable = 2,
+  kError = 4,  // an error condition alone (EPOLLERR without data): readers see it
+};
+
+struct Event {
+  std::uint64_t token;  // what add() was given
+  std::uint32_t ready;  // Ready bits
+};
+
+class Poller {
+ public:
+  virtual ~Poller() = default;
+  virtual const char* name() const = 0;
+
+  // Watches fd for readability and writability from now until remove().
+  virtual std::error_code add(int fd, std::uint64_t token) = 0;
+  // Stops watching; call before close(fd).
+  virtual std::error_code remove(int fd) = 0;
+
+  // Waits for readiness: timeout_ns < 0 blocks, 0 polls, > 0 waits at most
+  // that long (nanosecond resolution where the kernel allows; never less).
+  // Fills up to max events and returns how many (0 on timeout, wake() or
+  // a signal).
+  virtual int wait(Event* out, int max, std::int64_t timeout_ns) = 0;
+
+  // Makes a blocked wait() return soon; callable from any thread, cheap when
+  // a wake-up is already pending.
+  virtual void wake() = 0;
+};
+
+// Backends built into this library, best first.
+const char* const* available_backends();
+
+// Creates the backend `name` ("epoll", "io_uring", "kqueue"), or the best
+// available for an empty name. Null with `why` set when it cannot.
+std::unique_ptr<Poller> make_poller(const std::string& name, std::string* why);
+
+}  // namespace weft::poll
