@@ -93,13 +93,18 @@ void TimerHeap::detach_all() {
 int run_due_timers(TimerHeap& heap, std::int64_t now) {
   int fired = 0;
   while (heap.min_when.load(std::memory_order_relaxed) <= now) {
-    TimerNode* n;
+    void (*fire)(void*, std::uint64_t);
+    void* context;
+    std::uint64_t arg;
     {
       std::lock_guard lock(heap.lock);
-      n = heap.pop_due(now);
+      TimerNode* n = heap.pop_due(now);
+      if (!n) break;
+      fire = n->fire;
+      context = n->context;
+      arg = n->arg;
     }
-    if (!n) break;
-    n->fire(n);
+    fire(context, arg);
     ++fired;
   }
   return fired;
@@ -127,7 +132,7 @@ void sleep_until(std::chrono::steady_clock::time_point t) {
     return;
   }
   detail::TimerNode node;
-  node.fire = [](detail::TimerNode* n) { detail::ready(static_cast<detail::Fiber*>(n->context)); };
+  node.fire = [](void* fiber, std::uint64_t) { detail::ready(static_cast<detail::Fiber*>(fiber)); };
   // Armed only once parked (Go's resetForSleep): a short timer could
   // otherwise fire before the fiber is off its stack.
   detail::park_with([&node, when](detail::Fiber* self) {
@@ -143,10 +148,10 @@ void sleep_for(std::chrono::nanoseconds d) {
   sleep_until(std::chrono::steady_clock::now() + d);
 }
 
-void Timer::on_fire(detail::TimerNode* node) {
-  auto* self = static_cast<Timer*>(node->context);
+void Timer::on_fire(void* context, std::uint64_t) {
+  auto* self = static_cast<Timer*>(context);
   weft::go([fn = self->fn_] { fn(); });
-  node->firing.store(false, std::memory_order_release);  // last touch
+  self->node_.firing.store(false, std::memory_order_release);  // last touch
 }
 
 bool Timer::reset(std::chrono::nanoseconds d) {

@@ -33,7 +33,7 @@ class Timer {
   bool stop();
 
  private:
-  static void on_fire(detail::TimerNode* node);
+  static void on_fire(void* self, std::uint64_t);
   detail::TimerNode node_;
   std::function<void()> fn_;
 };

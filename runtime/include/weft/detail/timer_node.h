@@ -11,13 +11,15 @@ struct TimerHeap;
 
 struct TimerNode {
   std::int64_t when = 0;  // absolute CLOCK_MONOTONIC nanoseconds
-  // Runs on a worker once the timer is due, outside the heap's lock. It must
-  // not block, and it owns the node from then on (a sleeping fiber's node is
-  // gone as soon as fire readies the fiber).
-  void (*fire)(TimerNode*) = nullptr;
+  // Runs on a worker once the timer is due, outside the heap's lock, with
+  // `context` and `arg` as they were when it was popped: the node may be
+  // re-armed (or gone: a sleeping fiber's node) while fire runs. It must not
+  // block.
+  void (*fire)(void* context, std::uint64_t arg) = nullptr;
+  void* context = nullptr;                // for fire(): the fiber, the Timer, ...
+  std::uint64_t arg = 0;                  // for fire(): e.g. a sequence number
   std::atomic<TimerHeap*> heap{nullptr};  // set while queued
   std::int32_t index = -1;                // position in the heap, under its lock
-  void* context = nullptr;                // for fire(): the fiber, the Timer, ...
   std::atomic<bool> firing{false};        // popped, fire() not finished (Timer only)
 };
 
