@@ -22,11 +22,13 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
 #include "log.h"
+#include "netpoll.h"
 #include "sanitizer.h"
 #include "stack.h"
 #include "timer.h"
@@ -173,6 +175,7 @@ struct alignas(64) Worker {
   // (a timer now due sooner). Idle-list links under idle_mu.
   static constexpr std::uint32_t kAsleep = 0, kWoken = 1, kPoked = 2;
   std::atomic<std::uint32_t> wake_word{kAsleep};
+  std::atomic<bool> in_poll{false};  // blocked in the poller rather than on wake_word
   Worker* next_idle = nullptr;
   bool on_idle_list = false;
 
@@ -258,10 +261,33 @@ struct Scheduler {
   std::atomic<int> nspinning{0};
   std::atomic<bool> stopping{false};
 
-  // The one idle worker that sleeps until the earliest timer (the others
-  // sleep until woken), and that time (0 while it is being decided).
+  // The one idle worker that sleeps until the earliest timer, blocked in the
+  // poller (the others sleep until woken), and that time (0 while it is
+  // being decided).
   std::atomic<Worker*> timer_sleeper{nullptr};
   std::atomic<std::int64_t> timer_sleep_until{0};
+
+  std::unique_ptr<poll::Poller> poller;
+  std::atomic<bool> blocked_in_poll{false};
+  std::atomic<std::int64_t> last_poll{0};
+
+  // Non-blocking poll for I/O readiness, when nobody is blocked in the poller.
+  void poll_now() {
+    if (netpoll_waiters() == 0 || blocked_in_poll.load(std::memory_order_relaxed)) return;
+    poll::Event events[64];
+    const int n = poller->wait(events, 64, 0);
+    last_poll.store(mono_now_ns(), std::memory_order_relaxed);
+    if (n > 0) netpoll_dispatch(events, n);
+  }
+
+  // Wakes a worker that sleeps (on its futex, or in the poller).
+  void wake_worker(Worker* w) {
+    if (w->in_poll.load(std::memory_order_seq_cst)) {
+      poller->wake();
+    } else {
+      futex_wake(&w->wake_word, 1);
+    }
+  }
 
   // Threads outside the workers inside ready()/go(): the fiber they queue may
   // end the runtime before they return, so teardown waits for them.
@@ -349,7 +375,7 @@ struct Scheduler {
       nspinning.fetch_sub(1, std::memory_order_seq_cst);
       return;
     }
-    futex_wake(&w->wake_word, 1);
+    wake_worker(w);
     wakeups.fetch_add(1, std::memory_order_relaxed);
     if (sysmon_sleeping.load(std::memory_order_seq_cst)) {
       sysmon_word.store(1, std::memory_order_release);
@@ -375,9 +401,7 @@ struct Scheduler {
     const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
     if (until != 0 && until <= when) return;
     std::uint32_t asleep = Worker::kAsleep;
-    if (sleeper->wake_word.compare_exchange_strong(asleep, Worker::kPoked)) {
-      futex_wake(&sleeper->wake_word, 1);
-    }
+    if (sleeper->wake_word.compare_exchange_strong(asleep, Worker::kPoked)) wake_worker(sleeper);
   }
 
   bool any_queued_work() const {
@@ -402,7 +426,7 @@ struct Scheduler {
         w->on_idle_list = false;
         nidle.fetch_sub(1, std::memory_order_seq_cst);
         w->wake_word.store(Worker::kWoken, std::memory_order_release);
-        futex_wake(&w->wake_word, 1);
+        wake_worker(w);
       }
     }
     sysmon_word.store(1, std::memory_order_release);
@@ -632,13 +656,18 @@ Fiber* Worker::find_runnable() {
     if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
     run_timers(true);
     const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
-    if (tick % kFairnessTicks == 0 && sched->gq_size.load(std::memory_order_relaxed) != 0) {
-      if (Fiber* f = sched->global_get(this, 1)) return found(f);
+    if (tick % kFairnessTicks == 0) {
+      sched->poll_now();
+      if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+        if (Fiber* f = sched->global_get(this, 1)) return found(f);
+      }
     }
     if (Fiber* f = local_get()) return found(f);
     if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
       if (Fiber* f = sched->global_get(this, 0)) return found(f);
     }
+    sched->poll_now();
+    if (Fiber* f = local_get()) return found(f);
     if (sched->nworkers > 1) {
       // Bound the spinners to half the busy workers, so an idle runtime
       // does not burn every core looking for work.
@@ -692,16 +721,27 @@ void Worker::sleep() {
       sched->timer_sleep_until.store(deadline, std::memory_order_seq_cst);
     }
   }
-  while (wait && wake_word.load(std::memory_order_acquire) == kAsleep) {
-    if (deadline == kNever) {
-      futex_wait(&wake_word, kAsleep);
-      continue;
+  if (timer_role) {
+    // Blocked in the poller until I/O, the earliest timer, or a wake-up. A
+    // waker stores wake_word then reads in_poll; we store in_poll then read
+    // wake_word: one of us sees the other.
+    in_poll.store(true, std::memory_order_seq_cst);
+    sched->blocked_in_poll.store(true, std::memory_order_relaxed);
+    if (wake_word.load(std::memory_order_seq_cst) == kAsleep) {
+      std::int64_t timeout = -1;
+      if (deadline != kNever) timeout = std::max<std::int64_t>(0, deadline - mono_now_ns());
+      poll::Event events[128];
+      const int n = sched->poller->wait(events, 128, timeout);
+      sched->last_poll.store(mono_now_ns(), std::memory_order_relaxed);
+      sched->blocked_in_poll.store(false, std::memory_order_relaxed);
+      in_poll.store(false, std::memory_order_seq_cst);
+      if (n > 0) netpoll_dispatch(events, n);
     }
-    const std::int64_t left = deadline - mono_now_ns();
-    if (left <= 0) break;
-    timespec timeout{static_cast<time_t>(left / 1'000'000'000),
-                     static_cast<long>(left % 1'000'000'000)};
-    futex_wait(&wake_word, kAsleep, &timeout);
+    sched->blocked_in_poll.store(false, std::memory_order_relaxed);
+    in_poll.store(false, std::memory_order_seq_cst);
+  }
+  while (wait && !timer_role && wake_word.load(std::memory_order_acquire) == kAsleep) {
+    futex_wait(&wake_word, kAsleep);
   }
   if (timer_role) {
     sched->timer_sleep_until.store(0, std::memory_order_seq_cst);
@@ -806,8 +846,11 @@ Fiber* Worker::pick_local() {
   if (tick % kTimerCheckTicks == 0 && timers.min_when.load(std::memory_order_relaxed) != kNever) {
     run_timers(false);
   }
-  if (tick % kFairnessTicks == 0 && sched->gq_size.load(std::memory_order_relaxed) != 0) {
-    if (Fiber* f = sched->global_get(this, 1)) return f;
+  if (tick % kFairnessTicks == 0) {
+    sched->poll_now();  // a busy worker still notices I/O
+    if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+      if (Fiber* f = sched->global_get(this, 1)) return f;
+    }
   }
   if (Fiber* f = local_get()) return f;
   if (sched->gq_size.load(std::memory_order_relaxed) != 0) return sched->global_get(this, 0);
@@ -911,6 +954,10 @@ void Scheduler::sysmon_loop() {
     timespec period{0, static_cast<long>(kSysmonPeriodNs)};
     futex_wait(&sysmon_word, 0, &period);
     const std::uint64_t now = now_ns();
+    // Every worker busy with long-running fibers: nobody polls, so do it here.
+    if (static_cast<std::int64_t>(now) - last_poll.load(std::memory_order_relaxed) > 10'000'000) {
+      poll_now();
+    }
     for (auto& wp : workers) {
       Worker* w = wp.get();
       const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed);
@@ -1001,6 +1048,20 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     std::abort();
   }
   install_overflow_handler();
+  {
+    const char* wanted = std::getenv("WEFT_POLLER");
+    std::string why;
+    s->poller = poll::make_poller(wanted ? wanted : "", &why);
+    if (!s->poller && wanted) {
+      log().error("WEFT_POLLER={}: {}; using the default backend", wanted, why);
+      s->poller = poll::make_poller("", &why);
+    }
+    if (!s->poller) {
+      std::fprintf(stderr, "weft::run: cannot create a poller: %s\n", why.c_str());
+      std::abort();
+    }
+    log().debug("poller backend: {}", s->poller->name());
+  }
   int exit_code = 0;
   go([&exit_code, &main_fn, s] {
     exit_code = main_fn();
@@ -1051,6 +1112,11 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   g_sched.store(nullptr, std::memory_order_release);
   delete s;
   return exit_code;
+}
+
+poll::Poller* runtime_poller() {
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  return s ? s->poller.get() : nullptr;
 }
 
 // ---- timers --------------------------------------------------------------
@@ -1158,10 +1224,12 @@ void yield() noexcept {
     sched_yield();
     return;
   }
-  // Nothing else to run here: skip the round trip through the scheduler.
-  if (w->runnext.load(std::memory_order_relaxed) == nullptr && w->runq.empty() &&
-      w->sched->gq_size.load(std::memory_order_relaxed) == 0) {
-    w->schedtick.store(w->schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  // Nothing else to run here: skip the scheduler, except on the ticks where
+  // it polls for I/O and timers, which a yield loop must not starve.
+  const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed) + 1;
+  w->schedtick.store(tick, std::memory_order_relaxed);
+  if (tick % kFairnessTicks != 0 && w->runnext.load(std::memory_order_relaxed) == nullptr &&
+      w->runq.empty() && w->sched->gq_size.load(std::memory_order_relaxed) == 0) {
     return;
   }
   w->leave(w->current, Action::yield);

@@ -69,13 +69,18 @@ void TimerHeap::erase(TimerNode* n) {
     sift_down(static_cast<std::size_t>(last->index));
   }
   n->index = -1;
-  n->heap.store(nullptr, std::memory_order_relaxed);
+  // Release: whoever then finds the node unqueued (remove_timer) and re-arms
+  // it must not race with this pop's read of fire/context/arg.
+  n->heap.store(nullptr, std::memory_order_release);
   publish_min();
 }
 
-TimerNode* TimerHeap::pop_due(std::int64_t now) {
+TimerNode* TimerHeap::pop_due(std::int64_t now, Expiry* expiry) {
   if (nodes.empty() || nodes[0]->when > now) return nullptr;
   TimerNode* n = nodes[0];
+  // Copied before erase() publishes the node as unqueued: from then on it
+  // may be re-armed with new values.
+  if (expiry) *expiry = Expiry{n->fire, n->context, n->arg};
   n->firing.store(true, std::memory_order_relaxed);
   erase(n);
   return n;
@@ -93,18 +98,12 @@ void TimerHeap::detach_all() {
 int run_due_timers(TimerHeap& heap, std::int64_t now) {
   int fired = 0;
   while (heap.min_when.load(std::memory_order_relaxed) <= now) {
-    void (*fire)(void*, std::uint64_t);
-    void* context;
-    std::uint64_t arg;
+    TimerHeap::Expiry expiry;
     {
       std::lock_guard lock(heap.lock);
-      TimerNode* n = heap.pop_due(now);
-      if (!n) break;
-      fire = n->fire;
-      context = n->context;
-      arg = n->arg;
+      if (!heap.pop_due(now, &expiry)) break;
     }
-    fire(context, arg);
+    expiry.fire(expiry.context, expiry.arg);
     ++fired;
   }
   return fired;

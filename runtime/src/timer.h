@@ -23,10 +23,17 @@ struct TimerHeap {
   // Earliest `when`, readable without the lock (kNever when empty).
   std::atomic<std::int64_t> min_when{kNever};
 
+  struct Expiry {
+    void (*fire)(void*, std::uint64_t);
+    void* context;
+    std::uint64_t arg;
+  };
+
   // All under lock.
   void push(TimerNode* n);
   void erase(TimerNode* n);
-  TimerNode* pop_due(std::int64_t now);
+  // Pops the earliest timer if due at `now`, with what fire() needs.
+  TimerNode* pop_due(std::int64_t now, Expiry* expiry = nullptr);
   void detach_all();
 
  private:

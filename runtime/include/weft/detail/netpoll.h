@@ -1,0 +1,42 @@
+// The bridge between file descriptors and parked fibers: one PollDesc per
+// registered fd, with a reader and a writer slot and a deadline for each
+// direction (Go's pollDesc). net/ builds sockets on this; users normally
+// don't see it.
+#pragma once
+
+#include <cstdint>
+#include <system_error>
+
+namespace weft::detail {
+
+struct PollDesc;
+
+enum class PollMode : std::uint8_t { read = 1, write = 2, both = 3 };
+
+enum class PollStatus : std::uint8_t {
+  ready,         // try the syscall (again)
+  closed,        // the desc was closed (unblocked); ops fail with "closed"
+  timeout,       // the deadline for this direction has passed
+  not_pollable,  // the poller reported an error condition on the fd
+};
+
+// Registers a non-blocking fd with the runtime's poller, once, for both
+// directions. Null with `ec` set on failure.
+PollDesc* poll_open(int fd, std::error_code* ec);
+// Marks the desc closing and wakes both waiters with `closed`.
+void poll_unblock(PollDesc* pd);
+// Deregisters and recycles the desc; call after poll_unblock, once no
+// operation is in progress, and before closing the fd.
+void poll_close(PollDesc* pd);
+
+// At the start of an operation: `closed` or `timeout` if it must fail before
+// the syscall, else `ready` (and any stale readiness is dropped).
+PollStatus poll_prepare(PollDesc* pd, PollMode mode);
+// After EAGAIN: parks until the fd is ready in `mode` (read or write), the
+// deadline passes, or the desc is closed. One waiter per direction.
+PollStatus poll_wait(PollDesc* pd, PollMode mode);
+// Absolute CLOCK_MONOTONIC deadline in ns: 0 clears it, a time not in the
+// future expires it at once. Applies to an operation already parked.
+void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode);
+
+}  // namespace weft::detail

@@ -1,0 +1,347 @@
+// PollDesc: Go's pollDesc semantics (runtime/netpoll.go), rule by rule:
+// - rg/wg are binary semaphores: nil, ready (an unconsumed edge), wait (a
+//   waiter is committing), or the parked waiter itself.
+// - Waiters store "wait" first and check the error bits second; unblockers
+//   publish the bits first and read the slot second, so neither misses the
+//   other.
+// - Deadlines are runtime timers carrying a sequence number; any change
+//   bumps it, so a timer that fires late for an old deadline does nothing.
+// - Tokens carry the desc's generation (fdseq): readiness for a closed fd
+//   never wakes the next user of the same desc.
+// - Descs are type-stable: recycled, never freed, so a late event or timer
+//   never touches freed memory.
+#include "netpoll.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <vector>
+
+#include "timer.h"
+#include "weft/detail/park.h"
+#include "weft/detail/spinlock.h"
+
+namespace weft::detail {
+
+poll::Poller* runtime_poller();  // scheduler.cc
+
+namespace {
+
+constexpr std::uintptr_t kNil = 0, kReady = 1, kWait = 2;
+
+constexpr std::uint32_t kClosing = 1, kExpiredRead = 2, kExpiredWrite = 4, kEventErr = 8;
+
+constexpr unsigned kTokenSeqShift = 48;
+constexpr std::uint64_t kTokenPtrMask = (std::uint64_t{1} << kTokenSeqShift) - 1;
+
+std::atomic<int> waiters{0};
+
+[[noreturn]] void fatal(const char* what) {
+  std::fprintf(stderr, "weft: %s\n", what);
+  std::abort();
+}
+
+}  // namespace
+
+struct PollDesc {
+  int fd = -1;
+  std::atomic<std::uintptr_t> rg{kNil}, wg{kNil};
+  std::atomic<std::uint32_t> info{0};
+  std::atomic<std::uint32_t> fdseq{0};  // low 16 bits go into tokens
+
+  SpinLock lock;  // guards everything below
+  bool closing = false;
+  bool event_err = false;
+  std::int64_t rd = 0, wd = 0;  // 0 none, -1 expired, else absolute ns
+  std::uint64_t rseq = 0, wseq = 0;
+  bool rt_armed = false, wt_armed = false;
+  TimerNode rt, wt;
+  PollDesc* next_free = nullptr;
+
+  std::atomic<std::uintptr_t>& slot(PollMode mode) { return mode == PollMode::read ? rg : wg; }
+
+  void publish_info() {  // under lock, before any unblock
+    std::uint32_t bits = 0;
+    if (closing) bits |= kClosing;
+    if (rd < 0) bits |= kExpiredRead;
+    if (wd < 0) bits |= kExpiredWrite;
+    if (event_err) bits |= kEventErr;
+    info.store(bits, std::memory_order_seq_cst);
+  }
+
+  std::uint64_t token() const {
+    return reinterpret_cast<std::uint64_t>(this) |
+           (std::uint64_t{fdseq.load(std::memory_order_relaxed) & 0xFFFF} << kTokenSeqShift);
+  }
+};
+
+namespace {
+
+// Type-stable storage: descs come from blocks that are never freed.
+struct DescCache {
+  SpinLock lock;
+  PollDesc* free = nullptr;
+
+  PollDesc* take() {
+    std::lock_guard guard(lock);
+    if (!free) {
+      auto* block = new PollDesc[64];  // never deleted, see above
+      for (int i = 0; i < 64; ++i) {
+        block[i].next_free = free;
+        free = &block[i];
+      }
+    }
+    PollDesc* pd = free;
+    free = pd->next_free;
+    return pd;
+  }
+  void put(PollDesc* pd) {
+    pd->fdseq.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard guard(lock);
+    pd->next_free = free;
+    free = pd;
+  }
+};
+
+DescCache& cache() {
+  static DescCache* c = new DescCache;
+  return *c;
+}
+
+PollStatus check_error(const PollDesc* pd, PollMode mode) {
+  const std::uint32_t bits = pd->info.load(std::memory_order_seq_cst);
+  if (bits & kClosing) return PollStatus::closed;
+  if ((mode == PollMode::read && (bits & kExpiredRead)) ||
+      (mode == PollMode::write && (bits & kExpiredWrite))) {
+    return PollStatus::timeout;
+  }
+  if (mode == PollMode::read && (bits & kEventErr)) return PollStatus::not_pollable;
+  return PollStatus::ready;
+}
+
+// Moves a slot to ready (I/O) or nil (deadline, close) and returns the
+// parked waiter, if one had committed.
+Fiber* unblock(PollDesc* pd, PollMode mode, bool io_ready) {
+  auto& slot = pd->slot(mode);
+  for (;;) {
+    std::uintptr_t old = slot.load(std::memory_order_acquire);
+    if (old == kReady) return nullptr;
+    if (old == kNil && !io_ready) return nullptr;  // deadlines and close speak through info
+    if (slot.compare_exchange_weak(old, io_ready ? kReady : kNil, std::memory_order_acq_rel)) {
+      return old == kWait || old == kNil ? nullptr : reinterpret_cast<Fiber*>(old);
+    }
+  }
+}
+
+// True if woken by readiness; false for a deadline, close or spurious wake.
+bool block(PollDesc* pd, PollMode mode) {
+  auto& slot = pd->slot(mode);
+  for (;;) {
+    std::uintptr_t old = slot.load(std::memory_order_acquire);
+    if (old == kReady) {
+      if (slot.compare_exchange_strong(old, kNil, std::memory_order_acq_rel)) return true;
+      continue;
+    }
+    if (old != kNil) fatal("two fibers wait on one fd in the same direction");
+    if (slot.compare_exchange_strong(old, kWait, std::memory_order_seq_cst)) break;
+  }
+  // Store first (kWait above), check second: see the file comment.
+  if (check_error(pd, mode) == PollStatus::ready) {
+    waiters.fetch_add(1, std::memory_order_relaxed);
+    std::atomic<std::uintptr_t>* slot_ptr = &slot;
+    park_with([slot_ptr](Fiber* self) {
+      std::uintptr_t expected = kWait;
+      // Fails if readiness, a deadline or close came first: then don't sleep.
+      return slot_ptr->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(self),
+                                               std::memory_order_acq_rel);
+    });
+    waiters.fetch_sub(1, std::memory_order_relaxed);
+  }
+  const std::uintptr_t old = slot.exchange(kNil, std::memory_order_acq_rel);
+  if (old > kWait) fatal("poll desc slot corrupted: still holds a waiter after waking");
+  return old == kReady;
+}
+
+void on_deadline(void* context, std::uint64_t arg) {
+  auto* pd = static_cast<PollDesc*>(context);
+  const auto mode = static_cast<PollMode>(arg & 3);
+  const std::uint64_t seq = arg >> 2;
+  Fiber* r = nullptr;
+  Fiber* w = nullptr;
+  {
+    std::lock_guard guard(pd->lock);
+    // A combined timer (same read and write deadline) carries the read seq.
+    const std::uint64_t current = mode == PollMode::write ? pd->wseq : pd->rseq;
+    if (seq != current) return;  // the deadline changed since this timer was set
+    if (mode != PollMode::write) {
+      pd->rd = -1;
+      pd->rt_armed = false;
+    }
+    if (mode != PollMode::read) {
+      pd->wd = -1;
+      if (mode == PollMode::write) pd->wt_armed = false;
+    }
+    pd->publish_info();
+    if (mode != PollMode::write) r = unblock(pd, PollMode::read, false);
+    if (mode != PollMode::read) w = unblock(pd, PollMode::write, false);
+  }
+  if (r) ready(r);
+  if (w) ready(w);
+}
+
+void arm(PollDesc* pd, TimerNode& timer, std::int64_t when, PollMode mode, std::uint64_t seq) {
+  timer.fire = &on_deadline;
+  timer.context = pd;
+  timer.arg = (seq << 2) | static_cast<std::uint64_t>(mode);
+  add_timer(&timer, when);
+}
+
+}  // namespace
+
+int netpoll_waiters() noexcept {
+  return waiters.load(std::memory_order_relaxed);
+}
+
+std::uint64_t poll_token(const PollDesc* pd) {
+  return pd->token();
+}
+
+PollDesc* poll_open(int fd, std::error_code* ec) {
+  PollDesc* pd = cache().take();
+  {
+    std::lock_guard guard(pd->lock);
+    pd->fd = fd;
+    pd->closing = false;
+    pd->event_err = false;
+    pd->rd = pd->wd = 0;
+    ++pd->rseq;
+    ++pd->wseq;
+    pd->rt_armed = pd->wt_armed = false;
+    pd->rg.store(kNil, std::memory_order_relaxed);
+    pd->wg.store(kNil, std::memory_order_relaxed);
+    pd->publish_info();
+  }
+  poll::Poller* poller = runtime_poller();
+  std::error_code err = poller ? poller->add(fd, pd->token())
+                               : std::make_error_code(std::errc::operation_not_permitted);
+  if (err) {
+    cache().put(pd);
+    if (ec) *ec = err;
+    return nullptr;
+  }
+  if (ec) ec->clear();
+  return pd;
+}
+
+void poll_unblock(PollDesc* pd) {
+  Fiber* r = nullptr;
+  Fiber* w = nullptr;
+  {
+    std::lock_guard guard(pd->lock);
+    if (pd->closing) return;
+    pd->closing = true;
+    ++pd->rseq;
+    ++pd->wseq;
+    pd->publish_info();
+    r = unblock(pd, PollMode::read, false);
+    w = unblock(pd, PollMode::write, false);
+    if (pd->rt_armed) remove_timer(&pd->rt);
+    if (pd->wt_armed) remove_timer(&pd->wt);
+    pd->rt_armed = pd->wt_armed = false;
+  }
+  if (r) ready(r);
+  if (w) ready(w);
+}
+
+void poll_close(PollDesc* pd) {
+  if (!pd->closing) fatal("poll_close before poll_unblock");
+  if (pd->rg.load() > kWait || pd->wg.load() > kWait) fatal("poll_close with a fiber still parked");
+  if (poll::Poller* poller = runtime_poller()) poller->remove(pd->fd);
+  pd->fd = -1;
+  cache().put(pd);
+}
+
+PollStatus poll_prepare(PollDesc* pd, PollMode mode) {
+  const PollStatus status = check_error(pd, mode);
+  if (status != PollStatus::ready) return status;
+  // The syscall about to be tried tells the truth; a latched edge from
+  // before it would only cause a useless retry.
+  pd->slot(mode).store(kNil, std::memory_order_relaxed);
+  return PollStatus::ready;
+}
+
+PollStatus poll_wait(PollDesc* pd, PollMode mode) {
+  for (;;) {
+    const PollStatus status = check_error(pd, mode);
+    if (status != PollStatus::ready) return status;
+    if (block(pd, mode)) return PollStatus::ready;
+    // Woken with no readiness and no error: a deadline was moved. Wait again.
+  }
+}
+
+void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
+  std::int64_t d = when;
+  if (d != 0 && d <= mono_now_ns()) d = -1;
+  Fiber* r = nullptr;
+  Fiber* w = nullptr;
+  {
+    std::lock_guard guard(pd->lock);
+    if (pd->closing) return;
+    const std::int64_t rd0 = pd->rd, wd0 = pd->wd;
+    const bool combo0 = rd0 > 0 && rd0 == wd0;
+    if (mode != PollMode::write) pd->rd = d;
+    if (mode != PollMode::read) pd->wd = d;
+    const bool combo = pd->rd > 0 && pd->rd == pd->wd;
+    const PollMode rmode = combo ? PollMode::both : PollMode::read;
+    if (!pd->rt_armed) {
+      if (pd->rd > 0) {
+        arm(pd, pd->rt, pd->rd, rmode, pd->rseq);
+        pd->rt_armed = true;
+      }
+    } else if (pd->rd != rd0 || combo != combo0) {
+      ++pd->rseq;
+      remove_timer(&pd->rt);
+      pd->rt_armed = pd->rd > 0;
+      if (pd->rt_armed) arm(pd, pd->rt, pd->rd, rmode, pd->rseq);
+    }
+    if (!pd->wt_armed) {
+      if (pd->wd > 0 && !combo) {
+        arm(pd, pd->wt, pd->wd, PollMode::write, pd->wseq);
+        pd->wt_armed = true;
+      }
+    } else if (pd->wd != wd0 || combo != combo0) {
+      ++pd->wseq;
+      remove_timer(&pd->wt);
+      pd->wt_armed = pd->wd > 0 && !combo;
+      if (pd->wt_armed) arm(pd, pd->wt, pd->wd, PollMode::write, pd->wseq);
+    }
+    pd->publish_info();
+    // A deadline set in the past wakes an operation already parked.
+    if (pd->rd < 0) r = unblock(pd, PollMode::read, false);
+    if (pd->wd < 0) w = unblock(pd, PollMode::write, false);
+  }
+  if (r) ready(r);
+  if (w) ready(w);
+}
+
+void netpoll_dispatch(const poll::Event* events, int n) {
+  for (int i = 0; i < n; ++i) {
+    auto* pd = reinterpret_cast<PollDesc*>(events[i].token & kTokenPtrMask);
+    const auto seq = static_cast<std::uint32_t>(events[i].token >> kTokenSeqShift);
+    if ((pd->fdseq.load(std::memory_order_relaxed) & 0xFFFF) != seq) continue;  // stale
+    if (events[i].ready & poll::kError) {
+      std::lock_guard guard(pd->lock);
+      if ((pd->fdseq.load(std::memory_order_relaxed) & 0xFFFF) == seq) {
+        pd->event_err = true;
+        pd->publish_info();
+      }
+    }
+    Fiber* r = events[i].ready & poll::kReadable ? unblock(pd, PollMode::read, true) : nullptr;
+    Fiber* w = events[i].ready & poll::kWritable ? unblock(pd, PollMode::write, true) : nullptr;
+    if (r) ready(r);
+    if (w) ready(w);
+  }
+}
+
+}  // namespace weft::detail

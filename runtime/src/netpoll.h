@@ -1,0 +1,19 @@
+// Runtime-internal side of the netpoller: what the scheduler calls.
+#pragma once
+
+#include "weft/detail/netpoll.h"
+#include "weft/poller.h"
+
+namespace weft::detail {
+
+// Wakes the fibers that the poller's events are for (stale events for a
+// recycled desc are dropped). Call from a worker or any thread.
+void netpoll_dispatch(const poll::Event* events, int n);
+
+// Parked I/O waiters; the scheduler only polls when there are some.
+int netpoll_waiters() noexcept;
+
+// The token a desc is registered under (for tests of stale events).
+std::uint64_t poll_token(const PollDesc* pd);
+
+}  // namespace weft::detail

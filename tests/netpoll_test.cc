@@ -1,0 +1,407 @@
+// PollDesc: readiness, deadlines and close reaching fibers parked on fds.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <vector>
+
+#include "netpoll.h"
+#include "test_util.h"
+#include "timer.h"
+#include "weft/runtime.h"
+#include "weft/time.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using weft::detail::PollDesc;
+using weft::detail::PollMode;
+using weft::detail::PollStatus;
+using Clock = std::chrono::steady_clock;
+
+std::int64_t in_ns(std::chrono::nanoseconds d) {
+  return weft::detail::mono_now_ns() + d.count();
+}
+
+struct SocketPair {
+  int a = -1, b = -1;
+  PollDesc* pa = nullptr;
+  SocketPair() {
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    a = sv[0];
+    b = sv[1];
+    std::error_code ec;
+    pa = weft::detail::poll_open(a, &ec);
+    EXPECT_TRUE(pa) << ec.message();
+  }
+  ~SocketPair() {
+    if (pa) {
+      weft::detail::poll_unblock(pa);
+      weft::detail::poll_close(pa);
+    }
+    close(a);
+    close(b);
+  }
+};
+
+// The read path as net/ will write it: prepare, try, wait on EAGAIN.
+PollStatus read_some(PollDesc* pd, int fd, char* buf, std::size_t n, ssize_t* got) {
+  PollStatus st = weft::detail::poll_prepare(pd, PollMode::read);
+  while (st == PollStatus::ready) {
+    *got = read(fd, buf, n);
+    if (*got >= 0 || errno != EAGAIN) return PollStatus::ready;
+    st = weft::detail::poll_wait(pd, PollMode::read);
+  }
+  return st;
+}
+
+PollStatus write_all(PollDesc* pd, int fd, const char* buf, std::size_t n) {
+  PollStatus st = weft::detail::poll_prepare(pd, PollMode::write);
+  while (st == PollStatus::ready && n > 0) {
+    const ssize_t w = write(fd, buf, n);
+    if (w > 0) {
+      buf += w;
+      n -= static_cast<std::size_t>(w);
+      continue;
+    }
+    if (errno != EAGAIN) return PollStatus::ready;
+    st = weft::detail::poll_wait(pd, PollMode::write);
+  }
+  return st;
+}
+
+class NetpollTest : public ::testing::TestWithParam<int> {
+ protected:
+  weft::RunOptions opts() const { return weft::RunOptions{.workers = GetParam()}; }
+};
+
+TEST_P(NetpollTest, ParkedReaderWakesWhenDataArrives) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        std::atomic<bool> got{false};
+        weft::go([&] {
+          weft::sleep_for(2ms);  // let the reader park first
+          ASSERT_EQ(write(sp.b, "hi", 2), 2);
+        });
+        char buf[8];
+        ssize_t n = 0;
+        EXPECT_EQ(read_some(sp.pa, sp.a, buf, sizeof buf, &n), PollStatus::ready);
+        EXPECT_EQ(n, 2);
+        got.store(true);
+        EXPECT_TRUE(got.load());
+      },
+      opts());
+}
+
+TEST_P(NetpollTest, ReaderAndWriterParkedAtOnce) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        // Fill the socket so that a writer parks too.
+        std::vector<char> big(4 << 20, 'x');
+        std::atomic<int> done{0};
+        weft::go([&] {
+          EXPECT_EQ(write_all(sp.pa, sp.a, big.data(), big.size()), PollStatus::ready);
+          done.fetch_add(1);
+        });
+        weft::go([&] {
+          char buf[16];
+          ssize_t n = 0;
+          EXPECT_EQ(read_some(sp.pa, sp.a, buf, sizeof buf, &n), PollStatus::ready);
+          EXPECT_EQ(n, 3);
+          done.fetch_add(1);
+        });
+        weft::sleep_for(5ms);
+        // The peer drains everything (making room) and sends 3 bytes.
+        ASSERT_EQ(write(sp.b, "abc", 3), 3);
+        std::size_t drained = 0;
+        std::vector<char> sink(1 << 16);
+        while (drained < big.size()) {
+          const ssize_t r = read(sp.b, sink.data(), sink.size());
+          if (r > 0) {
+            drained += static_cast<std::size_t>(r);
+          } else {
+            weft::yield();
+          }
+        }
+        while (done.load() < 2) weft::sleep_for(100us);
+      },
+      opts());
+}
+
+TEST_P(NetpollTest, CloseWakesBothParkedFibersWithClosed) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        std::vector<char> big(4 << 20, 'x');
+        std::atomic<int> closed{0};
+        weft::go([&] {
+          if (write_all(sp.pa, sp.a, big.data(), big.size()) == PollStatus::closed) closed++;
+        });
+        weft::go([&] {
+          char buf[4];
+          ssize_t n;
+          if (read_some(sp.pa, sp.a, buf, sizeof buf, &n) == PollStatus::closed) closed++;
+        });
+        weft::sleep_for(5ms);
+        weft::detail::poll_unblock(sp.pa);
+        while (closed.load() < 2) weft::sleep_for(100us);
+        // Operations after close fail before any syscall.
+        EXPECT_EQ(weft::detail::poll_prepare(sp.pa, PollMode::read), PollStatus::closed);
+      },
+      opts());
+}
+
+TEST_P(NetpollTest, DeadlineRulesOnAParkedRead) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        char buf[4];
+        ssize_t n;
+        // Past deadline: fails before the syscall, even with data ready.
+        ASSERT_EQ(write(sp.b, "x", 1), 1);
+        weft::detail::poll_set_deadline(sp.pa, in_ns(-1ms), PollMode::read);
+        EXPECT_EQ(weft::detail::poll_prepare(sp.pa, PollMode::read), PollStatus::timeout);
+        // Writes are independent of the read deadline.
+        EXPECT_EQ(weft::detail::poll_prepare(sp.pa, PollMode::write), PollStatus::ready);
+        // Clearing it makes the desc usable again: a timeout does not poison it.
+        weft::detail::poll_set_deadline(sp.pa, 0, PollMode::read);
+        EXPECT_EQ(read_some(sp.pa, sp.a, buf, 1, &n), PollStatus::ready);
+        EXPECT_EQ(n, 1);
+
+        // A deadline fires on a parked read, never early, sub-millisecond.
+        auto start = Clock::now();
+        weft::detail::poll_set_deadline(sp.pa, in_ns(300us), PollMode::read);
+        EXPECT_EQ(read_some(sp.pa, sp.a, buf, 1, &n), PollStatus::timeout);
+        EXPECT_GE(Clock::now() - start, 300us);
+
+        // Set in the past while parked: wakes at once.
+        weft::detail::poll_set_deadline(sp.pa, 0, PollMode::read);
+        weft::go([&] {
+          weft::sleep_for(2ms);
+          weft::detail::poll_set_deadline(sp.pa, in_ns(-1s), PollMode::read);
+        });
+        EXPECT_EQ(read_some(sp.pa, sp.a, buf, 1, &n), PollStatus::timeout);
+
+        // Moved later while parked: no wake at the old time; data wins.
+        weft::detail::poll_set_deadline(sp.pa, in_ns(5ms), PollMode::read);
+        weft::go([&] {
+          weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
+          weft::sleep_for(20ms);
+          ASSERT_EQ(write(sp.b, "y", 1), 1);
+        });
+        EXPECT_EQ(read_some(sp.pa, sp.a, buf, 1, &n), PollStatus::ready);
+        EXPECT_EQ(buf[0], 'y');
+
+        // Moved earlier while parked: fires at the new time.
+        weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
+        start = Clock::now();
+        weft::go([&] { weft::detail::poll_set_deadline(sp.pa, in_ns(2ms), PollMode::read); });
+        EXPECT_EQ(read_some(sp.pa, sp.a, buf, 1, &n), PollStatus::timeout);
+        EXPECT_LT(Clock::now() - start, 30min);  // i.e. not the hour
+
+        // Cleared while parked: waits for data instead.
+        weft::detail::poll_set_deadline(sp.pa, in_ns(3ms), PollMode::read);
+        weft::go([&] {
+          weft::detail::poll_set_deadline(sp.pa, 0, PollMode::read);
+          weft::sleep_for(10ms);
+          ASSERT_EQ(write(sp.b, "z", 1), 1);
+        });
+        EXPECT_EQ(read_some(sp.pa, sp.a, buf, 1, &n), PollStatus::ready);
+        EXPECT_EQ(buf[0], 'z');
+      },
+      opts());
+}
+
+TEST_P(NetpollTest, SameDeadlineForBothDirections) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        std::vector<char> big(4 << 20, 'x');
+        std::atomic<int> timeouts{0};
+        const auto when = in_ns(3ms);  // one combined timer serves both
+        weft::detail::poll_set_deadline(sp.pa, when, PollMode::both);
+        weft::go([&] {
+          if (write_all(sp.pa, sp.a, big.data(), big.size()) == PollStatus::timeout) timeouts++;
+        });
+        weft::go([&] {
+          char buf[4];
+          ssize_t n;
+          if (read_some(sp.pa, sp.a, buf, sizeof buf, &n) == PollStatus::timeout) timeouts++;
+        });
+        while (timeouts.load() < 2) weft::sleep_for(200us);
+      },
+      opts());
+}
+
+TEST_P(NetpollTest, StaleEventForARecycledDescIsIgnored) {
+  weft::run(
+      [] {
+        int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        std::error_code ec;
+        PollDesc* old_pd = weft::detail::poll_open(efd, &ec);
+        ASSERT_TRUE(old_pd);
+        const std::uint64_t old_token = weft::detail::poll_token(old_pd);
+        weft::detail::poll_unblock(old_pd);
+        weft::detail::poll_close(old_pd);
+        close(efd);
+        // The same number, likely the same desc, a new generation.
+        efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        PollDesc* pd = weft::detail::poll_open(efd, &ec);
+        ASSERT_TRUE(pd);
+        EXPECT_NE(weft::detail::poll_token(pd), old_token);
+        std::atomic<int> state{0};  // 1 parked, 2 woke
+        weft::go([&] {
+          weft::detail::poll_prepare(pd, PollMode::read);
+          std::uint64_t v;
+          while (read(efd, &v, sizeof v) < 0) {
+            state.store(1);
+            weft::detail::poll_wait(pd, PollMode::read);
+          }
+          state.store(2);
+        });
+        while (state.load() != 1) weft::sleep_for(100us);
+        weft::sleep_for(1ms);
+        const weft::poll::Event stale{old_token, weft::poll::kReadable};
+        weft::detail::netpoll_dispatch(&stale, 1);
+        weft::sleep_for(5ms);
+        EXPECT_EQ(state.load(), 1);  // the old generation's event woke nobody
+        const std::uint64_t one = 1;
+        ASSERT_EQ(write(efd, &one, sizeof one), 8);
+        while (state.load() != 2) weft::sleep_for(100us);
+        weft::detail::poll_unblock(pd);
+        weft::detail::poll_close(pd);
+        close(efd);
+      },
+      opts());
+}
+
+TEST_P(NetpollTest, TenThousandParkedFibersWokenByOneExpiry) {
+  const int n = 10000;
+  rlimit lim;
+  getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < static_cast<rlim_t>(n) + 200) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, static_cast<rlim_t>(n) + 200);
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (lim.rlim_cur < static_cast<rlim_t>(n) + 200) GTEST_SKIP() << "needs " << n << " fds";
+  std::atomic<int> timed_out{0};
+  weft::run(
+      [&] {
+        std::vector<int> fds(n);
+        std::vector<PollDesc*> pds(n);
+        for (int i = 0; i < n; ++i) {
+          fds[static_cast<std::size_t>(i)] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+          std::error_code ec;
+          pds[static_cast<std::size_t>(i)] =
+              weft::detail::poll_open(fds[static_cast<std::size_t>(i)], &ec);
+          ASSERT_TRUE(pds[static_cast<std::size_t>(i)]) << ec.message();
+        }
+        const auto when = in_ns(50ms);
+        for (int i = 0; i < n; ++i) {
+          PollDesc* pd = pds[static_cast<std::size_t>(i)];
+          weft::detail::poll_set_deadline(pd, when, PollMode::read);
+          weft::go([&, pd] {
+            weft::detail::poll_prepare(pd, PollMode::read);
+            if (weft::detail::poll_wait(pd, PollMode::read) == PollStatus::timeout) timed_out++;
+          });
+        }
+        while (timed_out.load() < n) weft::sleep_for(1ms);
+        for (int i = 0; i < n; ++i) {
+          weft::detail::poll_unblock(pds[static_cast<std::size_t>(i)]);
+          weft::detail::poll_close(pds[static_cast<std::size_t>(i)]);
+          close(fds[static_cast<std::size_t>(i)]);
+        }
+      },
+      opts());
+  EXPECT_EQ(timed_out.load(), n);
+}
+
+TEST_P(NetpollTest, DeadlineRacingReadinessStress) {
+  // The deadline fires as data arrives: each round ends ready or timeout,
+  // never hangs, and a timeout leaves the desc usable once the deadline is
+  // cleared (the data is still there to read).
+  const int rounds = weft::test::stress_iterations(2000);
+  weft::run(
+      [&] {
+        SocketPair sp;
+        std::mt19937 rng(5);
+        int ready = 0, timeouts = 0;
+        for (int i = 0; i < rounds; ++i) {
+          const auto jitter = std::chrono::microseconds(rng() % 60);
+          weft::detail::poll_set_deadline(sp.pa, in_ns(30us), PollMode::read);
+          weft::go([&, jitter] {
+            const auto until = Clock::now() + jitter;
+            while (Clock::now() < until) weft::yield();
+            ASSERT_EQ(write(sp.b, "k", 1), 1);
+          });
+          char c;
+          ssize_t n = 0;
+          const PollStatus st = read_some(sp.pa, sp.a, &c, 1, &n);
+          weft::detail::poll_set_deadline(sp.pa, 0, PollMode::read);
+          if (st == PollStatus::ready) {
+            ++ready;
+            ASSERT_EQ(n, 1);
+          } else {
+            ASSERT_EQ(st, PollStatus::timeout);
+            ++timeouts;
+            ASSERT_EQ(read_some(sp.pa, sp.a, &c, 1, &n), PollStatus::ready);
+            ASSERT_EQ(n, 1);
+          }
+        }
+        EXPECT_EQ(ready + timeouts, rounds);
+      },
+      opts());
+}
+
+TEST_P(NetpollTest, CloseRacingWakeStress) {
+  const int rounds = weft::test::stress_iterations(1000);
+  weft::run(
+      [&] {
+        std::mt19937 rng(9);
+        for (int i = 0; i < rounds; ++i) {
+          int sv[2];
+          ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+          std::error_code ec;
+          PollDesc* pd = weft::detail::poll_open(sv[0], &ec);
+          ASSERT_TRUE(pd);
+          std::atomic<bool> done{false};
+          weft::go([&] {
+            char c;
+            ssize_t n;
+            const PollStatus st = read_some(pd, sv[0], &c, 1, &n);
+            EXPECT_TRUE(st == PollStatus::ready || st == PollStatus::closed);
+            done.store(true);
+          });
+          const bool write_first = rng() & 1;
+          if (write_first) {
+            ASSERT_EQ(write(sv[1], "q", 1), 1);
+          }
+          weft::detail::poll_unblock(pd);
+          if (!write_first) {
+            ASSERT_EQ(write(sv[1], "q", 1), 1);
+          }
+          while (!done.load()) weft::yield();
+          weft::detail::poll_close(pd);
+          close(sv[0]);
+          close(sv[1]);
+        }
+      },
+      opts());
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, NetpollTest, ::testing::Values(1, 2), [](const auto& info) {
+  std::string name = "w";
+  name += std::to_string(info.param);
+  return name;
+});
+
+}  // namespace
