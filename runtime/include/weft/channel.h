@@ -1,0 +1,200 @@
+// Go's channels: unbuffered (rendezvous) or buffered, closable, FIFO for
+// waiters, with a parked receiver getting the value straight from the sender.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "weft/detail/spinlock.h"
+#include "weft/detail/wait_queue.h"
+
+namespace weft {
+
+namespace detail {
+
+enum class ChanTry { done, closed, would_block };
+
+template <class T>
+struct ChanState {
+  explicit ChanState(std::size_t cap) : capacity(cap), buf(cap) {}
+
+  SpinLock lock;
+  const std::size_t capacity;
+  std::vector<std::optional<T>> buf;  // ring of `capacity` slots
+  std::size_t head = 0;
+  std::size_t count = 0;
+  bool closed = false;
+  ChanWaitQueue sendq;
+  ChanWaitQueue recvq;
+
+  // Under lock. On success a parked peer may need waking (after unlock).
+  ChanTry try_send(T& v, ChanWaiter** to_wake) {
+    if (closed) return ChanTry::closed;
+    if (ChanWaiter* r = recvq.pop_claimed()) {
+      *static_cast<std::optional<T>*>(r->value) = std::move(v);
+      r->ok = true;
+      *to_wake = r;
+      return ChanTry::done;
+    }
+    if (count < capacity) {
+      buf[(head + count) % capacity] = std::move(v);
+      ++count;
+      return ChanTry::done;
+    }
+    return ChanTry::would_block;
+  }
+
+  ChanTry try_recv(std::optional<T>& out, ChanWaiter** to_wake) {
+    if (ChanWaiter* s = sendq.pop_claimed()) {
+      T& sent = *static_cast<T*>(s->value);
+      if (capacity == 0) {
+        out = std::move(sent);
+      } else {
+        // Full buffer: take its head, the sender's value becomes the tail.
+        out = std::move(buf[head]);
+        buf[head] = std::move(sent);
+        head = (head + 1) % capacity;
+      }
+      s->ok = true;
+      *to_wake = s;
+      return ChanTry::done;
+    }
+    if (count > 0) {
+      out = std::move(buf[head]);
+      buf[head].reset();
+      head = (head + 1) % capacity;
+      --count;
+      return ChanTry::done;
+    }
+    if (closed) return ChanTry::closed;
+    return ChanTry::would_block;
+  }
+
+  bool ready_to_send() const { return closed || recvq.has_claimable() || count < capacity; }
+};
+
+inline void wake_peer(ChanWaiter* w) {
+  if (w) w->parker->wake();
+}
+
+}  // namespace detail
+
+template <class T>
+class Channel {
+ public:
+  explicit Channel(std::size_t capacity = 0)
+      : state_(std::make_shared<detail::ChanState<T>>(capacity)) {}
+
+  // Blocks until a receiver takes the value (or it fits in the buffer).
+  // False if the channel is, or gets, closed: the value is dropped (Go panics).
+  bool send(T value) {
+    auto& s = *state_;
+    detail::ChanWaiter* peer = nullptr;
+    s.lock.lock();
+    const detail::ChanTry result = s.try_send(value, &peer);
+    if (result != detail::ChanTry::would_block) {
+      s.lock.unlock();
+      detail::wake_peer(peer);
+      return result == detail::ChanTry::done;
+    }
+    detail::Waiter parker;
+    detail::ChanWaiter me;
+    me.parker = &parker;
+    me.value = &value;
+    s.sendq.push_back(&me);
+    s.lock.unlock();
+    parker.wait();
+    return me.ok;
+  }
+
+  // Blocks until a value arrives; nullopt once closed and drained.
+  std::optional<T> recv() {
+    auto& s = *state_;
+    std::optional<T> out;
+    detail::ChanWaiter* peer = nullptr;
+    s.lock.lock();
+    const detail::ChanTry result = s.try_recv(out, &peer);
+    if (result != detail::ChanTry::would_block) {
+      s.lock.unlock();
+      detail::wake_peer(peer);
+      return out;
+    }
+    detail::Waiter parker;
+    detail::ChanWaiter me;
+    me.parker = &parker;
+    me.value = &out;
+    s.recvq.push_back(&me);
+    s.lock.unlock();
+    parker.wait();
+    return out;
+  }
+
+  // Non-blocking: moves `value` in and returns true only if it was sent.
+  bool try_send(T& value) {
+    auto& s = *state_;
+    detail::ChanWaiter* peer = nullptr;
+    s.lock.lock();
+    const detail::ChanTry result = s.try_send(value, &peer);
+    s.lock.unlock();
+    detail::wake_peer(peer);
+    return result == detail::ChanTry::done;
+  }
+
+  // Non-blocking: a value if one is ready, else nullopt (see closed()).
+  std::optional<T> try_recv() {
+    auto& s = *state_;
+    std::optional<T> out;
+    detail::ChanWaiter* peer = nullptr;
+    s.lock.lock();
+    s.try_recv(out, &peer);
+    s.lock.unlock();
+    detail::wake_peer(peer);
+    return out;
+  }
+
+  // Wakes every parked receiver (nullopt) and sender (false). Values already
+  // buffered can still be received. False if it was already closed.
+  bool close() {
+    auto& s = *state_;
+    detail::ChanWaiter* chain = nullptr;
+    {
+      std::lock_guard guard(s.lock);
+      if (s.closed) return false;
+      s.closed = true;
+      for (detail::ChanWaitQueue* q : {&s.recvq, &s.sendq}) {
+        while (detail::ChanWaiter* w = q->pop_claimed()) {
+          w->ok = false;
+          w->next = chain;
+          chain = w;
+        }
+      }
+    }
+    while (chain) {
+      detail::ChanWaiter* next = chain->next;
+      chain->parker->wake();
+      chain = next;
+    }
+    return true;
+  }
+
+  bool closed() const {
+    std::lock_guard guard(state_->lock);
+    return state_->closed;
+  }
+  std::size_t size() const {
+    std::lock_guard guard(state_->lock);
+    return state_->count;
+  }
+  std::size_t capacity() const { return state_->capacity; }
+
+  detail::ChanState<T>* state() const { return state_.get(); }
+
+ private:
+  std::shared_ptr<detail::ChanState<T>> state_;
+};
+
+}  // namespace weft

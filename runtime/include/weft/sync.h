@@ -1,0 +1,138 @@
+// Fiber-aware Mutex, CondVar and WaitGroup with Go's semantics. Waiting
+// parks the fiber, never the worker thread; plain threads may use them too.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "weft/detail/spinlock.h"
+#include "weft/detail/wait_queue.h"
+
+namespace weft {
+
+namespace detail {
+// FIFO of plain waiters (Mutex, CondVar, WaitGroup), under the owner's lock.
+struct QueuedWaiter {
+  Waiter waiter;
+  QueuedWaiter* next = nullptr;
+  bool handed = false;  // Mutex: ownership passed straight to this waiter
+};
+class WaiterList {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  void push_back(QueuedWaiter* w) noexcept {
+    w->next = nullptr;
+    (tail_ ? tail_->next : head_) = w;
+    tail_ = w;
+  }
+  void push_front(QueuedWaiter* w) noexcept {
+    w->next = head_;
+    head_ = w;
+    if (!tail_) tail_ = w;
+  }
+  QueuedWaiter* pop_front() noexcept {
+    QueuedWaiter* w = head_;
+    if (w) {
+      head_ = w->next;
+      if (!head_) tail_ = nullptr;
+    }
+    return w;
+  }
+  QueuedWaiter* take_all() noexcept {
+    QueuedWaiter* w = head_;
+    head_ = tail_ = nullptr;
+    return w;
+  }
+
+ private:
+  QueuedWaiter* head_ = nullptr;
+  QueuedWaiter* tail_ = nullptr;
+};
+// Wakes a chain taken with take_all (the next link is read before each wake).
+void wake_all(QueuedWaiter* chain) noexcept;
+}  // namespace detail
+
+// Go's sync.Mutex: an uncontended lock or unlock is one CAS. Under
+// contention a running fiber may take the lock ahead of a woken waiter (that
+// keeps throughput), until some waiter has waited over 1 ms; from then on
+// unlock hands the lock straight to the queue (no starvation).
+class Mutex {
+ public:
+  Mutex() = default;
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+
+  void lock() {
+    std::uint32_t unlocked = 0;
+    if (!state_.compare_exchange_strong(unlocked, kLocked, std::memory_order_acquire)) lock_slow();
+  }
+  bool try_lock() noexcept {
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    while (!(s & (kLocked | kHandoff | kQueueLock))) {
+      if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_acquire)) return true;
+    }
+    return false;
+  }
+  void unlock() {
+    std::uint32_t locked = kLocked;
+    if (!state_.compare_exchange_strong(locked, 0, std::memory_order_release)) unlock_slow();
+  }
+
+ private:
+  // One word, so that releasing the queue and publishing the new state is a
+  // single store: the last access, after which the mutex may be destroyed.
+  static constexpr std::uint32_t kLocked = 1, kWaiters = 2, kHandoff = 4, kQueueLock = 8;
+  std::uint32_t lock_queue() noexcept;  // returns the state, queue lock held
+  void lock_slow();
+  void unlock_slow();
+
+  std::atomic<std::uint32_t> state_{0};
+  detail::WaiterList queue_;  // under kQueueLock
+};
+
+// Go's sync.Cond, used with std::unique_lock<weft::Mutex>.
+class CondVar {
+ public:
+  template <class Lock>
+  void wait(Lock& lock) {
+    detail::QueuedWaiter w;
+    {
+      std::lock_guard guard(queue_lock_);
+      queue_.push_back(&w);
+    }
+    lock.unlock();
+    w.waiter.wait();  // a notify between unlock and here is not lost
+    lock.lock();
+  }
+  template <class Lock, class Pred>
+  void wait(Lock& lock, Pred pred) {
+    while (!pred()) wait(lock);
+  }
+  void notify_one() noexcept;
+  void notify_all() noexcept;
+
+ private:
+  detail::SpinLock queue_lock_;
+  detail::WaiterList queue_;
+};
+
+// Go's sync.WaitGroup. As in Go, the counter and the number of waiters
+// share one word: done() touches nothing else unless someone waits, and a
+// counted waiter only leaves with a permit from the done() that released it,
+// so wait() may return and the group be destroyed while done() returns.
+class WaitGroup {
+ public:
+  // A counter that would go negative is a bug: reported, then abort.
+  void add(int delta = 1);
+  void done() { add(-1); }
+  void wait();
+
+ private:
+  std::atomic<std::uint64_t> state_{0};  // counter << 32 | waiters
+  detail::SpinLock queue_lock_;
+  std::uint32_t permits_ = 0;  // under queue_lock_
+  detail::WaiterList queue_;
+};
+
+}  // namespace weft
