@@ -252,7 +252,6 @@ int select_cases(SelectCase* const* cases, int n) {
   for (int k = 0; k < active; ++k) {
     const int i = poll_order[k];
     ChanWaiter& w = waiters[i];
-    w.parker = &group.waiter;
     w.group = &group;
     w.case_index = i;
     w.value = cases[i]->value_slot();

@@ -78,7 +78,17 @@ struct ChanState {
 };
 
 inline void wake_peer(ChanWaiter* w) {
-  if (w) w->parker->wake();
+  if (w) w->wake();
+}
+
+// Parks a plain channel operation already queued under `lock`; the lock is
+// released once the caller is off its stack (Go's chanparkcommit).
+inline void park_on_channel(ChanWaiter* me, SpinLock* lock) {
+  me->fiber = current_waiter();
+  park_with([lock](Fiber*) {
+    lock->unlock();
+    return true;
+  });
 }
 
 }  // namespace detail
@@ -101,13 +111,10 @@ class Channel {
       detail::wake_peer(peer);
       return result == detail::ChanTry::done;
     }
-    detail::Waiter parker;
     detail::ChanWaiter me;
-    me.parker = &parker;
     me.value = &value;
     s.sendq.push_back(&me);
-    s.lock.unlock();
-    parker.wait();
+    detail::park_on_channel(&me, &s.lock);
     return me.ok;
   }
 
@@ -123,13 +130,10 @@ class Channel {
       detail::wake_peer(peer);
       return out;
     }
-    detail::Waiter parker;
     detail::ChanWaiter me;
-    me.parker = &parker;
     me.value = &out;
     s.recvq.push_back(&me);
-    s.lock.unlock();
-    parker.wait();
+    detail::park_on_channel(&me, &s.lock);
     return out;
   }
 
@@ -175,7 +179,7 @@ class Channel {
     }
     while (chain) {
       detail::ChanWaiter* next = chain->next;
-      chain->parker->wake();
+      chain->wake();
       chain = next;
     }
     return true;

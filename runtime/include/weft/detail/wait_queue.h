@@ -46,11 +46,24 @@ struct ChanWaiter {
   ChanWaiter* prev = nullptr;
   ChanWaiter* next = nullptr;
   bool queued = false;
-  Waiter* parker = nullptr;
-  SelectGroup* group = nullptr;  // null for a plain send/recv
+  // A plain send/recv parks with the channel lock released by its park
+  // commit, so a waker (who needs that lock) always finds it parked and
+  // readies `fiber` directly. A select parks on its group's waiter instead.
+  Fiber* fiber = nullptr;
+  SelectGroup* group = nullptr;
   int case_index = 0;
   void* value = nullptr;  // send: the T to move from; recv: the std::optional<T> to fill
   bool ok = false;        // set by the completer: delivered / received (false: closed)
+
+  // Makes the completed operation's owner runnable (after the channel lock
+  // is released). Nothing touches the waiter afterwards.
+  void wake() noexcept {
+    if (group) {
+      group->waiter.wake();
+    } else {
+      ready(fiber);
+    }
+  }
 
   // Only the first completer of a select wins; a plain op is always won.
   bool claim() noexcept {
