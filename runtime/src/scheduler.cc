@@ -538,7 +538,15 @@ void free_abandoned(Fiber* f) {
 
 }  // namespace
 
-__attribute__((noinline)) Worker* current_worker() noexcept {
+// Out of line, and (GCC) kept out of interprocedural analysis so that no
+// caller may treat it as pure and reuse a result across a switch.
+#if defined(__clang__)
+__attribute__((noinline))
+#else
+__attribute__((noinline, noipa))
+#endif
+Worker*
+current_worker() noexcept {
   Worker* w = tls_worker;
   asm volatile("" ::: "memory");
   return w;
@@ -568,7 +576,14 @@ void Worker::runq_put(Fiber* f) {
 }
 
 void Worker::ready_local(Fiber* f) {
-  Fiber* old = runnext.exchange(f, std::memory_order_acq_rel);
+  // Thieves only ever empty runnext, so an empty slot stays empty until we
+  // fill it: a plain store suffices. A full one may be stolen meanwhile.
+  Fiber* old = runnext.load(std::memory_order_relaxed);
+  if (!old) {
+    runnext.store(f, std::memory_order_release);
+    return;
+  }
+  old = runnext.exchange(f, std::memory_order_acq_rel);
   if (old) {
     runq_put(old);
     sched->wakep();  // stealable work now exists

@@ -84,8 +84,8 @@ inline void wake_peer(ChanWaiter* w) {
 // Parks a plain channel operation already queued under `lock`; the lock is
 // released once the caller is off its stack (Go's chanparkcommit).
 inline void park_on_channel(ChanWaiter* me, SpinLock* lock) {
-  me->fiber = current_waiter();
-  park_with([lock](Fiber*) {
+  park_with([me, lock](Fiber* self) {
+    me->fiber = self;  // still ours: nobody can reach `me` before the unlock
     lock->unlock();
     return true;
   });

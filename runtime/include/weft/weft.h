@@ -1,13 +1,8 @@
 // Everything weft offers, in one include.
 #pragma once
 
-#include "weft/runtime.h"
-#if __has_include("weft/sync.h")
-#include "weft/sync.h"
-#endif
-#if __has_include("weft/channel.h")
 #include "weft/channel.h"
-#endif
-#if __has_include("weft/select.h")
+#include "weft/runtime.h"
 #include "weft/select.h"
-#endif
+#include "weft/sync.h"
+#include "weft/time.h"

@@ -1,0 +1,206 @@
+// The Go side of bench/runtime_bench.cc and bench/footprint.cc: the same
+// measurements with goroutines, printed as JSON lines for bench/compare.py.
+// Standard library only.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type row struct {
+	Name    string  `json:"name"`
+	Workers int     `json:"workers"`
+	NsPerOp float64 `json:"ns_per_op"`
+	Min     float64 `json:"min"`
+	Max     float64 `json:"max"`
+}
+
+func emit(v interface{}) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+// Runs f (which returns ns per op) reps times; reports median, min and max.
+func measure(name string, workers, reps int, f func() float64) {
+	runtime.GOMAXPROCS(workers)
+	f() // warm up
+	var xs []float64
+	for i := 0; i < reps; i++ {
+		xs = append(xs, f())
+	}
+	sort.Float64s(xs)
+	emit(row{name, workers, xs[len(xs)/2], xs[0], xs[len(xs)-1]})
+}
+
+func pingPong() float64 {
+	const n = 1000000
+	ping, pong := make(chan int), make(chan int)
+	go func() {
+		for v := range ping {
+			pong <- v
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		ping <- i
+		<-pong
+	}
+	d := time.Since(t0)
+	close(ping)
+	return float64(d.Nanoseconds()) / n
+}
+
+func yield() float64 {
+	const n = 1000000
+	var stop sync.WaitGroup
+	done := make(chan struct{})
+	stop.Add(1)
+	go func() {
+		defer stop.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		runtime.Gosched()
+	}
+	d := time.Since(t0)
+	close(done)
+	stop.Wait()
+	return float64(d.Nanoseconds()) / n
+}
+
+func spawnJoin() float64 {
+	const n = 1000000
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() { wg.Done() }()
+	}
+	wg.Wait()
+	return float64(time.Since(t0).Nanoseconds()) / n
+}
+
+func mutexContended(workers int) func() float64 {
+	return func() float64 {
+		const perG = 50000
+		g := 4 * workers
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		counter := 0
+		t0 := time.Now()
+		for i := 0; i < g; i++ {
+			wg.Add(1)
+			go func() {
+				for k := 0; k < perG; k++ {
+					mu.Lock()
+					counter++
+					mu.Unlock()
+				}
+				wg.Done()
+			}()
+		}
+		wg.Wait()
+		return float64(time.Since(t0).Nanoseconds()) / float64(g*perG)
+	}
+}
+
+func sleepOvershoot(d time.Duration) func() float64 {
+	return func() float64 {
+		const n = 300
+		var total time.Duration
+		for i := 0; i < n; i++ {
+			t0 := time.Now()
+			time.Sleep(d)
+			total += time.Since(t0) - d
+		}
+		return float64(total.Nanoseconds()) / n
+	}
+}
+
+func rssMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kib, _ := strconv.ParseFloat(f[1], 64)
+			return kib / 1024
+		}
+	}
+	return -1
+}
+
+func cpuSeconds() float64 {
+	var r syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r)
+	return float64(r.Utime.Sec+r.Stime.Sec) + float64(r.Utime.Usec+r.Stime.Usec)/1e6
+}
+
+func footprint(parked int, idle time.Duration) {
+	runtime.GOMAXPROCS(2)
+	before := rssMiB()
+	never := make(chan int)
+	var started, done sync.WaitGroup
+	for i := 0; i < parked; i++ {
+		started.Add(1)
+		done.Add(1)
+		go func() {
+			started.Done()
+			<-never
+			done.Done()
+		}()
+	}
+	started.Wait()
+	time.Sleep(50 * time.Millisecond)
+	with := rssMiB()
+	close(never)
+	done.Wait()
+	emit(map[string]interface{}{"name": "rss_parked_fibers", "fibers": parked, "mib": with - before})
+
+	time.Sleep(200 * time.Millisecond)
+	c0, t0 := cpuSeconds(), time.Now()
+	time.Sleep(idle)
+	wall := time.Since(t0).Seconds()
+	emit(map[string]interface{}{"name": "idle_cpu", "seconds": wall, "percent_of_a_core": 100 * (cpuSeconds() - c0) / wall})
+}
+
+func main() {
+	reps := flag.Int("reps", 5, "repetitions per measurement (median reported)")
+	foot := flag.Bool("footprint", false, "measure RSS of parked goroutines and idle CPU instead")
+	parked := flag.Int("parked", 100000, "goroutines parked for the RSS measurement")
+	idle := flag.Duration("idle", 5*time.Second, "idle window for the CPU measurement")
+	flag.Parse()
+	if *foot {
+		footprint(*parked, *idle)
+		return
+	}
+	for _, w := range []int{1, 2} {
+		measure("ChannelPingPong", w, *reps, pingPong)
+		measure("Yield", w, *reps, yield)
+		measure("SpawnJoin", w, *reps, spawnJoin)
+		measure("MutexContended", w, *reps, mutexContended(w))
+	}
+	for _, us := range []int{50, 200, 1000} {
+		measure("SleepOvershoot/"+strconv.Itoa(us)+"us", 2, *reps, sleepOvershoot(time.Duration(us)*time.Microsecond))
+	}
+}

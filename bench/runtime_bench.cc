@@ -1,0 +1,155 @@
+// The runtime's costs, each beside the same program in Go
+// (bench/peers/go/runtimebench) when run through bench/compare.py.
+// Every benchmark runs inside weft::run with 1 and 2 workers; times are wall
+// clock (the benchmark thread itself only waits in weft::run).
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "weft/weft.h"
+
+namespace {
+
+weft::RunOptions workers(const benchmark::State& state) {
+  return weft::RunOptions{.workers = static_cast<int>(state.range(0))};
+}
+
+// Round trip: main sends on `ping`, the echo fiber receives and sends back
+// on `pong` (both unbuffered), as Go's classic ping-pong.
+void BM_ChannelPingPong(benchmark::State& state) {
+  weft::run(
+      [&] {
+        weft::Channel<int> ping, pong;
+        weft::WaitGroup done;
+        done.add(1);
+        weft::go([&] {
+          while (auto v = ping.recv()) pong.send(*v);
+          done.done();
+        });
+        int i = 0;
+        for (auto _ : state) {
+          ping.send(i++);
+          benchmark::DoNotOptimize(pong.recv());
+        }
+        ping.close();
+        done.wait();
+      },
+      workers(state));
+}
+
+// One yield while another fiber yields too: a switch there and one back.
+void BM_Yield(benchmark::State& state) {
+  weft::run(
+      [&] {
+        std::atomic<bool> stop{false};
+        weft::WaitGroup done;
+        done.add(1);
+        weft::go([&] {
+          while (!stop.load(std::memory_order_relaxed)) weft::yield();
+          done.done();
+        });
+        for (auto _ : state) weft::yield();
+        stop.store(true);
+        done.wait();
+      },
+      workers(state));
+}
+
+// Spawn 1M fibers that each call wg.done(), then wg.wait(); per fiber.
+constexpr int kSpawnBatch = 1'000'000;
+void BM_SpawnJoin(benchmark::State& state) {
+  weft::run(
+      [&] {
+        for (auto _ : state) {
+          weft::WaitGroup wg;
+          for (int i = 0; i < kSpawnBatch; ++i) {
+            wg.add(1);
+            weft::go([&wg] { wg.done(); });
+          }
+          wg.wait();
+        }
+      },
+      workers(state));
+  state.counters["ns_per_op"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * kSpawnBatch * 1e-9,
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+// 4 fibers per worker each lock, increment, unlock; per lock/unlock pair.
+constexpr int kMutexOpsPerFiber = 50'000;
+void BM_MutexContended(benchmark::State& state) {
+  const int fibers = 4 * static_cast<int>(state.range(0));
+  weft::run(
+      [&] {
+        for (auto _ : state) {
+          weft::Mutex mu;
+          long counter = 0;
+          weft::WaitGroup wg;
+          for (int f = 0; f < fibers; ++f) {
+            wg.add(1);
+            weft::go([&] {
+              for (int i = 0; i < kMutexOpsPerFiber; ++i) {
+                std::lock_guard lock(mu);
+                ++counter;
+              }
+              wg.done();
+            });
+          }
+          wg.wait();
+          benchmark::DoNotOptimize(counter);
+        }
+      },
+      workers(state));
+  state.counters["ns_per_op"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * fibers * kMutexOpsPerFiber * 1e-9,
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+// Overshoot of a short sleep past its deadline (the timer path end to end).
+void BM_SleepOvershoot(benchmark::State& state) {
+  const auto want = std::chrono::microseconds(state.range(1));
+  double overshoot_ns = 0;
+  weft::run(
+      [&] {
+        for (auto _ : state) {
+          const auto start = std::chrono::steady_clock::now();
+          weft::sleep_for(want);
+          overshoot_ns += std::chrono::duration<double, std::nano>(
+                              std::chrono::steady_clock::now() - start - want)
+                              .count();
+        }
+      },
+      workers(state));
+  state.counters["overshoot_us"] =
+      benchmark::Counter(overshoot_ns / 1e3 / static_cast<double>(state.iterations()));
+}
+
+BENCHMARK(BM_ChannelPingPong)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_Yield)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_SpawnJoin)
+    ->ArgName("workers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MutexContended)
+    ->ArgName("workers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Iterations(5)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SleepOvershoot)
+    ->ArgNames({"workers", "us"})
+    ->Args({2, 50})
+    ->Args({2, 200})
+    ->Args({2, 1000})
+    ->UseRealTime()
+    ->Iterations(300)
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
