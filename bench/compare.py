@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Runs weft's runtime benchmarks and their Go peers in one go, on the same
-machine, and prints medians side by side with the ratio (Go time / weft time:
-above 1 means weft is faster). Results also go to a JSON file."""
+"""Runs weft's runtime benchmarks and their Go peers on the same machine, one
+after the other, and prints the medians side by side with the ratio (Go time /
+weft time: above 1 means weft is faster). Results also go to a JSON file.
+
+Builds nothing of weft's; the Go peer is built with `go build` next to the
+weft-bench binary."""
 
 import argparse
 import json
@@ -12,24 +15,37 @@ import subprocess
 import sys
 import tempfile
 
-# weft benchmark -> (Go name, which number to read, scale to ns)
+# weft benchmark -> (Go name, which number to read from Google Benchmark's JSON)
 METRICS = {
-    "BM_ChannelPingPong": ("ChannelPingPong", "real_time", 1.0),
-    "BM_Yield": ("Yield", "real_time", 1.0),
-    "BM_SpawnJoin": ("SpawnJoin", "ns_per_op", 1.0),
-    "BM_MutexContended": ("MutexContended", "ns_per_op", 1.0),
-    "BM_SleepOvershoot": ("SleepOvershoot", "overshoot_us", 1000.0),
+    "BM_ChannelPingPong": ("ChannelPingPong", "real_time"),
+    "BM_Yield": ("Yield", "real_time"),
+    "BM_YieldAlone": ("YieldAlone", "real_time"),
+    "BM_SpawnJoin": ("SpawnJoin", "ns_per_fiber"),
+    "BM_MutexContended": ("MutexContended", "ns_per_lock"),
+    "BM_SleepOvershoot": ("SleepOvershoot", "overshoot_us"),
 }
+# Counters not in ns, scaled to ns.
+SCALE = {"overshoot_us": 1e3}
+TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+# The issue's targets: Go time / weft time at least this much.
+SPEED_TARGETS = {"ChannelPingPong": 3.0, "SpawnJoin": 3.0}
+RSS_TARGET_MIB = 1024.0
+IDLE_TARGET_PERCENT = 1.0
 
 
-def run_weft(binary, reps, tmp):
-    # The file reporter keeps every repetition (for the spread); the console
-    # shows only the aggregates.
+def run_weft(binary, reps, tmp, bench_filter):
+    # The file reporter keeps every repetition (for the spread) while the
+    # console gets only the aggregates.
     out_file = os.path.join(tmp, "weft.json")
-    subprocess.run(
-        [binary, f"--benchmark_out={out_file}", "--benchmark_out_format=json",
-         f"--benchmark_repetitions={reps}", "--benchmark_display_aggregates_only=true"],
-        check=True, capture_output=True, text=True)
+    cmd = [binary, f"--benchmark_out={out_file}", "--benchmark_out_format=json",
+           f"--benchmark_repetitions={reps}", "--benchmark_display_aggregates_only=true"]
+    if bench_filter:
+        cmd.append(f"--benchmark_filter={bench_filter}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"compare.py: {binary} exited with {proc.returncode}")
     with open(out_file) as f:
         data = json.load(f)
     samples = {}
@@ -37,34 +53,40 @@ def run_weft(binary, reps, tmp):
         if b.get("run_type") != "iteration":
             continue
         base, *params = b["run_name"].split("/")
-        args = dict(p.split(":") for p in params if ":" in p)
-        workers = int(args.get("workers", 0))
-        go_name, field, scale = METRICS[base]
+        args = dict(p.split(":", 1) for p in params if ":" in p)
+        if base not in METRICS:
+            continue
+        name, field = METRICS[base]
         if base == "BM_SleepOvershoot":
-            go_name = f"SleepOvershoot/{args['us']}us"
-        value = b[field] * scale
+            name = f"SleepOvershoot/{args['us']}us"
+        value = b[field] * SCALE.get(field, 1.0)
         if field == "real_time":
-            value *= {"ns": 1, "us": 1e3, "ms": 1e6}[b["time_unit"]]
-        samples.setdefault((go_name, workers), []).append(value)
-    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}
+            value *= TIME_UNIT_NS[b["time_unit"]]
+        samples.setdefault((name, int(args.get("workers", 0))), []).append(value)
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}, data.get(
+        "context", {})
 
 
 def build_go(go_dir, out_dir):
     go = shutil.which("go")
     if not go:
-        return None
-    exe = os.path.join(out_dir, "runtimebench")
+        return None, None
+    version = subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()
+    exe = os.path.join(out_dir, "go-runtimebench")
     subprocess.run([go, "build", "-o", exe, "./runtimebench"], cwd=go_dir, check=True)
-    return exe
+    return exe, version
 
 
 def run_go(exe, reps):
-    out = subprocess.run([exe, f"-reps={reps}"], check=True, capture_output=True, text=True).stdout
-    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    # The peer repeats each measurement itself (after one warm-up run) and
+    # reports the median and the extremes.
+    out = subprocess.run([exe, f"-reps={reps}"], check=True, capture_output=True,
+                         text=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return {(r["name"], r["workers"]): (r["ns_per_op"], r["min"], r["max"]) for r in rows}
 
 
-def footprint_lines(cmd):
+def json_lines(cmd):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return {r["name"]: r for r in (json.loads(l) for l in out.splitlines() if l.startswith("{"))}
 
@@ -72,70 +94,110 @@ def footprint_lines(cmd):
 def fmt_ns(ns):
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
-    if ns >= 1e3:
+    if ns >= 1e4:
         return f"{ns / 1e3:.1f} us"
+    if ns >= 100:
+        return f"{ns:.0f} ns"
     return f"{ns:.1f} ns"
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "-"
+    return f"{r:.2f}x faster" if r >= 1 else f"{1 / r:.2f}x slower"
+
+
+def verdict(ok):
+    return "met" if ok else "MISSED"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--weft-bench", required=True, help="path to the weft-bench binary")
-    ap.add_argument("--footprint", help="path to the weft-footprint binary")
-    ap.add_argument("--go-dir", required=True, help="bench/peers/go")
-    ap.add_argument("--out", default="bench/results/runtime.json")
-    ap.add_argument("--reps", type=int, default=5, help="repetitions (medians reported)")
-    ap.add_argument("--idle-seconds", type=float, default=5.0)
+    ap.add_argument("--footprint", help="path to the weft-footprint binary (RSS and idle CPU)")
+    ap.add_argument("--go-dir", required=True, help="the Go peers' module (bench/peers/go)")
+    ap.add_argument("--out", default="bench/results/runtime.json", help="JSON results file")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions; medians are reported")
+    ap.add_argument("--idle-seconds", type=float, default=5.0, help="idle-CPU window")
+    ap.add_argument("--parked", type=int, default=100_000, help="fibers parked for the RSS figure")
+    ap.add_argument("--filter", default="", help="--benchmark_filter for weft-bench")
+    ap.add_argument("--no-go", action="store_true", help="weft's numbers alone")
     args = ap.parse_args()
 
     print(f"weft: {args.weft_bench}, {args.reps} repetitions each ...", flush=True)
     tmp = tempfile.mkdtemp(prefix="weft-bench-")
-    weft = run_weft(args.weft_bench, args.reps, tmp)
-    go_exe = build_go(os.path.abspath(args.go_dir), tmp)
-    go = {}
-    if go_exe:
-        print("go: " + subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip(),
-              flush=True)
-        go = run_go(go_exe, args.reps)
-    else:
-        print("go: not found (apt-get install golang-go); weft's numbers alone", flush=True)
+    try:
+        weft, context = run_weft(args.weft_bench, args.reps, tmp, args.filter)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    go_exe, go_version, go = None, None, {}
+    if not args.no_go:
+        go_exe, go_version = build_go(os.path.abspath(args.go_dir),
+                                      os.path.dirname(os.path.abspath(args.weft_bench)))
+        if go_exe:
+            print(f"go: {go_version}, {args.reps} repetitions each ...", flush=True)
+            go = run_go(go_exe, args.reps)
+        else:
+            print("go: not found (apt-get install golang-go); weft's numbers alone", flush=True)
 
     rows = []
-    header = f"{'benchmark':<24}{'workers':>8}{'weft median':>14}{'go median':>14}{'go/weft':>10}   spread weft | go (min..max)"
+    cols = (f"{'benchmark':<22}{'workers':>8}{'weft median':>13}{'go median':>12}"
+            f"{'go/weft':>15}  spread min..max: weft | go")
     print()
-    print(header)
-    print("-" * len(header))
-    for (name, workers), (med, lo, hi) in sorted(weft.items()):
+    print(cols)
+    print("-" * (len(cols) + 12))
+    order = list(dict.fromkeys(m[0] for m in METRICS.values()))
+    for (name, workers), (med, lo, hi) in sorted(
+            weft.items(), key=lambda kv: (order.index(kv[0][0].split("/")[0]), kv[0])):
         g = go.get((name, workers))
         ratio = g[0] / med if g and med > 0 else None
+        target = SPEED_TARGETS.get(name)
         rows.append({"benchmark": name, "workers": workers, "weft_ns": med, "weft_min_ns": lo,
                      "weft_max_ns": hi, "go_ns": g[0] if g else None,
                      "go_min_ns": g[1] if g else None, "go_max_ns": g[2] if g else None,
-                     "go_over_weft": ratio})
-        gtxt = fmt_ns(g[0]) if g else "-"
-        rtxt = f"{ratio:.2f}x" if ratio else "-"
+                     "go_over_weft": ratio, "target_go_over_weft": target})
         spread = f"{fmt_ns(lo)}..{fmt_ns(hi)}"
         if g:
             spread += f" | {fmt_ns(g[1])}..{fmt_ns(g[2])}"
-        print(f"{name:<24}{workers:>8}{fmt_ns(med):>14}{gtxt:>14}{rtxt:>10}   {spread}")
+        note = ""
+        if target and ratio is not None:
+            note = f"  [target {target:g}x: {verdict(ratio >= target)}]"
+        print(f"{name:<22}{workers:>8}{fmt_ns(med):>13}{fmt_ns(g[0]) if g else '-':>12}"
+              f"{fmt_ratio(ratio):>15}  {spread}{note}")
 
-    result = {"rows": rows}
+    result = {"weft_context": context, "go_version": go_version, "reps": args.reps, "rows": rows}
     if args.footprint:
-        wf = footprint_lines([args.footprint, "100000", str(args.idle_seconds)])
-        gf = footprint_lines([go_exe, "-footprint", f"-idle={args.idle_seconds}s"]) if go_exe else {}
-        result["footprint"] = {"weft": wf, "go": gf}
         print()
+        wf = json_lines([args.footprint, str(args.parked), str(args.idle_seconds)])
+        gf = {}
+        if go_exe:
+            gf = json_lines([go_exe, "-footprint", f"-parked={args.parked}",
+                             f"-idle={args.idle_seconds}s"])
+        result["footprint"] = {"weft": wf, "go": gf}
         r, i = wf.get("rss_parked_fibers", {}), wf.get("idle_cpu", {})
-        gr, gi = gf.get("rss_parked_fibers", {}), gf.get("idle_cpu", {})
-        print(f"RSS with 100k parked fibers: weft {r.get('mib', 0):.0f} MiB"
-              + (f", go {gr.get('mib', 0):.0f} MiB" if gr else ""))
-        print(f"idle runtime, 2 workers, {args.idle_seconds:.0f} s: weft {i.get('percent_of_a_core', 0):.3f}% of a core"
-              + (f", go {gi.get('percent_of_a_core', 0):.3f}%" if gi else ""))
+        gr, gi = gf.get("rss_parked_fibers"), gf.get("idle_cpu")
+        line = (f"RSS with {args.parked} parked fibers: weft {r['mib']:.0f} MiB "
+                f"({r['kib_per_fiber']:.1f} KiB each)")
+        if gr:
+            line += f", go {gr['mib']:.0f} MiB ({gr['kib_per_fiber']:.1f} KiB each)"
+        if args.parked == 100_000:
+            line += f"  [target < {RSS_TARGET_MIB:.0f} MiB: {verdict(r['mib'] < RSS_TARGET_MIB)}]"
+        print(line)
+        line = (f"idle runtime, 2 workers, {i['seconds']:.1f} s: weft "
+                f"{i['percent_of_a_core']:.3f}% of a core")
+        if gi:
+            line += f", go {gi['percent_of_a_core']:.3f}%"
+        line += (f"  [target < {IDLE_TARGET_PERCENT:g}%: "
+                 f"{verdict(i['percent_of_a_core'] < IDLE_TARGET_PERCENT)}]")
+        print(line)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
+        f.write("\n")
     print(f"\nwritten: {args.out}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

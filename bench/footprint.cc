@@ -2,11 +2,10 @@
 // parked fibers, and the CPU an idle runtime burns. One JSON line each.
 #include <sys/resource.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "weft/weft.h"
 
@@ -40,23 +39,26 @@ int main(int argc, char** argv) {
       [&] {
         const double before = rss_mib();
         weft::Channel<int> never;
-        std::atomic<int> started{0};
-        weft::WaitGroup done;
+        // `started` releases main once every fiber has run (its stack page is
+        // touched) and is about to park; `done` proves they all woke at close.
+        weft::WaitGroup started, done;
+        started.add(parked);
+        done.add(parked);
         for (int i = 0; i < parked; ++i) {
-          done.add(1);
           weft::go([&] {
-            started.fetch_add(1, std::memory_order_relaxed);
+            started.done();
             never.recv();
             done.done();
           });
         }
-        while (started.load() < parked) weft::sleep_for(std::chrono::milliseconds(1));
-        weft::sleep_for(std::chrono::milliseconds(50));  // the last ones reach recv()
+        started.wait();
         const double with_parked = rss_mib();
         never.close();
         done.wait();
-        std::printf("{\"name\": \"rss_parked_fibers\", \"fibers\": %d, \"mib\": %.1f}\n", parked,
-                    with_parked - before);
+        std::printf(
+            "{\"name\": \"rss_parked_fibers\", \"fibers\": %d, \"mib\": %.1f, "
+            "\"kib_per_fiber\": %.2f, \"total_mib\": %.1f}\n",
+            parked, with_parked - before, (with_parked - before) * 1024.0 / parked, with_parked);
       },
       weft::RunOptions{.workers = 2});
   weft::run(

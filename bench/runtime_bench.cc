@@ -5,6 +5,8 @@
 #include <benchmark/benchmark.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <mutex>
 
 #include "weft/weft.h"
@@ -56,6 +58,16 @@ void BM_Yield(benchmark::State& state) {
       workers(state));
 }
 
+// A yield with nothing else runnable: the cost of entering the scheduler and
+// finding the caller again, no switch to another fiber.
+void BM_YieldAlone(benchmark::State& state) {
+  weft::run(
+      [&] {
+        for (auto _ : state) weft::yield();
+      },
+      workers(state));
+}
+
 // Spawn 1M fibers that each call wg.done(), then wg.wait(); per fiber.
 constexpr int kSpawnBatch = 1'000'000;
 void BM_SpawnJoin(benchmark::State& state) {
@@ -71,9 +83,11 @@ void BM_SpawnJoin(benchmark::State& state) {
         }
       },
       workers(state));
-  state.counters["ns_per_op"] =
-      benchmark::Counter(static_cast<double>(state.iterations()) * kSpawnBatch * 1e-9,
-                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  const auto fibers = static_cast<double>(state.iterations()) * kSpawnBatch;
+  state.SetItemsProcessed(static_cast<std::int64_t>(fibers));
+  // Seconds per fiber scaled to ns: an inverted rate over the real time.
+  state.counters["ns_per_fiber"] =
+      benchmark::Counter(fibers * 1e-9, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 // 4 fibers per worker each lock, increment, unlock; per lock/unlock pair.
@@ -101,9 +115,10 @@ void BM_MutexContended(benchmark::State& state) {
         }
       },
       workers(state));
-  state.counters["ns_per_op"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * fibers * kMutexOpsPerFiber * 1e-9,
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  const auto pairs = static_cast<double>(state.iterations()) * fibers * kMutexOpsPerFiber;
+  state.SetItemsProcessed(static_cast<std::int64_t>(pairs));
+  state.counters["ns_per_lock"] =
+      benchmark::Counter(pairs * 1e-9, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 // Overshoot of a short sleep past its deadline (the timer path end to end).
@@ -127,6 +142,7 @@ void BM_SleepOvershoot(benchmark::State& state) {
 
 BENCHMARK(BM_ChannelPingPong)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
 BENCHMARK(BM_Yield)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_YieldAlone)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
 BENCHMARK(BM_SpawnJoin)
     ->ArgName("workers")
     ->Arg(1)

@@ -95,10 +95,12 @@ class EpollPoller final : public Poller {
 
  private:
   void drain_wake() {
+    // Clear the flag before draining: a wake() in between then writes again
+    // (a spurious wake-up later) instead of being swallowed.
+    wake_pending_.store(false, std::memory_order_seq_cst);
     std::uint64_t value;
     while (::read(wakefd_, &value, sizeof value) < 0 && errno == EINTR) {
     }
-    wake_pending_.store(false, std::memory_order_release);
   }
 
   const int epfd_;

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -60,30 +61,36 @@ func pingPong() float64 {
 	return float64(d.Nanoseconds()) / n
 }
 
+// Gosched while a partner goroutine yields too, as BM_Yield.
 func yield() float64 {
 	const n = 1000000
-	var stop sync.WaitGroup
-	done := make(chan struct{})
-	stop.Add(1)
+	var stop atomic.Bool
+	var done sync.WaitGroup
+	done.Add(1)
 	go func() {
-		defer stop.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-				runtime.Gosched()
-			}
+		for !stop.Load() {
+			runtime.Gosched()
 		}
+		done.Done()
 	}()
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
 		runtime.Gosched()
 	}
 	d := time.Since(t0)
-	close(done)
-	stop.Wait()
+	stop.Store(true)
+	done.Wait()
 	return float64(d.Nanoseconds()) / n
+}
+
+// Gosched with nothing else runnable, as BM_YieldAlone.
+func yieldAlone() float64 {
+	const n = 1000000
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		runtime.Gosched()
+	}
+	return float64(time.Since(t0).Nanoseconds()) / n
 }
 
 func spawnJoin() float64 {
@@ -170,12 +177,13 @@ func footprint(parked int, idle time.Duration) {
 			done.Done()
 		}()
 	}
+	// Every goroutine has run (its stack is in use) and is about to park.
 	started.Wait()
-	time.Sleep(50 * time.Millisecond)
 	with := rssMiB()
 	close(never)
 	done.Wait()
-	emit(map[string]interface{}{"name": "rss_parked_fibers", "fibers": parked, "mib": with - before})
+	emit(map[string]interface{}{"name": "rss_parked_fibers", "fibers": parked, "mib": with - before,
+		"kib_per_fiber": (with - before) * 1024 / float64(parked), "total_mib": with})
 
 	time.Sleep(200 * time.Millisecond)
 	c0, t0 := cpuSeconds(), time.Now()
@@ -197,6 +205,7 @@ func main() {
 	for _, w := range []int{1, 2} {
 		measure("ChannelPingPong", w, *reps, pingPong)
 		measure("Yield", w, *reps, yield)
+		measure("YieldAlone", w, *reps, yieldAlone)
 		measure("SpawnJoin", w, *reps, spawnJoin)
 		measure("MutexContended", w, *reps, mutexContended(w))
 	}
