@@ -463,3 +463,40 @@ TEST(RuntimeFairness, GlobalQueueIsServedUnderEndlessLocalWork) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(RuntimeStealing, IdleWorkersStealUnderLoad) {
+  // Main spawns bursts of CPU-bound fibers onto its own worker without
+  // yielding; the other workers only get them by stealing.
+  const int rounds = weft::test::stress_iterations(50);
+  std::atomic<int> ran{0};
+  std::atomic<int> on_worker[4] = {};
+  std::uint64_t steals = 0;
+  weft::run(
+      [&] {
+        for (int r = 0; r < rounds; ++r) {
+          Latch latch(200);
+          for (int i = 0; i < 200; ++i) {
+            weft::go([&] {
+              const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+              while (std::chrono::steady_clock::now() < until) {
+              }
+              on_worker[weft::worker_index()].fetch_add(1);
+              ran.fetch_add(1);
+              latch.count_down();
+            });
+          }
+          latch.wait();
+        }
+        steals = weft::detail::scheduler_stats().steals;
+      },
+      weft::RunOptions{.workers = 4});
+  EXPECT_EQ(ran.load(), rounds * 200);
+  EXPECT_GT(steals, 0u);
+  int busy_workers = 0;
+  for (auto& n : on_worker) busy_workers += n.load() > 0;
+  EXPECT_GE(busy_workers, 2);
+}
+
+}  // namespace
