@@ -168,7 +168,7 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
 }  // namespace
 
 std::size_t round_stack_size(std::size_t requested) {
-  const std::size_t min = 16 * 1024;
+  const std::size_t min = std::size_t{16} * 1024;
   const std::size_t max = std::size_t{1} << 30;
   if (requested > max) {
     std::fprintf(stderr, "weft::go: stack_size %zu is over the 1 GiB limit\n", requested);
@@ -302,7 +302,7 @@ void install_overflow_handler() {
 }
 
 void* enter_signal_stack() {
-  const std::size_t size = 64 * 1024;
+  const std::size_t size = std::size_t{64} * 1024;
   void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return nullptr;
   stack_t ss{};
@@ -321,7 +321,7 @@ void leave_signal_stack(void* handle) {
   stack_t ss{};
   ss.ss_flags = SS_DISABLE;
   sigaltstack(&ss, nullptr);
-  munmap(handle, 64 * 1024);
+  munmap(handle, std::size_t{64} * 1024);
 }
 
 }  // namespace weft::detail

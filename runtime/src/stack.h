@@ -10,7 +10,7 @@
 
 namespace weft::detail {
 
-constexpr std::size_t kDefaultStackSize = 64 * 1024;
+constexpr std::size_t kDefaultStackSize = std::size_t{64} * 1024;
 
 std::size_t round_stack_size(std::size_t requested);
 Stack acquire_stack(std::size_t usable);

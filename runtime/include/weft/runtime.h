@@ -20,7 +20,7 @@ struct RunOptions {
 
 struct SpawnOptions {
   // Usable stack bytes, rounded up to whole pages; a guard page sits below.
-  std::size_t stack_size = 64 * 1024;
+  std::size_t stack_size = std::size_t{64} * 1024;
 };
 
 namespace detail {
