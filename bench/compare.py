@@ -9,6 +9,7 @@ weft-bench binary."""
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,6 +33,41 @@ TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 SPEED_TARGETS = {"ChannelPingPong": 3.0, "SpawnJoin": 3.0}
 RSS_TARGET_MIB = 1024.0
 IDLE_TARGET_PERCENT = 1.0
+
+
+class MachineLoad:
+    """How much CPU the rest of the machine used while we ran: all busy time
+    from /proc/stat minus what our child processes used. On two cores, a build
+    next to the benchmarks moves their numbers by whole factors."""
+
+    def __init__(self):
+        self.t0 = self._busy_idle()
+        self.c0 = self._children_cpu()
+
+    @staticmethod
+    def _busy_idle():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:9]]
+        except OSError:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        idle = v[3] + v[4]
+        return (sum(v) - idle) / hz, sum(v) / hz
+
+    @staticmethod
+    def _children_cpu():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def others_percent(self):
+        """Share of all CPUs' time (0-100) that other processes used."""
+        t1 = self._busy_idle()
+        if not self.t0 or not t1 or t1[1] <= self.t0[1]:
+            return None
+        ours = self._children_cpu() - self.c0
+        others = max(0.0, (t1[0] - self.t0[0]) - ours)
+        return 100.0 * others / (t1[1] - self.t0[1])
 
 
 def run_weft(binary, reps, tmp, bench_filter):
@@ -77,13 +113,20 @@ def build_go(go_dir, out_dir):
     return exe, version
 
 
-def run_go(exe, reps):
-    # The peer repeats each measurement itself (after one warm-up run) and
-    # reports the median and the extremes.
-    out = subprocess.run([exe, f"-reps={reps}"], check=True, capture_output=True,
-                         text=True).stdout
-    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return {(r["name"], r["workers"]): (r["ns_per_op"], r["min"], r["max"]) for r in rows}
+def run_go(exe, reps, bench_filter):
+    # One process per repetition (each warms up once before its measured run):
+    # Go's scheduler settles into a fast or a slow mode for a whole process at
+    # times (spawn+join with 2 Ps: ~250 or ~900 ns), so repetitions within one
+    # process would not be independent samples.
+    cmd = [exe, "-reps=1"]
+    if bench_filter:
+        cmd.append(f"-filter={bench_filter.replace('BM_', '')}")
+    samples = {}
+    for _ in range(reps):
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        for r in (json.loads(line) for line in out.splitlines() if line.startswith("{")):
+            samples.setdefault((r["name"], r["workers"]), []).append(r["ns_per_op"])
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}
 
 
 def json_lines(cmd):
@@ -124,6 +167,7 @@ def main():
     ap.add_argument("--no-go", action="store_true", help="weft's numbers alone")
     args = ap.parse_args()
 
+    load = MachineLoad()
     print(f"weft: {args.weft_bench}, {args.reps} repetitions each ...", flush=True)
     tmp = tempfile.mkdtemp(prefix="weft-bench-")
     try:
@@ -136,8 +180,8 @@ def main():
         go_exe, go_version = build_go(os.path.abspath(args.go_dir),
                                       os.path.dirname(os.path.abspath(args.weft_bench)))
         if go_exe:
-            print(f"go: {go_version}, {args.reps} repetitions each ...", flush=True)
-            go = run_go(go_exe, args.reps)
+            print(f"go: {go_version}, {args.reps} runs of the peer, one process each ...", flush=True)
+            go = run_go(go_exe, args.reps, args.filter)
         else:
             print("go: not found (apt-get install golang-go); weft's numbers alone", flush=True)
 
@@ -191,6 +235,12 @@ def main():
         line += (f"  [target < {IDLE_TARGET_PERCENT:g}%: "
                  f"{verdict(i['percent_of_a_core'] < IDLE_TARGET_PERCENT)}]")
         print(line)
+
+    others = load.others_percent()
+    result["other_processes_cpu_percent"] = others
+    if others is not None:
+        print(f"\nother processes used {others:.1f}% of the CPUs during this run", end="")
+        print(": the numbers above are skewed, run again on an idle machine" if others > 5 else "")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "netpoll.h"
@@ -77,10 +79,19 @@ PollStatus write_all(PollDesc* pd, int fd, const char* buf, std::size_t n) {
   return st;
 }
 
-class NetpollTest : public ::testing::TestWithParam<int> {
+// Every case runs on each poller backend built, with 1 and 2 workers.
+class NetpollTest : public ::testing::TestWithParam<std::tuple<std::string, int>> {
  protected:
-  weft::RunOptions opts() const { return weft::RunOptions{.workers = GetParam()}; }
+  void SetUp() override { setenv("WEFT_POLLER", std::get<0>(GetParam()).c_str(), 1); }
+  void TearDown() override { unsetenv("WEFT_POLLER"); }
+  weft::RunOptions opts() const { return weft::RunOptions{.workers = std::get<1>(GetParam())}; }
 };
+
+std::vector<std::string> backends() {
+  std::vector<std::string> names;
+  for (const char* const* n = weft::poll::available_backends(); *n; ++n) names.emplace_back(*n);
+  return names;
+}
 
 TEST_P(NetpollTest, ParkedReaderWakesWhenDataArrives) {
   weft::run(
@@ -398,10 +409,14 @@ TEST_P(NetpollTest, CloseRacingWakeStress) {
       opts());
 }
 
-INSTANTIATE_TEST_SUITE_P(Workers, NetpollTest, ::testing::Values(1, 2), [](const auto& info) {
-  std::string name = "w";
-  name += std::to_string(info.param);
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(Backends, NetpollTest,
+                         ::testing::Combine(::testing::ValuesIn(backends()),
+                                            ::testing::Values(1, 2)),
+                         [](const auto& info) {
+                           std::string name = std::get<0>(info.param);
+                           name += "_w";
+                           name += std::to_string(std::get<1>(info.param));
+                           return name;
+                         });
 
 }  // namespace

@@ -100,10 +100,10 @@ TEST_P(PollerTest, BothDirectionsFromOneRegistration) {
 TEST_P(PollerTest, RemoveStopsReports) {
   Pipe p;
   ASSERT_FALSE(poller->add(p.r, 9));
-  ASSERT_FALSE(poller->remove(p.r));
+  ASSERT_FALSE(poller->remove(p.r, 9));
   ASSERT_EQ(write(p.w, "x", 1), 1);
   EXPECT_TRUE(wait_events(1'000'000).empty());
-  EXPECT_TRUE(poller->remove(p.r));  // not registered any more: an error, not a crash
+  EXPECT_TRUE(poller->remove(p.r, 9));  // not registered any more: an error, not a crash
 }
 
 TEST_P(PollerTest, BadFdIsAnError) {
@@ -153,12 +153,17 @@ TEST_P(PollerTest, PollDoesNotConsumeAWakeMeantForTheBlockedWaiter) {
   wait_events(-1);                      // still returns: the wake-up is pending
 }
 
-TEST_P(PollerTest, TimeoutIsNeverShortAndSubMillisecond) {
-  for (std::int64_t ns : {50'000, 200'000, 1'000'000}) {
+TEST_P(PollerTest, SubMillisecondTimeoutsAreNotRoundedUp) {
+  // A backend that rounded 200 us up to 1 ms (epoll_wait does) would take
+  // >= 1 ms every time; a loaded machine may make some waits slow, not all.
+  // (A wait may also return early, on a signal: callers recompute.)
+  int under_a_millisecond = 0;
+  for (int i = 0; i < 20; ++i) {
     const auto start = Clock::now();
-    EXPECT_TRUE(wait_events(ns).empty());
-    EXPECT_GE(Clock::now() - start, std::chrono::nanoseconds(ns));
+    EXPECT_TRUE(wait_events(200'000).empty());
+    if (Clock::now() - start < 1ms) ++under_a_millisecond;
   }
+  EXPECT_GT(under_a_millisecond, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, PollerTest, ::testing::ValuesIn(backends()),

@@ -38,7 +38,7 @@ class EpollPoller final : public Poller {
     return {};
   }
 
-  std::error_code remove(int fd) override {
+  std::error_code remove(int fd, std::uint64_t) override {
     epoll_event ev{};  // non-null for kernels before 2.6.9
     if (epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &ev) != 0) return {errno, std::system_category()};
     return {};

@@ -1,18 +1,32 @@
-#include <cstdlib>
-
-#include "epoll_backend.h"
 #include "weft/poller.h"
+#include "epoll_backend.h"
+#ifdef WEFT_HAVE_IO_URING
+#include "io_uring_backend.h"
+#endif
 
 namespace weft::poll {
 
 const char* const* available_backends() {
-  static const char* const names[] = {"epoll", nullptr};
+  static const char* const names[] = {
+#ifdef WEFT_HAVE_IO_URING
+      "io_uring",
+#endif
+      "epoll", nullptr};
   return names;
 }
 
 std::unique_ptr<Poller> make_poller(const std::string& name, std::string* why) {
-  if (name.empty() || name == "epoll") return make_epoll_poller(why);
-  if (why) *why = "poller backend '" + name + "' is not built into this weft (have: epoll)";
+  if (name.empty()) return make_poller(available_backends()[0], why);
+  if (name == "epoll") return make_epoll_poller(why);
+#ifdef WEFT_HAVE_IO_URING
+  if (name == "io_uring") return make_io_uring_poller(why);
+#endif
+  if (why) {
+    std::string have;
+    for (const char* const* n = available_backends(); *n; ++n)
+      have += std::string(have.empty() ? "" : ", ") + *n;
+    *why = "poller backend '" + name + "' is not built into this weft (have: " + have + ")";
+  }
   return nullptr;
 }
 

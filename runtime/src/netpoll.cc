@@ -222,6 +222,10 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
     pd->wg.store(kNil, std::memory_order_relaxed);
     pd->publish_info();
   }
+  // The token reaches the poller's thread through the kernel, which orders
+  // nothing as far as the C++ model (and TSan) can tell: publish the desc
+  // with a release store that dispatch reads with acquire.
+  pd->fdseq.store(pd->fdseq.load(std::memory_order_relaxed), std::memory_order_release);
   poll::Poller* poller = runtime_poller();
   std::error_code err = poller ? poller->add(fd, pd->token())
                                : std::make_error_code(std::errc::operation_not_permitted);
@@ -257,7 +261,7 @@ void poll_unblock(PollDesc* pd) {
 void poll_close(PollDesc* pd) {
   if (!pd->closing) fatal("poll_close before poll_unblock");
   if (pd->rg.load() > kWait || pd->wg.load() > kWait) fatal("poll_close with a fiber still parked");
-  if (poll::Poller* poller = runtime_poller()) poller->remove(pd->fd);
+  if (poll::Poller* poller = runtime_poller()) poller->remove(pd->fd, pd->token());
   pd->fd = -1;
   cache().put(pd);
 }
@@ -329,7 +333,7 @@ void netpoll_dispatch(const poll::Event* events, int n) {
   for (int i = 0; i < n; ++i) {
     auto* pd = reinterpret_cast<PollDesc*>(events[i].token & kTokenPtrMask);
     const auto seq = static_cast<std::uint32_t>(events[i].token >> kTokenSeqShift);
-    if ((pd->fdseq.load(std::memory_order_relaxed) & 0xFFFF) != seq) continue;  // stale
+    if ((pd->fdseq.load(std::memory_order_acquire) & 0xFFFF) != seq) continue;  // stale
     if (events[i].ready & poll::kError) {
       std::lock_guard guard(pd->lock);
       if ((pd->fdseq.load(std::memory_order_relaxed) & 0xFFFF) == seq) {

@@ -495,6 +495,32 @@ WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dy
   __builtin_unreachable();
 }
 
+// WEFT_POLLER if set, else the best backend this kernel allows (the first in
+// available_backends()), else the next; why a backend was refused (io_uring
+// under a seccomp policy, say) is logged once per process.
+std::unique_ptr<poll::Poller> make_runtime_poller() {
+  static std::once_flag logged;
+  std::string why;
+  if (const char* wanted = std::getenv("WEFT_POLLER"); wanted && *wanted) {
+    if (auto p = poll::make_poller(wanted, &why)) return p;
+    std::call_once(logged,
+                   [&] { log().error("WEFT_POLLER={}: {}; using another backend", wanted, why); });
+  }
+  std::string refused;
+  for (const char* const* name = poll::available_backends(); *name; ++name) {
+    if (auto p = poll::make_poller(*name, &why)) {
+      if (!refused.empty()) {
+        std::call_once(logged, [&] { log().info("{}; using {}", refused, p->name()); });
+      }
+      log().debug("poller backend: {}", p->name());
+      return p;
+    }
+    refused += (refused.empty() ? "" : "; ") + std::string(*name) + " refused: " + why;
+  }
+  std::fprintf(stderr, "weft::run: no poller backend works here: %s\n", refused.c_str());
+  std::abort();
+}
+
 int default_workers() {
   if (const char* env = std::getenv("WEFT_PROCS")) {
     char* end = nullptr;
@@ -1063,20 +1089,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     std::abort();
   }
   install_overflow_handler();
-  {
-    const char* wanted = std::getenv("WEFT_POLLER");
-    std::string why;
-    s->poller = poll::make_poller(wanted ? wanted : "", &why);
-    if (!s->poller && wanted) {
-      log().error("WEFT_POLLER={}: {}; using the default backend", wanted, why);
-      s->poller = poll::make_poller("", &why);
-    }
-    if (!s->poller) {
-      std::fprintf(stderr, "weft::run: cannot create a poller: %s\n", why.c_str());
-      std::abort();
-    }
-    log().debug("poller backend: {}", s->poller->name());
-  }
+  s->poller = make_runtime_poller();
   int exit_code = 0;
   go([&exit_code, &main_fn, s] {
     exit_code = main_fn();

@@ -29,13 +29,15 @@ class Poller {
 
   // Watches fd for readability and writability from now until remove().
   virtual std::error_code add(int fd, std::uint64_t token) = 0;
-  // Stops watching; call before close(fd).
-  virtual std::error_code remove(int fd) = 0;
+  // Stops watching (token as given to add); call before close(fd). Events
+  // already on their way may still be reported: tokens must be able to tell
+  // (PollDesc tags them with a generation).
+  virtual std::error_code remove(int fd, std::uint64_t token) = 0;
 
   // Waits for readiness: timeout_ns < 0 blocks, 0 polls, > 0 waits at most
-  // that long (nanosecond resolution where the kernel allows; never less).
-  // Fills up to max events and returns how many (0 on timeout, wake() or
-  // a signal).
+  // that long, with nanosecond resolution. Fills up to max events and
+  // returns how many: 0 on timeout, wake(), or a signal (which may end the
+  // wait early: callers recompute their deadline and wait again).
   virtual int wait(Event* out, int max, std::int64_t timeout_ns) = 0;
 
   // Makes a blocked wait() return soon; callable from any thread, cheap when

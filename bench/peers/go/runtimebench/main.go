@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -31,8 +32,13 @@ func emit(v interface{}) {
 	fmt.Println(string(b))
 }
 
+var only *regexp.Regexp
+
 // Runs f (which returns ns per op) reps times; reports median, min and max.
 func measure(name string, workers, reps int, f func() float64) {
+	if only != nil && !only.MatchString(name) {
+		return
+	}
 	runtime.GOMAXPROCS(workers)
 	f() // warm up
 	var xs []float64
@@ -40,7 +46,12 @@ func measure(name string, workers, reps int, f func() float64) {
 		xs = append(xs, f())
 	}
 	sort.Float64s(xs)
-	emit(row{name, workers, xs[len(xs)/2], xs[0], xs[len(xs)-1]})
+	mid := len(xs) / 2
+	median := xs[mid]
+	if len(xs)%2 == 0 {
+		median = (xs[mid-1] + xs[mid]) / 2
+	}
+	emit(row{name, workers, median, xs[0], xs[len(xs)-1]})
 }
 
 func pingPong() float64 {
@@ -197,7 +208,11 @@ func main() {
 	foot := flag.Bool("footprint", false, "measure RSS of parked goroutines and idle CPU instead")
 	parked := flag.Int("parked", 100000, "goroutines parked for the RSS measurement")
 	idle := flag.Duration("idle", 5*time.Second, "idle window for the CPU measurement")
+	filter := flag.String("filter", "", "run only the measurements whose name matches this regexp")
 	flag.Parse()
+	if *filter != "" {
+		only = regexp.MustCompile(*filter)
+	}
 	if *foot {
 		footprint(*parked, *idle)
 		return

@@ -1,0 +1,204 @@
+// io_uring backend: one multishot POLL_ADD per fd (edge-triggered, both
+// directions, registered once; re-armed if the kernel ends it), an eventfd
+// polled the same way for wake-ups, and waits through io_uring_enter with a
+// nanosecond timespec (IORING_FEAT_EXT_ARG, Linux 5.11+).
+//
+// Threads: submissions (add/remove/re-arm) go through sq_mu_; one thread at
+// a time reads completions (cq_mu_). The blocking waiter enters the kernel
+// with the raw syscall, so liburing never flushes the SQ outside sq_mu_.
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "io_uring_backend.h"
+
+namespace weft::poll {
+namespace {
+
+constexpr std::uint64_t kWakeToken = 0;
+constexpr std::uint64_t kRemoveToken = 1;  // completions of POLL_REMOVE itself
+constexpr unsigned kEvents = POLLIN | POLLOUT | POLLRDHUP;
+
+class UringPoller final : public Poller {
+ public:
+  UringPoller(const io_uring& ring, int wakefd) : ring_(ring), wakefd_(wakefd) {
+    std::lock_guard lock(sq_mu_);
+    arm_locked(wakefd_, kWakeToken, POLLIN);
+    io_uring_submit(&ring_);
+  }
+  ~UringPoller() override {
+    io_uring_queue_exit(&ring_);
+    ::close(wakefd_);
+  }
+
+  const char* name() const override { return "io_uring"; }
+
+  std::error_code add(int fd, std::uint64_t token) override {
+    // The poll's own errors arrive later as completions; catch the obvious
+    // one now so that callers get it where they expect it.
+    if (fcntl(fd, F_GETFD) < 0) return {errno, std::system_category()};
+    std::lock_guard lock(sq_mu_);
+    fds_[token] = fd;
+    arm_locked(fd, token, kEvents);
+    const int r = io_uring_submit(&ring_);
+    if (r < 0) {
+      fds_.erase(token);
+      return {-r, std::system_category()};
+    }
+    return {};
+  }
+
+  std::error_code remove(int, std::uint64_t token) override {
+    std::lock_guard lock(sq_mu_);
+    if (fds_.erase(token) == 0) return std::make_error_code(std::errc::no_such_file_or_directory);
+    io_uring_sqe* sqe = sqe_locked();
+    io_uring_prep_poll_remove(sqe, token);
+    io_uring_sqe_set_data64(sqe, kRemoveToken);
+    const int r = io_uring_submit(&ring_);
+    if (r < 0) return {-r, std::system_category()};
+    return {};
+  }
+
+  int wait(Event* out, int max, std::int64_t timeout_ns) override {
+    std::unique_lock cq(cq_mu_, std::defer_lock);
+    if (timeout_ns == 0) {
+      if (!cq.try_lock()) return 0;  // someone is reaping (or blocked) already
+    } else {
+      cq.lock();
+    }
+    // A wake-up that a non-blocking poll came across is the blocking
+    // waiter's: the eventfd's poll is edge-triggered and will not report it
+    // again.
+    const bool wake_pending = timeout_ns != 0 && wake_seen_.exchange(false);
+    if (wake_pending) drain_wake();
+    if (timeout_ns != 0 && !wake_pending && io_uring_cq_ready(&ring_) == 0) {
+      __kernel_timespec ts{};
+      io_uring_getevents_arg arg{};
+      if (timeout_ns > 0) {
+        ts.tv_sec = timeout_ns / 1'000'000'000;
+        ts.tv_nsec = timeout_ns % 1'000'000'000;
+        arg.ts = reinterpret_cast<std::uint64_t>(&ts);
+      }
+      // ETIME on timeout, EINTR on a signal: both just mean "look again".
+      io_uring_enter2(ring_.ring_fd, 0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+                      reinterpret_cast<sigset_t*>(&arg), sizeof arg);
+    }
+    int count = 0;
+    std::vector<std::uint64_t> rearm;
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      if (count == max) break;
+      ++seen;
+      const std::uint64_t token = io_uring_cqe_get_data64(cqe);
+      const bool more = cqe->flags & IORING_CQE_F_MORE;
+      if (token == kRemoveToken) continue;
+      if (token == kWakeToken) {
+        if (timeout_ns != 0) {
+          drain_wake();
+        } else {
+          wake_seen_.store(true);
+        }
+        if (!more) rearm.push_back(kWakeToken);
+        continue;
+      }
+      if (!more) rearm.push_back(token);  // ended (error, or the kernel's choice)
+      if (cqe->res <= 0) continue;        // -ECANCELED after remove(), or an error
+      const auto mask = static_cast<unsigned>(cqe->res);
+      std::uint32_t ready = 0;
+      if (mask & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) ready |= kReadable;
+      if (mask & (POLLOUT | POLLHUP | POLLERR)) ready |= kWritable;
+      if (mask == POLLERR) ready |= kError;
+      out[count++] = Event{token, ready};
+    }
+    io_uring_cq_advance(&ring_, seen);
+    cq.unlock();
+    if (!rearm.empty()) {
+      std::lock_guard lock(sq_mu_);
+      for (std::uint64_t token : rearm) {
+        if (token == kWakeToken) {
+          arm_locked(wakefd_, kWakeToken, POLLIN);
+          continue;
+        }
+        auto it = fds_.find(token);
+        if (it != fds_.end()) arm_locked(it->second, token, kEvents);  // still wanted
+      }
+      io_uring_submit(&ring_);
+    }
+    return count;
+  }
+
+  void wake() override {
+    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+    const std::uint64_t one = 1;
+    while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+
+ private:
+  io_uring_sqe* sqe_locked() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (!sqe) {  // SQ full: push what is queued and try again
+      io_uring_submit(&ring_);
+      sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+  }
+
+  void arm_locked(int fd, std::uint64_t token, unsigned events) {
+    io_uring_sqe* sqe = sqe_locked();
+    io_uring_prep_poll_multishot(sqe, fd, events);
+    io_uring_sqe_set_data64(sqe, token);
+  }
+
+  void drain_wake() {
+    // Clear first: a wake() during the drain then writes again.
+    wake_pending_.store(false, std::memory_order_seq_cst);
+    std::uint64_t value;
+    while (::read(wakefd_, &value, sizeof value) < 0 && errno == EINTR) {
+    }
+  }
+
+  io_uring ring_;
+  const int wakefd_;
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<bool> wake_seen_{false};  // by a non-blocking poll, for the next blocking one
+  std::mutex sq_mu_;
+  std::unordered_map<std::uint64_t, int> fds_;  // under sq_mu_
+  std::mutex cq_mu_;
+};
+
+}  // namespace
+
+std::unique_ptr<Poller> make_io_uring_poller(std::string* why) {
+  io_uring ring;
+  const int r = io_uring_queue_init(256, &ring, 0);
+  if (r < 0) {
+    if (why) *why = std::string("io_uring_queue_init: ") + std::strerror(-r);
+    return nullptr;
+  }
+  if (!(ring.features & IORING_FEAT_EXT_ARG) || !(ring.features & IORING_FEAT_NODROP)) {
+    io_uring_queue_exit(&ring);
+    if (why) *why = "this kernel's io_uring lacks timed waits (IORING_FEAT_EXT_ARG, Linux 5.11+)";
+    return nullptr;
+  }
+  const int wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakefd < 0) {
+    if (why) *why = std::string("eventfd: ") + std::strerror(errno);
+    io_uring_queue_exit(&ring);
+    return nullptr;
+  }
+  return std::make_unique<UringPoller>(ring, wakefd);
+}
+
+}  // namespace weft::poll
