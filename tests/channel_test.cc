@@ -216,10 +216,7 @@ TEST_P(ChannelTest, CloseRacingSendAndRecvStress) {
       opts());
 }
 
-INSTANTIATE_TEST_SUITE_P(Workers, ChannelTest, ::testing::Values(1, 2, 4), [](const auto& info) {
-  std::string name = "w";
-  name += std::to_string(info.param);
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(Workers, ChannelTest, ::testing::Values(1, 2, 4),
+                         weft::test::workers_name);
 
 }  // namespace

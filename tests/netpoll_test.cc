@@ -87,12 +87,6 @@ class NetpollTest : public ::testing::TestWithParam<std::tuple<std::string, int>
   weft::RunOptions opts() const { return weft::RunOptions{.workers = std::get<1>(GetParam())}; }
 };
 
-std::vector<std::string> backends() {
-  std::vector<std::string> names;
-  for (const char* const* n = weft::poll::available_backends(); *n; ++n) names.emplace_back(*n);
-  return names;
-}
-
 TEST_P(NetpollTest, ParkedReaderWakesWhenDataArrives) {
   weft::run(
       [] {
@@ -410,7 +404,7 @@ TEST_P(NetpollTest, CloseRacingWakeStress) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, NetpollTest,
-                         ::testing::Combine(::testing::ValuesIn(backends()),
+                         ::testing::Combine(::testing::ValuesIn(weft::test::poller_backends()),
                                             ::testing::Values(1, 2)),
                          [](const auto& info) {
                            std::string name = std::get<0>(info.param);

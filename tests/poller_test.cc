@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_util.h"
 #include "weft/poller.h"
 
 namespace {
@@ -30,12 +31,6 @@ struct Pipe {
     if (w >= 0) close(w);
   }
 };
-
-std::vector<std::string> backends() {
-  std::vector<std::string> names;
-  for (const char* const* n = weft::poll::available_backends(); *n; ++n) names.emplace_back(*n);
-  return names;
-}
 
 class PollerTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -166,7 +161,7 @@ TEST_P(PollerTest, SubMillisecondTimeoutsAreNotRoundedUp) {
   EXPECT_GT(under_a_millisecond, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, PollerTest, ::testing::ValuesIn(backends()),
+INSTANTIATE_TEST_SUITE_P(Backends, PollerTest, ::testing::ValuesIn(weft::test::poller_backends()),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -194,10 +194,6 @@ TEST_P(SelectTest, SameChannelInTwoCases) {
       opts());
 }
 
-INSTANTIATE_TEST_SUITE_P(Workers, SelectTest, ::testing::Values(1, 2, 4), [](const auto& info) {
-  std::string name = "w";
-  name += std::to_string(info.param);
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(Workers, SelectTest, ::testing::Values(1, 2, 4), weft::test::workers_name);
 
 }  // namespace

@@ -220,10 +220,6 @@ TEST(SyncDeathTest, NegativeWaitGroupCounterIsReported) {
       "negative counter");
 }
 
-INSTANTIATE_TEST_SUITE_P(Workers, SyncTest, ::testing::Values(1, 2, 4), [](const auto& info) {
-  std::string name = "w";
-  name += std::to_string(info.param);
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(Workers, SyncTest, ::testing::Values(1, 2, 4), weft::test::workers_name);
 
 }  // namespace

@@ -1,8 +1,13 @@
 // Shared helpers for the suites.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <string>
+#include <vector>
+
+#include "weft/poller.h"
 
 namespace weft::test {
 
@@ -13,6 +18,20 @@ inline int stress_iterations(int base) {
   long factor = scale ? std::strtol(scale, nullptr, 10) : 1;
   if (factor < 1) factor = 1;
   return static_cast<int>(base * factor);
+}
+
+// Names parametrised cases by worker count: "w1", "w2", ...
+inline std::string workers_name(const ::testing::TestParamInfo<int>& info) {
+  std::string name = "w";  // built in steps: GCC 12 -O3 warns on "w" + string
+  name += std::to_string(info.param);
+  return name;
+}
+
+// Every poller backend built into this weft.
+inline std::vector<std::string> poller_backends() {
+  std::vector<std::string> names;
+  for (const char* const* n = weft::poll::available_backends(); *n; ++n) names.emplace_back(*n);
+  return names;
 }
 
 }  // namespace weft::test

@@ -206,10 +206,6 @@ TEST_P(SleepTest, EarlierTimerWakesTheTimerSleeper) {
       weft::RunOptions{.workers = GetParam()});
 }
 
-INSTANTIATE_TEST_SUITE_P(Workers, SleepTest, ::testing::Values(1, 2, 4), [](const auto& info) {
-  std::string name = "w";
-  name += std::to_string(info.param);
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(Workers, SleepTest, ::testing::Values(1, 2, 4), weft::test::workers_name);
 
 }  // namespace

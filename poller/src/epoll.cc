@@ -4,7 +4,6 @@
 // to whole milliseconds, never down).
 #include <errno.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <cstring>
 
 #include "epoll_backend.h"
+#include "wake_fd.h"
 
 namespace weft::poll {
 namespace {
@@ -22,13 +22,12 @@ constexpr int kMaxBatch = 128;
 
 class EpollPoller final : public Poller {
  public:
-  EpollPoller(int epfd, int wakefd) : epfd_(epfd), wakefd_(wakefd) {}
-  ~EpollPoller() override {
-    ::close(wakefd_);
-    ::close(epfd_);
-  }
+  explicit EpollPoller(int epfd) : epfd_(epfd) {}
+  ~EpollPoller() override { ::close(epfd_); }
 
   const char* name() const override { return "epoll"; }
+
+  int wake_fd() const { return wake_.fd(); }
 
   std::error_code add(int fd, std::uint64_t token) override {
     epoll_event ev{};
@@ -71,41 +70,21 @@ class EpollPoller final : public Poller {
     for (int i = 0; i < n; ++i) {
       if (evs[i].data.u64 == kWakeToken) {
         // Only a blocking wait consumes the wake-up: it is meant for the
-        // worker blocked in the poller, not for a busy one polling.
-        if (timeout_ns != 0) drain_wake();
+        // worker blocked in the poller, not for a busy one polling. (The
+        // eventfd is level-triggered, so it stays reported until then.)
+        if (timeout_ns != 0) wake_.drain();
         continue;
       }
-      const std::uint32_t e = evs[i].events;
-      std::uint32_t ready = 0;
-      if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ready |= kReadable;
-      if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) ready |= kWritable;
-      if (e == EPOLLERR) ready |= kError;
-      out[count++] = Event{evs[i].data.u64, ready};
+      out[count++] = Event{evs[i].data.u64, ready_bits(evs[i].events)};
     }
     return count;
   }
 
-  void wake() override {
-    // One pending wake-up is enough, as Go's netpollBreak.
-    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
-    const std::uint64_t one = 1;
-    while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-  }
+  void wake() override { wake_.wake(); }
 
  private:
-  void drain_wake() {
-    // Clear the flag before draining: a wake() in between then writes again
-    // (a spurious wake-up later) instead of being swallowed.
-    wake_pending_.store(false, std::memory_order_seq_cst);
-    std::uint64_t value;
-    while (::read(wakefd_, &value, sizeof value) < 0 && errno == EINTR) {
-    }
-  }
-
   const int epfd_;
-  const int wakefd_;
-  std::atomic<bool> wake_pending_{false};
+  WakeFd wake_;
   std::atomic<bool> has_pwait2_{true};
 };
 
@@ -117,22 +96,19 @@ std::unique_ptr<Poller> make_epoll_poller(std::string* why) {
     if (why) *why = std::string("epoll_create1: ") + std::strerror(errno);
     return nullptr;
   }
-  const int wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wakefd < 0) {
+  auto poller = std::make_unique<EpollPoller>(epfd);
+  if (poller->wake_fd() < 0) {
     if (why) *why = std::string("eventfd: ") + std::strerror(errno);
-    ::close(epfd);
     return nullptr;
   }
   epoll_event ev{};
   ev.events = EPOLLIN;  // level-triggered: stays ready until drained
   ev.data.u64 = kWakeToken;
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) != 0) {
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, poller->wake_fd(), &ev) != 0) {
     if (why) *why = std::string("epoll_ctl(eventfd): ") + std::strerror(errno);
-    ::close(wakefd);
-    ::close(epfd);
     return nullptr;
   }
-  return std::make_unique<EpollPoller>(epfd, wakefd);
+  return poller;
 }
 
 }  // namespace weft::poll

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "io_uring_backend.h"
+#include "wake_fd.h"
 
 namespace weft::poll {
 namespace {
@@ -30,15 +31,14 @@ constexpr unsigned kEvents = POLLIN | POLLOUT | POLLRDHUP;
 
 class UringPoller final : public Poller {
  public:
-  UringPoller(const io_uring& ring, int wakefd) : ring_(ring), wakefd_(wakefd) {
+  explicit UringPoller(const io_uring& ring) : ring_(ring) {
     std::lock_guard lock(sq_mu_);
-    arm_locked(wakefd_, kWakeToken, POLLIN);
+    arm_locked(wake_.fd(), kWakeToken, POLLIN);
     io_uring_submit(&ring_);
   }
-  ~UringPoller() override {
-    io_uring_queue_exit(&ring_);
-    ::close(wakefd_);
-  }
+  ~UringPoller() override { io_uring_queue_exit(&ring_); }
+
+  int wake_fd() const { return wake_.fd(); }
 
   const char* name() const override { return "io_uring"; }
 
@@ -79,7 +79,7 @@ class UringPoller final : public Poller {
     // waiter's: the eventfd's poll is edge-triggered and will not report it
     // again.
     const bool wake_pending = timeout_ns != 0 && wake_seen_.exchange(false);
-    if (wake_pending) drain_wake();
+    if (wake_pending) wake_.drain();
     if (timeout_ns != 0 && !wake_pending && io_uring_cq_ready(&ring_) == 0) {
       __kernel_timespec ts{};
       io_uring_getevents_arg arg{};
@@ -105,7 +105,7 @@ class UringPoller final : public Poller {
       if (token == kRemoveToken) continue;
       if (token == kWakeToken) {
         if (timeout_ns != 0) {
-          drain_wake();
+          wake_.drain();
         } else {
           wake_seen_.store(true);
         }
@@ -114,12 +114,7 @@ class UringPoller final : public Poller {
       }
       if (!more) rearm.push_back(token);  // ended (error, or the kernel's choice)
       if (cqe->res <= 0) continue;        // -ECANCELED after remove(), or an error
-      const auto mask = static_cast<unsigned>(cqe->res);
-      std::uint32_t ready = 0;
-      if (mask & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) ready |= kReadable;
-      if (mask & (POLLOUT | POLLHUP | POLLERR)) ready |= kWritable;
-      if (mask == POLLERR) ready |= kError;
-      out[count++] = Event{token, ready};
+      out[count++] = Event{token, ready_bits(static_cast<std::uint32_t>(cqe->res))};
     }
     io_uring_cq_advance(&ring_, seen);
     cq.unlock();
@@ -127,7 +122,7 @@ class UringPoller final : public Poller {
       std::lock_guard lock(sq_mu_);
       for (std::uint64_t token : rearm) {
         if (token == kWakeToken) {
-          arm_locked(wakefd_, kWakeToken, POLLIN);
+          arm_locked(wake_.fd(), kWakeToken, POLLIN);
           continue;
         }
         auto it = fds_.find(token);
@@ -138,12 +133,7 @@ class UringPoller final : public Poller {
     return count;
   }
 
-  void wake() override {
-    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
-    const std::uint64_t one = 1;
-    while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-  }
+  void wake() override { wake_.wake(); }
 
  private:
   io_uring_sqe* sqe_locked() {
@@ -161,17 +151,8 @@ class UringPoller final : public Poller {
     io_uring_sqe_set_data64(sqe, token);
   }
 
-  void drain_wake() {
-    // Clear first: a wake() during the drain then writes again.
-    wake_pending_.store(false, std::memory_order_seq_cst);
-    std::uint64_t value;
-    while (::read(wakefd_, &value, sizeof value) < 0 && errno == EINTR) {
-    }
-  }
-
   io_uring ring_;
-  const int wakefd_;
-  std::atomic<bool> wake_pending_{false};
+  WakeFd wake_;
   std::atomic<bool> wake_seen_{false};  // by a non-blocking poll, for the next blocking one
   std::mutex sq_mu_;
   std::unordered_map<std::uint64_t, int> fds_;  // under sq_mu_
@@ -192,13 +173,12 @@ std::unique_ptr<Poller> make_io_uring_poller(std::string* why) {
     if (why) *why = "this kernel's io_uring lacks timed waits (IORING_FEAT_EXT_ARG, Linux 5.11+)";
     return nullptr;
   }
-  const int wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wakefd < 0) {
+  auto poller = std::make_unique<UringPoller>(ring);
+  if (poller->wake_fd() < 0) {
     if (why) *why = std::string("eventfd: ") + std::strerror(errno);
-    io_uring_queue_exit(&ring);
     return nullptr;
   }
-  return std::make_unique<UringPoller>(ring, wakefd);
+  return poller;
 }
 
 }  // namespace weft::poll

@@ -1231,6 +1231,7 @@ SchedulerStats scheduler_stats() noexcept {
     spawned += w->spawned.load(std::memory_order_relaxed);
     exited += w->exited.load(std::memory_order_relaxed);
     st.steals += w->steals.load(std::memory_order_relaxed);
+    st.schedticks += w->schedtick.load(std::memory_order_relaxed);
   }
   st.spawned = spawned;
   st.worker_wakeups = s->wakeups.load(std::memory_order_relaxed);

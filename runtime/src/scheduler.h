@@ -23,6 +23,7 @@ struct SchedulerStats {
   std::uint64_t steals;
   std::uint64_t worker_wakeups;
   std::uint64_t watchdog_reports;
+  std::uint64_t schedticks;  // summed over workers: what the watchdog watches
   std::int64_t live_fibers;
 };
 // Counters of the running runtime (zero when none runs); for tests.
