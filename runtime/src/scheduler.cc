@@ -250,21 +250,22 @@ struct Scheduler {
   const int nworkers;
   std::vector<std::unique_ptr<Worker>> workers;
 
-  SpinLock gq_mu;
+  // Hot fields that different workers write sit on their own cache lines.
+  alignas(64) SpinLock gq_mu;
   Fiber* gq_head = nullptr;
   Fiber* gq_tail = nullptr;
-  std::atomic<std::uint32_t> gq_size{0};
+  alignas(64) std::atomic<std::uint32_t> gq_size{0};
 
-  std::mutex idle_mu;
+  alignas(64) std::mutex idle_mu;
   Worker* idle_head = nullptr;
-  std::atomic<int> nidle{0};
-  std::atomic<int> nspinning{0};
-  std::atomic<bool> stopping{false};
+  alignas(64) std::atomic<int> nidle{0};
+  alignas(64) std::atomic<int> nspinning{0};
+  alignas(64) std::atomic<bool> stopping{false};
 
   // The one idle worker that sleeps until the earliest timer, blocked in the
   // poller (the others sleep until woken), and that time (0 while it is
   // being decided).
-  std::atomic<Worker*> timer_sleeper{nullptr};
+  alignas(64) std::atomic<Worker*> timer_sleeper{nullptr};
   std::atomic<std::int64_t> timer_sleep_until{0};
 
   std::unique_ptr<poll::Poller> poller;
@@ -291,7 +292,7 @@ struct Scheduler {
 
   // Threads outside the workers inside ready()/go(): the fiber they queue may
   // end the runtime before they return, so teardown waits for them.
-  std::atomic<int> foreign_in_flight{0};
+  alignas(64) std::atomic<int> foreign_in_flight{0};
 
   // Queues a fiber from a thread that is not one of this runtime's workers.
   void submit_foreign(Fiber* f) {
