@@ -148,7 +148,9 @@ def fmt_ns(ns):
 def fmt_ratio(r):
     if r is None:
         return "-"
-    return f"{r:.2f}x faster" if r >= 1 else f"{1 / r:.2f}x slower"
+    if abs(r - 1) < 0.005:
+        return "same"
+    return f"{r:.2f}x faster" if r > 1 else f"{1 / r:.2f}x slower"
 
 
 def verdict(ok):

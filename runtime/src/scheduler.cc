@@ -1165,7 +1165,7 @@ void add_timer(TimerNode* node, std::int64_t when) {
   {
     std::lock_guard lock(heap.lock);
     heap.push(node);
-    earliest = heap.nodes[0] == node;
+    earliest = heap.nodes[0].node == node;
   }
   // The node may already have fired and be gone: only `when` from here on.
   if (earliest) s->timer_added(when);

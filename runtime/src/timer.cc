@@ -24,18 +24,18 @@ constexpr std::size_t kArity = 4;  // shallower than binary; Go measured the sam
 }
 
 void TimerHeap::sift_up(std::size_t i) {
-  TimerNode* n = nodes[i];
+  const Entry e = nodes[i];
   while (i > 0) {
     const std::size_t parent = (i - 1) / kArity;
-    if (nodes[parent]->when <= n->when) break;
+    if (nodes[parent].when <= e.when) break;
     place(i, nodes[parent]);
     i = parent;
   }
-  place(i, n);
+  place(i, e);
 }
 
 void TimerHeap::sift_down(std::size_t i) {
-  TimerNode* n = nodes[i];
+  const Entry e = nodes[i];
   const std::size_t size = nodes.size();
   for (;;) {
     const std::size_t first = i * kArity + 1;
@@ -43,17 +43,17 @@ void TimerHeap::sift_down(std::size_t i) {
     std::size_t best = first;
     const std::size_t last = first + kArity < size ? first + kArity : size;
     for (std::size_t c = first + 1; c < last; ++c) {
-      if (nodes[c]->when < nodes[best]->when) best = c;
+      if (nodes[c].when < nodes[best].when) best = c;
     }
-    if (n->when <= nodes[best]->when) break;
+    if (e.when <= nodes[best].when) break;
     place(i, nodes[best]);
     i = best;
   }
-  place(i, n);
+  place(i, e);
 }
 
 void TimerHeap::push(TimerNode* n) {
-  nodes.push_back(n);
+  nodes.push_back(Entry{n->when, n});
   n->heap.store(this, std::memory_order_relaxed);
   sift_up(nodes.size() - 1);
   publish_min();
@@ -61,12 +61,12 @@ void TimerHeap::push(TimerNode* n) {
 
 void TimerHeap::erase(TimerNode* n) {
   const auto i = static_cast<std::size_t>(n->index);
-  TimerNode* last = nodes.back();
+  const Entry last = nodes.back();
   nodes.pop_back();
-  if (last != n) {
+  if (last.node != n) {
     place(i, last);
     sift_up(i);
-    sift_down(static_cast<std::size_t>(last->index));
+    sift_down(static_cast<std::size_t>(last.node->index));
   }
   n->index = -1;
   // Release: whoever then finds the node unqueued (remove_timer) and re-arms
@@ -76,8 +76,8 @@ void TimerHeap::erase(TimerNode* n) {
 }
 
 TimerNode* TimerHeap::pop_due(std::int64_t now, Expiry* expiry) {
-  if (nodes.empty() || nodes[0]->when > now) return nullptr;
-  TimerNode* n = nodes[0];
+  if (nodes.empty() || nodes[0].when > now) return nullptr;
+  TimerNode* n = nodes[0].node;
   // Copied before erase() publishes the node as unqueued: from then on it
   // may be re-armed with new values.
   if (expiry) *expiry = Expiry{n->fire, n->context, n->arg};
@@ -87,9 +87,9 @@ TimerNode* TimerHeap::pop_due(std::int64_t now, Expiry* expiry) {
 }
 
 void TimerHeap::detach_all() {
-  for (TimerNode* n : nodes) {
-    n->index = -1;
-    n->heap.store(nullptr, std::memory_order_relaxed);
+  for (const Entry& e : nodes) {
+    e.node->index = -1;
+    e.node->heap.store(nullptr, std::memory_order_relaxed);
   }
   nodes.clear();
   publish_min();

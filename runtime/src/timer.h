@@ -18,8 +18,15 @@ constexpr std::int64_t kNever = LLONG_MAX;
 std::int64_t mono_now_ns() noexcept;
 
 struct TimerHeap {
+  // `when` is kept beside the pointer so that sifting never touches the
+  // nodes, which live on fiber stacks all over memory (Go's timerWhen).
+  struct Entry {
+    std::int64_t when;
+    TimerNode* node;
+  };
+
   SpinLock lock;
-  std::vector<TimerNode*> nodes;
+  std::vector<Entry> nodes;
   // Earliest `when`, readable without the lock (kNever when empty).
   std::atomic<std::int64_t> min_when{kNever};
 
@@ -39,12 +46,12 @@ struct TimerHeap {
  private:
   void sift_up(std::size_t i);
   void sift_down(std::size_t i);
-  void place(std::size_t i, TimerNode* n) {
-    nodes[i] = n;
-    n->index = static_cast<std::int32_t>(i);
+  void place(std::size_t i, const Entry& e) {
+    nodes[i] = e;
+    e.node->index = static_cast<std::int32_t>(i);
   }
   void publish_min() {
-    min_when.store(nodes.empty() ? kNever : nodes[0]->when, std::memory_order_seq_cst);
+    min_when.store(nodes.empty() ? kNever : nodes[0].when, std::memory_order_seq_cst);
   }
 };
 
