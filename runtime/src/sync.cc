@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "timer.h"
+#include "weft/runtime.h"
 #include "weft/select.h"
 
 namespace weft {
@@ -42,11 +43,15 @@ std::uint32_t Mutex::lock_queue() noexcept {
 }
 
 void Mutex::lock_slow() {
-  // The holder may be about to unlock on another worker: spin a little.
-  for (int i = 0; i < kSpins; ++i) {
-    if (state_.load(std::memory_order_relaxed) & kWaiters) break;  // queue forming: don't barge
-    if (try_lock()) return;
-    detail::cpu_relax();
+  // The holder may be running on another worker, about to unlock: spin a
+  // little, as Go does, unless the lock is in handoff (starvation) mode. On
+  // a single worker the holder cannot run while we spin, so don't.
+  if (weft::num_workers() > 1) {
+    for (int i = 0; i < kSpins; ++i) {
+      if (state_.load(std::memory_order_relaxed) & kHandoff) break;
+      if (try_lock()) return;
+      detail::cpu_relax();
+    }
   }
   std::int64_t waiting_since = 0;
   bool requeue = false;
