@@ -24,9 +24,15 @@ METRICS = {
     "BM_SpawnJoin": ("SpawnJoin", "ns_per_fiber"),
     "BM_MutexContended": ("MutexContended", "ns_per_lock"),
     "BM_SleepOvershoot": ("SleepOvershoot", "overshoot_us"),
+    "BM_TimerAddStop": ("TimerAddStop", "ns_per_timer"),
+    "BM_TimerBurstLateness": ("TimerBurstP50", "p50_late_us"),
+    "BM_FdWakeRoundTrip": ("FdWakeRoundTrip", "real_time"),
 }
 # Counters not in ns, scaled to ns.
-SCALE = {"overshoot_us": 1e3}
+SCALE = {"overshoot_us": 1e3, "p50_late_us": 1e3}
+# weft-only variants: FdWakeRoundTrip on io_uring has no Go counterpart (Go's
+# netpoller is epoll), so it gets its own row.
+FD_BACKENDS = {"0": "", "1": "/io_uring"}
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 # The targets: Go time / weft time at least this much.
@@ -96,6 +102,8 @@ def run_weft(binary, reps, tmp, bench_filter):
         name, field = METRICS[base]
         if base == "BM_SleepOvershoot":
             name = f"SleepOvershoot/{args['us']}us"
+        if base == "BM_FdWakeRoundTrip":
+            name += FD_BACKENDS[args["backend"]]
         value = b[field] * SCALE.get(field, 1.0)
         if field == "real_time":
             value *= TIME_UNIT_NS[b["time_unit"]]

@@ -27,7 +27,7 @@ void BM_TimerAddStop(benchmark::State& state) {
           for (auto& t : timers) t->stop();
         }
       },
-      weft::RunOptions{.workers = 1});
+      weft::RunOptions{.workers = static_cast<int>(state.range(1))});
   state.counters["ns_per_timer"] =
       benchmark::Counter(static_cast<double>(state.iterations()) * n * 1e-9,
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
@@ -63,7 +63,8 @@ void BM_TimerBurstLateness(benchmark::State& state) {
 }
 
 BENCHMARK(BM_TimerAddStop)
-    ->Arg(1'000'000)
+    ->ArgNames({"timers", "workers"})
+    ->Args({1'000'000, 1})
     ->Iterations(3)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -69,17 +69,14 @@ class UringPoller final : public Poller {
   }
 
   int wait(Event* out, int max, std::int64_t timeout_ns) override {
-    std::unique_lock cq(cq_mu_, std::defer_lock);
-    if (timeout_ns == 0) {
-      if (!cq.try_lock()) return 0;  // someone is reaping (or blocked) already
-    } else {
-      cq.lock();
-    }
     // A wake-up that a non-blocking poll came across is the blocking
     // waiter's: the eventfd's poll is edge-triggered and will not report it
     // again.
     const bool wake_pending = timeout_ns != 0 && wake_seen_.exchange(false);
     if (wake_pending) wake_.drain();
+    // Sleep in the kernel without holding the completion lock, so that busy
+    // workers can still reap (as with epoll, where waits run concurrently);
+    // if one of them takes our completion, this wait just returns empty.
     if (timeout_ns != 0 && !wake_pending && io_uring_cq_ready(&ring_) == 0) {
       __kernel_timespec ts{};
       io_uring_getevents_arg arg{};
@@ -91,6 +88,12 @@ class UringPoller final : public Poller {
       // ETIME on timeout, EINTR on a signal: both just mean "look again".
       io_uring_enter2(ring_.ring_fd, 0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
                       reinterpret_cast<sigset_t*>(&arg), sizeof arg);
+    }
+    std::unique_lock cq(cq_mu_, std::defer_lock);
+    if (timeout_ns == 0) {
+      if (!cq.try_lock()) return 0;  // someone is reaping already
+    } else {
+      cq.lock();
     }
     int count = 0;
     std::vector<std::uint64_t> rearm;

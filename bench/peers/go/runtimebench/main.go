@@ -203,6 +203,69 @@ func footprint(parked int, idle time.Duration) {
 	emit(map[string]interface{}{"name": "idle_cpu", "seconds": wall, "percent_of_a_core": 100 * (cpuSeconds() - c0) / wall})
 }
 
+// 1M time.AfterFunc timers an hour out, then all stopped; per timer.
+func timerAddStop() float64 {
+	const n = 1000000
+	timers := make([]*time.Timer, n)
+	f := func() {}
+	t0 := time.Now()
+	for i := range timers {
+		timers[i] = time.AfterFunc(time.Hour, f)
+	}
+	for _, t := range timers {
+		t.Stop()
+	}
+	return float64(time.Since(t0).Nanoseconds()) / n
+}
+
+// 100k goroutines sleep until distinct times spread over 100 ms; the median
+// of how late they woke, in ns.
+func timerBurstP50() float64 {
+	const n = 100000
+	late := make([]float64, n)
+	var wg sync.WaitGroup
+	start := time.Now().Add(20 * time.Millisecond)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		due := start.Add(time.Duration(100000*int64(i)/n) * time.Microsecond)
+		go func(i int, due time.Time) {
+			time.Sleep(time.Until(due))
+			late[i] = float64(time.Since(due).Nanoseconds())
+			wg.Done()
+		}(i, due)
+	}
+	wg.Wait()
+	sort.Float64s(late)
+	return late[n/2]
+}
+
+// Two goroutines ping-pong a byte over two pipes through the netpoller; per
+// round trip (two wake-ups), as BM_FdWakeRoundTrip.
+func fdWakeRoundTrip() float64 {
+	const n = 50000
+	ar, aw, _ := os.Pipe()
+	br, bw, _ := os.Pipe()
+	defer func() {
+		for _, f := range []*os.File{ar, aw, br, bw} {
+			f.Close()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 1)
+		for i := 0; i < n; i++ {
+			ar.Read(buf)
+			bw.Write([]byte{'y'})
+		}
+	}()
+	buf := make([]byte, 1)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		aw.Write([]byte{'x'})
+		br.Read(buf)
+	}
+	return float64(time.Since(t0).Nanoseconds()) / n
+}
+
 func main() {
 	reps := flag.Int("reps", 5, "repetitions per measurement (median reported)")
 	foot := flag.Bool("footprint", false, "measure RSS of parked goroutines and idle CPU instead")
@@ -223,7 +286,10 @@ func main() {
 		measure("YieldAlone", w, *reps, yieldAlone)
 		measure("SpawnJoin", w, *reps, spawnJoin)
 		measure("MutexContended", w, *reps, mutexContended(w))
+		measure("TimerBurstP50", w, *reps, timerBurstP50)
+		measure("FdWakeRoundTrip", w, *reps, fdWakeRoundTrip)
 	}
+	measure("TimerAddStop", 1, *reps, timerAddStop)
 	for _, us := range []int{50, 200, 1000} {
 		measure("SleepOvershoot/"+strconv.Itoa(us)+"us", 2, *reps, sleepOvershoot(time.Duration(us)*time.Microsecond))
 	}
