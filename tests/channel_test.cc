@@ -18,6 +18,18 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Yields until `n` receivers are queued on ch: orders parking without sleeps.
+void wait_until_parked_receivers(weft::Channel<int>& ch, std::size_t n) {
+  auto* state = ch.state();
+  for (;;) {
+    state->lock.lock();
+    const std::size_t parked = state->recvq.size();
+    state->lock.unlock();
+    if (parked >= n) return;
+    weft::yield();
+  }
+}
+
 class ChannelTest : public ::testing::TestWithParam<int> {
  protected:
   weft::RunOptions opts() const { return weft::RunOptions{.workers = GetParam()}; }
@@ -78,7 +90,7 @@ TEST_P(ChannelTest, FifoForValuesAndWaiters) {
             order.push_back(i * 100 + *v);
             wg.done();
           });
-          weft::sleep_for(1ms);  // parks before the next one starts
+          wait_until_parked_receivers(ch, i + 1);  // parked before the next one starts
         }
         for (int v = 0; v < 5; ++v) ch.send(v);
         wg.wait();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "weft/detail/park.h"
@@ -77,6 +78,11 @@ struct ChanWaiter {
 class ChanWaitQueue {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
+  std::size_t size() const noexcept {
+    std::size_t n = 0;
+    for (ChanWaiter* w = head_; w; w = w->next) ++n;
+    return n;
+  }
   void push_back(ChanWaiter* w) noexcept {
     w->prev = tail_;
     w->next = nullptr;
