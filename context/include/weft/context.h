@@ -1,0 +1,255 @@
+// Go's context for fibers and threads: cancellation trees, deadlines on the
+// runtime's deadline heap, values, causes and after_func.
+//
+//   auto [ctx, cancel] = weft::with_timeout(weft::background(), 100ms);
+//   weft::select(weft::on_done(ctx, [] { ... }), weft::on_recv(ch, ...));
+//   if (ctx.err() == weft::errc::deadline_exceeded) ...
+//
+// A Context is a cheap shared handle; every method is safe from any fiber or
+// thread. The cancel handle returned by with_cancel & co. cancels when it is
+// destroyed (Go's `defer cancel()`), so forgetting it cannot leak a child in
+// its parent; calling it again is harmless.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "weft/channel.h"
+#include "weft/detail/spinlock.h"
+#include "weft/detail/wait_queue.h"
+#include "weft/error.h"
+#include "weft/select.h"
+
+namespace weft {
+
+using Clock = std::chrono::steady_clock;
+
+// A key for with_value. Keys match by identity (the object's address), so two
+// keys never collide even with equal names or value types; T is the type of
+// the value, so lookups are type-safe. Define keys as globals or statics.
+template <class T>
+class ContextKey {
+ public:
+  explicit constexpr ContextKey(const char* name) noexcept : name_(name) {}
+  ContextKey(const ContextKey&) = delete;
+  ContextKey& operator=(const ContextKey&) = delete;
+  const char* name() const noexcept { return name_; }
+
+ private:
+  const char* name_;
+};
+
+namespace detail {
+
+// What a waiter of ctx.done() needs: the state every cancelable context has.
+struct DoneSignal {
+  SpinLock lock;
+  std::atomic<int> err{0};  // 0, or an errc; set once, under lock
+  ChanWaitQueue waiters;    // parked done() waits and select cases, under lock
+};
+
+class ContextNode;
+struct ContextAccess;
+
+}  // namespace detail
+
+// Go's <-ctx.Done(): a waitable event. Null (operator bool false) for
+// contexts that can never be canceled (background, without_cancel).
+class Done {
+ public:
+  explicit operator bool() const noexcept { return signal_ != nullptr; }
+  // Non-blocking: true once the context is done.
+  bool ready() const noexcept {
+    return signal_ && signal_->err.load(std::memory_order_acquire) != 0;
+  }
+  // Parks the calling fiber (or thread) until the context is done. On a
+  // context that can never be done this never returns, as Go's nil channel.
+  void wait() const;
+  friend bool operator==(const Done& a, const Done& b) noexcept { return a.signal_ == b.signal_; }
+
+ private:
+  friend class Context;
+  Done(std::shared_ptr<const detail::ContextNode> owner, detail::DoneSignal* signal) noexcept
+      : owner_(std::move(owner)), signal_(signal) {}
+  std::shared_ptr<const detail::ContextNode> owner_;  // keeps signal_ alive
+  detail::DoneSignal* signal_;
+};
+
+class Context {
+ public:
+  // A default Context is background().
+  Context() noexcept;
+
+  // The deadline, if this context or an ancestor it inherits from has one.
+  std::optional<Clock::time_point> deadline() const noexcept;
+  // Empty until done; then errc::canceled or errc::deadline_exceeded, forever.
+  std::error_code err() const noexcept;
+  Done done() const noexcept;
+  // The value bound to `key` by the innermost with_value, or null.
+  template <class T>
+  const T* value(const ContextKey<T>& key) const noexcept {
+    return static_cast<const T*>(find_value(&key));
+  }
+  // Go's String(): "context.Background.WithCancel", ...
+  std::string to_string() const;
+
+  friend bool operator==(const Context& a, const Context& b) noexcept { return a.node_ == b.node_; }
+
+ private:
+  friend struct detail::ContextAccess;
+  explicit Context(std::shared_ptr<const detail::ContextNode> node) noexcept
+      : node_(std::move(node)) {}
+  const void* find_value(const void* key) const noexcept;
+  detail::DoneSignal* signal() const noexcept;
+
+  std::shared_ptr<const detail::ContextNode> node_;
+};
+
+Context background() noexcept;
+Context todo() noexcept;
+
+// Cancels its context with errc::canceled; idempotent, never waits; also
+// called by the destructor. Move-only.
+class CancelFunc {
+ public:
+  CancelFunc() noexcept = default;
+  CancelFunc(CancelFunc&&) noexcept = default;
+  CancelFunc& operator=(CancelFunc&& other) noexcept;
+  ~CancelFunc();
+  void operator()() const noexcept;
+
+ private:
+  friend struct detail::ContextAccess;
+  explicit CancelFunc(std::shared_ptr<detail::ContextNode> node) noexcept
+      : node_(std::move(node)) {}
+  std::shared_ptr<detail::ContextNode> node_;
+};
+
+// Like CancelFunc, with a cause that cause(ctx) reports (empty: errc::canceled).
+class CancelCauseFunc {
+ public:
+  CancelCauseFunc() noexcept = default;
+  CancelCauseFunc(CancelCauseFunc&&) noexcept = default;
+  CancelCauseFunc& operator=(CancelCauseFunc&& other) noexcept;
+  ~CancelCauseFunc();
+  void operator()(std::error_code cause = {}) const noexcept;
+
+ private:
+  friend struct detail::ContextAccess;
+  explicit CancelCauseFunc(std::shared_ptr<detail::ContextNode> node) noexcept
+      : node_(std::move(node)) {}
+  std::shared_ptr<detail::ContextNode> node_;
+};
+
+template <class Cancel>
+struct WithCancelResult {
+  Context ctx;
+  Cancel cancel;
+};
+
+WithCancelResult<CancelFunc> with_cancel(const Context& parent);
+WithCancelResult<CancelCauseFunc> with_cancel_cause(const Context& parent);
+// A deadline later than the parent's gives a plain cancel context (and
+// ignores `cause`); one not in the future gives a context already done.
+WithCancelResult<CancelFunc> with_deadline(const Context& parent, Clock::time_point deadline);
+WithCancelResult<CancelFunc> with_deadline_cause(const Context& parent, Clock::time_point deadline,
+                                                 std::error_code cause);
+WithCancelResult<CancelFunc> with_timeout(const Context& parent, Clock::duration timeout);
+WithCancelResult<CancelFunc> with_timeout_cause(const Context& parent, Clock::duration timeout,
+                                                std::error_code cause);
+
+namespace detail {
+Context with_value_erased(const Context& parent, const void* key, const char* key_name,
+                          std::shared_ptr<const void> value);
+}
+
+template <class T, class V>
+Context with_value(const Context& parent, const ContextKey<T>& key, V&& value) {
+  return detail::with_value_erased(parent, &key, key.name(),
+                                   std::make_shared<const T>(std::forward<V>(value)));
+}
+// Shadows an outer binding of `key`: value(key) is null below this context.
+template <class T>
+Context with_value(const Context& parent, const ContextKey<T>& key, std::nullopt_t) {
+  return detail::with_value_erased(parent, &key, key.name(), nullptr);
+}
+
+// Values pass through; done, err, deadline and cause do not.
+Context without_cancel(const Context& parent);
+
+// The innermost cause set by a cancellation, else err() (empty until done).
+std::error_code cause(const Context& ctx) noexcept;
+
+// Go's context.AfterFunc: runs fn in a new fiber once ctx is done (at once if
+// it already is). Copyable handle.
+class AfterFuncStop {
+ public:
+  // True only for the call that prevented fn from running.
+  bool operator()() const noexcept;
+
+ private:
+  friend struct detail::ContextAccess;
+  struct Registration;
+  explicit AfterFuncStop(std::shared_ptr<Registration> reg) noexcept : reg_(std::move(reg)) {}
+  std::shared_ptr<Registration> reg_;
+};
+AfterFuncStop after_func(const Context& ctx, std::function<void()> fn);
+
+namespace detail {
+
+// Where a context's done() waits; lock_key identifies it for select.
+template <class F>
+class DoneCase final : public SelectCase {
+ public:
+  DoneCase(DoneSignal* signal, F fn) : signal_(signal), fn_(std::move(fn)) {}
+  const void* lock_key() const override { return signal_ ? signal_ : never_key(); }
+  void lock() override {
+    if (signal_) signal_->lock.lock();
+  }
+  void unlock() override {
+    if (signal_) signal_->lock.unlock();
+  }
+  int try_complete(ChanWaiter**) override {
+    return signal_ && signal_->err.load(std::memory_order_relaxed) != 0 ? 1 : -1;
+  }
+  void enqueue(ChanWaiter* w) override {
+    if (signal_) signal_->waiters.push_back(w);
+  }
+  void dequeue(ChanWaiter* w) override {
+    if (signal_) signal_->waiters.remove(w);
+  }
+  void* value_slot() override { return nullptr; }
+  void run(bool) override { fn_(); }
+
+ private:
+  // A context that can never be done is a case that never completes (Go's
+  // nil channel), distinct from a default case.
+  static const void* never_key() noexcept {
+    static const char key = 0;
+    return &key;
+  }
+  DoneSignal* signal_;
+  F fn_;
+};
+
+struct ContextAccess {
+  static DoneSignal* signal(const Context& ctx) noexcept { return ctx.signal(); }
+};
+
+}  // namespace detail
+
+// A select case that runs fn once ctx is done. The context must outlive the
+// select call.
+template <class F>
+auto on_done(const Context& ctx, F fn) {
+  return detail::DoneCase<F>(detail::ContextAccess::signal(ctx), std::move(fn));
+}
+
+}  // namespace weft
