@@ -1,0 +1,3 @@
+module weft/peers/contextbench
+
+go 1.19
