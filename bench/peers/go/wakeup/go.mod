@@ -1,0 +1,3 @@
+module weft/peers/wakeup
+
+go 1.19
