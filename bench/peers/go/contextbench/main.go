@@ -3,12 +3,16 @@
 // format ({"name","workers","ns_per_op","min","max"}) for bench/compare.py.
 // Standard library only; builds with Go 1.19.
 //
-//	ContextCreateCancel     WithCancel(Background()) then cancel(); per pair
-//	ContextCreateCancelUnderCancelable
-//	                        the same under a cancelable parent, so the child
-//	                        registers in the parent's children and leaves it
+//	ContextCreateCancel     WithCancel(parent) then cancel(), parent itself
+//	                        cancelable, so the child registers in the
+//	                        parent's children and leaves again; per pair
+//	ContextCreateCancelUnderBackground
+//	                        the same with Background() as the parent (Go
+//	                        then registers nothing); no weft counterpart
 //	ContextValue/D          ctx.Value(k) where k is bound D WithValue layers
-//	                        up (the lookup walks all D); per lookup
+//	                        up (the lookup walks all D); per lookup. No
+//	                        scheduler involved: one row, "workers":0, as
+//	                        weft's BM_ContextValue has no workers argument
 //	ContextCancelFanout/N   N goroutines each parked in <-child.Done(), one
 //	                        child of a common parent each: ns from the call
 //	                        to the parent's cancel() until the last of them
@@ -59,7 +63,9 @@ func measure(name string, workers, reps int, f func() float64) {
 	if only != nil && !only.MatchString(name) {
 		return
 	}
-	runtime.GOMAXPROCS(workers)
+	if workers > 0 {
+		runtime.GOMAXPROCS(workers)
+	}
 	f()
 	xs := make([]float64, 0, reps)
 	for i := 0; i < reps; i++ {
@@ -172,14 +178,15 @@ func main() {
 	if *procs > 0 {
 		workers = []int{*procs}
 	}
+	// ContextValue (workers 0) runs under the last of these.
 	cancelable, cancelParent := context.WithCancel(context.Background())
 	defer cancelParent()
 	for _, w := range workers {
-		measure("ContextCreateCancel", w, *reps, createCancel(context.Background()))
-		measure("ContextCreateCancelUnderCancelable", w, *reps, createCancel(cancelable))
-		for _, d := range []int{1, 10, 100} {
-			measure("ContextValue/"+strconv.Itoa(d), w, *reps, value(d))
-		}
+		measure("ContextCreateCancel", w, *reps, createCancel(cancelable))
+		measure("ContextCreateCancelUnderBackground", w, *reps, createCancel(context.Background()))
 		measure("ContextCancelFanout/10000", w, *reps, fanout(10000, *rounds))
+	}
+	for _, d := range []int{1, 10, 100} {
+		measure("ContextValue/"+strconv.Itoa(d), 0, *reps, value(d))
 	}
 }
