@@ -1153,7 +1153,7 @@ poll::Poller* runtime_poller() {
 void add_timer(TimerNode* node, std::int64_t when) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   if (!s) {
-    std::fprintf(stderr, "weft: timers and sleeps need a running runtime (inside weft::run)\n");
+    std::fprintf(stderr, "weft: timers, sleeps and context deadlines need a running runtime (inside weft::run)\n");
     std::abort();
   }
   Worker* w = current_worker();

@@ -194,9 +194,10 @@ class AfterFuncStop {
   // True only for the call that prevented fn from running.
   bool operator()() const noexcept;
 
+  struct Registration;  // opaque
+
  private:
-  friend struct detail::ContextAccess;
-  struct Registration;
+  friend AfterFuncStop after_func(const Context& ctx, std::function<void()> fn);
   explicit AfterFuncStop(std::shared_ptr<Registration> reg) noexcept : reg_(std::move(reg)) {}
   std::shared_ptr<Registration> reg_;
 };
@@ -239,9 +240,26 @@ class DoneCase final : public SelectCase {
   F fn_;
 };
 
+// The implementation's way in; not for users.
 struct ContextAccess {
   static DoneSignal* signal(const Context& ctx) noexcept { return ctx.signal(); }
+  static const std::shared_ptr<const ContextNode>& node(const Context& ctx) noexcept {
+    return ctx.node_;
+  }
+  static Context make_context(std::shared_ptr<const ContextNode> node) noexcept {
+    return Context(std::move(node));
+  }
+  static CancelFunc make_cancel(std::shared_ptr<ContextNode> node) noexcept {
+    return CancelFunc(std::move(node));
+  }
+  static CancelCauseFunc make_cancel_cause(std::shared_ptr<ContextNode> node) noexcept {
+    return CancelCauseFunc(std::move(node));
+  }
 };
+
+// How many children (contexts and after_func registrations) ctx's innermost
+// cancelable context holds: for tests that check that children detach.
+std::size_t child_count(const Context& ctx) noexcept;
 
 }  // namespace detail
 

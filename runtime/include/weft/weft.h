@@ -2,6 +2,8 @@
 #pragma once
 
 #include "weft/channel.h"
+#include "weft/context.h"
+#include "weft/error.h"
 #include "weft/runtime.h"
 #include "weft/select.h"
 #include "weft/sync.h"

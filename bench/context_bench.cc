@@ -1,0 +1,96 @@
+// Context costs (issue 3 targets), each beside bench/peers/go/contextbench.
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <chrono>
+#include <vector>
+
+#include "weft/weft.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+weft::RunOptions workers(int n) {
+  return weft::RunOptions{.workers = n};
+}
+
+// with_cancel on a cancelable parent (so the child registers with it), then
+// cancel (so it detaches again): Go's WithCancel + cancel().
+void BM_ContextCreateCancel(benchmark::State& state) {
+  weft::run(
+      [&] {
+        auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+        for (auto _ : state) {
+          auto [child, cancel] = weft::with_cancel(parent);
+          cancel();
+          benchmark::DoNotOptimize(child);
+        }
+      },
+      workers(static_cast<int>(state.range(0))));
+}
+
+const weft::ContextKey<int> kWanted("wanted");
+const weft::ContextKey<int> kOther("other");
+
+// Value lookup for a key bound `depth` contexts up the chain.
+void BM_ContextValue(benchmark::State& state) {
+  const int depth = static_cast<int>(state.range(0));
+  weft::Context ctx = weft::with_value(weft::background(), kWanted, 42);
+  for (int i = 1; i < depth; ++i) ctx = weft::with_value(ctx, kOther, i);
+  for (auto _ : state) benchmark::DoNotOptimize(ctx.value(kWanted));
+}
+
+// One parent, `n` children, a fiber parked in each child's done().wait();
+// the time from the parent's cancel() until the last of them has run.
+void BM_ContextCancelFanout(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  weft::run(
+      [&] {
+        for (auto _ : state) {
+          auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+          std::vector<weft::CancelFunc> cancels;
+          cancels.reserve(static_cast<std::size_t>(n));
+          std::atomic<int> parked{0}, left{n};
+          std::atomic<Clock::rep> last_ns{0};
+          weft::WaitGroup all_parked, all_woke;
+          all_woke.add(n);
+          for (int i = 0; i < n; ++i) {
+            auto made = weft::with_cancel(parent);
+            cancels.push_back(std::move(made.cancel));
+            weft::go(
+                [&, child = made.ctx] {
+                  parked.fetch_add(1, std::memory_order_relaxed);
+                  child.done().wait();
+                  if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                    last_ns.store(Clock::now().time_since_epoch().count());
+                  }
+                  all_woke.done();
+                },
+                weft::SpawnOptions{.stack_size = 16 * 1024});
+          }
+          // Every waiter must be parked before the clock starts.
+          while (parked.load(std::memory_order_relaxed) < n) weft::yield();
+          for (int spins = 0; spins < 64; ++spins) weft::yield();
+          const auto t0 = Clock::now();
+          cancel_parent();
+          all_woke.wait();
+          state.SetIterationTime(
+              std::chrono::duration<double>(Clock::duration(last_ns.load()) - t0.time_since_epoch())
+                  .count());
+        }
+      },
+      workers(static_cast<int>(state.range(1))));
+}
+
+}  // namespace
+
+BENCHMARK(BM_ContextCreateCancel)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_ContextValue)->ArgName("depth")->Arg(1)->Arg(10)->Arg(100);
+BENCHMARK(BM_ContextCancelFanout)
+    ->ArgNames({"children", "workers"})
+    ->Args({10'000, 1})
+    ->Args({10'000, 2})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond)
+    ->Iterations(20);

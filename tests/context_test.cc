@@ -1,0 +1,684 @@
+// Go's context rules, one by one (../shared/SEMANTICS.md, section 1.A).
+#include "weft/context.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+#include "weft/channel.h"
+#include "weft/runtime.h"
+#include "weft/select.h"
+#include "weft/sync.h"
+#include "weft/time.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using weft::errc;
+
+class ContextTest : public ::testing::TestWithParam<int> {
+ protected:
+  weft::RunOptions opts() const { return weft::RunOptions{.workers = GetParam()}; }
+};
+
+// A user's own cause values.
+enum class AppError { early = 1, slow, parent_gone };
+class AppCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "app"; }
+  std::string message(int v) const override { return "app error " + std::to_string(v); }
+};
+std::error_code app(AppError e) {
+  static const AppCategory category;
+  return {static_cast<int>(e), category};
+}
+
+const weft::ContextKey<std::string> kUser("user");
+const weft::ContextKey<std::string> kOtherUser("user");  // same name and type, another key
+const weft::ContextKey<int> kDepth("depth");
+
+constexpr auto kForever = std::chrono::hours(24);
+
+// Deadlines live on the runtime's timer heap, so contexts with one need it.
+template <class F>
+void in_runtime(F body) {
+  weft::run(body, weft::RunOptions{.workers = 1});
+}
+
+TEST(ContextRoots, BackgroundAndTodoAreNeverDone) {
+  for (const weft::Context& ctx : {weft::background(), weft::todo(), weft::Context()}) {
+    EXPECT_FALSE(ctx.done());  // Go: Done() == nil
+    EXPECT_FALSE(ctx.done().ready());
+    EXPECT_FALSE(ctx.err());
+    EXPECT_FALSE(ctx.deadline());
+    EXPECT_EQ(ctx.value(kUser), nullptr);
+    EXPECT_FALSE(weft::cause(ctx));
+  }
+  EXPECT_EQ(weft::background().to_string(), "context.Background");
+  EXPECT_EQ(weft::todo().to_string(), "context.TODO");
+  EXPECT_EQ(weft::background(), weft::Context());
+}
+
+TEST(ContextErrors, TextsAndTimeoutMatchGo) {
+  EXPECT_EQ(std::error_code(errc::canceled).message(), "context canceled");
+  EXPECT_EQ(std::error_code(errc::deadline_exceeded).message(), "context deadline exceeded");
+  EXPECT_FALSE(weft::is_timeout(errc::canceled));
+  EXPECT_TRUE(weft::is_timeout(errc::deadline_exceeded));
+  EXPECT_TRUE(weft::is_canceled(errc::canceled));
+}
+
+TEST(ContextCancel, CancelSetsErrClosesDoneAndIsIdempotent) {
+  auto [ctx, cancel] = weft::with_cancel(weft::background());
+  EXPECT_TRUE(ctx.done());
+  EXPECT_EQ(ctx.done(), ctx.done());  // the same done signal every time
+  EXPECT_FALSE(ctx.done().ready());
+  EXPECT_FALSE(ctx.err());
+  cancel();
+  EXPECT_TRUE(ctx.done().ready());
+  EXPECT_EQ(ctx.err(), errc::canceled);
+  cancel();
+  EXPECT_EQ(ctx.err(), errc::canceled);
+  EXPECT_EQ(weft::cause(ctx), errc::canceled);
+  EXPECT_EQ(ctx.to_string(), "context.Background.WithCancel");
+}
+
+TEST(ContextCancel, HandleCancelsWhenDestroyed) {
+  weft::Context ctx;
+  {
+    auto made = weft::with_cancel(weft::background());
+    ctx = made.ctx;
+  }
+  EXPECT_EQ(ctx.err(), errc::canceled);
+}
+
+TEST(ContextCancel, ParentCancelReachesEveryDescendantBeforeReturning) {
+  in_runtime([&] {
+    auto [root, cancel_root] = weft::with_cancel(weft::background());
+    auto [child, cancel_child] = weft::with_cancel(root);
+    const weft::Context valued = weft::with_value(child, kDepth, 2);
+    auto [grandchild, cancel_grandchild] = weft::with_cancel(valued);
+    auto [timed, cancel_timed] = weft::with_deadline(grandchild, weft::Clock::now() + kForever);
+    cancel_root();
+    // Non-blocking checks right after cancel (Go's C-8).
+    for (const weft::Context* c :
+         std::initializer_list<const weft::Context*>{&root, &child, &valued, &grandchild, &timed}) {
+      EXPECT_TRUE(c->done().ready());
+      EXPECT_EQ(c->err(), errc::canceled);
+    }
+  });
+}
+
+TEST(ContextCancel, ChildCancelLeavesParentAndSiblingsAndDetaches) {
+  auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+  auto [a, cancel_a] = weft::with_cancel(parent);
+  auto [b, cancel_b] = weft::with_cancel(parent);
+  EXPECT_EQ(weft::detail::child_count(parent), 2u);
+  cancel_a();
+  EXPECT_EQ(weft::detail::child_count(parent), 1u);
+  EXPECT_FALSE(parent.err());
+  EXPECT_FALSE(b.err());
+  EXPECT_EQ(a.err(), errc::canceled);
+  cancel_parent();
+  EXPECT_EQ(b.err(), errc::canceled);
+  EXPECT_EQ(weft::detail::child_count(parent), 0u);
+}
+
+TEST(ContextCancel, ShortLivedChildrenDoNotGrowTheParent) {
+  auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+  const int n = weft::test::stress_iterations(100'000);
+  for (int i = 0; i < n; ++i) {
+    auto [child, cancel_child] = weft::with_cancel(parent);
+    auto [grandchild, cancel_grandchild] = weft::with_cancel(child);
+    if (i % 2 == 0) cancel_child();  // the rest cancel by going out of scope
+  }
+  EXPECT_EQ(weft::detail::child_count(parent), 0u);
+}
+
+TEST(ContextCancel, ChildOfADoneParentIsBornDoneWithItsErrAndCause) {
+  auto [parent, cancel_parent] = weft::with_cancel_cause(weft::background());
+  cancel_parent(app(AppError::early));
+  auto [child, cancel_child] = weft::with_cancel(parent);
+  EXPECT_TRUE(child.done().ready());
+  EXPECT_EQ(child.err(), errc::canceled);
+  EXPECT_EQ(weft::cause(child), app(AppError::early));
+  EXPECT_EQ(weft::detail::child_count(parent), 0u);
+}
+
+TEST(ContextCancel, ChildOutlivesItsParentsHandles) {
+  weft::Context child;
+  weft::CancelFunc cancel_parent, cancel_child;
+  {
+    auto made = weft::with_cancel(weft::with_value(weft::background(), kUser, "ann"));
+    cancel_parent = std::move(made.cancel);
+    auto made_child = weft::with_cancel(made.ctx);
+    child = made_child.ctx;
+    cancel_child = std::move(made_child.cancel);
+  }  // the parent's Context handles are gone; the child keeps what it needs
+  ASSERT_NE(child.value(kUser), nullptr);
+  EXPECT_EQ(*child.value(kUser), "ann");
+  EXPECT_FALSE(child.err());
+  cancel_parent();
+  EXPECT_EQ(child.err(), errc::canceled);
+}
+
+// Go's TestCause table, row by row.
+TEST(ContextCause, FirstCancellationWinsForErrAndCause) {
+  in_runtime([&] {
+    const auto early = app(AppError::early), slow = app(AppError::slow);
+    const auto child_cause = app(AppError::parent_gone);
+    {
+      auto [ctx, cancel] = weft::with_cancel_cause(weft::background());
+      cancel(early);
+      EXPECT_EQ(ctx.err(), errc::canceled);
+      EXPECT_EQ(weft::cause(ctx), early);
+    }
+    {
+      auto [ctx, cancel] = weft::with_cancel_cause(weft::background());
+      cancel({});
+      EXPECT_EQ(weft::cause(ctx), errc::canceled);
+    }
+    {  // parent(cause) cancel(p), then child(cause) cancel(c) -> p
+      auto [p, cancel_p] = weft::with_cancel_cause(weft::background());
+      auto [c, cancel_c] = weft::with_cancel_cause(p);
+      cancel_p(early);
+      cancel_c(child_cause);
+      EXPECT_EQ(c.err(), errc::canceled);
+      EXPECT_EQ(weft::cause(c), early);
+    }
+    {  // child(cause) cancel(c), then parent cancel(p) -> c
+      auto [p, cancel_p] = weft::with_cancel_cause(weft::background());
+      auto [c, cancel_c] = weft::with_cancel_cause(p);
+      cancel_c(child_cause);
+      cancel_p(early);
+      EXPECT_EQ(weft::cause(c), child_cause);
+    }
+    {  // parent(cause) cancel(p), then child(WithCancel) cancel() -> p
+      auto [p, cancel_p] = weft::with_cancel_cause(weft::background());
+      auto [c, cancel_c] = weft::with_cancel(p);
+      cancel_p(early);
+      cancel_c();
+      EXPECT_EQ(weft::cause(c), early);
+    }
+    {  // child(WithCancel) cancel(), then parent cancel(p) -> Canceled
+      auto [p, cancel_p] = weft::with_cancel_cause(weft::background());
+      auto [c, cancel_c] = weft::with_cancel(p);
+      cancel_c();
+      cancel_p(early);
+      EXPECT_EQ(weft::cause(c), errc::canceled);
+    }
+    {  // parent(WithCancel) cancel(), then child(cause) cancel(c) -> Canceled
+      auto [p, cancel_p] = weft::with_cancel(weft::background());
+      auto [c, cancel_c] = weft::with_cancel_cause(p);
+      cancel_p();
+      cancel_c(child_cause);
+      EXPECT_EQ(weft::cause(c), errc::canceled);
+    }
+    {  // child(cause) cancel(c), then parent(WithCancel) cancel() -> c
+      auto [p, cancel_p] = weft::with_cancel(weft::background());
+      auto [c, cancel_c] = weft::with_cancel_cause(p);
+      cancel_c(child_cause);
+      cancel_p();
+      EXPECT_EQ(weft::cause(c), child_cause);
+    }
+    {  // WithTimeout(bg, 0) then cancel() -> DeadlineExceeded / DeadlineExceeded
+      auto [ctx, cancel] = weft::with_timeout(weft::background(), 0s);
+      cancel();
+      EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
+      EXPECT_EQ(weft::cause(ctx), errc::deadline_exceeded);
+    }
+    {  // WithTimeout(bg, forever) then cancel() -> Canceled / Canceled
+      auto [ctx, cancel] = weft::with_timeout(weft::background(), kForever);
+      cancel();
+      EXPECT_EQ(ctx.err(), errc::canceled);
+      EXPECT_EQ(weft::cause(ctx), errc::canceled);
+    }
+    {  // WithTimeoutCause(bg, 0, slow) then cancel() -> DeadlineExceeded / slow
+      auto [ctx, cancel] = weft::with_timeout_cause(weft::background(), 0s, slow);
+      cancel();
+      EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
+      EXPECT_EQ(weft::cause(ctx), slow);
+    }
+    {  // WithTimeoutCause(bg, forever, slow) then cancel() -> Canceled / Canceled
+      auto [ctx, cancel] = weft::with_timeout_cause(weft::background(), kForever, slow);
+      cancel();
+      EXPECT_EQ(ctx.err(), errc::canceled);
+      EXPECT_EQ(weft::cause(ctx), errc::canceled);
+    }
+    {  // parent(cause), WithTimeoutCause(p, 0, slow), parent cancel(early) -> DE / slow
+      auto [p, cancel_p] = weft::with_cancel_cause(weft::background());
+      auto [ctx, cancel] = weft::with_timeout_cause(p, 0s, slow);
+      cancel_p(early);
+      EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
+      EXPECT_EQ(weft::cause(ctx), slow);
+    }
+    {  // parent(cause), WithTimeoutCause(p, forever, slow), parent cancel(early) -> Canceled /
+       // early
+      auto [p, cancel_p] = weft::with_cancel_cause(weft::background());
+      auto [ctx, cancel] = weft::with_timeout_cause(p, kForever, slow);
+      cancel_p(early);
+      EXPECT_EQ(ctx.err(), errc::canceled);
+      EXPECT_EQ(weft::cause(ctx), early);
+    }
+    {  // WithoutCancel hides err and cause, whatever the parent did
+      auto [p, cancel_p] = weft::with_cancel_cause(weft::background());
+      cancel_p(early);
+      EXPECT_FALSE(weft::without_cancel(p).err());
+      EXPECT_FALSE(weft::cause(weft::without_cancel(p)));
+      auto [timed, cancel_timed] = weft::with_timeout_cause(weft::background(), 0s, slow);
+      EXPECT_FALSE(weft::cause(weft::without_cancel(timed)));
+    }
+    {  // uncanceled: no cause
+      auto [ctx, cancel] = weft::with_cancel_cause(weft::background());
+      EXPECT_FALSE(weft::cause(ctx));
+    }
+  });
+}
+
+TEST(ContextDeadline, LaterDeadlineThanTheParentsIsAPlainCancelContext) {
+  in_runtime([&] {
+    const auto soon = weft::Clock::now() + 1h;
+    auto [parent, cancel_parent] = weft::with_deadline(weft::background(), soon);
+    auto [child, cancel_child] = weft::with_deadline_cause(parent, soon + 1h, app(AppError::slow));
+    ASSERT_TRUE(child.deadline());
+    EXPECT_EQ(*child.deadline(), *parent.deadline());
+    EXPECT_EQ(child.to_string().rfind("context.Background.WithDeadline(", 0), 0u);
+    EXPECT_NE(child.to_string().find(").WithCancel"), std::string::npos);
+    cancel_parent();
+    EXPECT_EQ(weft::cause(child), errc::canceled);  // the child's cause was ignored
+  });
+}
+
+TEST(ContextDeadline, EarlierDeadlineThanTheParentsIsTheChilds) {
+  in_runtime([&] {
+    const auto later = weft::Clock::now() + 2h, sooner = weft::Clock::now() + 1h;
+    auto [parent, cancel_parent] = weft::with_deadline(weft::background(), later);
+    auto [child, cancel_child] = weft::with_deadline(parent, sooner);
+    EXPECT_EQ(*child.deadline(), sooner);
+    EXPECT_EQ(*parent.deadline(), later);
+    EXPECT_EQ(*weft::with_value(child, kDepth, 1).deadline(), sooner);
+    EXPECT_FALSE(weft::without_cancel(child).deadline());
+  });
+}
+
+TEST(ContextDeadline, PastDeadlineIsDoneOnReturnAndCancelIsANoOp) {
+  auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+  auto [ctx, cancel] = weft::with_deadline(parent, weft::Clock::now() - 1s);
+  EXPECT_TRUE(ctx.done().ready());
+  EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
+  EXPECT_EQ(weft::detail::child_count(parent), 0u);
+  cancel();
+  EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
+}
+
+TEST_P(ContextTest, DeadlineFiresOnTheDeadlineHeapAndReachesChildren) {
+  weft::run(
+      [] {
+        const auto start = weft::Clock::now();
+        auto [ctx, cancel] = weft::with_timeout(weft::background(), 20ms);
+        auto [child, cancel_child] = weft::with_cancel(ctx);
+        child.done().wait();
+        EXPECT_GE(weft::Clock::now() - start, 20ms);  // never early
+        EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
+        EXPECT_EQ(child.err(), errc::deadline_exceeded);  // not canceled (C-10)
+        EXPECT_EQ(weft::cause(child), errc::deadline_exceeded);
+      },
+      opts());
+}
+
+TEST_P(ContextTest, CancelBeforeTheDeadlineWinsForGood) {
+  weft::run(
+      [] {
+        auto [ctx, cancel] = weft::with_timeout(weft::background(), 5ms);
+        cancel();
+        EXPECT_EQ(ctx.err(), errc::canceled);
+        // A deadline that would have fired by now changes nothing.
+        weft::sleep_for(10ms);
+        EXPECT_EQ(ctx.err(), errc::canceled);
+      },
+      opts());
+}
+
+TEST(ContextValue, InnermostBindingWinsAndKeysAreIdentities) {
+  const weft::Context outer = weft::with_value(weft::background(), kUser, "outer");
+  const weft::Context inner = weft::with_value(outer, kUser, std::string("inner"));
+  const weft::Context other = weft::with_value(inner, kOtherUser, "other");
+  EXPECT_EQ(*outer.value(kUser), "outer");
+  EXPECT_EQ(*inner.value(kUser), "inner");
+  EXPECT_EQ(*other.value(kUser), "inner");
+  EXPECT_EQ(*other.value(kOtherUser), "other");
+  EXPECT_EQ(inner.value(kOtherUser), nullptr);
+  EXPECT_EQ(inner.value(kDepth), nullptr);
+  const weft::Context shadowed = weft::with_value(other, kUser, std::nullopt);
+  EXPECT_EQ(shadowed.value(kUser), nullptr);
+  EXPECT_EQ(*shadowed.value(kOtherUser), "other");
+  EXPECT_EQ(outer.to_string(), "context.Background.WithValue(user)");
+}
+
+TEST(ContextValue, ValuesPassThroughCancelAndStayAfterCancel) {
+  auto [ctx, cancel] = weft::with_cancel(weft::with_value(weft::background(), kDepth, 7));
+  const weft::Context valued = weft::with_value(ctx, kUser, "u");
+  EXPECT_EQ(*valued.value(kDepth), 7);
+  cancel();
+  EXPECT_EQ(valued.err(), errc::canceled);  // done/err are the parent's
+  EXPECT_EQ(*valued.value(kDepth), 7);
+  EXPECT_EQ(*valued.value(kUser), "u");
+  EXPECT_EQ(*weft::without_cancel(valued).value(kDepth), 7);
+}
+
+TEST(ContextWithoutCancel, IsNeverDoneAndItsChildrenAreIndependent) {
+  in_runtime([&] {
+    auto [parent, cancel_parent] = weft::with_deadline(weft::background(), weft::Clock::now() + 1h);
+    const weft::Context detached = weft::without_cancel(parent);
+    auto [child, cancel_child] = weft::with_cancel(detached);
+    cancel_parent();
+    EXPECT_FALSE(detached.done());
+    EXPECT_FALSE(detached.err());
+    EXPECT_FALSE(detached.deadline());
+    EXPECT_FALSE(child.err());
+    EXPECT_EQ(detached.to_string().rfind("context.Background.WithDeadline(", 0), 0u);
+    EXPECT_TRUE(detached.to_string().ends_with(").WithoutCancel"));
+  });
+}
+
+TEST_P(ContextTest, DoneWaitParksFibersAndThreads) {
+  weft::run(
+      [] {
+        auto [ctx, cancel] = weft::with_cancel(weft::background());
+        std::atomic<int> woke{0};
+        weft::WaitGroup wg;
+        for (int i = 0; i < 50; ++i) {
+          wg.add(1);
+          weft::go([&, c = ctx] {
+            c.done().wait();
+            EXPECT_EQ(c.err(), errc::canceled);
+            woke++;
+            wg.done();
+          });
+        }
+        std::thread thread([c = ctx, &woke] {
+          c.done().wait();
+          woke++;
+        });
+        cancel();
+        wg.wait();
+        thread.join();
+        EXPECT_EQ(woke.load(), 51);
+      },
+      opts());
+}
+
+TEST_P(ContextTest, DoneIsASelectCase) {
+  weft::run(
+      [] {
+        weft::Channel<int> ch;
+        auto [ctx, cancel] = weft::with_cancel(weft::background());
+        // Not done yet: the default runs.
+        int index = weft::select(weft::on_done(ctx, [] {}), weft::on_recv(ch, [](auto) {}),
+                                 weft::on_default([] {}));
+        EXPECT_EQ(index, 2);
+        weft::go([c = std::move(cancel)]() mutable { c(); });
+        bool done = false;
+        index =
+            weft::select(weft::on_recv(ch, [](auto) {}), weft::on_done(ctx, [&] { done = true; }));
+        EXPECT_EQ(index, 1);
+        EXPECT_TRUE(done);
+        // A never-done context is a case that never completes, not a default.
+        weft::go([&] { ch.send(5); });
+        int got = 0;
+        index = weft::select(weft::on_done(weft::background(), [] {}),
+                             weft::on_recv(ch, [&](std::optional<int> v) { got = *v; }));
+        EXPECT_EQ(index, 1);
+        EXPECT_EQ(got, 5);
+      },
+      opts());
+}
+
+TEST_P(ContextTest, AfterFuncRunsInItsOwnFiberOnceDone) {
+  weft::run(
+      [] {
+        auto [ctx, cancel] = weft::with_cancel(weft::background());
+        weft::Channel<std::uint64_t> ran(1);
+        auto stop = weft::after_func(ctx, [&] { ran.send(weft::fiber_id()); });
+        EXPECT_EQ(weft::detail::child_count(ctx), 1u);
+        EXPECT_EQ(ran.try_recv(), std::nullopt);
+        cancel();
+        EXPECT_NE(*ran.recv(), weft::fiber_id());
+        EXPECT_FALSE(stop());  // already started
+        // On a context that is already done, fn still starts (asynchronously).
+        auto late = weft::after_func(ctx, [&] { ran.send(1); });
+        EXPECT_EQ(*ran.recv(), 1u);
+        EXPECT_FALSE(late());
+      },
+      opts());
+}
+
+TEST_P(ContextTest, AfterFuncStopPreventsTheCallOnlyOnce) {
+  weft::run(
+      [] {
+        auto [ctx, cancel] = weft::with_cancel(weft::background());
+        std::atomic<bool> ran{false};
+        auto stop = weft::after_func(ctx, [&] { ran = true; });
+        auto copy = stop;
+        EXPECT_TRUE(stop());
+        EXPECT_FALSE(copy());
+        EXPECT_EQ(weft::detail::child_count(ctx), 0u);
+        cancel();
+        // Had fn been started it would be queued now; let every fiber run.
+        for (int i = 0; i < 100; ++i) weft::yield();
+        EXPECT_FALSE(ran.load());
+        EXPECT_TRUE(weft::after_func(weft::background(), [] {})());
+      },
+      opts());
+}
+
+TEST_P(ContextTest, AfterFuncRacingStopHasExactlyOneOutcome) {
+  weft::run(
+      [] {
+        const int n = weft::test::stress_iterations(3000);
+        std::atomic<int> ran{0}, stopped{0};
+        weft::WaitGroup wg;
+        for (int i = 0; i < n; ++i) {
+          auto [ctx, cancel] = weft::with_cancel(weft::background());
+          auto stop = weft::after_func(ctx, [&] {
+            ran++;
+            wg.done();
+          });
+          wg.add(1);
+          weft::go([c = std::move(cancel)]() mutable { c(); });
+          if (stop()) {
+            stopped++;
+            wg.done();
+          }
+          if (i % 64 == 0) weft::yield();
+        }
+        wg.wait();
+        EXPECT_EQ(ran.load() + stopped.load(), n);
+      },
+      opts());
+}
+
+TEST_P(ContextTest, CancelFromManyThreadsAndFibersAtOnce) {
+  weft::run(
+      [] {
+        const int rounds = weft::test::stress_iterations(500);
+        for (int r = 0; r < rounds; ++r) {
+          auto [ctx, cancel] = weft::with_cancel_cause(weft::background());
+          auto [child, cancel_child] = weft::with_cancel(ctx);
+          std::atomic<int> winners_seen{0};
+          weft::WaitGroup wg;
+          wg.add(4);
+          std::thread t1([&wg, &cancel = cancel] {
+            cancel(app(AppError::early));
+            wg.done();
+          });
+          std::thread t2([&wg, &cancel = cancel] {
+            cancel(app(AppError::slow));
+            wg.done();
+          });
+          weft::go([&wg, &cancel_child = cancel_child] {
+            cancel_child();
+            wg.done();
+          });
+          weft::go([&wg, &winners_seen, child = child] {
+            child.done().wait();
+            winners_seen++;
+            wg.done();
+          });
+          wg.wait();
+          t1.join();
+          t2.join();
+          EXPECT_EQ(winners_seen.load(), 1);
+          const auto c = weft::cause(ctx);
+          EXPECT_TRUE(c == app(AppError::early) || c == app(AppError::slow));
+          EXPECT_EQ(weft::cause(ctx), c);  // settled for good
+          EXPECT_EQ(child.err(), errc::canceled);
+        }
+      },
+      opts());
+}
+
+TEST_P(ContextTest, SimultaneousCancelsOfATreeInRandomOrder) {
+  weft::run(
+      [] {
+        const int rounds = weft::test::stress_iterations(50);
+        std::mt19937 rng(42);
+        for (int r = 0; r < rounds; ++r) {
+          // ~100 contexts, fan-out 4 (Go's TestSimultaneousCancels).
+          std::vector<weft::Context> ctxs;
+          std::vector<std::shared_ptr<weft::CancelFunc>> cancels;
+          std::vector<weft::Context> frontier{weft::background()};
+          while (ctxs.size() < 100) {
+            std::vector<weft::Context> next;
+            for (const auto& p : frontier) {
+              for (int k = 0; k < 4 && ctxs.size() < 100; ++k) {
+                auto [c, cancel] = weft::with_cancel(p);
+                ctxs.push_back(c);
+                cancels.push_back(std::make_shared<weft::CancelFunc>(std::move(cancel)));
+                next.push_back(c);
+              }
+            }
+            frontier = std::move(next);
+          }
+          std::shuffle(cancels.begin(), cancels.end(), rng);
+          weft::WaitGroup wg;
+          for (auto& cancel : cancels) {
+            wg.add(1);
+            weft::go([&wg, cancel] {
+              (*cancel)();
+              wg.done();
+            });
+          }
+          wg.wait();
+          for (const auto& c : ctxs) {
+            c.done().wait();
+            EXPECT_EQ(c.err(), errc::canceled);
+          }
+        }
+      },
+      opts());
+}
+
+TEST_P(ContextTest, ChildCreatedWhileTheParentIsBeingCanceledEndsDone) {
+  weft::run(
+      [] {
+        const int rounds = weft::test::stress_iterations(2000);
+        for (int r = 0; r < rounds; ++r) {
+          auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+          weft::WaitGroup wg;
+          wg.add(1);
+          weft::go([&, c = std::move(cancel_parent)]() mutable {
+            c();
+            wg.done();
+          });
+          auto [child, cancel_child] = weft::with_cancel(parent);
+          auto [timed, cancel_timed] = weft::with_timeout(parent, kForever);
+          wg.wait();
+          EXPECT_EQ(child.err(), errc::canceled);
+          EXPECT_EQ(timed.err(), errc::canceled);
+          EXPECT_EQ(weft::detail::child_count(parent), 0u);
+        }
+      },
+      opts());
+}
+
+TEST_P(ContextTest, InterlockedCancelsDoNotDeadlock) {
+  weft::run(
+      [] {
+        const int rounds = weft::test::stress_iterations(1000);
+        for (int r = 0; r < rounds; ++r) {
+          auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+          auto [child, cancel_child] = weft::with_cancel(parent);
+          weft::WaitGroup wg;
+          wg.add(1);
+          weft::go([&wg, &cancel_child = cancel_child, p = parent] {
+            p.done().wait();
+            cancel_child();  // while the parent's cancel may still run
+            wg.done();
+          });
+          cancel_parent();
+          wg.wait();
+          EXPECT_EQ(child.err(), errc::canceled);
+        }
+      },
+      opts());
+}
+
+TEST_P(ContextTest, ShortDeadlinesRaceTheirCancelAndTheirDestruction) {
+  weft::run(
+      [] {
+        const int n = weft::test::stress_iterations(5000);
+        int expired = 0;
+        for (int i = 0; i < n; ++i) {
+          auto [ctx, cancel] =
+              weft::with_timeout(weft::background(), std::chrono::microseconds(i % 20));
+          if (i % 3 == 0) weft::yield();
+          if (i % 2 == 0) cancel();
+          if (ctx.err() == errc::deadline_exceeded) ++expired;
+          EXPECT_TRUE(!ctx.err() || ctx.err() == errc::canceled ||
+                      ctx.err() == errc::deadline_exceeded);
+        }
+        // Some of the 0 us deadlines expired at creation.
+        EXPECT_GT(expired, 0);
+      },
+      opts());
+}
+
+TEST_P(ContextTest, FanOutCancelWakesEveryWaiter) {
+  weft::run(
+      [] {
+        auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+        constexpr int kChildren = 10'000;
+        std::vector<weft::CancelFunc> cancels;
+        std::atomic<int> woke{0};
+        weft::WaitGroup wg;
+        for (int i = 0; i < kChildren; ++i) {
+          auto [child, cancel] = weft::with_cancel(parent);
+          cancels.push_back(std::move(cancel));
+          wg.add(1);
+          weft::go(
+              [&, c = child] {
+                c.done().wait();
+                if (c.err() == errc::canceled) woke++;
+                wg.done();
+              },
+              weft::SpawnOptions{.stack_size = 16 * 1024});
+        }
+        EXPECT_EQ(weft::detail::child_count(parent), static_cast<std::size_t>(kChildren));
+        cancel_parent();
+        wg.wait();
+        EXPECT_EQ(woke.load(), kChildren);
+        EXPECT_EQ(weft::detail::child_count(parent), 0u);
+      },
+      opts());
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, ContextTest, ::testing::Values(1, 2), weft::test::workers_name);
+
+}  // namespace
