@@ -27,16 +27,22 @@ METRICS = {
     "BM_TimerAddStop": ("TimerAddStop", "ns_per_timer"),
     "BM_TimerBurstLateness": ("TimerBurstP50", "p50_late_us"),
     "BM_FdWakeRoundTrip": ("FdWakeRoundTrip", "real_time"),
+    "BM_ContextCreateCancel": ("ContextCreateCancel", "real_time"),
+    "BM_ContextValue": ("ContextValue", "real_time"),
+    "BM_ContextCancelFanout": ("ContextCancelFanout", "real_time"),
 }
 # Counters not in ns, scaled to ns.
 SCALE = {"overshoot_us": 1e3, "p50_late_us": 1e3}
 # weft-only variants: FdWakeRoundTrip on io_uring has no Go counterpart (Go's
 # netpoller is epoll), so it gets its own row.
 FD_BACKENDS = {"0": "", "1": "/io_uring"}
+# Go peer programs (folders of bench/peers/go) that print benchmark rows.
+GO_PEERS = ["runtimebench", "contextbench"]
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 # The targets: Go time / weft time at least this much.
-SPEED_TARGETS = {"ChannelPingPong": 3.0, "SpawnJoin": 3.0}
+SPEED_TARGETS = {"ChannelPingPong": 3.0, "SpawnJoin": 3.0, "ContextCreateCancel": 1.0,
+                 "ContextValue": 1.0, "ContextCancelFanout": 2.0}
 RSS_TARGET_MIB = 1024.0
 IDLE_TARGET_PERCENT = 1.0
 
@@ -104,6 +110,10 @@ def run_weft(binary, reps, tmp, bench_filter):
             name = f"SleepOvershoot/{args['us']}us"
         if base == "BM_FdWakeRoundTrip":
             name += FD_BACKENDS[args["backend"]]
+        if base == "BM_ContextValue":
+            name = f"ContextValue/{args['depth']}"
+        if base == "BM_ContextCancelFanout":
+            name = f"ContextCancelFanout/{args['children']}"
         value = b[field] * SCALE.get(field, 1.0)
         if field == "real_time":
             value *= TIME_UNIT_NS[b["time_unit"]]
@@ -117,21 +127,25 @@ def build_go(go_dir, out_dir):
     if not go:
         return None, None
     version = subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()
-    exe = os.path.join(out_dir, "go-runtimebench")
-    subprocess.run([go, "build", "-o", exe, "./runtimebench"], cwd=go_dir, check=True)
-    return exe, version
+    # Each peer is its own module (Go 1.19 has no `go -C`): build in its folder.
+    exes = []
+    for peer in GO_PEERS:
+        exe = os.path.join(out_dir, "go-" + peer)
+        subprocess.run([go, "build", "-o", exe, "."], cwd=os.path.join(go_dir, peer), check=True)
+        exes.append(exe)
+    return exes, version
 
 
-def run_go(exe, reps, bench_filter):
+def run_go(exes, reps, bench_filter):
     # One process per repetition (each warms up once before its measured run):
     # Go's scheduler settles into a fast or a slow mode for a whole process at
     # times (spawn+join with 2 Ps: ~250 or ~900 ns), so repetitions within one
     # process would not be independent samples.
-    cmd = [exe, "-reps=1"]
-    if bench_filter:
-        cmd.append(f"-filter={bench_filter.replace('BM_', '')}")
     samples = {}
-    for _ in range(reps):
+    for _, exe in ((r, e) for r in range(reps) for e in exes):
+        cmd = [exe, "-reps=1"]
+        if bench_filter:
+            cmd.append(f"-filter={bench_filter.replace('BM_', '')}")
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         for r in (json.loads(line) for line in out.splitlines() if line.startswith("{")):
             samples.setdefault((r["name"], r["workers"]), []).append(r["ns_per_op"])
@@ -207,7 +221,7 @@ def main():
             weft.items(), key=lambda kv: (order.index(kv[0][0].split("/")[0]), kv[0])):
         g = go.get((name, workers))
         ratio = g[0] / med if g and med > 0 else None
-        target = SPEED_TARGETS.get(name)
+        target = SPEED_TARGETS.get(name.split("/")[0])
         rows.append({"benchmark": name, "workers": workers, "weft_ns": med, "weft_min_ns": lo,
                      "weft_max_ns": hi, "go_ns": g[0] if g else None,
                      "go_min_ns": g[1] if g else None, "go_max_ns": g[2] if g else None,
@@ -227,7 +241,7 @@ def main():
         wf = json_lines([args.footprint, str(args.parked), str(args.idle_seconds)])
         gf = {}
         if go_exe:
-            gf = json_lines([go_exe, "-footprint", f"-parked={args.parked}",
+            gf = json_lines([go_exe[0], "-footprint", f"-parked={args.parked}",
                              f"-idle={args.idle_seconds}s"])
         result["footprint"] = {"weft": wf, "go": gf}
         r, i = wf.get("rss_parked_fibers", {}), wf.get("idle_cpu", {})
