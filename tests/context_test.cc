@@ -423,7 +423,12 @@ TEST_P(ContextTest, DoneIsASelectCase) {
         int index = weft::select(weft::on_done(ctx, [] {}), weft::on_recv(ch, [](auto) {}),
                                  weft::on_default([] {}));
         EXPECT_EQ(index, 2);
-        weft::go([c = std::move(cancel)]() mutable { c(); });
+        weft::WaitGroup canceller;
+        canceller.add(1);
+        weft::go([&canceller, c = std::move(cancel)]() mutable {
+          c();
+          canceller.done();
+        });
         bool done = false;
         index =
             weft::select(weft::on_recv(ch, [](auto) {}), weft::on_done(ctx, [&] { done = true; }));
@@ -436,6 +441,7 @@ TEST_P(ContextTest, DoneIsASelectCase) {
                              weft::on_recv(ch, [&](std::optional<int> v) { got = *v; }));
         EXPECT_EQ(index, 1);
         EXPECT_EQ(got, 5);
+        canceller.wait();
       },
       opts());
 }
@@ -490,8 +496,11 @@ TEST_P(ContextTest, AfterFuncRacingStopHasExactlyOneOutcome) {
             ran++;
             wg.done();
           });
-          wg.add(1);
-          weft::go([c = std::move(cancel)]() mutable { c(); });
+          wg.add(2);
+          weft::go([&wg, c = std::move(cancel)]() mutable {
+            c();
+            wg.done();
+          });
           if (stop()) {
             stopped++;
             wg.done();
@@ -499,7 +508,7 @@ TEST_P(ContextTest, AfterFuncRacingStopHasExactlyOneOutcome) {
           if (i % 64 == 0) weft::yield();
         }
         wg.wait();
-        EXPECT_EQ(ran.load() + stopped.load(), n);
+        EXPECT_EQ(ran.load() + stopped.load(), n);  // exactly one outcome each
       },
       opts());
 }
