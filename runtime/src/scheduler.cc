@@ -200,7 +200,17 @@ struct alignas(64) Worker {
   // sysmon's view of this worker.
   std::uint32_t seen_tick = 0;
   std::uint64_t seen_since = 0;
+  std::int64_t seen_cpu_ns = 0;
   bool reported = false;
+  // This thread's CPU clock: the watchdog blames a fiber only for time it
+  // really ran, not for time the OS kept its thread off the CPU.
+  std::atomic<clockid_t> cpu_clock{-1};
+  std::int64_t cpu_ns() const noexcept {
+    const clockid_t c = cpu_clock.load(std::memory_order_acquire);
+    timespec ts;
+    if (c == -1 || clock_gettime(c, &ts) != 0) return -1;
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  }
 
   std::thread thread;
 
@@ -958,6 +968,9 @@ void Worker::run_from_g0(Fiber* f) {
 void Worker::loop() {
   tls_worker = this;
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  if (clockid_t c; pthread_getcpuclockid(pthread_self(), &c) == 0) {
+    cpu_clock.store(c, std::memory_order_release);
+  }
   void* altstack = enter_signal_stack();
   tsan_g0 = san::tsan_current();
   pthread_attr_t attr;
@@ -1007,11 +1020,17 @@ void Scheduler::sysmon_loop() {
       if (id == 0 || tick != w->seen_tick) {
         w->seen_tick = tick;
         w->seen_since = now;
+        w->seen_cpu_ns = id == 0 ? 0 : w->cpu_ns();
         w->reported = false;
         continue;
       }
       const std::uint64_t held = now - w->seen_since;
-      if (!w->reported && held >= kWatchdogNs) {
+      const auto ran_for = [w] {
+        const std::int64_t cpu = w->cpu_ns();
+        return cpu < 0 || w->seen_cpu_ns < 0 ? kWatchdogNs
+                                             : static_cast<std::uint64_t>(cpu - w->seen_cpu_ns);
+      };
+      if (!w->reported && held >= kWatchdogNs && ran_for() >= kWatchdogNs) {
         w->reported = true;
         watchdog_reports.fetch_add(1, std::memory_order_relaxed);
         log().warn("fiber {} has held worker {} for {} ms without parking or yielding", id,
@@ -1153,7 +1172,9 @@ poll::Poller* runtime_poller() {
 void add_timer(TimerNode* node, std::int64_t when) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   if (!s) {
-    std::fprintf(stderr, "weft: timers, sleeps and context deadlines need a running runtime (inside weft::run)\n");
+    std::fprintf(
+        stderr,
+        "weft: timers, sleeps and context deadlines need a running runtime (inside weft::run)\n");
     std::abort();
   }
   Worker* w = current_worker();
