@@ -1,0 +1,3 @@
+module weft/peers/servers
+
+go 1.19
