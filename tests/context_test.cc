@@ -688,6 +688,52 @@ TEST_P(ContextTest, FanOutCancelWakesEveryWaiter) {
       opts());
 }
 
+TEST(ContextDoneHook, RunsInsideCancelAndDetachReportsWhetherItRan) {
+  std::atomic<int> calls{0};
+  auto bump = [](void* arg) { static_cast<std::atomic<int>*>(arg)->fetch_add(1); };
+  auto [ctx, cancel] = weft::with_cancel(weft::background());
+  weft::detail::DoneHook kept(bump, &calls), fired(bump, &calls);
+  EXPECT_FALSE(weft::detail::attach_done_hook(ctx, &kept));
+  EXPECT_TRUE(weft::detail::detach_done_hook(ctx, &kept));  // never ran
+  EXPECT_FALSE(weft::detail::attach_done_hook(ctx, &fired));
+  EXPECT_EQ(weft::detail::child_count(ctx), 1u);
+  cancel();
+  EXPECT_EQ(calls.load(), 1);  // synchronously, before cancel() returned
+  EXPECT_FALSE(weft::detail::detach_done_hook(ctx, &fired));
+  weft::detail::DoneHook late(bump, &calls);
+  EXPECT_EQ(weft::detail::attach_done_hook(ctx, &late), errc::canceled);  // not linked
+  EXPECT_EQ(calls.load(), 1);
+  weft::detail::DoneHook never(bump, &calls);
+  EXPECT_FALSE(weft::detail::attach_done_hook(weft::background(), &never));
+}
+
+TEST_P(ContextTest, DoneHookRacingCancelRunsOrDetachesExactlyOnce) {
+  weft::run(
+      [] {
+        const int n = weft::test::stress_iterations(5000);
+        for (int i = 0; i < n; ++i) {
+          auto [ctx, cancel] = weft::with_cancel(weft::background());
+          std::atomic<int> ran{0};
+          weft::detail::DoneHook hook(
+              [](void* a) { static_cast<std::atomic<int>*>(a)->fetch_add(1); }, &ran);
+          ASSERT_FALSE(weft::detail::attach_done_hook(ctx, &hook));
+          weft::WaitGroup wg;
+          wg.add(1);
+          weft::go([&wg, c = std::move(cancel)]() mutable {
+            c();
+            wg.done();
+          });
+          if (i % 2) weft::yield();
+          const bool detached = weft::detail::detach_done_hook(ctx, &hook);
+          // Whatever detach said holds at once: no run still in flight.
+          EXPECT_EQ(ran.load(), detached ? 0 : 1);
+          wg.wait();
+          EXPECT_EQ(ran.load(), detached ? 0 : 1);
+        }
+      },
+      opts());
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, ContextTest, ::testing::Values(1, 2), weft::test::workers_name);
 
 }  // namespace

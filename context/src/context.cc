@@ -36,19 +36,6 @@ class ContextNode {
   std::shared_ptr<const void> value;
 };
 
-// An entry in a cancelable context's set of children: a child context, or an
-// after_func registration. Linked and unlinked under the parent's lock.
-struct ChildLink {
-  ChildLink* prev = nullptr;
-  ChildLink* next = nullptr;
-  bool linked = false;
-  // Under the parent's lock, already unlinked: the parent is done.
-  virtual void parent_done(int err, const std::error_code& cause) noexcept = 0;
-
- protected:
-  ~ChildLink() = default;
-};
-
 class CancelNode final : public ContextNode, public DoneSignal, public ChildLink {
  public:
   explicit CancelNode(std::shared_ptr<const ContextNode> p)
@@ -414,6 +401,24 @@ std::error_code cause(const Context& ctx) noexcept {
 std::size_t detail::child_count(const Context& ctx) noexcept {
   CancelNode* c = ContextAccess::node(ctx)->canceler;
   return c ? c->child_count() : 0;
+}
+
+std::error_code detail::attach_done_hook(const Context& ctx, DoneHook* hook) noexcept {
+  CancelNode* c = ContextAccess::node(ctx)->canceler;
+  if (!c) return {};
+  std::error_code unused;
+  return to_error(c->link_child(hook, &unused));
+}
+
+bool detail::detach_done_hook(const Context& ctx, DoneHook* hook) noexcept {
+  CancelNode* c = ContextAccess::node(ctx)->canceler;
+  if (!c) return true;
+  // Under the lock: a cancel running the hook holds it until the hook is done.
+  c->lock.lock();
+  const bool was_linked = hook->linked;
+  c->unlink_child_locked(hook);
+  c->lock.unlock();
+  return was_linked;
 }
 
 // ---- after_func ------------------------------------------------------------

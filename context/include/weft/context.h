@@ -257,6 +257,48 @@ struct ContextAccess {
   }
 };
 
+// An entry in a cancelable context's set of children: a child context, an
+// after_func registration, or a DoneHook. Linked and unlinked under the
+// parent's lock.
+struct ChildLink {
+  ChildLink* prev = nullptr;
+  ChildLink* next = nullptr;
+  bool linked = false;
+  // Under the parent's lock, already unlinked: the parent is done (err != 0),
+  // or is being destroyed without ever being done (err == 0).
+  virtual void parent_done(int err, const std::error_code& cause) noexcept = 0;
+
+ protected:
+  ~ChildLink() = default;
+};
+
+// The fastest way from a cancellation to the runtime: `fn(arg)` runs inside
+// the cancel() that makes the context done, on the canceller's thread, under
+// the context's lock, so it must be short and must not block or touch the
+// context. net/ uses it to set an expired deadline on a parked socket (Go's
+// watcher goroutine, without the goroutine). Lives wherever the caller keeps
+// it (the operation's stack); no allocation.
+class DoneHook final : public ChildLink {
+ public:
+  DoneHook(void (*fn)(void*), void* arg) noexcept : fn_(fn), arg_(arg) {}
+  DoneHook(const DoneHook&) = delete;
+  DoneHook& operator=(const DoneHook&) = delete;
+  void parent_done(int err, const std::error_code&) noexcept override {
+    if (err != 0) fn_(arg_);
+  }
+
+ private:
+  void (*fn_)(void*);
+  void* arg_;
+};
+
+// Links `hook` to ctx. Returns ctx's error instead (linking nothing) if ctx
+// is already done; an empty code also when ctx can never be done.
+std::error_code attach_done_hook(const Context& ctx, DoneHook* hook) noexcept;
+// Unlinks `hook`; true if it was still linked (fn has not run and won't).
+// False means fn has run: it finished before this returned.
+bool detach_done_hook(const Context& ctx, DoneHook* hook) noexcept;
+
 // How many children (contexts and after_func registrations) ctx's innermost
 // cancelable context holds: for tests that check that children detach.
 std::size_t child_count(const Context& ctx) noexcept;
