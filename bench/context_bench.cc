@@ -5,6 +5,7 @@
 #include <chrono>
 #include <vector>
 
+#include "bench_workers.h"
 #include "weft/weft.h"
 
 namespace {
@@ -85,12 +86,16 @@ void BM_ContextCancelFanout(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_ContextCreateCancel)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_ContextCreateCancel)
+    ->ArgName("workers")
+    ->Apply(weft::bench::each_worker_count)
+    ->UseRealTime();
 BENCHMARK(BM_ContextValue)->ArgName("depth")->Arg(1)->Arg(10)->Arg(100);
 BENCHMARK(BM_ContextCancelFanout)
     ->ArgNames({"children", "workers"})
-    ->Args({10'000, 1})
-    ->Args({10'000, 2})
+    ->Apply([](benchmark::internal::Benchmark* b) {
+      for (long w : weft::bench::worker_counts()) b->Args({10'000, w});
+    })
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond)
     ->Iterations(20);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "bench_workers.h"
 #include "weft/weft.h"
 
 namespace {
@@ -162,20 +163,21 @@ void BM_SleepOvershoot(benchmark::State& state) {
       benchmark::Counter(overshoot_ns / 1e3 / static_cast<double>(state.iterations()));
 }
 
-BENCHMARK(BM_ChannelPingPong)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
-BENCHMARK(BM_Yield)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
-BENCHMARK(BM_YieldAlone)->ArgName("workers")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(BM_ChannelPingPong)
+    ->ArgName("workers")
+    ->Apply(weft::bench::each_worker_count)
+    ->UseRealTime();
+BENCHMARK(BM_Yield)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
+BENCHMARK(BM_YieldAlone)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
 BENCHMARK(BM_SpawnJoin)
     ->ArgName("workers")
-    ->Arg(1)
-    ->Arg(2)
+    ->Apply(weft::bench::each_worker_count)
     ->UseRealTime()
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MutexContended)
     ->ArgName("workers")
-    ->Arg(1)
-    ->Arg(2)
+    ->Apply(weft::bench::each_worker_count)
     ->UseRealTime()
     ->Iterations(5)
     ->Unit(benchmark::kMillisecond);
