@@ -1,0 +1,269 @@
+// Sockets on the netpoller: stream connections (TCP, Unix), listeners,
+// datagram sockets (UDP, unixgram), dial with Go's Dialer rules (timeouts,
+// several addresses, Happy Eyeballs) and listen with Go's ListenConfig.
+//
+// Every socket is non-blocking and registered with the poller once. An
+// operation tries its syscall first and parks its fiber only on EAGAIN.
+// Deadlines are absolute steady_clock instants per direction; they apply to
+// operations already parked; a default time_point clears one. Errors are
+// OpErrors with Go's texts; EOF is returned bare (weft::errc::eof).
+//
+// A socket object may be used from several fibers at once (one reads while
+// another writes and a third closes); at most one reader and one writer are
+// in the poller, others queue. close() wakes everyone parked with `closed`
+// and returns once the descriptor is really closed. Destroying a socket
+// closes it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "weft/detail/spinlock.h"
+#include "weft/net/addr.h"
+#include "weft/net/result.h"
+
+namespace weft::net {
+
+using Clock = std::chrono::steady_clock;
+
+namespace detail {
+class NetFD;
+class DialCanceler;
+}  // namespace detail
+
+// Go's KeepAliveConfig; the defaults are Go's (15 s idle, 15 s interval, 9).
+struct KeepAliveConfig {
+  bool enable = true;
+  std::chrono::seconds idle{15};
+  std::chrono::seconds interval{15};
+  int count = 9;
+};
+
+// What every socket has: close, deadlines, its local address, the raw fd.
+class Socket {
+ public:
+  Socket() noexcept;
+  Socket(Socket&&) noexcept;
+  Socket& operator=(Socket&&) noexcept;
+  ~Socket();
+
+  // True until moved from (a closed socket is still valid; its ops fail).
+  bool valid() const noexcept { return fd_ != nullptr; }
+  // The first close returns success; later ones OpError{close, closed}.
+  Result<void> close();
+
+  // Both directions; Go's SetDeadline. A default time_point clears, a time
+  // not in the future expires at once (waking a parked operation).
+  Result<void> set_deadline(Clock::time_point t);
+  Result<void> set_read_deadline(Clock::time_point t);
+  Result<void> set_write_deadline(Clock::time_point t);
+  // Wall-clock instants are converted to steady_clock once, here (D-9).
+  Result<void> set_deadline(std::chrono::system_clock::time_point t);
+  Result<void> set_read_deadline(std::chrono::system_clock::time_point t);
+  Result<void> set_write_deadline(std::chrono::system_clock::time_point t);
+
+  const Addr& local_addr() const;
+  // The OS descriptor (-1 after close). Owned by the socket: don't close it.
+  int native_handle() const noexcept;
+  // SO_RCVBUF / SO_SNDBUF.
+  Result<void> set_read_buffer(int bytes);
+  Result<void> set_write_buffer(int bytes);
+
+ protected:
+  explicit Socket(std::unique_ptr<detail::NetFD> fd) noexcept;
+  std::unique_ptr<detail::NetFD> fd_;
+  friend struct SocketAccess;
+};
+
+// A connection: TCP or Unix stream, or a connected datagram socket (a dial
+// of "udp" or "unixgram"; each read is one datagram, and 0 bytes is not EOF).
+class Conn : public Socket {
+ public:
+  Conn() noexcept = default;
+
+  // Waits until some data is available and returns it (1..n bytes). n == 0
+  // returns 0 at once. The peer's orderly close: bare errc::eof, again on
+  // every later read.
+  IoResult read(void* buf, std::size_t n);
+  IoResult read(std::span<std::byte> buf) { return read(buf.data(), buf.size()); }
+  // Reads exactly n bytes: EOF before any byte is errc::eof, after some is
+  // net_errc::unexpected_eof ("unexpected EOF", Go's io.ReadFull).
+  IoResult read_full(void* buf, std::size_t n);
+  // Writes all n bytes, or returns the count written with the error.
+  IoResult write(const void* buf, std::size_t n);
+  IoResult write(std::string_view s) { return write(s.data(), s.size()); }
+  IoResult write(std::span<const std::byte> buf) { return write(buf.data(), buf.size()); }
+
+  // Half-close: shutdown(SHUT_RD) / shutdown(SHUT_WR).
+  Result<void> close_read();
+  Result<void> close_write();
+
+  const Addr& remote_addr() const;
+
+  // TCP options (Go's TCPConn). TCP_NODELAY is on by default.
+  Result<void> set_no_delay(bool on);
+  Result<void> set_keep_alive(bool on);
+  Result<void> set_keep_alive_config(const KeepAliveConfig& config);
+  // SO_LINGER: <0 the OS default (graceful), 0 discard and reset on close,
+  // >0 seconds to linger.
+  Result<void> set_linger(int seconds);
+
+ private:
+  using Socket::Socket;
+  friend struct SocketAccess;
+};
+
+// A datagram socket not tied to one peer (listen_packet of "udp",
+// "unixgram"). Each read_from returns one datagram; a datagram longer than
+// the buffer is truncated.
+class PacketConn : public Socket {
+ public:
+  PacketConn() noexcept = default;
+
+  struct Datagram {
+    std::size_t n = 0;
+    Addr from;
+  };
+  Result<Datagram> read_from(void* buf, std::size_t n);
+  IoResult write_to(const void* buf, std::size_t n, const Addr& to);
+  IoResult write_to(std::string_view s, const Addr& to) { return write_to(s.data(), s.size(), to); }
+
+ private:
+  using Socket::Socket;
+  friend struct SocketAccess;
+};
+
+class Listener : public Socket {
+ public:
+  Listener() noexcept = default;
+
+  // Waits for a connection. EINTR and ECONNABORTED are retried; on EMFILE,
+  // ENFILE, ENOBUFS, ENOMEM it backs off (5 ms doubling to 1 s, as Go's
+  // http.Server) and retries, still ending at once on close or a deadline.
+  Result<Conn> accept();
+  // Go's Addr().
+  const Addr& addr() const { return local_addr(); }
+
+ private:
+  using Socket::Socket;
+  friend struct SocketAccess;
+};
+
+// Go's ListenConfig.
+struct ListenConfig {
+  int backlog = -1;           // -1: SOMAXCONN (the kernel clamps to net.core.somaxconn)
+  bool reuse_address = true;  // SO_REUSEADDR on TCP listeners, as Go
+  bool reuse_port = false;    // SO_REUSEPORT
+  // For accepted TCP connections: 0 Go's default (15 s), < 0 off.
+  std::chrono::nanoseconds keep_alive{0};
+
+  // tcp, tcp4, tcp6, unix, unixpacket. "tcp" with an empty host listens on
+  // both families ([::] with IPV6_V6ONLY off) when the host has IPv6.
+  // A Unix socket file is removed again by close().
+  Result<Listener> listen(std::string_view network, std::string_view address) const;
+  // udp, udp4, udp6, unixgram.
+  Result<PacketConn> listen_packet(std::string_view network, std::string_view address) const;
+};
+
+Result<Listener> listen(std::string_view network, std::string_view address);
+Result<PacketConn> listen_packet(std::string_view network, std::string_view address);
+
+// Go's Dialer.
+struct Dialer {
+  // Bounds the whole dial, resolution included; 0 none; negative: expired.
+  std::chrono::nanoseconds timeout{0};
+  // An absolute bound; a default time_point is none. The earlier one wins.
+  Clock::time_point deadline{};
+  // Bind to this local address first (port 0: the kernel picks).
+  std::optional<Addr> local_addr;
+  // TCP keep-alive period: 0 Go's default (15 s), < 0 off.
+  std::chrono::nanoseconds keep_alive{0};
+  // Happy Eyeballs ("tcp" only): how long the first family gets before the
+  // other one is tried too; 0 the default (300 ms), < 0 no racing.
+  std::chrono::nanoseconds fallback_delay{0};
+
+  // tcp, tcp4, tcp6, udp, udp4, udp6, unix, unixgram, unixpacket.
+  Result<Conn> dial(std::string_view network, std::string_view address) const;
+  // Dials addresses already resolved, in order (Happy Eyeballs for "tcp"
+  // when both families are present; the first address picks the primary).
+  Result<Conn> dial_addrs(std::string_view network, std::vector<Addr> addrs) const;
+
+  // The effective deadline: the earlier of now + timeout and `deadline`,
+  // or nullopt for none.
+  std::optional<Clock::time_point> effective_deadline(Clock::time_point now) const;
+
+  // --- Where a context plugs in (weft::Context is not wired in yet). ---
+  // Dial with an explicit overall deadline (nullopt: none) and a canceler
+  // (may be null). A context-taking dial is:
+  //   if (ctx.err()) return dial error mapping canceled -> operation_canceled,
+  //                  deadline_exceeded -> timeout, before any socket exists;
+  //   deadline = earliest(effective_deadline(now), ctx.deadline());
+  //   auto c = detail::DialCanceler::make();
+  //   auto stop = weft::after_func(ctx, [c, ctx] { c->cancel(map(ctx.err())); });
+  //   auto r = dial_impl(network, address, deadline, c);
+  //   stop.stop();   // no join needed: see DialCanceler
+  Result<Conn> dial_impl(std::string_view network, std::string_view address,
+                         std::optional<Clock::time_point> deadline,
+                         const std::shared_ptr<detail::DialCanceler>& cancel) const;
+  Result<Conn> dial_addrs_impl(std::string_view network, std::vector<Addr> addrs,
+                               std::optional<Clock::time_point> deadline,
+                               const std::shared_ptr<detail::DialCanceler>& cancel) const;
+};
+
+Result<Conn> dial(std::string_view network, std::string_view address);
+Result<Conn> dial_timeout(std::string_view network, std::string_view address,
+                          std::chrono::nanoseconds timeout);
+
+// Takes ownership of an open socket fd (made non-blocking and close-on-exec
+// here) and registers it with the poller. `network` names it in errors.
+// On failure the fd is closed.
+Result<Conn> adopt_conn(int fd, std::string_view network);
+Result<Listener> adopt_listener(int fd, std::string_view network);
+Result<PacketConn> adopt_packet_conn(int fd, std::string_view network);
+
+namespace detail {
+
+// Test hook: how many times accept() has backed off after EMFILE & co.
+std::uint64_t accept_backoffs() noexcept;
+
+// Interrupts dials in progress: cancel(err) makes every connect registered
+// here (or with a child) fail at once with `err`, by setting an expired write
+// deadline on the connecting socket (a connect parks as a writer), and makes
+// every later dial step fail before creating a socket. Registration is under
+// a lock, and a connect reads "was I canceled" when it unregisters, so once
+// dial_impl returns nothing touches its socket again and a cancel that raced
+// a successful connect turns it into a failure (the socket is closed; Go
+// issue #16523) -- the caller never has to join the canceling fiber. The
+// connect's write deadline is cleared after success (#15078).
+class DialCanceler {
+ public:
+  static std::shared_ptr<DialCanceler> make() { return std::make_shared<DialCanceler>(); }
+  // A canceler canceled with this one (Happy Eyeballs' racers).
+  std::shared_ptr<DialCanceler> child();
+  // First error wins; idempotent; never waits.
+  void cancel(std::error_code err);
+  // Empty until canceled.
+  std::error_code err() const;
+
+  // For the connect path: false if already canceled (see err()).
+  bool attach(NetFD* fd);
+  // The cancel error if one came while attached (or before), else empty.
+  std::error_code detach(NetFD* fd);
+
+ private:
+  mutable weft::detail::SpinLock lock_;
+  std::error_code err_;                                  // under lock_
+  std::vector<NetFD*> fds_;                              // under lock_
+  std::vector<std::shared_ptr<DialCanceler>> children_;  // under lock_
+};
+
+}  // namespace detail
+
+}  // namespace weft::net

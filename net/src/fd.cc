@@ -1,0 +1,477 @@
+#include "fd.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <mutex>
+
+namespace weft::net::detail {
+
+namespace {
+
+std::atomic<std::uint64_t> g_accept_backoffs{0};
+
+struct RwGuard {
+  NetFD* fd;
+  PollMode mode;
+  ~RwGuard() { fd->rw_unlock(mode); }
+};
+
+}  // namespace
+
+std::uint64_t accept_backoffs() noexcept {
+  return g_accept_backoffs.load(std::memory_order_relaxed);
+}
+
+std::error_code errno_code(int e) noexcept {
+  return {e, std::system_category()};
+}
+
+std::error_code status_code(PollStatus st) noexcept {
+  switch (st) {
+    case PollStatus::closed:
+      return weft::errc::closed;
+    case PollStatus::timeout:
+      return weft::errc::timeout;
+    case PollStatus::not_pollable:
+      return net_errc::not_pollable;
+    case PollStatus::ready:
+      break;
+  }
+  return {};
+}
+
+std::int64_t to_poll_ns(Clock::time_point t) noexcept {
+  if (t == Clock::time_point{}) return 0;
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch());
+  return std::max<std::int64_t>(ns.count(), 1);  // before the clock's epoch: long expired
+}
+
+int new_socket(int family, int sotype, int proto, std::error_code* ec) {
+  const int fd = ::socket(family, sotype | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+  if (fd < 0) *ec = errno_code(errno);
+  return fd;
+}
+
+std::unique_ptr<NetFD> NetFD::open(int sysfd, int family, int sotype, std::string net,
+                                   std::error_code* ec) {
+  PollDesc* pd = weft::detail::poll_open(sysfd, ec);
+  if (!pd) {
+    ::close(sysfd);
+    return nullptr;
+  }
+  return std::unique_ptr<NetFD>(new NetFD(sysfd, pd, family, sotype, std::move(net)));
+}
+
+NetFD::~NetFD() {
+  if (!closed()) (void)close();
+}
+
+void NetFD::fill_addrs(std::optional<Addr> raddr) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  const char* base = net_.c_str();
+  if (::getsockname(sysfd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    laddr_ = Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len, base);
+  }
+  raddr_ = std::move(raddr);
+}
+
+const Addr& NetFD::laddr() const {
+  static const Addr none;
+  return laddr_ ? *laddr_ : none;
+}
+
+const Addr& NetFD::raddr() const {
+  static const Addr none;
+  return raddr_ ? *raddr_ : none;
+}
+
+OpError NetFD::op_error(const char* op, std::error_code ec, const char* syscall) const {
+  OpError e;
+  e.op = op;
+  e.net = net_;
+  if (listener_) {
+    e.addr = laddr_;  // Go: accept/close on a listener name only its address
+  } else {
+    e.source = laddr_;
+    e.addr = raddr_;
+  }
+  e.syscall = syscall;
+  e.err = ec;
+  return e;
+}
+
+bool NetFD::incref() noexcept {
+  std::uint64_t s = state_.load(std::memory_order_acquire);
+  do {
+    if (s & kClosed) return false;
+  } while (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel));
+  return true;
+}
+
+void NetFD::decref() noexcept {
+  if (state_.fetch_sub(1, std::memory_order_acq_rel) != (kClosed | 1)) return;
+  // The last reference after close(): the closer is waiting for this. Copy
+  // the channel handle first; once signalled, *this may be gone.
+  weft::Channel<int> done = *close_wait_;
+  destroy();
+  done.send(1);
+}
+
+bool NetFD::rw_lock(PollMode mode) {
+  if (!incref()) return false;
+  (mode == PollMode::read ? rmu_ : wmu_).lock();
+  if (closed()) {  // closed while this op queued behind another
+    rw_unlock(mode);
+    return false;
+  }
+  return true;
+}
+
+void NetFD::rw_unlock(PollMode mode) noexcept {
+  (mode == PollMode::read ? rmu_ : wmu_).unlock();
+  decref();
+}
+
+void NetFD::destroy() noexcept {
+  weft::detail::poll_close(pd_);
+  ::close(sysfd_);
+  sysfd_ = -1;
+}
+
+Result<void> NetFD::close() {
+  std::uint64_t s = state_.load(std::memory_order_acquire);
+  do {
+    if (s & kClosed) return op_error("close", weft::errc::closed);
+  } while (!state_.compare_exchange_weak(s, (s | kClosed) + 1, std::memory_order_acq_rel));
+  // Others hold references: the last of them will signal here. Nobody new
+  // can take one now, and this call's own reference keeps the count above 0.
+  if ((s & kRefMask) != 0) close_wait_.emplace(1);
+  weft::detail::poll_unblock(pd_);  // wakes parked ops with `closed`
+  if (state_.fetch_sub(1, std::memory_order_acq_rel) == (kClosed | 1)) {
+    destroy();
+  } else {
+    (void)close_wait_->recv();
+  }
+  if (!unlink_path_.empty()) ::unlink(unlink_path_.c_str());
+  return {};
+}
+
+Result<void> NetFD::set_deadline(Clock::time_point t, PollMode mode) {
+  if (!incref()) return op_error("set", weft::errc::closed);
+  weft::detail::poll_set_deadline(pd_, to_poll_ns(t), mode);
+  if (listener_ && mode != PollMode::write) poke_backoff();
+  decref();
+  return {};
+}
+
+Result<void> NetFD::setsockopt_int(int level, int name, int value) {
+  if (!incref()) return op_error("set", weft::errc::closed);
+  const int r = ::setsockopt(sysfd_, level, name, &value, sizeof value);
+  const int e = errno;
+  decref();
+  if (r < 0) return op_error("set", errno_code(e), "setsockopt");
+  return {};
+}
+
+Result<void> NetFD::shutdown(int how) {
+  if (!incref()) return op_error("close", weft::errc::closed);
+  const int r = ::shutdown(sysfd_, how);
+  const int e = errno;
+  decref();
+  if (r < 0) return op_error("close", errno_code(e), "shutdown");
+  return {};
+}
+
+IoResult NetFD::read(void* buf, std::size_t n) {
+  if (!rw_lock(PollMode::read)) return {0, op_error("read", weft::errc::closed)};
+  RwGuard guard{this, PollMode::read};
+  if (n == 0) return IoResult(0);  // Go: (0, nil) at once, no wait, no EOF
+  if (stream() && n > kMaxRW) n = kMaxRW;
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  if (st == PollStatus::closed || st == PollStatus::timeout) {
+    return {0, op_error("read", status_code(st))};
+  }
+  bool after_error_event = false;
+  for (;;) {
+    const ssize_t r = ::read(sysfd_, buf, n);
+    if (r > 0) return IoResult(static_cast<std::size_t>(r));
+    if (r == 0) {
+      if (stream()) return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
+      return IoResult(0);                                  // an empty datagram
+    }
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return {0, op_error("read", errno_code(e), "read")};
+    if (after_error_event) return {0, op_error("read", net_errc::not_pollable)};
+    st = weft::detail::poll_wait(pd_, PollMode::read);
+    if (st == PollStatus::ready) continue;
+    if (st == PollStatus::not_pollable) {
+      after_error_event = true;  // let the syscall report the socket error
+      continue;
+    }
+    return {0, op_error("read", status_code(st))};
+  }
+}
+
+IoResult NetFD::write(const void* buf, std::size_t n) {
+  if (!rw_lock(PollMode::write)) return {0, op_error("write", weft::errc::closed)};
+  RwGuard guard{this, PollMode::write};
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
+  if (st == PollStatus::closed || st == PollStatus::timeout) {
+    return {0, op_error("write", status_code(st))};
+  }
+  if (n == 0 && stream()) return IoResult(0);
+  const auto* p = static_cast<const char*>(buf);
+  std::size_t nn = 0;
+  for (;;) {
+    const std::size_t chunk = stream() ? std::min(n - nn, kMaxRW) : n;
+    // send() with MSG_NOSIGNAL: a write to a reset peer is EPIPE, never SIGPIPE.
+    const ssize_t r = ::send(sysfd_, p + nn, chunk, MSG_NOSIGNAL);
+    if (r > 0) {
+      nn += static_cast<std::size_t>(r);
+      if (nn == n || !stream()) return IoResult(nn);
+      continue;
+    }
+    if (r == 0) {
+      if (n == 0) return IoResult(0);
+      return {nn, op_error("write", net_errc::unexpected_eof)};
+    }
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return {nn, op_error("write", errno_code(e), "write")};
+    st = weft::detail::poll_wait(pd_, PollMode::write);
+    if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
+    return {nn, op_error("write", status_code(st))};
+  }
+}
+
+Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {
+  if (!rw_lock(PollMode::read)) return op_error("read", weft::errc::closed);
+  RwGuard guard{this, PollMode::read};
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  if (st == PollStatus::closed || st == PollStatus::timeout) {
+    return op_error("read", status_code(st));
+  }
+  bool after_error_event = false;
+  for (;;) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    const ssize_t r = ::recvfrom(sysfd_, buf, n, 0, reinterpret_cast<sockaddr*>(&ss), &len);
+    if (r >= 0) {
+      PacketConn::Datagram d;
+      d.n = static_cast<std::size_t>(r);
+      d.from = Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len, net_);
+      return d;
+    }
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return op_error("read", errno_code(e), "recvfrom");
+    if (after_error_event) return op_error("read", net_errc::not_pollable);
+    st = weft::detail::poll_wait(pd_, PollMode::read);
+    if (st == PollStatus::ready) continue;
+    if (st == PollStatus::not_pollable) {
+      after_error_event = true;
+      continue;
+    }
+    return op_error("read", status_code(st));
+  }
+}
+
+IoResult NetFD::write_to(const void* buf, std::size_t n, const Addr& to) {
+  auto fail = [&](std::error_code ec, const char* syscall = "") {
+    OpError e = op_error("write", ec, syscall);
+    e.addr = to;  // Go names the destination
+    return IoResult(0, std::move(e));
+  };
+  if (!rw_lock(PollMode::write)) return fail(weft::errc::closed);
+  RwGuard guard{this, PollMode::write};
+  sockaddr_storage ss{};
+  const socklen_t len = to.to_sockaddr(&ss, family_);
+  if (len == 0) return fail(std::make_error_code(std::errc::address_family_not_supported));
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
+  if (st == PollStatus::closed || st == PollStatus::timeout) return fail(status_code(st));
+  for (;;) {
+    const ssize_t r =
+        ::sendto(sysfd_, buf, n, MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&ss), len);
+    if (r >= 0) return IoResult(static_cast<std::size_t>(r));
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return fail(errno_code(e), "sendto");
+    st = weft::detail::poll_wait(pd_, PollMode::write);
+    if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
+    return fail(status_code(st));
+  }
+}
+
+void NetFD::poke_backoff() {
+  if (backoff_.load(std::memory_order_seq_cst)) {
+    weft::detail::poll_set_deadline(pd_, 1, PollMode::write);  // long past: wakes the sleeper
+  }
+}
+
+PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
+  // A listener never waits to write, so its write side serves as an
+  // interruptible sleep: a write deadline `delay` from now, woken early by
+  // close (poll_unblock) or by set_deadline (poke_backoff). The order
+  // flag, deadline, read check pairs with set_deadline's deadline, flag,
+  // poke, so a deadline set meanwhile is never missed.
+  backoff_.store(true, std::memory_order_seq_cst);
+  weft::detail::poll_set_deadline(pd_, to_poll_ns(Clock::now() + delay), PollMode::write);
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  if (st != PollStatus::closed && st != PollStatus::timeout) {
+    st = weft::detail::poll_wait(pd_, PollMode::write);
+  }
+  backoff_.store(false, std::memory_order_seq_cst);
+  weft::detail::poll_set_deadline(pd_, 0, PollMode::write);
+  if (st == PollStatus::closed) return st;
+  st = weft::detail::poll_prepare(pd_, PollMode::read);
+  return st == PollStatus::not_pollable ? PollStatus::ready : st;
+}
+
+Result<std::unique_ptr<NetFD>> NetFD::accept() {
+  if (!rw_lock(PollMode::read)) return op_error("accept", weft::errc::closed);
+  RwGuard guard{this, PollMode::read};
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  if (st == PollStatus::closed || st == PollStatus::timeout) {
+    return op_error("accept", status_code(st));
+  }
+  std::chrono::nanoseconds delay{0};
+  bool after_error_event = false;
+  for (;;) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    const int nfd =
+        ::accept4(sysfd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (nfd >= 0) {
+      std::error_code ec;
+      auto conn = NetFD::open(nfd, family_, sotype_, net_, &ec);
+      if (!conn) return op_error("accept", ec);
+      conn->fill_addrs(Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len, net_));
+      return conn;
+    }
+    const int e = errno;
+    if (e == EINTR || e == ECONNABORTED) continue;  // Go: a reset in the backlog is not news
+    if (e == EAGAIN) {
+      if (after_error_event) return op_error("accept", net_errc::not_pollable);
+      st = weft::detail::poll_wait(pd_, PollMode::read);
+      if (st == PollStatus::ready) continue;
+      if (st == PollStatus::not_pollable) {
+        after_error_event = true;
+        continue;
+      }
+      return op_error("accept", status_code(st));
+    }
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+      // Out of descriptors or memory: spinning would burn a CPU and failing
+      // would end a server's accept loop; wait, longer each time (Go's
+      // http.Server: 5 ms doubling to 1 s), then try again.
+      delay = delay.count() == 0
+                  ? std::chrono::milliseconds(5)
+                  : std::min<std::chrono::nanoseconds>(2 * delay, std::chrono::seconds(1));
+      g_accept_backoffs.fetch_add(1, std::memory_order_relaxed);
+      st = backoff_wait(delay);
+      if (st != PollStatus::ready) return op_error("accept", status_code(st));
+      continue;
+    }
+    return op_error("accept", errno_code(e), "accept4");
+  }
+}
+
+std::error_code NetFD::wait_connect(std::optional<Clock::time_point> deadline, DialCanceler* cancel,
+                                    const char** syscall) {
+  *syscall = "";
+  if (deadline) weft::detail::poll_set_deadline(pd_, to_poll_ns(*deadline), PollMode::write);
+  std::error_code result;
+  if (cancel && !cancel->attach(this)) {
+    result = cancel->err();
+    cancel = nullptr;
+  }
+  while (!result) {
+    const PollStatus st = weft::detail::poll_wait(pd_, PollMode::write);
+    if (st == PollStatus::closed || st == PollStatus::timeout) {
+      result = status_code(st);
+      break;
+    }
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (::getsockopt(sysfd_, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
+      result = errno_code(errno);
+      *syscall = "getsockopt";
+      break;
+    }
+    if (soerr == EINPROGRESS || soerr == EALREADY || soerr == EINTR) continue;
+    if (soerr == EISCONN) break;
+    if (soerr == 0) {
+      // Writable and no error: confirm, since the poller may wake spuriously
+      // (Go issues #14548, #19289).
+      sockaddr_storage ss{};
+      socklen_t sl = sizeof ss;
+      if (::getpeername(sysfd_, reinterpret_cast<sockaddr*>(&ss), &sl) == 0) break;
+      continue;
+    }
+    result = errno_code(soerr);
+    *syscall = "connect";
+  }
+  // Once detached no cancel touches this socket again; a cancel that came
+  // while attached wins even over a completed connect (#16523).
+  if (cancel) {
+    if (std::error_code ce = cancel->detach(this)) {
+      result = ce;
+      *syscall = "";
+    }
+  }
+  weft::detail::poll_set_deadline(pd_, 0, PollMode::write);  // no leftover deadline (#15078)
+  return result;
+}
+
+// --- DialCanceler ---
+
+std::shared_ptr<DialCanceler> DialCanceler::child() {
+  auto c = make();
+  std::lock_guard guard(lock_);
+  if (err_) {
+    c->err_ = err_;
+  } else {
+    children_.push_back(c);
+  }
+  return c;
+}
+
+void DialCanceler::cancel(std::error_code err) {
+  std::vector<std::shared_ptr<DialCanceler>> children;
+  {
+    std::lock_guard guard(lock_);
+    if (err_) return;
+    err_ = err;
+    // Under the lock: detach() then knows nothing touches its fd afterwards.
+    for (NetFD* fd : fds_) weft::detail::poll_set_deadline(fd->pd(), 1, PollMode::write);
+    children.swap(children_);
+  }
+  for (auto& c : children) c->cancel(err);
+}
+
+std::error_code DialCanceler::err() const {
+  std::lock_guard guard(lock_);
+  return err_;
+}
+
+bool DialCanceler::attach(NetFD* fd) {
+  std::lock_guard guard(lock_);
+  if (err_) return false;
+  fds_.push_back(fd);
+  return true;
+}
+
+std::error_code DialCanceler::detach(NetFD* fd) {
+  std::lock_guard guard(lock_);
+  fds_.erase(std::remove(fds_.begin(), fds_.end(), fd), fds_.end());
+  return err_;
+}
+
+}  // namespace weft::net::detail

@@ -1,0 +1,142 @@
+// NetFD: a non-blocking socket fd with its PollDesc (Go's netFD + poll.FD,
+// with fdMutex simplified to a reference count plus one Mutex per direction).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "weft/channel.h"
+#include "weft/detail/netpoll.h"
+#include "weft/net/conn.h"
+#include "weft/sync.h"
+
+namespace weft::net::detail {
+
+using weft::detail::PollDesc;
+using weft::detail::PollMode;
+using weft::detail::PollStatus;
+
+// Go's maxRW: one syscall moves at most 1 GiB (issues #7812, #16266).
+inline constexpr std::size_t kMaxRW = std::size_t{1} << 30;
+
+std::error_code errno_code(int e) noexcept;
+// errc::closed / errc::timeout for a PollStatus that is not `ready`.
+std::error_code status_code(PollStatus st) noexcept;
+// steady_clock instant -> the poller's CLOCK_MONOTONIC ns (0 clears).
+std::int64_t to_poll_ns(Clock::time_point t) noexcept;
+
+class NetFD {
+ public:
+  // Takes ownership of `sysfd` (already non-blocking and close-on-exec).
+  // Null with `ec` set if the poller refuses it; the fd is closed then.
+  static std::unique_ptr<NetFD> open(int sysfd, int family, int sotype, std::string net,
+                                     std::error_code* ec);
+  NetFD(const NetFD&) = delete;
+  NetFD& operator=(const NetFD&) = delete;
+  ~NetFD();
+
+  int sysfd() const noexcept { return sysfd_; }
+  int family() const noexcept { return family_; }
+  int sotype() const noexcept { return sotype_; }
+  const std::string& net() const noexcept { return net_; }
+  bool stream() const noexcept { return sotype_ == SOCK_STREAM; }
+  bool closed() const noexcept { return state_.load(std::memory_order_acquire) & kClosed; }
+
+  void set_addrs(std::optional<Addr> laddr, std::optional<Addr> raddr) {
+    laddr_ = std::move(laddr);
+    raddr_ = std::move(raddr);
+  }
+  // Reads the local address from the kernel (getsockname) and keeps `raddr`.
+  void fill_addrs(std::optional<Addr> raddr);
+  const Addr& laddr() const;
+  const Addr& raddr() const;
+  const std::optional<Addr>& raddr_opt() const noexcept { return raddr_; }
+  void set_listener(bool v) noexcept { listener_ = v; }
+  void set_unlink_on_close(std::string path) { unlink_path_ = std::move(path); }
+
+  // An OpError naming this fd the way Go does for `op`.
+  OpError op_error(const char* op, std::error_code ec, const char* syscall = "") const;
+
+  // Reference for misc operations (deadlines, setsockopt); false if closed.
+  bool incref() noexcept;
+  void decref() noexcept;
+  // Reference plus the direction's lock; false if closed.
+  bool rw_lock(PollMode mode);
+  void rw_unlock(PollMode mode) noexcept;
+
+  Result<void> close();
+  Result<void> set_deadline(Clock::time_point t, PollMode mode);
+  Result<void> setsockopt_int(int level, int name, int value);
+  Result<void> shutdown(int how);
+
+  IoResult read(void* buf, std::size_t n);
+  IoResult write(const void* buf, std::size_t n);
+  Result<PacketConn::Datagram> read_from(void* buf, std::size_t n);
+  IoResult write_to(const void* buf, std::size_t n, const Addr& to);
+  Result<std::unique_ptr<NetFD>> accept();
+  // Wakes an accept backing off after EMFILE, so it re-checks its deadline.
+  void poke_backoff();
+
+  // After a non-blocking connect() said EINPROGRESS: parks as a writer until
+  // the connect completes, `deadline` (the write deadline meanwhile) passes,
+  // or `cancel` fires; checks SO_ERROR plus getpeername. Clears the write
+  // deadline again. Sets `*syscall` to the call that failed.
+  std::error_code wait_connect(std::optional<Clock::time_point> deadline, DialCanceler* cancel,
+                               const char** syscall);
+
+  PollDesc* pd() const noexcept { return pd_; }
+
+  // A listener's keep-alive setting for the connections it accepts
+  // (0 Go's default, < 0 off).
+  std::chrono::nanoseconds accept_keep_alive{0};
+
+ private:
+  NetFD(int sysfd, PollDesc* pd, int family, int sotype, std::string net)
+      : sysfd_(sysfd), pd_(pd), family_(family), sotype_(sotype), net_(std::move(net)) {}
+  // Sleeps up to `delay` during an accept backoff; false if the listener
+  // closed meanwhile.
+  PollStatus backoff_wait(std::chrono::nanoseconds delay);
+  void destroy() noexcept;  // poll_close + close(2); at the last reference
+
+  static constexpr std::uint64_t kClosed = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t kRefMask = kClosed - 1;
+
+  int sysfd_;
+  PollDesc* pd_;
+  int family_;
+  int sotype_;
+  std::string net_;
+  std::optional<Addr> laddr_, raddr_;
+  bool listener_ = false;
+  std::string unlink_path_;
+  std::atomic<std::uint64_t> state_{0};
+  weft::Mutex rmu_, wmu_;
+  // Set by close() when others still hold references; the last one signals.
+  std::optional<weft::Channel<int>> close_wait_;
+  std::atomic<bool> backoff_{false};
+};
+
+// Creates a non-blocking, close-on-exec socket. -1 with `ec` set on error.
+int new_socket(int family, int sotype, int proto, std::error_code* ec);
+
+}  // namespace weft::net::detail
+
+namespace weft::net {
+
+// Builds the public socket types around a NetFD (their constructors are
+// private to everyone else).
+struct SocketAccess {
+  template <class T>
+  static T make(std::unique_ptr<detail::NetFD> fd) {
+    return T(std::move(fd));
+  }
+  static detail::NetFD* fd(const Socket& s) noexcept { return s.fd_.get(); }
+};
+
+}  // namespace weft::net

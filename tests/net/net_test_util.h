@@ -1,0 +1,108 @@
+// Helpers shared by the net suites.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <utility>
+
+#include "netpoll.h"
+#include "test_util.h"
+#include "weft/net.h"
+#include "weft/runtime.h"
+#include "weft/time.h"
+
+namespace weft::test {
+
+// A suite that runs each case once per poller backend (WEFT_POLLER), with
+// two workers.
+class NetBackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { setenv("WEFT_POLLER", GetParam().c_str(), 1); }
+  void TearDown() override { unsetenv("WEFT_POLLER"); }
+  template <class F>
+  void run(F&& fn) {
+    weft::run(std::forward<F>(fn), weft::RunOptions{.workers = 2});
+  }
+};
+
+inline std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
+  return info.param;
+}
+
+#define WEFT_NET_INSTANTIATE(Suite)                                                               \
+  INSTANTIATE_TEST_SUITE_P(Backends, Suite, ::testing::ValuesIn(::weft::test::poller_backends()), \
+                           ::weft::test::backend_name)
+
+// Waits (yielding, then napping; at most 10 s) until at least `n` fibers are
+// parked in the poller. Synchronises "the op is parked" without guessing.
+inline bool wait_parked(int n = 1) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (int i = 0; weft::detail::netpoll_waiters() < n; ++i) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    if (i < 1000) {
+      weft::yield();
+    } else {
+      weft::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  return true;
+}
+
+// Polls `pred` (yielding/napping) for at most 10 s.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (int i = 0; !pred(); ++i) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    if (i < 1000) {
+      weft::yield();
+    } else {
+      weft::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+  return true;
+}
+
+// Whether ::1 can be bound here.
+inline bool have_ipv6_loopback() {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 sa{};
+  sa.sin6_family = AF_INET6;
+  sa.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A connected TCP pair over 127.0.0.1: {dialed, accepted}.
+struct TcpPair {
+  weft::net::Conn client, server;
+};
+inline TcpPair tcp_pair(weft::net::Listener& ln) {
+  TcpPair p;
+  auto c = weft::net::dial("tcp", ln.addr().to_string());
+  EXPECT_TRUE(c) << c.error().to_string();
+  auto s = ln.accept();
+  EXPECT_TRUE(s) << s.error().to_string();
+  if (c) p.client = std::move(*c);
+  if (s) p.server = std::move(*s);
+  return p;
+}
+inline TcpPair tcp_pair() {
+  auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+  EXPECT_TRUE(ln) << ln.error().to_string();
+  return tcp_pair(*ln);
+}
+
+inline std::chrono::steady_clock::time_point in(std::chrono::nanoseconds d) {
+  return std::chrono::steady_clock::now() + d;
+}
+
+}  // namespace weft::test
