@@ -188,7 +188,9 @@ Result<Conn> dial_parallel(const Dialer& d, const NetworkInfo& n,
 
   // Both racers are joined below (two results are always received), so
   // they may use this frame.
-  weft::go([&] {
+  // The racers hold their own channel handles: a send that wakes this
+  // fiber never touches a channel this frame has already destroyed.
+  weft::go([&, results, primary_cancel]() mutable {
     Outcome o;
     o.primary = true;
     auto r = dial_serial(d, n, primaries, deadline, primary_cancel.get());
@@ -199,7 +201,7 @@ Result<Conn> dial_parallel(const Dialer& d, const NetworkInfo& n,
     }
     results.send(std::move(o));
   });
-  weft::go([&] {
+  weft::go([&, results, start_fallback, fallback_cancel]() mutable {
     (void)start_fallback.recv();
     Outcome o;
     if (std::error_code ce = fallback_cancel->err()) {
