@@ -4,6 +4,7 @@
 #include "weft/channel.h"
 #include "weft/context.h"
 #include "weft/error.h"
+#include "weft/net.h"
 #include "weft/runtime.h"
 #include "weft/select.h"
 #include "weft/sync.h"
