@@ -13,15 +13,9 @@ namespace weft::net {
 
 using detail::errno_code;
 using detail::NetFD;
+using detail::no_socket;
 
 namespace {
-
-OpError no_socket(const char* op) {
-  OpError e;
-  e.op = op;
-  e.err = weft::errc::closed;
-  return e;
-}
 
 std::chrono::system_clock::duration until(std::chrono::system_clock::time_point t) {
   return t - std::chrono::system_clock::now();

@@ -164,7 +164,10 @@ Result<void> NetFD::close() {
 
 Result<void> NetFD::set_deadline(Clock::time_point t, PollMode mode) {
   if (!incref()) return op_error("set", weft::errc::closed);
-  weft::detail::poll_set_deadline(pd_, to_poll_ns(t), mode);
+  const std::int64_t when = to_poll_ns(t);
+  if (mode != PollMode::write) user_read_deadline_.store(when, std::memory_order_relaxed);
+  if (mode != PollMode::read) user_write_deadline_.store(when, std::memory_order_relaxed);
+  weft::detail::poll_set_deadline(pd_, when, mode);
   if (listener_ && mode != PollMode::write) poke_backoff();
   decref();
   return {};

@@ -92,6 +92,14 @@ class NetFD {
 
   PollDesc* pd() const noexcept { return pd_; }
 
+  // The deadline the user last set for `mode` (poller ns, 0 none): what a
+  // context-bound operation puts back after its cancellation borrowed the
+  // direction's deadline.
+  std::int64_t user_deadline(PollMode mode) const noexcept {
+    return (mode == PollMode::write ? user_write_deadline_ : user_read_deadline_)
+        .load(std::memory_order_relaxed);
+  }
+
   // A listener's keep-alive setting for the connections it accepts
   // (0 Go's default, < 0 off).
   std::chrono::nanoseconds accept_keep_alive{0};
@@ -120,7 +128,16 @@ class NetFD {
   // Set by close() when others still hold references; the last one signals.
   std::optional<weft::Channel<int>> close_wait_;
   std::atomic<bool> backoff_{false};
+  std::atomic<std::int64_t> user_read_deadline_{0}, user_write_deadline_{0};
 };
+
+// The error of an operation on a moved-from socket object.
+inline OpError no_socket(const char* op) {
+  OpError e;
+  e.op = op;
+  e.err = weft::errc::closed;
+  return e;
+}
 
 // Creates a non-blocking, close-on-exec socket. -1 with `ec` set on error.
 int new_socket(int family, int sotype, int proto, std::error_code* ec);

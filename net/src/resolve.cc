@@ -106,16 +106,16 @@ Result<std::pair<std::string, std::string>> split_host_port(std::string_view hp)
 }
 
 std::string join_host_port(std::string_view host, std::string_view port) {
+  // Built with append() only: GCC 12 at -O3 misreads operator=(const char*)
+  // here as an overlapping memcpy (-Werror=restrict).
+  const bool bracket = host.find(':') != std::string_view::npos;
   std::string s;
-  if (host.find(':') != std::string_view::npos) {
-    s = "[";
-    s += host;
-    s += "]";
-  } else {
-    s = host;
-  }
-  s += ':';
-  s += port;
+  s.reserve(host.size() + port.size() + 3);
+  if (bracket) s.push_back('[');
+  s.append(host);
+  if (bracket) s.push_back(']');
+  s.push_back(':');
+  s.append(port);
   return s;
 }
 

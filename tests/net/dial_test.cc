@@ -16,43 +16,11 @@ using Clock = std::chrono::steady_clock;
 using weft::net::Addr;
 using weft::net::Conn;
 using weft::net::Dialer;
+using weft::test::FullBacklog;
 using weft::test::NetBackendTest;
+using weft::test::open_fds;
 
 class NetDialTest : public NetBackendTest {};
-
-int open_fds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d)) ++n;
-    closedir(d);
-  }
-  return n;
-}
-
-// A listener whose accept queue is full: further connects get no answer.
-// Filled with dials that complete until one times out (that one proves it).
-struct FullBacklog {
-  weft::net::Listener ln;
-  std::vector<Conn> fillers;
-  bool ok = false;
-  explicit FullBacklog(const char* address) {
-    weft::net::ListenConfig cfg;
-    cfg.backlog = 0;
-    auto l = cfg.listen("tcp", address);
-    if (!l) return;
-    ln = std::move(*l);
-    Dialer d;
-    d.timeout = 100ms;
-    for (int i = 0; i < 16; ++i) {
-      auto c = d.dial("tcp", ln.addr().to_string());
-      if (!c) {
-        ok = c.error().is_timeout();
-        return;
-      }
-      fillers.push_back(std::move(*c));
-    }
-  }
-};
 
 std::string free_port_address(const char* host) {
   auto ln = weft::net::listen("tcp", std::string(host) + ":0");

@@ -1,6 +1,7 @@
 // Helpers shared by the net suites.
 #pragma once
 
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "netpoll.h"
 #include "test_util.h"
@@ -100,6 +102,41 @@ inline TcpPair tcp_pair() {
   EXPECT_TRUE(ln) << ln.error().to_string();
   return tcp_pair(*ln);
 }
+
+// Descriptors this process has open (for leak checks).
+inline int open_fds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// A listener whose accept queue is full: further connects get no answer.
+// Filled with dials that complete until one times out (that one proves it).
+struct FullBacklog {
+  weft::net::Listener ln;
+  std::vector<weft::net::Conn> fillers;
+  bool ok = false;
+  explicit FullBacklog(const char* address) {
+    weft::net::ListenConfig cfg;
+    cfg.backlog = 0;
+    auto l = cfg.listen("tcp", address);
+    if (!l) return;
+    ln = std::move(*l);
+    weft::net::Dialer d;
+    d.timeout = std::chrono::milliseconds(100);
+    for (int i = 0; i < 16; ++i) {
+      auto c = d.dial("tcp", ln.addr().to_string());
+      if (!c) {
+        ok = c.error().is_timeout();
+        return;
+      }
+      fillers.push_back(std::move(*c));
+    }
+  }
+};
 
 inline std::chrono::steady_clock::time_point in(std::chrono::nanoseconds d) {
   return std::chrono::steady_clock::now() + d;

@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "weft/context.h"
 #include "weft/detail/spinlock.h"
 #include "weft/net/addr.h"
 #include "weft/net/result.h"
@@ -93,13 +94,23 @@ class Conn : public Socket {
   // every later read.
   IoResult read(void* buf, std::size_t n);
   IoResult read(std::span<std::byte> buf) { return read(buf.data(), buf.size()); }
+  // With a context: its cancellation (or deadline) ends a parked read at once
+  // with the context's error, through an expired read deadline that is
+  // cleared again before returning (the connection stays usable). A context
+  // already done fails before the syscall.
+  IoResult read(const Context& ctx, void* buf, std::size_t n);
   // Reads exactly n bytes: EOF before any byte is errc::eof, after some is
   // net_errc::unexpected_eof ("unexpected EOF", Go's io.ReadFull).
   IoResult read_full(void* buf, std::size_t n);
+  IoResult read_full(const Context& ctx, void* buf, std::size_t n);
   // Writes all n bytes, or returns the count written with the error.
   IoResult write(const void* buf, std::size_t n);
   IoResult write(std::string_view s) { return write(s.data(), s.size()); }
   IoResult write(std::span<const std::byte> buf) { return write(buf.data(), buf.size()); }
+  // With a context, as read(ctx, ...): a cancel ends a blocked write, which
+  // reports what it wrote with the context's error.
+  IoResult write(const Context& ctx, const void* buf, std::size_t n);
+  IoResult write(const Context& ctx, std::string_view s) { return write(ctx, s.data(), s.size()); }
 
   // Half-close: shutdown(SHUT_RD) / shutdown(SHUT_WR).
   Result<void> close_read();
@@ -148,6 +159,8 @@ class Listener : public Socket {
   // ENFILE, ENOBUFS, ENOMEM it backs off (5 ms doubling to 1 s, as Go's
   // http.Server) and retries, still ending at once on close or a deadline.
   Result<Conn> accept();
+  // Ends with the context's error once it is done (the listener stays open).
+  Result<Conn> accept(const Context& ctx);
   // Go's Addr().
   const Addr& addr() const { return local_addr(); }
 
@@ -191,6 +204,10 @@ struct Dialer {
 
   // tcp, tcp4, tcp6, udp, udp4, udp6, unix, unixgram, unixpacket.
   Result<Conn> dial(std::string_view network, std::string_view address) const;
+  // Go's DialContext: the earliest of timeout, deadline and ctx's deadline
+  // bounds the dial; a context already done fails before any socket exists;
+  // a cancel interrupts a connect in progress ("operation was canceled").
+  Result<Conn> dial(const Context& ctx, std::string_view network, std::string_view address) const;
   // Dials addresses already resolved, in order (Happy Eyeballs for "tcp"
   // when both families are present; the first address picks the primary).
   Result<Conn> dial_addrs(std::string_view network, std::vector<Addr> addrs) const;
@@ -218,6 +235,7 @@ struct Dialer {
 };
 
 Result<Conn> dial(std::string_view network, std::string_view address);
+Result<Conn> dial(const Context& ctx, std::string_view network, std::string_view address);
 Result<Conn> dial_timeout(std::string_view network, std::string_view address,
                           std::chrono::nanoseconds timeout);
 

@@ -1,0 +1,277 @@
+// Socket operations bound to a context: cancellation and context deadlines
+// reach parked reads, writes, accepts and connects through an expired
+// deadline, report the context's error, and leave the socket usable.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "net_test_util.h"
+#include "weft/channel.h"
+#include "weft/context.h"
+#include "weft/sync.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using weft::errc;
+using weft::net::Conn;
+using weft::net::IoResult;
+using weft::test::FullBacklog;
+using weft::test::NetBackendTest;
+using weft::test::open_fds;
+using weft::test::tcp_pair;
+using weft::test::wait_parked;
+
+class NetContextTest : public NetBackendTest {};
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+TEST_P(NetContextTest, CancelWakesAParkedReadAndTheConnStaysUsable) {
+  run([] {
+    auto p = tcp_pair();
+    auto made = weft::with_cancel(weft::background());
+    weft::Channel<IoResult> done(1);
+    weft::go([&, ctx = made.ctx] {
+      char b;
+      done.send(p.client.read(ctx, &b, 1));
+    });
+    ASSERT_TRUE(wait_parked());
+    made.cancel();
+    IoResult r = *done.recv();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, errc::canceled);
+    EXPECT_TRUE(r.error().is_canceled());
+    EXPECT_TRUE(ends_with(r.error().to_string(), ": context canceled")) << r.error().to_string();
+    EXPECT_EQ(r.error().to_string().rfind("read tcp 127.0.0.1:", 0), 0u) << r.error().to_string();
+    // The expired deadline the cancel used is gone again.
+    ASSERT_TRUE(p.server.write("x"));
+    char b = 0;
+    IoResult again = p.client.read(&b, 1);
+    ASSERT_TRUE(again) << again.error().to_string();
+    EXPECT_EQ(b, 'x');
+  });
+}
+
+TEST_P(NetContextTest, ADoneContextFailsBeforeTheSyscallEvenWithDataReady) {
+  run([] {
+    auto p = tcp_pair();
+    ASSERT_TRUE(p.server.write("y"));
+    auto made = weft::with_cancel(weft::background());
+    made.cancel();
+    char b = 0;
+    IoResult r = p.client.read(made.ctx, &b, 1);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, errc::canceled);
+    ASSERT_TRUE(p.client.read(&b, 1));  // the byte was left where it was
+    EXPECT_EQ(b, 'y');
+  });
+}
+
+TEST_P(NetContextTest, ContextDeadlineEndsAReadWithDeadlineExceeded) {
+  run([] {
+    auto p = tcp_pair();
+    auto made = weft::with_timeout(weft::background(), 20ms);
+    const auto start = std::chrono::steady_clock::now();
+    char b;
+    IoResult r = p.client.read(made.ctx, &b, 1);
+    ASSERT_FALSE(r);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 20ms);
+    EXPECT_EQ(r.error().err, errc::deadline_exceeded);
+    EXPECT_TRUE(r.error().is_timeout());
+  });
+}
+
+TEST_P(NetContextTest, TheUsersOwnDeadlineSurvivesACancel) {
+  run([] {
+    auto p = tcp_pair();
+    ASSERT_TRUE(p.client.set_read_deadline(weft::test::in(50ms)));
+    auto made = weft::with_cancel(weft::background());
+    weft::go([&] {
+      EXPECT_TRUE(wait_parked());
+      made.cancel();
+    });
+    char b;
+    IoResult r = p.client.read(made.ctx, &b, 1);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, errc::canceled);
+    // The 50 ms deadline is back in force: a plain read times out with it.
+    IoResult later = p.client.read(&b, 1);
+    ASSERT_FALSE(later);
+    EXPECT_EQ(later.error().err, errc::timeout);
+  });
+}
+
+TEST_P(NetContextTest, CancelWakesAParkedAcceptAndTheListenerStaysOpen) {
+  run([] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    auto made = weft::with_cancel(weft::background());
+    weft::Channel<bool> canceled(1);
+    weft::go([&, ctx = made.ctx] {
+      auto c = ln->accept(ctx);
+      canceled.send(!c && c.error().err == errc::canceled);
+    });
+    ASSERT_TRUE(wait_parked());
+    made.cancel();
+    EXPECT_TRUE(*canceled.recv());
+    auto p = tcp_pair(*ln);  // still accepting
+    EXPECT_TRUE(p.server.valid());
+  });
+}
+
+TEST_P(NetContextTest, CancelEndsABlockedWriteWithWhatItWrote) {
+  run([] {
+    auto p = tcp_pair();
+    ASSERT_TRUE(p.client.set_write_buffer(16 * 1024));
+    const std::string big(8 << 20, 'z');  // far more than the socket buffers hold
+    auto made = weft::with_cancel(weft::background());
+    weft::Channel<IoResult> done(1);
+    weft::go([&, ctx = made.ctx] { done.send(p.client.write(ctx, big)); });
+    ASSERT_TRUE(wait_parked());
+    made.cancel();
+    IoResult r = *done.recv();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, errc::canceled);
+    EXPECT_GT(r.count(), 0u);
+    EXPECT_LT(r.count(), big.size());
+  });
+}
+
+TEST_P(NetContextTest, CancelInterruptsAConnectInProgress) {
+  run([] {
+    FullBacklog full("127.0.0.1:0");
+    ASSERT_TRUE(full.ok) << "connect does not hang on a full backlog here";
+    const std::string where = full.ln.addr().to_string();
+    const int fds_before = open_fds();
+    auto made = weft::with_cancel(weft::background());
+    weft::Channel<std::string> done(1);
+    weft::go([&, ctx = made.ctx] {
+      auto c = weft::net::dial(ctx, "tcp", where);
+      done.send(c ? std::string("connected")
+                  : c.error().to_string() + (c.error().is_canceled() ? "" : " (not canceled)"));
+    });
+    ASSERT_TRUE(wait_parked());
+    made.cancel();
+    EXPECT_EQ(*done.recv(), "dial tcp " + where + ": operation was canceled");
+    EXPECT_EQ(open_fds(), fds_before);  // the connecting socket is closed
+  });
+}
+
+TEST_P(NetContextTest, ADoneContextFailsADialBeforeAnySocket) {
+  run([] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    auto made = weft::with_cancel(weft::background());
+    made.cancel();
+    const int fds_before = open_fds();
+    auto c = weft::net::dial(made.ctx, "tcp", ln->addr().to_string());
+    ASSERT_FALSE(c);
+    EXPECT_EQ(c.error().err, errc::operation_canceled);
+    EXPECT_EQ(open_fds(), fds_before);
+    auto expired = weft::with_timeout(weft::background(), -1s);
+    auto t = weft::net::dial(expired.ctx, "tcp", ln->addr().to_string());
+    ASSERT_FALSE(t);
+    EXPECT_TRUE(t.error().is_timeout()) << t.error().to_string();
+  });
+}
+
+TEST_P(NetContextTest, ContextDeadlineBoundsAConnect) {
+  run([] {
+    FullBacklog full("127.0.0.1:0");
+    ASSERT_TRUE(full.ok);
+    auto made = weft::with_timeout(weft::background(), 50ms);
+    const auto start = std::chrono::steady_clock::now();
+    auto c = weft::net::dial(made.ctx, "tcp", full.ln.addr().to_string());
+    ASSERT_FALSE(c);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 50ms);
+    EXPECT_TRUE(c.error().is_timeout());
+    EXPECT_TRUE(ends_with(c.error().to_string(), ": i/o timeout")) << c.error().to_string();
+  });
+}
+
+// Data arriving and a cancel racing it: either the data is read, or the
+// read reports the cancel and the data is still there for the next read.
+TEST_P(NetContextTest, CompletionRacingCancelLosesNothing) {
+  run([] {
+    auto p = tcp_pair();
+    const int n = weft::test::stress_iterations(3000);
+    int canceled = 0;
+    for (int i = 0; i < n; ++i) {
+      auto made = weft::with_cancel(weft::background());
+      weft::WaitGroup wg;
+      wg.add(1);
+      const char sent = static_cast<char>('a' + i % 26);
+      weft::go([&, c = &made.cancel] {
+        if (i % 2) weft::yield();
+        ASSERT_TRUE(p.server.write(&sent, 1));
+        (*c)();
+        wg.done();
+      });
+      char got = 0;
+      IoResult r = p.client.read(made.ctx, &got, 1);
+      if (!r) {
+        ASSERT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+        ++canceled;
+        r = p.client.read(&got, 1);  // no leftover expired deadline
+        ASSERT_TRUE(r) << r.error().to_string();
+      }
+      ASSERT_EQ(got, sent);
+      wg.wait();
+    }
+    RecordProperty("canceled", canceled);
+  });
+}
+
+TEST_P(NetContextTest, ConnectRacingCancelLeaksNoSocket) {
+  run([] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    const std::string where = ln->addr().to_string();
+    std::atomic<bool> stop{false};
+    weft::WaitGroup acceptor;
+    acceptor.add(1);
+    weft::go([&] {
+      {
+        std::vector<Conn> held;
+        while (!stop.load()) {
+          auto c = ln->accept();
+          if (!c) break;
+          held.push_back(std::move(*c));
+          if (held.size() > 64) held.clear();
+        }
+      }  // closed before done()
+      acceptor.done();
+    });
+    const int fds_before = open_fds();
+    const int n = weft::test::stress_iterations(500);
+    for (int i = 0; i < n; ++i) {
+      auto made = weft::with_cancel(weft::background());
+      weft::WaitGroup wg;
+      wg.add(1);
+      weft::go([&, c = &made.cancel] {
+        if (i % 2) weft::yield();
+        (*c)();
+        wg.done();
+      });
+      auto c = weft::net::dial(made.ctx, "tcp", where);
+      if (c) {
+        ASSERT_TRUE(c->write("k")) << "a dial that succeeded must give a working conn";
+      } else {
+        ASSERT_TRUE(c.error().is_canceled()) << c.error().to_string();
+      }
+      wg.wait();
+    }
+    stop = true;
+    ASSERT_TRUE(ln->close());
+    acceptor.wait();
+    EXPECT_LE(open_fds(), fds_before);  // every dialed socket was closed
+  });
+}
+
+WEFT_NET_INSTANTIATE(NetContextTest);
+
+}  // namespace
