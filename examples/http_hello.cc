@@ -1,0 +1,77 @@
+// An HTTP/1.1 keep-alive "Hello, World!" responder: enough HTTP for wrk and
+// curl (pipelined requests are answered in order, with one write per batch).
+// SIGINT/SIGTERM stops accepting, answers the requests already read, closes
+// idle keep-alive connections, and exits 0.
+//
+//   weft-http-hello [ADDR]    (default 127.0.0.1:8080)
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+#include "shutdown_signal.h"
+#include "weft/net/conn.h"
+#include "weft/weft.h"
+
+namespace {
+
+constexpr std::string_view kResponse =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, World!\n";
+
+bool asks_to_close(std::string_view head) {
+  for (std::size_t i = 0; i + 17 <= head.size(); ++i) {
+    std::string_view line = head.substr(i, 17);
+    std::string lower(line);
+    for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (lower == "connection: close") return true;
+  }
+  return false;
+}
+
+void serve(weft::net::Conn& c, const weft::Context& shutdown) {
+  std::string in, out;
+  char buf[16 * 1024];
+  bool close_after = false;
+  while (!close_after) {
+    auto r = c.read(shutdown, buf, sizeof buf);
+    if (!r) return;  // EOF, an error, or shutdown while idle
+    in.append(buf, r.count());
+    std::size_t start = 0;
+    // Requests have no body here (GET); each ends at its blank line.
+    for (std::size_t end; (end = in.find("\r\n\r\n", start)) != std::string::npos;) {
+      close_after = asks_to_close(std::string_view(in).substr(start, end - start));
+      out += kResponse;
+      start = end + 4;
+      if (close_after) break;
+    }
+    in.erase(0, start);
+    if (!out.empty() && !c.write(out)) return;
+    out.clear();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* addr = argc > 1 ? argv[1] : "127.0.0.1:8080";
+  const weft::Context shutdown = shutdown_on_signals();
+  return weft::run([&] {
+    auto ln = weft::net::listen("tcp", addr);
+    if (!ln) {
+      std::fprintf(stderr, "%s\n", ln.error().to_string().c_str());
+      return 1;
+    }
+    std::printf("listening on %s\n", ln->addr().to_string().c_str());
+    std::fflush(stdout);
+    weft::WaitGroup connections;
+    while (auto conn = ln->accept(shutdown)) {
+      connections.add(1);
+      weft::go([&, c = std::move(*conn)]() mutable {
+        serve(c, shutdown);
+        (void)c.close();
+        connections.done();
+      });
+    }
+    connections.wait();
+    return 0;
+  });
+}
