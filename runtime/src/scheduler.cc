@@ -1007,6 +1007,10 @@ void Scheduler::sysmon_loop() {
       continue;
     }
     timespec period{0, static_cast<long>(kSysmonPeriodNs)};
+    // Reset first: a wake meant to end the idle sleep leaves the word at 1,
+    // and waiting for 0 on it would return at once, every time, making this
+    // loop spin on futex calls for as long as the runtime is busy.
+    sysmon_word.store(0, std::memory_order_relaxed);
     futex_wait(&sysmon_word, 0, &period);
     const std::uint64_t now = now_ns();
     // Every worker busy with long-running fibers: nobody polls, so do it here.
