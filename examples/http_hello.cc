@@ -17,12 +17,24 @@ namespace {
 constexpr std::string_view kResponse =
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, World!\n";
 
+bool iequals(std::string_view a, std::string_view lower) {
+  if (a.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != lower[i]) return false;
+  }
+  return true;
+}
+
+// "Connection: close" among the request's header lines.
 bool asks_to_close(std::string_view head) {
-  for (std::size_t i = 0; i + 17 <= head.size(); ++i) {
-    std::string_view line = head.substr(i, 17);
-    std::string lower(line);
-    for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (lower == "connection: close") return true;
+  constexpr std::string_view kName = "connection:";
+  for (std::size_t line = head.find("\r\n"); line != std::string_view::npos;
+       line = head.find("\r\n", line + 2)) {
+    std::string_view rest = head.substr(line + 2);
+    if (rest.size() < kName.size() || !iequals(rest.substr(0, kName.size()), kName)) continue;
+    rest = rest.substr(kName.size(), rest.find("\r\n") - kName.size());
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    return iequals(rest.substr(0, 5), "close");
   }
   return false;
 }
