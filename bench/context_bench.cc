@@ -54,7 +54,7 @@ void BM_ContextCancelFanout(benchmark::State& state) {
           cancels.reserve(static_cast<std::size_t>(n));
           std::atomic<int> parked{0}, left{n};
           std::atomic<Clock::rep> last_ns{0};
-          weft::WaitGroup all_parked, all_woke;
+          weft::WaitGroup all_woke;
           all_woke.add(n);
           for (int i = 0; i < n; ++i) {
             auto made = weft::with_cancel(parent);

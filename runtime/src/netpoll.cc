@@ -334,10 +334,14 @@ void netpoll_dispatch(const poll::Event* events, int n) {
     auto* pd = reinterpret_cast<PollDesc*>(events[i].token & kTokenPtrMask);
     const auto seq = static_cast<std::uint32_t>(events[i].token >> kTokenSeqShift);
     if ((pd->fdseq.load(std::memory_order_acquire) & 0xFFFF) != seq) continue;  // stale
-    if (events[i].ready & poll::kError) {
+    // Go's setEventErr: an error alone marks the desc; any other event
+    // clears the mark again (a UDP socket's one ICMP error must not make
+    // every later read skip the poller).
+    const bool err_only = events[i].ready & poll::kError;
+    if (err_only || (pd->info.load(std::memory_order_acquire) & kEventErr)) {
       std::lock_guard guard(pd->lock);
       if ((pd->fdseq.load(std::memory_order_relaxed) & 0xFFFF) == seq) {
-        pd->event_err = true;
+        pd->event_err = err_only;
         pd->publish_info();
       }
     }
