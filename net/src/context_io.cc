@@ -28,24 +28,24 @@ struct ExpireOnDone {
   }
 };
 
-const OpError* error_of(const IoResult& r) {
+OpError* error_of(IoResult& r) {
   return r ? nullptr : &r.error();
 }
 template <class T>
-const OpError* error_of(const Result<T>& r) {
+OpError* error_of(Result<T>& r) {
   return r ? nullptr : &r.error();
 }
 
-// A failed R carrying `e` (an IoResult keeps the count it had).
+// A failed R carrying `e`.
 template <class R>
-R failed(const OpError& e, const R* before = nullptr);
+R failed(OpError e);
 template <>
-IoResult failed<IoResult>(const OpError& e, const IoResult* before) {
-  return IoResult(before ? before->count() : 0, e);
+IoResult failed<IoResult>(OpError e) {
+  return IoResult(0, std::move(e));
 }
 template <>
-Result<Conn> failed<Result<Conn>>(const OpError& e, const Result<Conn>*) {
-  return Result<Conn>(e);
+Result<Conn> failed<Result<Conn>>(OpError e) {
+  return Result<Conn>(std::move(e));
 }
 
 // Runs `op` (an operation on fd in `mode`) so that ctx's cancellation ends it.
@@ -64,12 +64,8 @@ R bound_to(const Context& ctx, NetFD* fd, PollMode mode, const char* opname, Op 
   if (!weft::detail::detach_done_hook(ctx, &hook)) {
     // The hook ran (and has finished): undo the expired deadline.
     weft::detail::poll_set_deadline(fd->pd(), fd->user_deadline(mode), mode);
-    const OpError* err = error_of(r);
-    if (err && err->err == weft::errc::timeout) {
-      OpError replaced = *err;
-      replaced.err = ctx.err();
-      r = failed<R>(replaced, &r);
-    }
+    // The timeout our own expired deadline caused becomes ctx's error.
+    if (OpError* err = error_of(r); err && err->err == weft::errc::timeout) err->err = ctx.err();
   }
   fd->decref();
   return r;

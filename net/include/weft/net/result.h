@@ -103,6 +103,7 @@ class [[nodiscard]] Result {
 
   // Only on failure.
   const OpError& error() const& { return std::get<1>(v_); }
+  OpError& error() & { return std::get<1>(v_); }
   OpError&& error() && { return std::get<1>(std::move(v_)); }
 
  private:
@@ -144,6 +145,7 @@ class [[nodiscard]] IoResult {
   std::size_t count() const noexcept { return n_; }
   // Only on failure.
   const OpError& error() const& { return *error_; }
+  OpError& error() & { return *error_; }
   // True when the error is the peer's orderly shutdown (bare EOF).
   bool is_eof() const noexcept { return error_ && error_->err == weft::errc::eof; }
 
