@@ -68,6 +68,15 @@ class UringPoller final : public Poller {
     return {};
   }
 
+  // io_uring_cq_ready() reads the head with a plain load; here it runs without
+  // the completion lock while a reaper may advance the head, so both ends are
+  // read atomically (TSan saw the plain read race with io_uring_cq_advance).
+  unsigned cq_ready_unlocked() const {
+    const unsigned tail = __atomic_load_n(ring_.cq.ktail, __ATOMIC_ACQUIRE);
+    const unsigned head = __atomic_load_n(ring_.cq.khead, __ATOMIC_ACQUIRE);
+    return tail - head;
+  }
+
   int wait(Event* out, int max, std::int64_t timeout_ns) override {
     // A wake-up that a non-blocking poll came across is the blocking
     // waiter's: the eventfd's poll is edge-triggered and will not report it
@@ -77,7 +86,7 @@ class UringPoller final : public Poller {
     // Sleep in the kernel without holding the completion lock, so that busy
     // workers can still reap (as with epoll, where waits run concurrently);
     // if one of them takes our completion, this wait just returns empty.
-    if (timeout_ns != 0 && !wake_pending && io_uring_cq_ready(&ring_) == 0) {
+    if (timeout_ns != 0 && !wake_pending && cq_ready_unlocked() == 0) {
       __kernel_timespec ts{};
       io_uring_getevents_arg arg{};
       if (timeout_ns > 0) {
