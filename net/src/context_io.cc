@@ -138,7 +138,7 @@ Result<Conn> Dialer::dial(const Context& ctx, std::string_view network,
   weft::detail::DoneHook hook(&CancelDialOnDone::fire, &on_done);
   const bool attached = !weft::detail::attach_done_hook(ctx, &hook);
   if (!attached && !canceler->err()) canceler->cancel(dial_error(ctx.err()));
-  auto r = dial_impl(network, address, deadline, canceler);
+  auto r = dial_impl(network, address, deadline, canceler, ctx);
   // After this, the hook has run to completion or never will: `on_done` may go.
   if (attached) weft::detail::detach_done_hook(ctx, &hook);
   return r;

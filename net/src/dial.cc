@@ -272,7 +272,8 @@ Result<Conn> Dialer::dial_addrs(std::string_view network, std::vector<Addr> addr
 
 Result<Conn> Dialer::dial_impl(std::string_view network, std::string_view address,
                                std::optional<Clock::time_point> deadline,
-                               const std::shared_ptr<DialCanceler>& cancel) const {
+                               const std::shared_ptr<DialCanceler>& cancel,
+                               const Context& ctx) const {
   auto n = detail::parse_network(network);
   if (!n) return wrap_dial(NetworkInfo{std::string(network)}, detail::unknown_network(network));
   // CTX: an already-canceled context fails here, before resolution and
@@ -281,9 +282,9 @@ Result<Conn> Dialer::dial_impl(std::string_view network, std::string_view addres
     if (std::error_code ce = cancel->err()) return wrap_dial(*n, OpError(ce));
   }
   if (address.empty()) return wrap_dial(*n, OpError(weft::errc::missing_address));
-  // CTX: resolution of a name runs getaddrinfo on the blocking pool and
-  // cannot be interrupted; the canceler is checked again right after.
-  auto list = detail::resolve_list(*n, address);
+  // A lookup that ctx cancels returns at once (its getaddrinfo finishes in
+  // the background); the canceler is checked again before connecting.
+  auto list = detail::resolve_list(*n, address, ctx);
   if (!list) return wrap_dial(*n, std::move(list).error());
   return dial_addrs_impl(network, std::move(*list), deadline, cancel);
 }

@@ -1,12 +1,16 @@
 // Shared between the net sources: network names and resolution steps.
 #pragma once
 
+#include <netdb.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "weft/context.h"
 
 #include "weft/net/addr.h"
 #include "weft/net/result.h"
@@ -26,6 +30,14 @@ OpError unknown_network(std::string_view network);
 // Whether this host can bind ::1 (checked once).
 bool ipv6_supported();
 // Every address for `address` on network `n` (bare errors).
-Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address);
+// What lookups call instead of getaddrinfo (tests make it slow); null
+// restores getaddrinfo.
+using GetAddrInfoFn = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
+extern std::atomic<GetAddrInfoFn> getaddrinfo_hook;
+void set_getaddrinfo_for_tests(GetAddrInfoFn fn) noexcept;
+
+// With a context, a name lookup it cancels returns at once (see lookup_ip).
+Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address,
+                                       const Context& ctx = weft::background());
 
 }  // namespace weft::net::detail

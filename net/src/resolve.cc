@@ -7,13 +7,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "net_internal.h"
+#include "weft/channel.h"
+#include "weft/context.h"
 #include "weft/runtime.h"
+#include "weft/select.h"
 
 namespace weft::net {
 
@@ -153,10 +157,15 @@ Result<std::uint16_t> parse_port(std::string_view network, std::string_view port
 }
 
 Result<std::vector<IP>> lookup_ip(std::string_view host, int family) {
+  return lookup_ip(weft::background(), host, family);
+}
+
+Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int family) {
   auto keep = [family](const IP& ip) {
     return family == AF_UNSPEC || (family == AF_INET) == ip.is_v4();
   };
   if (auto ip = IP::parse(host)) return std::vector<IP>{*ip};
+  if (ctx.err()) return dns_error(host, weft::errc::operation_canceled, "operation was canceled");
   std::vector<IP> out;
   for (IP& ip : lookup_hosts_file(host)) {
     if (keep(ip)) out.push_back(std::move(ip));
@@ -168,42 +177,57 @@ Result<std::vector<IP>> lookup_ip(std::string_view host, int family) {
     if (family != AF_INET) out.push_back(IP::loopback_v6());
     return out;
   }
-  // getaddrinfo blocks (DNS): run it on the blocking pool, not on a worker.
+  // getaddrinfo blocks (DNS) and cannot be interrupted: it runs on the
+  // blocking pool, from a fiber of its own that reports into a channel the
+  // caller may stop waiting on. A lookup abandoned by its context finishes in
+  // the background and its answer is dropped with the channel.
   // AI_ADDRCONFIG stays off (loopback-only hosts must still resolve ::1).
-  const std::string name(host);
   struct Answer {
     int rc = 0;
     std::vector<IP> ips;
   };
-  Answer answer = weft::blocking([&]() {
-    Answer a;
-    addrinfo hints{};
-    hints.ai_family = family;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    a.rc = getaddrinfo(name.c_str(), nullptr, &hints, &res);
-    if (a.rc != 0) return a;
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      Addr addr = Addr::from_sockaddr(ai->ai_addr, ai->ai_addrlen, "ip");
-      if (addr.is_ip() && addr.ip().valid() &&
-          std::find(a.ips.begin(), a.ips.end(), addr.ip()) == a.ips.end()) {
-        a.ips.push_back(addr.ip());
+  auto answers = std::make_shared<weft::Channel<Answer>>(1);
+  weft::go([answers, name = std::string(host), family] {
+    answers->send(weft::blocking([&]() {
+      Answer a;
+      addrinfo hints{};
+      hints.ai_family = family;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* res = nullptr;
+      a.rc = detail::getaddrinfo_hook.load()(name.c_str(), nullptr, &hints, &res);
+      if (a.rc != 0) return a;
+      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        Addr addr = Addr::from_sockaddr(ai->ai_addr, ai->ai_addrlen, "ip");
+        if (addr.is_ip() && addr.ip().valid() &&
+            std::find(a.ips.begin(), a.ips.end(), addr.ip()) == a.ips.end()) {
+          a.ips.push_back(addr.ip());
+        }
       }
-    }
-    freeaddrinfo(res);
-    return a;
+      freeaddrinfo(res);
+      return a;
+    }));
   });
-  if (answer.rc == EAI_NONAME || answer.rc == EAI_NODATA ||
-      (answer.rc == 0 && answer.ips.empty())) {
+  std::optional<Answer> answer;
+  weft::select(weft::on_recv(*answers, [&](std::optional<Answer> a) { answer = std::move(a); }),
+               weft::on_done(ctx, [] {}));
+  if (!answer) return dns_error(host, weft::errc::operation_canceled, "operation was canceled");
+  if (answer->rc == EAI_NONAME || answer->rc == EAI_NODATA ||
+      (answer->rc == 0 && answer->ips.empty())) {
     return dns_error(host, net_errc::no_such_host, "no such host");
   }
-  if (answer.rc != 0) {
-    return dns_error(host, net_errc::no_such_host, gai_strerror(answer.rc));
+  if (answer->rc != 0) {
+    return dns_error(host, net_errc::no_such_host, gai_strerror(answer->rc));
   }
-  return std::move(answer.ips);
+  return std::move(answer->ips);
 }
 
 namespace detail {
+
+std::atomic<GetAddrInfoFn> getaddrinfo_hook{&::getaddrinfo};
+
+void set_getaddrinfo_for_tests(GetAddrInfoFn fn) noexcept {
+  getaddrinfo_hook.store(fn ? fn : &::getaddrinfo);
+}
 
 std::optional<NetworkInfo> parse_network(std::string_view network) {
   NetworkInfo n;
@@ -253,7 +277,8 @@ bool ipv6_supported() {
   return ok;
 }
 
-Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address) {
+Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address,
+                                       const Context& ctx) {
   if (n.family == AF_UNIX) {
     if (address.empty()) return OpError(weft::errc::missing_address);
     return std::vector<Addr>{Addr::unix_name(n.name, std::string(address))};
@@ -270,7 +295,7 @@ Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view ad
   if (auto ip = IP::parse(host)) {
     ips.push_back(*ip);
   } else {
-    auto found = lookup_ip(host, n.family);
+    auto found = lookup_ip(ctx, host, n.family);
     if (!found) return std::move(found).error();
     ips = std::move(*found);
   }

@@ -2,11 +2,14 @@
 // reach parked reads, writes, accepts and connects through an expired
 // deadline, report the context's error, and leave the socket usable.
 #include <gtest/gtest.h>
+#include <netdb.h>
 
 #include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "net_internal.h"
 #include "net_test_util.h"
 #include "weft/channel.h"
 #include "weft/context.h"
@@ -270,6 +273,42 @@ TEST_P(NetContextTest, ConnectRacingCancelLeaksNoSocket) {
     ASSERT_TRUE(ln->close());
     acceptor.wait();
     EXPECT_LE(open_fds(), fds_before);  // every dialed socket was closed
+  });
+}
+
+// A lookup getaddrinfo is still working on: the caller returns as soon as
+// its context is canceled, and the abandoned answer is dropped later.
+std::atomic<bool> slow_lookup_entered{false}, slow_lookup_release{false},
+    slow_lookup_returned{false};
+int slow_getaddrinfo(const char*, const char*, const addrinfo*, addrinfo** res) {
+  *res = nullptr;
+  slow_lookup_entered = true;
+  while (!slow_lookup_release.load()) std::this_thread::sleep_for(1ms);  // a DNS server, slowly
+  slow_lookup_returned = true;
+  return EAI_NONAME;
+}
+
+TEST_P(NetContextTest, CancelReturnsFromALookupAtOnce) {
+  run([] {
+    slow_lookup_entered = slow_lookup_release = slow_lookup_returned = false;
+    weft::net::detail::set_getaddrinfo_for_tests(&slow_getaddrinfo);
+    auto made = weft::with_cancel(weft::background());
+    weft::Channel<std::string> done(1);
+    weft::go([&, ctx = made.ctx] {
+      auto c = weft::net::dial(ctx, "tcp", "weft-test-host.invalid:80");
+      done.send(c ? std::string("connected")
+                  : c.error().to_string() + (c.error().is_canceled() ? "" : " (not canceled)"));
+    });
+    ASSERT_TRUE(weft::test::eventually([] { return slow_lookup_entered.load(); }));
+    made.cancel();
+    // Returns while getaddrinfo is still blocked.
+    EXPECT_EQ(*done.recv(), "dial tcp: lookup weft-test-host.invalid: operation was canceled");
+    EXPECT_FALSE(slow_lookup_returned.load());
+    slow_lookup_release = true;
+    EXPECT_TRUE(weft::test::eventually([] { return slow_lookup_returned.load(); }));
+    weft::net::detail::set_getaddrinfo_for_tests(nullptr);
+    // Let the abandoned lookup's fiber deliver into its channel and end.
+    for (int i = 0; i < 100; ++i) weft::yield();
   });
 }
 

@@ -216,19 +216,16 @@ struct Dialer {
   // or nullopt for none.
   std::optional<Clock::time_point> effective_deadline(Clock::time_point now) const;
 
-  // --- Where a context plugs in (weft::Context is not wired in yet). ---
+  // --- The machinery under dial(ctx, ...) (net/src/context_io.cc). ---
   // Dial with an explicit overall deadline (nullopt: none) and a canceler
-  // (may be null). A context-taking dial is:
-  //   if (ctx.err()) return dial error mapping canceled -> operation_canceled,
-  //                  deadline_exceeded -> timeout, before any socket exists;
-  //   deadline = earliest(effective_deadline(now), ctx.deadline());
-  //   auto c = detail::DialCanceler::make();
-  //   auto stop = weft::after_func(ctx, [c, ctx] { c->cancel(map(ctx.err())); });
-  //   auto r = dial_impl(network, address, deadline, c);
-  //   stop.stop();   // no join needed: see DialCanceler
+  // (may be null): the canceler's cancel() interrupts a connect in progress
+  // through an expired write deadline; dial(ctx, ...) cancels it from a
+  // DoneHook on ctx.
+  // `ctx` bounds the name lookup (a lookup cannot be interrupted otherwise).
   Result<Conn> dial_impl(std::string_view network, std::string_view address,
                          std::optional<Clock::time_point> deadline,
-                         const std::shared_ptr<detail::DialCanceler>& cancel) const;
+                         const std::shared_ptr<detail::DialCanceler>& cancel,
+                         const Context& ctx = weft::background()) const;
   Result<Conn> dial_addrs_impl(std::string_view network, std::vector<Addr> addrs,
                                std::optional<Clock::time_point> deadline,
                                const std::shared_ptr<detail::DialCanceler>& cancel) const;

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "weft/context.h"
 #include "weft/net/addr.h"
 #include "weft/net/result.h"
 
@@ -28,6 +29,11 @@ Result<std::uint16_t> parse_port(std::string_view network, std::string_view port
 // pool (AI_ADDRCONFIG off; results in the order it gives). `family` filters:
 // AF_INET, AF_INET6 or AF_UNSPEC. Errors are bare: "lookup x: no such host".
 Result<std::vector<IP>> lookup_ip(std::string_view host, int family = AF_UNSPEC);
+// The same, bounded by ctx: once ctx is done the call returns at once with
+// "lookup HOST: operation was canceled" (is_canceled()); a getaddrinfo
+// already running finishes on the blocking pool and its answer is dropped.
+Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host,
+                                  int family = AF_UNSPEC);
 
 // Go's ResolveTCPAddr/ResolveUDPAddr/ResolveUnixAddr: the first address of
 // the right family. `network` is tcp, tcp4, tcp6, udp, udp4, udp6, unix,
