@@ -105,6 +105,9 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
   // Go's cancelCtx.cancel: the first call sets err and cause, wakes every
   // done() waiter and cancels every child before it returns.
   void cancel(bool remove_from_parent, int e, std::error_code cause) noexcept {
+    // Every fiber this wakes, in this node and all its descendants, is
+    // scheduled in one go when the outermost cancel returns.
+    ReadyBatch batch;
     if (!cause) cause = make_error_code(static_cast<errc>(e));
     lock.lock();
     if (err.load(std::memory_order_relaxed) != 0) {

@@ -331,6 +331,7 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
 }
 
 void netpoll_dispatch(const poll::Event* events, int n) {
+  ReadyBatch batch;  // everything one poll readied, scheduled together
   for (int i = 0; i < n; ++i) {
     auto* pd = reinterpret_cast<PollDesc*>(events[i].token & kTokenPtrMask);
     const auto seq = static_cast<std::uint32_t>(events[i].token >> kTokenSeqShift);

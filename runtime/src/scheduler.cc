@@ -291,7 +291,12 @@ struct Scheduler {
     if (n > 0) netpoll_dispatch(events, n);
   }
 
-  // Wakes a worker that sleeps (on its futex, or in the poller).
+  // Wakes a worker that sleeps (on its futex, or in the poller). The caller
+  // has stored its wake_word with seq_cst: that store and our load of in_poll
+  // pair with the sleeper's store of in_poll and load of wake_word (Dekker).
+  // A release store would do on paper but not on x86, where it may still sit
+  // in the store buffer while in_poll is read: the sleeper then blocks in the
+  // poller while we futex_wake nobody (a shutdown hung that way).
   void wake_worker(Worker* w) {
     if (w->in_poll.load(std::memory_order_seq_cst)) {
       poller->wake();
@@ -379,7 +384,7 @@ struct Scheduler {
         idle_head = w->next_idle;
         w->on_idle_list = false;
         nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(Worker::kWoken, std::memory_order_release);
+        w->wake_word.store(Worker::kWoken, std::memory_order_seq_cst);
       }
     }
     if (!w) {
@@ -436,7 +441,7 @@ struct Scheduler {
         idle_head = w->next_idle;
         w->on_idle_list = false;
         nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(Worker::kWoken, std::memory_order_release);
+        w->wake_word.store(Worker::kWoken, std::memory_order_seq_cst);
         wake_worker(w);
       }
     }
@@ -1234,10 +1239,57 @@ void park(ParkCommit commit, void* arg) noexcept {
   while (self->thread_wake.load(std::memory_order_acquire) == 0) futex_wait(&self->thread_wake, 0);
 }
 
+namespace {
+WEFT_TLS ReadyBatch* tls_ready_batch = nullptr;
+}  // namespace
+
+ReadyBatch::ReadyBatch() noexcept {
+  if (!tls_ready_batch) {
+    tls_ready_batch = this;
+    owner_ = true;
+  }
+}
+
+ReadyBatch::~ReadyBatch() {
+  if (!owner_) return;
+  tls_ready_batch = nullptr;
+  Fiber* f = head_;
+  if (!f) return;
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  Worker* w = current_worker();
+  const bool foreign = !w || w->sched != s;
+  if (foreign) s->foreign_in_flight.fetch_add(1, std::memory_order_seq_cst);
+  if (!foreign) {
+    // Read each link before the push: once queued, a thief may run the fiber.
+    while (f) {
+      Fiber* next = f->next;
+      if (!w->runq.push(f)) break;
+      f = next;
+    }
+  }
+  if (f) {
+    std::lock_guard lock(s->gq_mu);
+    while (f) {
+      Fiber* next = f->next;
+      s->global_put_locked(f);
+      f = next;
+    }
+  }
+  s->wakep();
+  if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
+}
+
 void ready(Fiber* f) noexcept {
   if (f->is_thread) {
     f->thread_wake.store(1, std::memory_order_release);
     futex_wake(&f->thread_wake, 1);
+    return;
+  }
+  if (ReadyBatch* b = tls_ready_batch) {
+    f->next = nullptr;
+    (b->tail_ ? b->tail_->next : b->head_) = f;
+    b->tail_ = f;
+    ++b->count_;
     return;
   }
   Worker* w = current_worker();

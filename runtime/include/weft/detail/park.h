@@ -42,6 +42,28 @@ void park_with(F&& commit) noexcept {
 // committed park. A fiber readied from a worker runs next on that worker.
 void ready(Fiber* waiter) noexcept;
 
+// Defers the ready() calls this thread makes while it lives and schedules
+// those fibers together when it ends, as Go's injectglist: one pass into the
+// run queues and one wake-up of an idle worker, instead of a runnext swap, a
+// run-queue push and a wake check per fiber (a cancel reaching 10k parked
+// fibers, a poll returning many events). Nests: only the outermost flushes.
+// Nothing in its scope may park or yield. Threads waiting (not fibers) are
+// still woken at once.
+class ReadyBatch {
+ public:
+  ReadyBatch() noexcept;
+  ~ReadyBatch();
+  ReadyBatch(const ReadyBatch&) = delete;
+  ReadyBatch& operator=(const ReadyBatch&) = delete;
+
+ private:
+  friend void ready(Fiber* waiter) noexcept;
+  bool owner_ = false;
+  Fiber* head_ = nullptr;
+  Fiber* tail_ = nullptr;
+  unsigned count_ = 0;
+};
+
 // Id of a waiter: a fiber's id, or 0 for a thread.
 std::uint64_t waiter_id(const Fiber* waiter) noexcept;
 
