@@ -1253,8 +1253,14 @@ ReadyBatch::ReadyBatch() noexcept {
 ReadyBatch::~ReadyBatch() {
   if (!owner_) return;
   tls_ready_batch = nullptr;
+  flush();
+}
+
+void ReadyBatch::flush() noexcept {
   Fiber* f = head_;
   if (!f) return;
+  head_ = tail_ = nullptr;
+  count_ = 0;
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   Worker* w = current_worker();
   const bool foreign = !w || w->sched != s;
@@ -1289,7 +1295,9 @@ void ready(Fiber* f) noexcept {
     f->next = nullptr;
     (b->tail_ ? b->tail_->next : b->head_) = f;
     b->tail_ = f;
-    ++b->count_;
+    // A long batch goes out in slices, so that idle workers can start on
+    // the first fibers while the rest are still being readied.
+    if (++b->count_ == ReadyBatch::kSlice) b->flush();
     return;
   }
   Worker* w = current_worker();

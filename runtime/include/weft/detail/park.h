@@ -58,6 +58,8 @@ class ReadyBatch {
 
  private:
   friend void ready(Fiber* waiter) noexcept;
+  static constexpr unsigned kSlice = 128;
+  void flush() noexcept;
   bool owner_ = false;
   Fiber* head_ = nullptr;
   Fiber* tail_ = nullptr;
