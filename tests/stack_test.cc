@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <vector>
@@ -7,8 +8,10 @@
 #include "scheduler.h"
 #include "stack.h"
 #include "test_util.h"
+#include "weft/channel.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
+#include "weft/sync.h"
 
 namespace {
 
@@ -108,6 +111,42 @@ TEST(Stack, ManyParkedFibersBeyondTheGuardPageBudget) {
       weft::RunOptions{.workers = 2});
   weft::detail::set_guarded_stack_budget(0);
   EXPECT_EQ(woke.load(), n);
+}
+
+// Pooled stacks keep their mappings: a burst of one size, pooled, then a
+// burst of another must not map guarded stacks past the budget (the kernel
+// refuses mappings past vm.max_map_count, and weft then aborts).
+TEST(StackPool, PooledStacksCountAgainstTheMapBudget) {
+  constexpr std::size_t kBudget = 64;
+  weft::detail::set_guarded_stack_budget(kBudget);
+  // Earlier tests in this process may have pooled more than that already;
+  // then nothing new may be mapped guarded at all.
+  const std::size_t limit = std::max(weft::detail::stack_stats().guarded_mapped + 1, kBudget);
+  weft::run(
+      [&] {
+        for (const std::size_t size : {std::size_t{64} * 1024, std::size_t{32} * 1024}) {
+          weft::WaitGroup wg;
+          std::atomic<int> started{0};
+          weft::Channel<int> release;
+          for (int i = 0; i < 200; ++i) {
+            wg.add(1);
+            weft::go(
+                [&] {
+                  started.fetch_add(1);
+                  release.recv();
+                  wg.done();
+                },
+                weft::SpawnOptions{.stack_size = size});
+          }
+          while (started.load() < 200) weft::yield();
+          EXPECT_LE(weft::detail::stack_stats().guarded_mapped, limit);
+          release.close();
+          wg.wait();
+        }
+        EXPECT_LE(weft::detail::stack_stats().guarded_mapped, limit);
+      },
+      weft::RunOptions{.workers = 2});
+  weft::detail::set_guarded_stack_budget(0);
 }
 
 }  // namespace

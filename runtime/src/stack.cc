@@ -58,6 +58,9 @@ constexpr std::size_t kPoolMaxPerSize = 65536;
 
 std::atomic<std::size_t> guarded_live{0};
 std::atomic<std::size_t> unguarded_live{0};
+// Guarded stacks mapped, live or pooled: what the map budget limits (a
+// pooled stack holds its two VMAs as much as a live one).
+std::atomic<std::size_t> guarded_mapped{0};
 
 struct Pool {
   std::mutex mu;
@@ -83,6 +86,7 @@ bool map_guarded(std::size_t usable, Stack* out) {
   out->lo = static_cast<char*>(mem) + guard;
   out->size = static_cast<std::uint32_t>(usable);
   out->guarded = true;
+  guarded_mapped.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -113,6 +117,11 @@ Stack map_from_slab(std::size_t usable) {
     ++p.pooled;
   }
   return Stack{base, static_cast<std::uint32_t>(usable), false};
+}
+
+void unmap_guarded(const Stack& s) {
+  munmap(s.lo - page_size(), s.size + page_size());
+  guarded_mapped.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void count_live(const Stack& s, int delta) {
@@ -207,7 +216,7 @@ Stack acquire_stack(std::size_t usable) {
     }
   }
   if (s.lo == nullptr) {
-    if (guarded_live.load(std::memory_order_relaxed) >= guarded_budget() ||
+    if (guarded_mapped.load(std::memory_order_relaxed) >= guarded_budget() ||
         !map_guarded(usable, &s)) {
       s = map_from_slab(usable);
     }
@@ -230,7 +239,7 @@ void release_stack(const Stack& s) {
         list.push_back(spill);
         ++p.pooled;
       } else {
-        munmap(spill.lo - page_size(), spill.size + page_size());
+        unmap_guarded(spill);
       }
     }
     worker_cache.erase(worker_cache.begin(), worker_cache.begin() + kStackBatch);
@@ -246,7 +255,7 @@ void release_stack(const Stack& s) {
       return;
     }
   }
-  munmap(s.lo - page_size(), s.size + page_size());
+  unmap_guarded(s);
 }
 
 void flush_stack_cache() {
@@ -271,7 +280,7 @@ void set_guarded_stack_budget(std::size_t stacks) {
 StackStats stack_stats() {
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  return StackStats{guarded_live.load(), unguarded_live.load(), p.pooled};
+  return StackStats{guarded_live.load(), unguarded_live.load(), p.pooled, guarded_mapped.load()};
 }
 
 void report_overflow(const Fiber* f, const char* how) {

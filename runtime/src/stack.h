@@ -32,6 +32,7 @@ struct StackStats {
   std::size_t guarded_live;
   std::size_t unguarded_live;
   std::size_t pooled;
+  std::size_t guarded_mapped;  // live or pooled: what vm.max_map_count limits
 };
 StackStats stack_stats();
 // Caps guarded stacks below what vm.max_map_count allows (0 restores the
