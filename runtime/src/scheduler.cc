@@ -170,6 +170,7 @@ struct alignas(64) Worker {
   std::atomic<std::uint64_t> running_id{0};
   std::uint32_t runnext_streak = 0;
   bool spinning = false;
+  bool solo = false;  // the runtime's only worker: nobody steals from it
 
   // Sleeping: kAsleep, then kWoken (by wakep, counted as spinning) or kPoked
   // (a timer now due sooner). Idle-list links under idle_mu.
@@ -252,6 +253,7 @@ struct Scheduler {
       auto w = std::make_unique<Worker>();
       w->sched = this;
       w->index = i;
+      w->solo = n == 1;
       w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
       workers.push_back(std::move(w));
     }
@@ -635,6 +637,13 @@ void Worker::ready_local(Fiber* f) {
 Fiber* Worker::local_get() {
   Fiber* next = runnext.load(std::memory_order_relaxed);
   if (next && (runnext_streak < kRunnextCap || runq.empty())) {
+    if (solo) {
+      // The only worker: no thief can race us for runnext, so no CAS (a
+      // locked instruction on every switch of a ping-pong).
+      runnext.store(nullptr, std::memory_order_relaxed);
+      ++runnext_streak;
+      return next;
+    }
     if (runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) {
       ++runnext_streak;
       return next;
