@@ -341,6 +341,21 @@ struct Scheduler {
     std::lock_guard lock(gq_mu);
     global_put_locked(f);
   }
+  // Appends a chain the caller linked through `next` (head..tail, n fibers):
+  // linked outside the lock, so the lock is held for O(1), as Go's
+  // runqputslow + globrunqputbatch. Walking 128 records under the lock had
+  // the spawning worker waiting on a thief.
+  void global_put_chain(Fiber* head, Fiber* tail, std::uint32_t n) {
+    tail->next = nullptr;
+    std::lock_guard lock(gq_mu);
+    if (gq_tail) {
+      gq_tail->next = head;
+    } else {
+      gq_head = head;
+    }
+    gq_tail = tail;
+    gq_size.store(gq_size.load(std::memory_order_relaxed) + n, std::memory_order_seq_cst);
+  }
   void global_put_locked(Fiber* f) {
     f->next = nullptr;
     if (gq_tail) {
@@ -614,8 +629,8 @@ void Worker::runq_put(Fiber* f) {
     Fiber* batch[RunQueue::kSize / 2];
     const std::uint32_t n = runq.grab_half(batch);
     if (n == 0) continue;
-    std::lock_guard lock(sched->gq_mu);
-    for (std::uint32_t i = 0; i < n; ++i) sched->global_put_locked(batch[i]);
+    for (std::uint32_t i = 0; i + 1 < n; ++i) batch[i]->next = batch[i + 1];
+    sched->global_put_chain(batch[0], batch[n - 1], n);
   }
 }
 
@@ -1283,12 +1298,11 @@ void ReadyBatch::flush() noexcept {
     }
   }
   if (f) {
-    std::lock_guard lock(s->gq_mu);
-    while (f) {
-      Fiber* next = f->next;
-      s->global_put_locked(f);
-      f = next;
-    }
+    // The rest is already a chain through `next`: splice it whole.
+    Fiber* tail = f;
+    std::uint32_t n = 1;
+    for (; tail->next; tail = tail->next) ++n;
+    s->global_put_chain(f, tail, n);
   }
   s->wakep();
   if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
