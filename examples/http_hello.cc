@@ -8,9 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "shutdown_signal.h"
-#include "weft/net/conn.h"
-#include "weft/weft.h"
+#include "serve.h"
 
 namespace {
 
@@ -39,7 +37,7 @@ bool asks_to_close(std::string_view head) {
   return false;
 }
 
-void serve(weft::net::Conn& c, const weft::Context& shutdown) {
+void serve_connection(weft::net::Conn& c, const weft::Context& shutdown) {
   std::string in, out;
   char buf[16 * 1024];
   bool close_after = false;
@@ -64,26 +62,5 @@ void serve(weft::net::Conn& c, const weft::Context& shutdown) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* addr = argc > 1 ? argv[1] : "127.0.0.1:8080";
-  const weft::Context shutdown = shutdown_on_signals();
-  return weft::run([&] {
-    auto ln = weft::net::listen("tcp", addr);
-    if (!ln) {
-      std::fprintf(stderr, "%s\n", ln.error().to_string().c_str());
-      return 1;
-    }
-    std::printf("listening on %s\n", ln->addr().to_string().c_str());
-    std::fflush(stdout);
-    weft::WaitGroup connections;
-    while (auto conn = ln->accept(shutdown)) {
-      connections.add(1);
-      weft::go([&, c = std::move(*conn)]() mutable {
-        serve(c, shutdown);
-        (void)c.close();
-        connections.done();
-      });
-    }
-    connections.wait();
-    return 0;
-  });
+  return serve(argc > 1 ? argv[1] : "127.0.0.1:8080", serve_connection);
 }

@@ -10,9 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "shutdown_signal.h"
-#include "weft/net/conn.h"
-#include "weft/weft.h"
+#include "serve.h"
 
 namespace {
 
@@ -85,7 +83,7 @@ void answer(const std::vector<std::string_view>& args, std::string* out) {
   }
 }
 
-void serve(weft::net::Conn& c, const weft::Context& shutdown) {
+void serve_connection(weft::net::Conn& c, const weft::Context& shutdown) {
   std::string in, out;
   std::vector<std::string_view> args;
   char buf[16 * 1024];
@@ -113,26 +111,5 @@ void serve(weft::net::Conn& c, const weft::Context& shutdown) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* addr = argc > 1 ? argv[1] : "127.0.0.1:6380";
-  const weft::Context shutdown = shutdown_on_signals();
-  return weft::run([&] {
-    auto ln = weft::net::listen("tcp", addr);
-    if (!ln) {
-      std::fprintf(stderr, "%s\n", ln.error().to_string().c_str());
-      return 1;
-    }
-    std::printf("listening on %s\n", ln->addr().to_string().c_str());
-    std::fflush(stdout);
-    weft::WaitGroup connections;
-    while (auto conn = ln->accept(shutdown)) {
-      connections.add(1);
-      weft::go([&, c = std::move(*conn)]() mutable {
-        serve(c, shutdown);
-        (void)c.close();
-        connections.done();
-      });
-    }
-    connections.wait();
-    return 0;
-  });
+  return serve(argc > 1 ? argv[1] : "127.0.0.1:6380", serve_connection);
 }
