@@ -295,6 +295,17 @@ Result<Conn> Dialer::dial_addrs_impl(std::string_view network, std::vector<Addr>
   auto n = detail::parse_network(network);
   if (!n) return wrap_dial(NetworkInfo{std::string(network)}, detail::unknown_network(network));
   if (addrs.empty()) return wrap_dial(*n, OpError(weft::errc::missing_address));
+  // A specific local IP keeps only the addresses of its family (Go's
+  // resolveAddrList with a hint); a wildcard one keeps them all.
+  if (local_addr && local_addr->is_ip() && local_addr->ip().valid() &&
+      !local_addr->ip().is_unspecified()) {
+    const bool local_v4 = local_addr->ip().is_v4();
+    std::erase_if(addrs, [&](const Addr& a) { return a.is_ip() && a.ip().is_v4() != local_v4; });
+    if (addrs.empty()) {
+      return wrap_dial(*n,
+                       detail::addr_error(local_addr->to_string(), "no suitable address found"));
+    }
+  }
   if (network == "tcp" && fallback_delay.count() >= 0) {
     const bool first_v4 = addrs.front().ip().is_v4();
     std::vector<Addr> primaries, fallbacks;

@@ -27,6 +27,8 @@ struct NetworkInfo {
 std::optional<NetworkInfo> parse_network(std::string_view network);
 // "unknown network X", bare (the caller wraps it in its op).
 OpError unknown_network(std::string_view network);
+// Go's AddrError: "address ADDR: WHY" (just WHY when addr is empty).
+OpError addr_error(std::string_view addr, std::string_view why);
 // Whether this host can bind ::1 (checked once).
 bool ipv6_supported();
 // Every address for `address` on network `n` (bare errors).

@@ -23,16 +23,7 @@ namespace weft::net {
 
 namespace {
 
-OpError addr_error(std::string_view addr, std::string_view why) {
-  std::string s;
-  if (!addr.empty()) {
-    s = "address ";
-    s += addr;
-    s += ": ";
-  }
-  s += why;
-  return OpError(net_errc::invalid_address, std::move(s));
-}
+using detail::addr_error;
 
 OpError dns_error(std::string_view name, std::error_code code, std::string_view why) {
   std::string s = "lookup ";
@@ -222,6 +213,17 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
 }
 
 namespace detail {
+
+OpError addr_error(std::string_view addr, std::string_view why) {
+  std::string s;
+  if (!addr.empty()) {
+    s = "address ";
+    s += addr;
+    s += ": ";
+  }
+  s += why;
+  return OpError(net_errc::invalid_address, std::move(s));
+}
 
 std::atomic<GetAddrInfoFn> getaddrinfo_hook{&::getaddrinfo};
 

@@ -117,6 +117,27 @@ TEST_P(NetDialTest, BadAddressesGivePreciseMessages) {
   });
 }
 
+// Go's resolveAddrList with a local address: only its family is dialed.
+TEST_P(NetDialTest, ASpecificLocalAddressPicksTheFamily) {
+  run([] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    const std::uint16_t port = ln->addr().port();
+    Dialer d;
+    d.local_addr = Addr::ip_port("tcp", weft::net::IP::loopback_v4(), 0);
+    // ::1 first would be the primary family; the local address rules it out.
+    auto c = d.dial_addrs("tcp", {Addr::ip_port("tcp", weft::net::IP::loopback_v6(), port),
+                                  Addr::ip_port("tcp", weft::net::IP::loopback_v4(), port)});
+    ASSERT_TRUE(c) << c.error().to_string();
+    EXPECT_TRUE(c->remote_addr().ip().is_v4());
+    EXPECT_TRUE(c->local_addr().ip().is_v4());
+    d.local_addr = Addr::ip_port("tcp", weft::net::IP::loopback_v6(), 0);
+    auto none = d.dial("tcp", ln->addr().to_string());
+    ASSERT_FALSE(none);
+    EXPECT_EQ(none.error().to_string(), "dial tcp: address [::1]:0: no suitable address found");
+  });
+}
+
 TEST_P(NetDialTest, LocalhostAndWildcardListenerAddresses) {
   run([] {
     auto ln = weft::net::listen("tcp", "127.0.0.1:0");
