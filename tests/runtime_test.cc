@@ -311,10 +311,9 @@ TEST(RuntimeMigration, FiberMovesBetweenWorkersMidFunction) {
 
 // A worker on its way to sleep (on its futex or in the poller) as the runtime
 // shuts down must still be woken and joined: each round ends with the other
-// worker somewhere on that path. (The one hang seen, a worker left blocked
-// in epoll_wait after a wake-up whose release store it could not see yet, is
-// a memory-ordering race this loop did not reproduce; the fix is in
-// Scheduler::wake_worker's contract.)
+// worker somewhere on that path. (The shutdown hang that was seen, a wake-up
+// swallowed by the poller's eventfd, is reproduced by
+// NetContextTest.CompletionRacingCancelLosesNothing under ASan, not here.)
 TEST(RuntimeShutdown, NeverStrandsAWorkerGoingToSleep) {
   const int rounds = weft::test::stress_iterations(1500);
   std::mt19937 rng(11);

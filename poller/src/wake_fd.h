@@ -36,23 +36,32 @@ class WakeFd {
   int fd() const { return fd_; }
 
   void wake() {
-    if (pending_.exchange(true, std::memory_order_acq_rel)) return;
-    const std::uint64_t one = 1;
-    while (::write(fd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
+    if (pending_.exchange(true, std::memory_order_seq_cst)) return;
+    signal();
   }
 
-  // Clear first, then drain: a wake() in between writes again (a spurious
-  // wake-up later) instead of being swallowed, which left a blocked waiter
-  // sleeping past an earlier timer.
+  // Clear first, then drain: a wake() after the clear writes again instead
+  // of being swallowed (which left a blocked waiter sleeping past an earlier
+  // timer). But the read may eat that very write while the flag stays set,
+  // and a set flag with an empty eventfd swallows every later wake() for
+  // good (a worker slept in epoll_wait through shutdown that way): so when
+  // the flag is set again after the read, put the signal back. At worst
+  // that costs one spurious wake-up.
   void drain() {
     pending_.store(false, std::memory_order_seq_cst);
     std::uint64_t value;
     while (::read(fd_, &value, sizeof value) < 0 && errno == EINTR) {
     }
+    if (pending_.load(std::memory_order_seq_cst)) signal();
   }
 
  private:
+  void signal() {
+    const std::uint64_t one = 1;
+    while (::write(fd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+
   const int fd_;
   std::atomic<bool> pending_{false};
 };

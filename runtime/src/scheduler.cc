@@ -295,10 +295,9 @@ struct Scheduler {
 
   // Wakes a worker that sleeps (on its futex, or in the poller). The caller
   // has stored its wake_word with seq_cst: that store and our load of in_poll
-  // pair with the sleeper's store of in_poll and load of wake_word (Dekker).
-  // A release store would do on paper but not on x86, where it may still sit
-  // in the store buffer while in_poll is read: the sleeper then blocks in the
-  // poller while we futex_wake nobody (a shutdown hung that way).
+  // pair with the sleeper's store of in_poll and load of wake_word (Dekker),
+  // which a release store does not guarantee (on x86 it may still sit in the
+  // store buffer while in_poll is read).
   void wake_worker(Worker* w) {
     if (w->in_poll.load(std::memory_order_seq_cst)) {
       poller->wake();
