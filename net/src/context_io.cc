@@ -24,15 +24,12 @@ struct ExpireOnDone {
   PollMode mode;
   static void fire(void* self) {
     auto* e = static_cast<ExpireOnDone*>(self);
-    weft::detail::poll_set_deadline(e->fd->pd(), 1, e->mode);  // 1 ns: long past
+    weft::detail::poll_set_deadline(e->fd->pd(), weft::detail::kDeadlineLongPast, e->mode);
   }
 };
 
-OpError* error_of(IoResult& r) {
-  return r ? nullptr : &r.error();
-}
-template <class T>
-OpError* error_of(Result<T>& r) {
+template <class R>
+OpError* error_of(R& r) {
   return r ? nullptr : &r.error();
 }
 

@@ -314,7 +314,7 @@ IoResult NetFD::write_to(const void* buf, std::size_t n, const Addr& to) {
 
 void NetFD::poke_backoff() {
   if (backoff_.load(std::memory_order_seq_cst)) {
-    weft::detail::poll_set_deadline(pd_, 1, PollMode::write);  // long past: wakes the sleeper
+    weft::detail::poll_set_deadline(pd_, weft::detail::kDeadlineLongPast, PollMode::write);
   }
 }
 
@@ -453,7 +453,9 @@ void DialCanceler::cancel(std::error_code err) {
     if (err_) return;
     err_ = err;
     // Under the lock: detach() then knows nothing touches its fd afterwards.
-    for (NetFD* fd : fds_) weft::detail::poll_set_deadline(fd->pd(), 1, PollMode::write);
+    for (NetFD* fd : fds_) {
+      weft::detail::poll_set_deadline(fd->pd(), weft::detail::kDeadlineLongPast, PollMode::write);
+    }
     children.swap(children_);
   }
   for (auto& c : children) c->cancel(err);

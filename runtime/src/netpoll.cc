@@ -286,7 +286,7 @@ PollStatus poll_wait(PollDesc* pd, PollMode mode) {
 
 void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
   std::int64_t d = when;
-  // "Long past" (net's 1 ns cancel deadline) needs no clock read.
+  // kDeadlineLongPast (a cancel) needs no clock read.
   if (d != 0 && (d < 1'000'000'000 || d <= mono_now_ns())) d = -1;
   Fiber* r = nullptr;
   Fiber* w = nullptr;

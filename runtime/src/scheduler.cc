@@ -336,10 +336,7 @@ struct Scheduler {
   std::atomic<std::uint32_t> sysmon_word{0};
   std::atomic<bool> sysmon_sleeping{false};
 
-  void global_put(Fiber* f) {
-    std::lock_guard lock(gq_mu);
-    global_put_locked(f);
-  }
+  void global_put(Fiber* f) { global_put_chain(f, f, 1); }
   // Appends a chain the caller linked through `next` (head..tail, n fibers):
   // linked outside the lock, so the lock is held for O(1), as Go's
   // runqputslow + globrunqputbatch. Walking 128 records under the lock had
@@ -354,16 +351,6 @@ struct Scheduler {
     }
     gq_tail = tail;
     gq_size.store(gq_size.load(std::memory_order_relaxed) + n, std::memory_order_seq_cst);
-  }
-  void global_put_locked(Fiber* f) {
-    f->next = nullptr;
-    if (gq_tail) {
-      gq_tail->next = f;
-    } else {
-      gq_head = f;
-    }
-    gq_tail = f;
-    gq_size.store(gq_size.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
   }
 
   Fiber* global_get(Worker* w, std::uint32_t max) {
@@ -1282,6 +1269,8 @@ ReadyBatch::~ReadyBatch() {
 void ReadyBatch::flush() noexcept {
   Fiber* f = head_;
   if (!f) return;
+  Fiber* const tail = tail_;
+  std::uint32_t left = count_;
   head_ = tail_ = nullptr;
   count_ = 0;
   Scheduler* s = g_sched.load(std::memory_order_acquire);
@@ -1294,15 +1283,10 @@ void ReadyBatch::flush() noexcept {
       Fiber* next = f->next;
       if (!w->runq.push(f)) break;
       f = next;
+      --left;
     }
   }
-  if (f) {
-    // The rest is already a chain through `next`: splice it whole.
-    Fiber* tail = f;
-    std::uint32_t n = 1;
-    for (; tail->next; tail = tail->next) ++n;
-    s->global_put_chain(f, tail, n);
-  }
+  if (f) s->global_put_chain(f, tail, left);  // the rest is already a chain
   s->wakep();
   if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
 }

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "net_internal.h"
 #include "netpoll.h"
 #include "test_util.h"
 #include "weft/net.h"
@@ -71,16 +72,9 @@ bool eventually(Pred pred) {
   return true;
 }
 
-// Whether ::1 can be bound here.
+// Whether ::1 can be bound here (the library's own probe).
 inline bool have_ipv6_loopback() {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in6 sa{};
-  sa.sin6_family = AF_INET6;
-  sa.sin6_addr = in6addr_loopback;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
-  ::close(fd);
-  return ok;
+  return weft::net::detail::ipv6_supported();
 }
 
 // A connected TCP pair over 127.0.0.1: {dialed, accepted}.

@@ -35,6 +35,10 @@ PollStatus poll_prepare(PollDesc* pd, PollMode mode);
 // After EAGAIN: parks until the fd is ready in `mode` (read or write), the
 // deadline passes, or the desc is closed. One waiter per direction.
 PollStatus poll_wait(PollDesc* pd, PollMode mode);
+// A deadline long past, for interrupting a parked operation (a cancel);
+// like any value below one second of uptime it expires without a clock read.
+inline constexpr std::int64_t kDeadlineLongPast = 1;
+
 // Absolute CLOCK_MONOTONIC deadline in ns: 0 clears it, a time not in the
 // future expires it at once. Applies to an operation already parked.
 void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode);

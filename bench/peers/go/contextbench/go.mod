@@ -1,3 +1,0 @@
-module weft/peers/contextbench
-
-go 1.19
