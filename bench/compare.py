@@ -38,7 +38,7 @@ SCALE = {"overshoot_us": 1e3, "p50_late_us": 1e3}
 # netpoller is epoll), so it gets its own row.
 FD_BACKENDS = {"0": "", "1": "/io_uring"}
 # Go peer programs (folders of bench/peers/go) that print benchmark rows.
-GO_PEERS = ["runtimebench", "contextbench"]
+GO_PEERS = ["runtimebench"]
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 # The targets: Go time / weft time at least this much.

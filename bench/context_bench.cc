@@ -1,4 +1,4 @@
-// Context costs (issue 3 targets), each beside bench/peers/go/contextbench.
+// Context costs (issue 3 targets), each beside bench/peers/go/runtimebench/context.go.
 #include <benchmark/benchmark.h>
 
 #include <atomic>

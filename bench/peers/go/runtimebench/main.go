@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -45,13 +46,18 @@ func measure(name string, workers, reps int, f func() float64) {
 	for i := 0; i < reps; i++ {
 		xs = append(xs, f())
 	}
+	m := median(xs) // sorts xs
+	emit(row{name, workers, m, xs[0], xs[len(xs)-1]})
+}
+
+// Sorts xs and returns its median.
+func median(xs []float64) float64 {
 	sort.Float64s(xs)
 	mid := len(xs) / 2
-	median := xs[mid]
 	if len(xs)%2 == 0 {
-		median = (xs[mid-1] + xs[mid]) / 2
+		return (xs[mid-1] + xs[mid]) / 2
 	}
-	emit(row{name, workers, median, xs[0], xs[len(xs)-1]})
+	return xs[mid]
 }
 
 func pingPong() float64 {
@@ -274,7 +280,12 @@ func main() {
 	parked := flag.Int("parked", 100000, "goroutines parked for the RSS measurement")
 	idle := flag.Duration("idle", 5*time.Second, "idle window for the CPU measurement")
 	filter := flag.String("filter", "", "run only the measurements whose name matches this regexp")
+	rounds := flag.Int("rounds", 11, "context cancel fan-out rounds per repetition (median taken)")
 	flag.Parse()
+	if *reps < 1 || *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "runtimebench: -reps and -rounds must be at least 1")
+		os.Exit(2)
+	}
 	if *filter != "" {
 		only = regexp.MustCompile(*filter)
 	}
@@ -282,6 +293,8 @@ func main() {
 		footprint(*parked, *idle)
 		return
 	}
+	cancelable, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
 	for _, w := range []int{1, 2} {
 		measure("ChannelPingPong", w, *reps, pingPong)
 		measure("Yield", w, *reps, yield)
@@ -290,6 +303,12 @@ func main() {
 		measure("MutexContended", w, *reps, mutexContended(w))
 		measure("TimerBurstP50", w, *reps, timerBurstP50)
 		measure("FdWakeRoundTrip", w, *reps, fdWakeRoundTrip)
+		measure("ContextCreateCancel", w, *reps, createCancel(cancelable))
+		measure("ContextCreateCancelUnderBackground", w, *reps, createCancel(context.Background()))
+		measure("ContextCancelFanout/10000", w, *reps, fanout(10000, *rounds))
+	}
+	for _, d := range []int{1, 10, 100} {
+		measure("ContextValue/"+strconv.Itoa(d), 0, *reps, value(d))
 	}
 	measure("TimerAddStop", 1, *reps, timerAddStop)
 	for _, us := range []int{50, 200, 1000, 10000} {
