@@ -210,6 +210,122 @@ TEST_P(SyncTest, ManyWaitersOnOneWaitGroup) {
       opts());
 }
 
+}  // namespace
+
+namespace weft::detail {
+struct WaitGroupProbe {
+  static bool sharded(const WaitGroup& wg) { return wg.shards_.load() != nullptr; }
+  static bool shard_now(WaitGroup& wg) { return wg.start_sharding(); }
+};
+}  // namespace weft::detail
+
+namespace {
+
+using weft::detail::WaitGroupProbe;
+
+// One fiber adding and thousands finishing on other workers, nobody waiting
+// yet: the group moves to per-worker counters, and still counts exactly.
+TEST_P(SyncTest, WaitGroupShardsUnderCrossWorkerTrafficAndStaysExact) {
+  weft::run(
+      [&] {
+        std::atomic<int> finished{0};
+        weft::WaitGroup wg;
+        const bool alone = GetParam() == 1;
+        // With other workers, spawn until the group shards: they run fibers
+        // concurrently once woken, so the word soon changes hands often.
+        const int limit = alone ? 5'000 : 1'000'000;
+        int spawned = 0;
+        while (spawned < limit && !WaitGroupProbe::sharded(wg)) {
+          wg.add(1);
+          ++spawned;
+          weft::go([&] {
+            finished.fetch_add(1, std::memory_order_relaxed);
+            wg.done();
+          });
+        }
+        EXPECT_EQ(WaitGroupProbe::sharded(wg), !alone);  // alone: nobody to share the word with
+        for (int i = 0; i < 1000; ++i) {                 // and some more, counted on the shards
+          wg.add(1);
+          ++spawned;
+          weft::go([&] {
+            finished.fetch_add(1, std::memory_order_relaxed);
+            wg.done();
+          });
+        }
+        wg.wait();
+        EXPECT_EQ(finished.load(), spawned);
+        wg.wait();  // folded and zero: returns at once
+      },
+      opts());
+}
+
+// Waiters fold the per-worker counters while done() calls land on them, on
+// the word, or between the two; several waiters fold at once. No done() may
+// be lost or counted twice, and wait() returns only after every one.
+TEST_P(SyncTest, WaitGroupFoldRacesWithDoneAndOtherWaiters) {
+  if (GetParam() < 2) GTEST_SKIP() << "sharding needs two workers";
+  const int rounds = weft::test::stress_iterations(2000);
+  weft::run(
+      [&] {
+        for (int round = 0; round < rounds; ++round) {
+          const int n = 1 + round % 16, waiters = 1 + round % 3;
+          std::atomic<int> finished{0}, checked{0};
+          weft::WaitGroup wg, all_waited;
+          wg.add(n);
+          ASSERT_TRUE(WaitGroupProbe::shard_now(wg));
+          for (int i = 0; i < n; ++i) {
+            weft::go([&, i] {
+              if (i % 2 == 0) weft::yield();
+              finished.fetch_add(1);
+              wg.done();
+            });
+          }
+          all_waited.add(waiters);
+          for (int i = 0; i < waiters; ++i) {
+            weft::go([&] {
+              wg.wait();
+              if (finished.load() == n) checked.fetch_add(1);
+              all_waited.done();
+            });
+          }
+          wg.wait();
+          ASSERT_EQ(finished.load(), n) << "round " << round;
+          all_waited.wait();
+          ASSERT_EQ(checked.load(), waiters) << "round " << round;
+        }
+      },
+      opts());
+}
+
+// A plain thread's add() and done() always use the word, beside fibers
+// using the per-worker counters.
+TEST_P(SyncTest, WaitGroupMixesThreadsWithShardedFibers) {
+  if (GetParam() < 2) GTEST_SKIP() << "sharding needs two workers";
+  weft::run(
+      [&] {
+        weft::WaitGroup wg;
+        wg.add(1000);
+        ASSERT_TRUE(WaitGroupProbe::shard_now(wg));
+        std::atomic<int> finished{0};
+        std::thread helper([&] {
+          for (int i = 0; i < 500; ++i) {
+            finished.fetch_add(1);
+            wg.done();
+          }
+        });
+        for (int i = 0; i < 500; ++i) {
+          weft::go([&] {
+            finished.fetch_add(1);
+            wg.done();
+          });
+        }
+        wg.wait();
+        EXPECT_EQ(finished.load(), 1000);
+        helper.join();
+      },
+      opts());
+}
+
 TEST(SyncDeathTest, NegativeWaitGroupCounterIsReported) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
@@ -218,6 +334,40 @@ TEST(SyncDeathTest, NegativeWaitGroupCounterIsReported) {
         wg.done();
       },
       "negative counter");
+}
+
+// Sharded, one done() too many only shows when the counters are folded: by
+// wait(), or by the destructor of a group nobody waited on.
+TEST(SyncDeathTest, NegativeShardedWaitGroupIsReportedByWait) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::WaitGroup wg, other_done;
+                     wg.add(1);
+                     if (!WaitGroupProbe::shard_now(wg)) return;
+                     other_done.add(1);
+                     weft::go([&] {
+                       wg.done();
+                       other_done.done();
+                     });
+                     wg.done();
+                     other_done.wait();
+                     wg.wait();
+                   },
+                   weft::RunOptions{.workers = 2}),
+               "negative counter");
+}
+
+TEST(SyncDeathTest, NegativeShardedWaitGroupIsReportedByTheDestructor) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::WaitGroup wg;
+                     if (!WaitGroupProbe::shard_now(wg)) return;
+                     wg.done();
+                   },
+                   weft::RunOptions{.workers = 2}),
+               "negative counter");
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, SyncTest, ::testing::Values(1, 2, 4), weft::test::workers_name);

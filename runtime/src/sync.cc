@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -115,17 +116,125 @@ void CondVar::notify_all() noexcept {
   detail::wake_all(chain);
 }
 
+namespace detail {
+// One counter per worker, each on its own cache line; `closed` once folded.
+struct WaitShards {
+  struct alignas(64) Shard {
+    std::atomic<std::int64_t> delta{0};
+  };
+  explicit WaitShards(int workers)
+      : count(static_cast<std::uint32_t>(workers)), shards(new Shard[count]) {}
+  alignas(64) std::atomic<bool> closed{false};
+  const std::uint32_t count;
+  const std::unique_ptr<Shard[]> shards;
+};
+}  // namespace detail
+
+namespace {
+constexpr std::uint64_t kShardedBit = std::uint64_t{1} << 31;
+constexpr std::uint64_t kWaiterMask = kShardedBit - 1;
+// What fold_shards leaves in a shard: far below any real count, so that a
+// late add() that lands on it sees the shard closed and goes to the word.
+constexpr std::int64_t kShardClosed = std::numeric_limits<std::int64_t>::min() / 2;
+// Changes of worker at the word before sharding. Low enough that a burst of
+// spawns shards early, high enough that a group of a few fibers never pays
+// for the allocation and the fold.
+constexpr std::uint32_t kShardAfterHandoffs = 64;
+constexpr std::uint32_t kNeverShard = std::numeric_limits<std::uint32_t>::max() / 2;
+
+[[noreturn]] void negative_wait_group(std::int64_t count) {
+  std::fprintf(stderr,
+               "weft::WaitGroup: negative counter (%lld): done() called more often than add()\n",
+               static_cast<long long>(count));
+  std::abort();
+}
+}  // namespace
+
+WaitGroup::~WaitGroup() {
+  detail::WaitShards* shards = shards_.load(std::memory_order_acquire);
+  if (!shards) return;
+  // Never waited on: fold anyway, so that a negative count is still reported.
+  if (state_.load(std::memory_order_acquire) & kShardedBit) fold_shards();
+  delete shards;
+}
+
 void WaitGroup::add(int delta) {
-  const std::uint64_t step = static_cast<std::uint64_t>(static_cast<std::int64_t>(delta)) << 32;
+  if (detail::WaitShards* shards = shards_.load(std::memory_order_acquire)) {
+    if (!shards->closed.load(std::memory_order_relaxed)) {
+      if (const int w = worker_index(); w >= 0) {
+        auto& shard = shards->shards[static_cast<std::uint32_t>(w) % shards->count].delta;
+        if (shard.fetch_add(delta, std::memory_order_acq_rel) > kShardClosed / 2) return;
+        // Closed under us: the fold did not count this delta; the word will.
+      }
+    }
+  } else {
+    note_worker();  // before touching the word: a released waiter may destroy us after
+    if (shards_.load(std::memory_order_relaxed)) return add(delta);
+  }
+  add_to_word(delta);
+}
+
+void WaitGroup::note_worker() {
+  const int w = worker_index();
+  if (w < 0 || last_worker_.load(std::memory_order_relaxed) == w) return;
+  last_worker_.store(w, std::memory_order_relaxed);
+  const std::uint32_t handoffs = handoffs_.load(std::memory_order_relaxed) + 1;
+  handoffs_.store(handoffs, std::memory_order_relaxed);
+  if (handoffs == kShardAfterHandoffs) start_sharding();
+}
+
+bool WaitGroup::start_sharding() {
+  const int workers = num_workers();
+  if (workers < 2) {
+    handoffs_.store(kNeverShard, std::memory_order_relaxed);
+    return false;
+  }
+  auto shards = std::make_unique<detail::WaitShards>(workers);
+  std::uint64_t s = state_.load(std::memory_order_relaxed);
+  do {
+    // A waiter counted on the word must be released by it: no sharding then
+    // (try again after as many handoffs).
+    if ((s & (kWaiterMask | kShardedBit)) != 0) {
+      handoffs_.store(0, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!state_.compare_exchange_weak(s, s | kShardedBit, std::memory_order_acq_rel));
+  // From the bit on, waiters fold before they count themselves; they spin
+  // for the pointer if they come between the two stores.
+  shards_.store(shards.release(), std::memory_order_release);
+  return true;
+}
+
+void WaitGroup::fold_shards() {
+  detail::WaitShards* shards = nullptr;
+  while (!(shards = shards_.load(std::memory_order_acquire))) detail::cpu_relax();
+  if (shards->closed.exchange(true, std::memory_order_acq_rel)) {
+    // Another waiter folds; its last step clears the bit.
+    while (state_.load(std::memory_order_acquire) & kShardedBit) weft::yield();
+    return;
+  }
+  std::int64_t sum = 0;
+  for (std::uint32_t i = 0; i < shards->count; ++i) {
+    sum += shards->shards[i].delta.exchange(kShardClosed, std::memory_order_acq_rel);
+  }
+  // Add the sum and clear the bit in one step. Deltas that reached the word
+  // meanwhile (shards already closed) were not checked; this is their check.
+  const std::uint64_t step = (static_cast<std::uint64_t>(sum) << 32) - kShardedBit;
   const std::uint64_t s = state_.fetch_add(step, std::memory_order_acq_rel) + step;
   const auto count = static_cast<std::int32_t>(s >> 32);
-  const auto waiters = static_cast<std::uint32_t>(s);
-  if (count < 0) {
-    std::fprintf(stderr,
-                 "weft::WaitGroup: negative counter (%d): done() called more often than add()\n",
-                 count);
-    std::abort();
-  }
+  if (count < 0) negative_wait_group(count);
+  // Nobody could count itself as a waiter while the bit was set, so a zero
+  // here has nobody to release.
+}
+
+void WaitGroup::add_to_word(int delta) {
+  const std::uint64_t step = static_cast<std::uint64_t>(static_cast<std::int64_t>(delta)) << 32;
+  const std::uint64_t s = state_.fetch_add(step, std::memory_order_acq_rel) + step;
+  // Sharded: the word holds only part of the count, and nobody waits.
+  if (s & kShardedBit) return;
+  const auto count = static_cast<std::int32_t>(s >> 32);
+  const auto waiters = static_cast<std::uint32_t>(s & kWaiterMask);
+  if (count < 0) negative_wait_group(count);
   if (count > 0 || waiters == 0) return;
   // The counter hit zero with `waiters` counted: release exactly those.
   state_.store(0, std::memory_order_relaxed);
@@ -146,6 +255,11 @@ void WaitGroup::add(int delta) {
 void WaitGroup::wait() {
   std::uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
+    if (s & kShardedBit) {
+      fold_shards();
+      s = state_.load(std::memory_order_acquire);
+      continue;
+    }
     if ((s >> 32) == 0) return;
     if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) break;
   }
