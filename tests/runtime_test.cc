@@ -178,9 +178,11 @@ TEST_P(RuntimeTest, ReadyFromForeignThread) {
 TEST_P(RuntimeTest, GoFromForeignThread) {
   weft::run(
       [&] {
-        Latch latch(100);
+        // Enough to fill several of the global queue's chunks while the
+        // workers take from it.
+        Latch latch(2000);
         std::thread t([&] {
-          for (int i = 0; i < 100; ++i) weft::go([&] { latch.count_down(); });
+          for (int i = 0; i < 2000; ++i) weft::go([&] { latch.count_down(); });
         });
         latch.wait();
         t.join();

@@ -118,7 +118,14 @@ class RunQueue {
       const std::uint32_t t = tail_.load(std::memory_order_relaxed);
       if (h == t) return nullptr;
       Fiber* f = slots_[h % kSize].load(std::memory_order_relaxed);
-      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) return f;
+      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) {
+        // The next fiber's record was most likely written on another core
+        // (spawned there, or readied there): start fetching it while this
+        // one runs. Only a hint: it may be stolen or not yet stored.
+        if (h + 1 != t)
+          __builtin_prefetch(slots_[(h + 1) % kSize].load(std::memory_order_relaxed), 1);
+        return f;
+      }
     }
   }
 
@@ -143,6 +150,117 @@ class RunQueue {
   alignas(64) std::atomic<std::uint32_t> head_{0};
   alignas(64) std::atomic<std::uint32_t> tail_{0};
   std::atomic<Fiber*> slots_[kSize] = {};
+};
+
+// The global run queue: fiber pointers in linked arrays, not fibers linked
+// through their records. Putting and taking copy pointers under the lock and
+// never touch a record, so the lock is held for a memcpy; walking a chain of
+// 128 records that another core wrote (a cache miss each) held it for
+// microseconds while the spawning worker waited to put its overflow.
+class GlobalQueue {
+ public:
+  static constexpr std::uint32_t kChunk = 128;
+
+  ~GlobalQueue() {
+    drop_spares(free_);
+    drop_spares(head_);
+  }
+
+  std::uint32_t size() const { return size_.load(std::memory_order_relaxed); }
+  // seq_cst: pairs with sleepers' last look for work (see Worker::sleep).
+  std::uint32_t size_seq_cst() const { return size_.load(std::memory_order_seq_cst); }
+
+  void put(Fiber* const* fibers, std::uint32_t n) {
+    std::lock_guard lock(mu_);
+    while (n > 0) {
+      if (!tail_ || tail_->end == kChunk) link_new_chunk();
+      const std::uint32_t k = std::min(n, kChunk - tail_->end);
+      std::memcpy(&tail_->fibers[tail_->end], fibers, k * sizeof(Fiber*));
+      tail_->end += k;
+      fibers += k;
+      n -= k;
+      size_.store(size_.load(std::memory_order_relaxed) + k, std::memory_order_seq_cst);
+    }
+  }
+
+  // Takes up to `max` fibers in order into `out`, for `nworkers` sharing the
+  // queue (Go's globrunqget: size / nworkers + 1, so that one worker does not
+  // take everything).
+  std::uint32_t get(Fiber** out, std::uint32_t max, int nworkers) {
+    std::lock_guard lock(mu_);
+    const std::uint32_t size = size_.load(std::memory_order_relaxed);
+    std::uint32_t n = std::min(max, size / static_cast<std::uint32_t>(nworkers) + 1);
+    n = std::min(n, size);
+    std::uint32_t taken = 0;
+    while (taken < n) {
+      Chunk* c = head_;
+      const std::uint32_t k = std::min(n - taken, c->end - c->begin);
+      std::memcpy(out + taken, &c->fibers[c->begin], k * sizeof(Fiber*));
+      c->begin += k;
+      taken += k;
+      if (c->begin == c->end) unlink_head();
+    }
+    size_.store(size - n, std::memory_order_seq_cst);
+    return n;
+  }
+
+  // For teardown, with every worker stopped.
+  template <class F>
+  void for_each(F&& fn) {
+    for (Chunk* c = head_; c; c = c->next) {
+      for (std::uint32_t i = c->begin; i < c->end; ++i) fn(c->fibers[i]);
+    }
+  }
+
+ private:
+  struct Chunk {
+    Chunk* next;
+    std::uint32_t begin, end;
+    Fiber* fibers[kChunk];
+  };
+  static constexpr std::uint32_t kMaxSpares = 64;
+
+  void link_new_chunk() {
+    Chunk* c = free_;
+    if (c) {
+      free_ = c->next;
+      --spares_;
+    } else {
+      c = new Chunk;  // under the lock, but only while the queue grows past its high mark
+    }
+    c->next = nullptr;
+    c->begin = c->end = 0;
+    (tail_ ? tail_->next : head_) = c;
+    tail_ = c;
+  }
+
+  void unlink_head() {
+    Chunk* c = head_;
+    head_ = c->next;
+    if (!head_) tail_ = nullptr;
+    if (spares_ < kMaxSpares) {
+      c->next = free_;
+      free_ = c;
+      ++spares_;
+    } else {
+      delete c;
+    }
+  }
+
+  static void drop_spares(Chunk* c) {
+    while (c) {
+      Chunk* next = c->next;
+      delete c;
+      c = next;
+    }
+  }
+
+  SpinLock mu_;
+  Chunk* head_ = nullptr;
+  Chunk* tail_ = nullptr;
+  Chunk* free_ = nullptr;
+  std::uint32_t spares_ = 0;
+  alignas(64) std::atomic<std::uint32_t> size_{0};
 };
 
 enum class Action : std::uint8_t { park, yield, exit };
@@ -263,10 +381,7 @@ struct Scheduler {
   std::vector<std::unique_ptr<Worker>> workers;
 
   // Hot fields that different workers write sit on their own cache lines.
-  alignas(64) SpinLock gq_mu;
-  Fiber* gq_head = nullptr;
-  Fiber* gq_tail = nullptr;
-  alignas(64) std::atomic<std::uint32_t> gq_size{0};
+  alignas(64) GlobalQueue gq;
 
   alignas(64) std::mutex idle_mu;
   Worker* idle_head = nullptr;
@@ -336,42 +451,12 @@ struct Scheduler {
   std::atomic<std::uint32_t> sysmon_word{0};
   std::atomic<bool> sysmon_sleeping{false};
 
-  void global_put(Fiber* f) { global_put_chain(f, f, 1); }
-  // Appends a chain the caller linked through `next` (head..tail, n fibers):
-  // linked outside the lock, so the lock is held for O(1), as Go's
-  // runqputslow + globrunqputbatch. Walking 128 records under the lock had
-  // the spawning worker waiting on a thief.
-  void global_put_chain(Fiber* head, Fiber* tail, std::uint32_t n) {
-    tail->next = nullptr;
-    std::lock_guard lock(gq_mu);
-    if (gq_tail) {
-      gq_tail->next = head;
-    } else {
-      gq_head = head;
-    }
-    gq_tail = tail;
-    gq_size.store(gq_size.load(std::memory_order_relaxed) + n, std::memory_order_seq_cst);
-  }
+  void global_put(Fiber* f) { gq.put(&f, 1); }
 
-  Fiber* global_get(Worker* w, std::uint32_t max) {
-    std::lock_guard lock(gq_mu);
-    const std::uint32_t size = gq_size.load(std::memory_order_relaxed);
-    if (size == 0) return nullptr;
-    std::uint32_t n =
-        std::min<std::uint32_t>(size, size / static_cast<std::uint32_t>(nworkers) + 1);
-    if (max != 0) n = std::min(n, max);
-    n = std::min(n, RunQueue::kSize / 2);
-    Fiber* first = gq_head;
-    gq_head = first->next;
-    for (std::uint32_t i = 1; i < n; ++i) {
-      Fiber* f = gq_head;
-      gq_head = f->next;
-      w->runq.push(f);  // the caller's queue had no work, so there is room
-    }
-    if (!gq_head) gq_tail = nullptr;
-    gq_size.store(size - n, std::memory_order_seq_cst);
-    return first;
-  }
+  // Moves up to `max` fibers (0: no limit but the queue's share) from the
+  // global queue to w's run queue, which the caller found empty; returns the
+  // first to run now.
+  Fiber* global_get(Worker* w, std::uint32_t max);
 
   // Wakes one sleeping worker to look for work, unless one is already
   // looking (spinning) or none sleeps.
@@ -424,7 +509,7 @@ struct Scheduler {
   }
 
   bool any_queued_work() const {
-    if (gq_size.load(std::memory_order_seq_cst) != 0) return true;
+    if (gq.size_seq_cst() != 0) return true;
     for (const auto& w : workers) {
       if (!w->runq.empty()) return true;
     }
@@ -614,10 +699,17 @@ void Worker::runq_put(Fiber* f) {
     // Full: move half of it to the global queue, as Go's runqputslow.
     Fiber* batch[RunQueue::kSize / 2];
     const std::uint32_t n = runq.grab_half(batch);
-    if (n == 0) continue;
-    for (std::uint32_t i = 0; i + 1 < n; ++i) batch[i]->next = batch[i + 1];
-    sched->global_put_chain(batch[0], batch[n - 1], n);
+    if (n != 0) sched->gq.put(batch, n);
   }
+}
+
+Fiber* Scheduler::global_get(Worker* w, std::uint32_t max) {
+  Fiber* batch[RunQueue::kSize / 2];
+  if (max == 0 || max > RunQueue::kSize / 2) max = RunQueue::kSize / 2;
+  const std::uint32_t n = gq.get(batch, max, nworkers);
+  if (n == 0) return nullptr;
+  for (std::uint32_t i = 1; i < n; ++i) w->runq.push(batch[i]);  // it was empty: room
+  return batch[0];
 }
 
 void Worker::ready_local(Fiber* f) {
@@ -725,12 +817,12 @@ Fiber* Worker::find_runnable() {
     const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
     if (tick % kFairnessTicks == 0) {
       sched->poll_now();
-      if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+      if (sched->gq.size() != 0) {
         if (Fiber* f = sched->global_get(this, 1)) return found(f);
       }
     }
     if (Fiber* f = local_get()) return found(f);
-    if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+    if (sched->gq.size() != 0) {
       if (Fiber* f = sched->global_get(this, 0)) return found(f);
     }
     sched->poll_now();
@@ -747,7 +839,7 @@ Fiber* Worker::find_runnable() {
         const std::uint64_t until = now_ns() + kSpinNs;
         do {
           if (Fiber* f = steal_work()) return found(f);
-          if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+          if (sched->gq.size() != 0) {
             if (Fiber* f = sched->global_get(this, 0)) return found(f);
           }
           if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
@@ -901,6 +993,10 @@ Fiber* Worker::take_record() {
   if (f) {
     free_records = f->next;
     --free_record_count;
+    // Records come back from the workers that ran them, so the next one is
+    // most likely in another core's cache: fetch it for writing now, while
+    // this spawn goes on, rather than stall on it at the next.
+    if (free_records) __builtin_prefetch(free_records, 1);
   }
   return f;
 }
@@ -915,12 +1011,12 @@ Fiber* Worker::pick_local() {
   }
   if (tick % kFairnessTicks == 0) {
     sched->poll_now();  // a busy worker still notices I/O
-    if (sched->gq_size.load(std::memory_order_relaxed) != 0) {
+    if (sched->gq.size() != 0) {
       if (Fiber* f = sched->global_get(this, 1)) return f;
     }
   }
   if (Fiber* f = local_get()) return f;
-  if (sched->gq_size.load(std::memory_order_relaxed) != 0) return sched->global_get(this, 0);
+  if (sched->gq.size() != 0) return sched->global_get(this, 0);
   return nullptr;
 }
 
@@ -987,6 +1083,7 @@ void Worker::loop() {
     cpu_clock.store(c, std::memory_order_release);
   }
   void* altstack = enter_signal_stack();
+  attach_stack_cache();
   tsan_g0 = san::tsan_current();
   pthread_attr_t attr;
   if (pthread_getattr_np(pthread_self(), &attr) == 0) {
@@ -1002,7 +1099,7 @@ void Worker::loop() {
     free_records = f->next;
     ::operator delete(f);
   }
-  flush_stack_cache();
+  detach_stack_cache();
   leave_signal_stack(altstack);
   tls_worker = nullptr;
 }
@@ -1153,11 +1250,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     if (Fiber* f = w->runnext.exchange(nullptr)) abandoned.push_back(f);
     while (Fiber* f = w->runq.pop()) abandoned.push_back(f);
   }
-  for (Fiber* f = s->gq_head; f;) {
-    Fiber* next = f->next;
-    abandoned.push_back(f);
-    f = next;
-  }
+  s->gq.for_each([&](Fiber* f) { abandoned.push_back(f); });
   for (auto& w : s->workers) {
     std::lock_guard lock(w->timers.lock);
     w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
@@ -1269,8 +1362,6 @@ ReadyBatch::~ReadyBatch() {
 void ReadyBatch::flush() noexcept {
   Fiber* f = head_;
   if (!f) return;
-  Fiber* const tail = tail_;
-  std::uint32_t left = count_;
   head_ = tail_ = nullptr;
   count_ = 0;
   Scheduler* s = g_sched.load(std::memory_order_acquire);
@@ -1283,10 +1374,14 @@ void ReadyBatch::flush() noexcept {
       Fiber* next = f->next;
       if (!w->runq.push(f)) break;
       f = next;
-      --left;
     }
   }
-  if (f) s->global_put_chain(f, tail, left);  // the rest is already a chain
+  if (f) {
+    Fiber* rest[kSlice];
+    std::uint32_t n = 0;
+    for (; f; f = f->next) rest[n++] = f;
+    s->gq.put(rest, n);
+  }
   s->wakep();
   if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
 }
@@ -1350,7 +1445,7 @@ void yield() noexcept {
   const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed) + 1;
   w->schedtick.store(tick, std::memory_order_relaxed);
   if (tick % kFairnessTicks != 0 && w->runnext.load(std::memory_order_relaxed) == nullptr &&
-      w->runq.empty() && w->sched->gq_size.load(std::memory_order_relaxed) == 0) {
+      w->runq.empty() && w->sched->gq.size() == 0) {
     return;
   }
   w->leave(w->current, Action::yield);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "log.h"
@@ -56,8 +57,6 @@ constexpr std::size_t kStackBatch = 32;
 // costs ~5 us (and mapping a new one as much again), 30x a whole spawn+join.
 constexpr std::size_t kPoolMaxPerSize = 65536;
 
-std::atomic<std::size_t> guarded_live{0};
-std::atomic<std::size_t> unguarded_live{0};
 // Guarded stacks mapped, live or pooled: what the map budget limits (a
 // pooled stack holds its two VMAs as much as a live one).
 std::atomic<std::size_t> guarded_mapped{0};
@@ -72,7 +71,37 @@ Pool& pool() {
   return *p;
 }
 
-__attribute__((tls_model("initial-exec"))) thread_local std::vector<Stack> worker_cache;
+// What a worker thread keeps of its own: default-size stacks, and its share
+// of the live-stack counts. Trivially constructed and destroyed, so that no
+// access goes through a TLS guard (in a shared library, a __tls_get_addr call
+// on every spawn and exit). Workers attach at start and detach at exit.
+//
+// The live counts are per thread and summed on demand: one shared counter,
+// bumped on every spawn on one core and every exit on another, cost a
+// cross-core cache miss per fiber (a tenth of a 2-worker spawn+join). A stack
+// may be taken on one thread and returned on another, so one thread's counts
+// may go negative; only the sum means anything.
+struct ThreadStacks {
+  Stack cache[2 * kStackBatch];
+  std::uint32_t cached = 0;
+  bool attached = false;
+  std::atomic<std::int64_t> live_guarded{0}, live_unguarded{0};
+  ThreadStacks* next = nullptr;  // in the registry while attached
+};
+static_assert(std::is_trivially_destructible_v<ThreadStacks>);
+__attribute__((tls_model("initial-exec"))) thread_local ThreadStacks tls_stacks;
+
+struct LiveRegistry {
+  std::mutex mu;
+  ThreadStacks* attached = nullptr;
+  // Threads that never attached (teardown frees abandoned fibers' stacks),
+  // and what detached threads left behind.
+  std::atomic<std::int64_t> other_guarded{0}, other_unguarded{0};
+};
+LiveRegistry& live_registry() {
+  static LiveRegistry* r = new LiveRegistry;  // outlives every thread
+  return *r;
+}
 
 bool map_guarded(std::size_t usable, Stack* out) {
   const std::size_t guard = page_size();
@@ -125,12 +154,15 @@ void unmap_guarded(const Stack& s) {
 }
 
 void count_live(const Stack& s, int delta) {
-  auto& counter = s.guarded ? guarded_live : unguarded_live;
-  if (delta > 0) {
-    counter.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    counter.fetch_sub(1, std::memory_order_relaxed);
+  ThreadStacks& t = tls_stacks;
+  if (!t.attached) {
+    LiveRegistry& r = live_registry();
+    (s.guarded ? r.other_guarded : r.other_unguarded).fetch_add(delta, std::memory_order_relaxed);
+    return;
   }
+  // Written by this thread only (read by stack_stats): no locked instruction.
+  auto& counter = s.guarded ? t.live_guarded : t.live_unguarded;
+  counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
 }
 
 struct sigaction previous_segv;
@@ -185,6 +217,7 @@ std::size_t round_stack_size(std::size_t requested) {
     std::fprintf(stderr, "weft::go: stack_size %zu is over the 1 GiB limit\n", requested);
     std::abort();
   }
+  if (requested == kDefaultStackSize) return requested;  // every spawn asks; skip the page math
   std::size_t size = std::max(requested, min);
   const std::size_t page = page_size();
   return (size + page - 1) / page * page;
@@ -193,9 +226,9 @@ std::size_t round_stack_size(std::size_t requested) {
 Stack acquire_stack(std::size_t usable) {
   Stack s;
   const bool cached_size = usable == kDefaultStackSize;
-  if (cached_size && !worker_cache.empty()) {
-    s = worker_cache.back();
-    worker_cache.pop_back();
+  ThreadStacks& t = tls_stacks;
+  if (cached_size && t.cached != 0) {
+    s = t.cache[--t.cached];
     count_live(s, +1);
     return s;
   }
@@ -208,8 +241,8 @@ Stack acquire_stack(std::size_t usable) {
       s = list.back();
       list.pop_back();
       --p.pooled;
-      for (std::size_t i = 1; cached_size && i < kStackBatch && !list.empty(); ++i) {
-        worker_cache.push_back(list.back());
+      for (std::size_t i = 1; cached_size && t.attached && i < kStackBatch && !list.empty(); ++i) {
+        t.cache[t.cached++] = list.back();
         list.pop_back();
         --p.pooled;
       }
@@ -227,14 +260,16 @@ Stack acquire_stack(std::size_t usable) {
 
 void release_stack(const Stack& s) {
   count_live(s, -1);
-  if (s.size == kDefaultStackSize) {
-    worker_cache.push_back(s);
-    if (worker_cache.size() < 2 * kStackBatch) return;
+  ThreadStacks& t = tls_stacks;
+  if (s.size == kDefaultStackSize && t.attached) {
+    t.cache[t.cached++] = s;
+    if (t.cached < 2 * kStackBatch) return;
+    // Spill the older half; the most recently used (warmest) stay.
     Pool& p = pool();
     std::lock_guard lock(p.mu);
     auto& list = p.free_by_size[kDefaultStackSize];
     for (std::size_t i = 0; i < kStackBatch; ++i) {
-      const Stack& spill = worker_cache[i];
+      const Stack& spill = t.cache[i];
       if (!spill.guarded || list.size() < kPoolMaxPerSize) {
         list.push_back(spill);
         ++p.pooled;
@@ -242,7 +277,8 @@ void release_stack(const Stack& s) {
         unmap_guarded(spill);
       }
     }
-    worker_cache.erase(worker_cache.begin(), worker_cache.begin() + kStackBatch);
+    std::copy(t.cache + kStackBatch, t.cache + t.cached, t.cache);
+    t.cached -= kStackBatch;
     return;
   }
   Pool& p = pool();
@@ -258,14 +294,34 @@ void release_stack(const Stack& s) {
   unmap_guarded(s);
 }
 
-void flush_stack_cache() {
-  if (worker_cache.empty()) return;
-  Pool& p = pool();
-  std::lock_guard lock(p.mu);
-  auto& list = p.free_by_size[kDefaultStackSize];
-  for (const Stack& s : worker_cache) list.push_back(s);
-  p.pooled += worker_cache.size();
-  worker_cache.clear();
+void attach_stack_cache() {
+  ThreadStacks& t = tls_stacks;
+  LiveRegistry& r = live_registry();
+  std::lock_guard lock(r.mu);
+  t.next = r.attached;
+  r.attached = &t;
+  t.attached = true;
+}
+
+void detach_stack_cache() {
+  ThreadStacks& t = tls_stacks;
+  if (!t.attached) return;
+  {
+    Pool& p = pool();
+    std::lock_guard lock(p.mu);
+    auto& list = p.free_by_size[kDefaultStackSize];
+    list.insert(list.end(), t.cache, t.cache + t.cached);
+    p.pooled += t.cached;
+    t.cached = 0;
+  }
+  LiveRegistry& r = live_registry();
+  std::lock_guard lock(r.mu);
+  r.other_guarded.fetch_add(t.live_guarded.exchange(0), std::memory_order_relaxed);
+  r.other_unguarded.fetch_add(t.live_unguarded.exchange(0), std::memory_order_relaxed);
+  ThreadStacks** link = &r.attached;
+  while (*link != &t) link = &(*link)->next;
+  *link = t.next;
+  t.attached = false;
 }
 
 bool saved_sp_in_bounds(const Fiber* f) {
@@ -280,7 +336,15 @@ void set_guarded_stack_budget(std::size_t stacks) {
 StackStats stack_stats() {
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  return StackStats{guarded_live.load(), unguarded_live.load(), p.pooled, guarded_mapped.load()};
+  LiveRegistry& r = live_registry();
+  std::lock_guard live_lock(r.mu);
+  std::int64_t guarded = r.other_guarded.load(), unguarded = r.other_unguarded.load();
+  for (const ThreadStacks* t = r.attached; t; t = t->next) {
+    guarded += t->live_guarded.load(std::memory_order_relaxed);
+    unguarded += t->live_unguarded.load(std::memory_order_relaxed);
+  }
+  return StackStats{static_cast<std::size_t>(guarded), static_cast<std::size_t>(unguarded),
+                    p.pooled, guarded_mapped.load()};
 }
 
 void report_overflow(const Fiber* f, const char* how) {

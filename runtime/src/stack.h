@@ -15,8 +15,11 @@ constexpr std::size_t kDefaultStackSize = std::size_t{64} * 1024;
 std::size_t round_stack_size(std::size_t requested);
 Stack acquire_stack(std::size_t usable);
 void release_stack(const Stack& s);
-// Per-worker cache of default-size stacks; flushed back to the shared pool.
-void flush_stack_cache();
+// A worker thread's own cache of default-size stacks and its live counts:
+// attached when it starts, given back to the shared pool when it stops.
+// Other threads use the shared pool directly.
+void attach_stack_cache();
+void detach_stack_cache();
 // A switched-out fiber whose saved stack pointer left its stack overflowed;
 // the only check an unguarded stack gets.
 bool saved_sp_in_bounds(const Fiber* f);
