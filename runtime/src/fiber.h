@@ -13,6 +13,9 @@ struct Stack {
   char* lo = nullptr;      // lowest usable byte; the guard page (if any) is just below
   std::uint32_t size = 0;  // usable bytes
   bool guarded = false;    // false: carved from a slab, overflow caught at switches
+  // Named padding: a Stack is copied as two whole words, not as 13 bytes
+  // through overlapping moves that stall store-to-load forwarding.
+  std::uint8_t padding[3] = {};
   char* hi() const { return lo + size; }
 };
 

@@ -73,6 +73,18 @@ constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, e
 constexpr std::uint64_t kWatchdogNs = 10'000'000;
 constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
 constexpr std::uint64_t kIdBatch = 64;
+// A worker keeps up to two batches of free records; beyond that its oldest
+// batch moves to the depot, and an empty worker takes the depot's oldest
+// back. Fibers spawned on one worker and ending on another then recycle
+// records without malloc and without cross-thread frees (Go's gfput/gfget).
+// Oldest first, and kept in arrays rather than lists, because those records
+// were last written on another core: the spawner can fetch them several
+// spawns ahead, and the older they are the more likely they have left that
+// core's own cache.
+constexpr std::uint32_t kRecordBatch = 128;
+constexpr std::size_t kDepotMaxBatches = 256;
+constexpr std::uint32_t kRecordPrefetch = 4;     // how many spawns ahead of the free list
+constexpr std::uint32_t kRecordPrefetchRun = 4;  // how far ahead of the run queue's head
 
 std::uint64_t now_ns() {
   timespec ts;
@@ -90,6 +102,15 @@ void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 void futex_wake(std::atomic<std::uint32_t>* word, int count) {
   syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
           nullptr, 0);
+}
+
+// Starts fetching a fiber record's first two lines (the header and, for a
+// small closure, the closure): records are most likely last written on
+// another core, and the worker about to use one should not stall on it.
+void prefetch_record(const void* record) noexcept {
+  const char* p = static_cast<const char*>(record);
+  __builtin_prefetch(p, 1);
+  __builtin_prefetch(p + 64, 1);
 }
 
 // Go's runq: the owner pushes at the tail and pops at the head; thieves take
@@ -119,11 +140,12 @@ class RunQueue {
       if (h == t) return nullptr;
       Fiber* f = slots_[h % kSize].load(std::memory_order_relaxed);
       if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) {
-        // The next fiber's record was most likely written on another core
-        // (spawned there, or readied there): start fetching it while this
-        // one runs. Only a hint: it may be stolen or not yet stored.
-        if (h + 1 != t)
-          __builtin_prefetch(slots_[(h + 1) % kSize].load(std::memory_order_relaxed), 1);
+        // Records a few fibers ahead were most likely written on another
+        // core (spawned there, or readied there): start fetching one while
+        // these run. Only a hint: it may be stolen or not yet stored.
+        if (t - h > kRecordPrefetchRun) {
+          prefetch_record(slots_[(h + kRecordPrefetchRun) % kSize].load(std::memory_order_relaxed));
+        }
         return f;
       }
     }
@@ -303,8 +325,8 @@ struct alignas(64) Worker {
 
   TimerHeap timers;
 
-  // Recycled fiber records of the pooled size class (owner only).
-  Fiber* free_records = nullptr;
+  // Recycled fiber records of the pooled size class (owner only), oldest first.
+  Fiber* free_records[2 * kRecordBatch];
   std::uint32_t free_record_count = 0;
 
   // Counters written by the owner only, read by stats.
@@ -433,9 +455,14 @@ struct Scheduler {
     foreign_in_flight.fetch_sub(1, std::memory_order_release);
   }
 
-  // Free fiber-record batches, heads linked through Fiber::sp.
+  // Free fiber-record batches, oldest at the head.
+  struct RecordBatch {
+    RecordBatch* next = nullptr;
+    Fiber* records[kRecordBatch];
+  };
   SpinLock depot_lock;
-  Fiber* depot = nullptr;
+  RecordBatch* depot_head = nullptr;
+  RecordBatch* depot_tail = nullptr;
   std::size_t depot_batches = 0;
 
   std::atomic<std::uint64_t> next_id{1};
@@ -640,12 +667,6 @@ int default_workers() {
 // Fiber records: one allocation holds the record and the closure. Small
 // ones come from a per-worker free list, so spawn+exit costs no malloc.
 constexpr std::size_t kPooledRecordSize = 192;
-// A worker keeps up to two batches of free records; beyond that a whole batch
-// moves to the depot, and an empty worker takes a batch back. Fibers spawned
-// on one worker and ending on another then recycle records without malloc
-// and without cross-thread frees (Go's gfput/gfget do the same).
-constexpr std::uint32_t kRecordBatch = 128;
-constexpr std::size_t kDepotMaxBatches = 256;
 static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
 
 void delete_record(Fiber* f) {
@@ -923,7 +944,11 @@ void Worker::sleep() {
 
 void Worker::prepare(Fiber* f) {
   f->stack = acquire_stack(f->stack_request);
+#if defined(WEFT_TSAN)
+  // Only under TSan: anywhere else this store would dirty a second line of
+  // a record that the spawning worker, on another core, reuses next.
   f->tsan_fiber = san::tsan_create();
+#endif
   auto top = reinterpret_cast<std::uintptr_t>(f->stack.hi()) & ~static_cast<std::uintptr_t>(15);
 #if defined(__x86_64__)
   auto* frame = reinterpret_cast<std::uint64_t*>(top - 8 * sizeof(std::uint64_t));
@@ -953,50 +978,46 @@ void Worker::finish(Fiber* f) {
     delete_record(f);
     return;
   }
-  f->next = free_records;
-  free_records = f;
-  if (++free_record_count < 2 * kRecordBatch) return;
-  // Spill the most recently freed batch.
-  Fiber* batch = free_records;
-  Fiber* last = batch;
-  for (std::uint32_t i = 1; i < kRecordBatch; ++i) last = last->next;
-  free_records = last->next;
-  last->next = nullptr;
+  free_records[free_record_count++] = f;
+  if (free_record_count < 2 * kRecordBatch) return;
+  // Full: the oldest batch goes; the newest, warm here, stay for our spawns.
+  auto* batch = new Scheduler::RecordBatch;
+  std::memcpy(batch->records, free_records, sizeof batch->records);
   free_record_count -= kRecordBatch;
+  std::memmove(free_records, free_records + kRecordBatch, free_record_count * sizeof(Fiber*));
   {
     std::lock_guard lock(sched->depot_lock);
     if (sched->depot_batches < kDepotMaxBatches) {
-      batch->sp = sched->depot;
-      sched->depot = batch;
+      (sched->depot_tail ? sched->depot_tail->next : sched->depot_head) = batch;
+      sched->depot_tail = batch;
       ++sched->depot_batches;
       return;
     }
   }
-  while (batch) {
-    Fiber* next = batch->next;
-    ::operator delete(batch);
-    batch = next;
-  }
+  for (Fiber* r : batch->records) ::operator delete(r);
+  delete batch;
 }
 
 Fiber* Worker::take_record() {
-  if (!free_records) {
-    std::lock_guard lock(sched->depot_lock);
-    if (Fiber* batch = sched->depot) {
-      sched->depot = static_cast<Fiber*>(batch->sp);
+  if (free_record_count == 0) {
+    Scheduler::RecordBatch* batch = nullptr;
+    {
+      std::lock_guard lock(sched->depot_lock);
+      batch = sched->depot_head;
+      if (!batch) return nullptr;
+      sched->depot_head = batch->next;
+      if (!sched->depot_head) sched->depot_tail = nullptr;
       --sched->depot_batches;
-      free_records = batch;
-      free_record_count = kRecordBatch;
     }
+    std::memcpy(free_records, batch->records, sizeof batch->records);
+    free_record_count = kRecordBatch;
+    delete batch;
   }
-  Fiber* f = free_records;
-  if (f) {
-    free_records = f->next;
-    --free_record_count;
-    // Records come back from the workers that ran them, so the next one is
-    // most likely in another core's cache: fetch it for writing now, while
-    // this spawn goes on, rather than stall on it at the next.
-    if (free_records) __builtin_prefetch(free_records, 1);
+  Fiber* f = free_records[--free_record_count];
+  // Fetch a record a few spawns ahead, for writing: it was most likely last
+  // written on another core, and the spawn that takes it should not stall.
+  if (free_record_count >= kRecordPrefetch) {
+    prefetch_record(free_records[free_record_count - kRecordPrefetch]);
   }
   return f;
 }
@@ -1095,10 +1116,8 @@ void Worker::loop() {
     pthread_attr_destroy(&attr);
   }
   while (Fiber* f = find_runnable()) run_from_g0(f);
-  while (Fiber* f = free_records) {
-    free_records = f->next;
-    ::operator delete(f);
-  }
+  for (std::uint32_t i = 0; i < free_record_count; ++i) ::operator delete(free_records[i]);
+  free_record_count = 0;
   detach_stack_cache();
   leave_signal_stack(altstack);
   tls_worker = nullptr;
@@ -1203,7 +1222,14 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     f->id = w->next_fiber_id();
     Worker::bump(w->spawned);
     const std::uint64_t id = f->id;
-    w->ready_local(f);
+    // runnext only while it is free: a fiber spawning in a loop would
+    // otherwise swap it (a locked instruction) on every spawn. Go gives it
+    // to the newest; no order among new fibers is promised either way.
+    if (!w->runnext.load(std::memory_order_relaxed)) {
+      w->runnext.store(f, std::memory_order_release);
+    } else {
+      w->runq_put(f);
+    }
     s->wakep();
     return id;
   }
@@ -1256,14 +1282,10 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
   }
   for (Fiber* f : abandoned) free_abandoned(f);
-  for (Fiber* batch = s->depot; batch;) {
-    Fiber* next_batch = static_cast<Fiber*>(batch->sp);
-    for (Fiber* f = batch; f;) {
-      Fiber* next = f->next;
-      ::operator delete(f);
-      f = next;
-    }
-    batch = next_batch;
+  while (Scheduler::RecordBatch* batch = s->depot_head) {
+    s->depot_head = batch->next;
+    for (Fiber* r : batch->records) ::operator delete(r);
+    delete batch;
   }
   if (spawned > exited) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",

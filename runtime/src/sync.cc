@@ -162,7 +162,10 @@ void WaitGroup::add(int delta) {
   if (detail::WaitShards* shards = shards_.load(std::memory_order_acquire)) {
     if (!shards->closed.load(std::memory_order_relaxed)) {
       if (const int w = worker_index(); w >= 0) {
-        auto& shard = shards->shards[static_cast<std::uint32_t>(w) % shards->count].delta;
+        // No division on this path: the index is below the count unless the
+        // group outlived a runtime with fewer workers.
+        const auto i = static_cast<std::uint32_t>(w);
+        auto& shard = shards->shards[i < shards->count ? i : i % shards->count].delta;
         if (shard.fetch_add(delta, std::memory_order_acq_rel) > kShardClosed / 2) return;
         // Closed under us: the fold did not count this delta; the word will.
       }
