@@ -943,7 +943,7 @@ void Worker::sleep() {
 }
 
 void Worker::prepare(Fiber* f) {
-  f->stack = acquire_stack(f->stack_request);
+  acquire_stack(f->stack_request, &f->stack);
 #if defined(WEFT_TSAN)
   // Only under TSan: anywhere else this store would dirty a second line of
   // a record that the spawning worker, on another core, reuses next.

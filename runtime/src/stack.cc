@@ -223,15 +223,12 @@ std::size_t round_stack_size(std::size_t requested) {
   return (size + page - 1) / page * page;
 }
 
-Stack acquire_stack(std::size_t usable) {
-  Stack s;
+namespace {
+// Out of line, so that the cached paths (every spawn and exit) need no frame.
+__attribute__((noinline)) void acquire_stack_slow(std::size_t usable, Stack* out) {
   const bool cached_size = usable == kDefaultStackSize;
   ThreadStacks& t = tls_stacks;
-  if (cached_size && t.cached != 0) {
-    s = t.cache[--t.cached];
-    count_live(s, +1);
-    return s;
-  }
+  Stack s;
   {
     Pool& p = pool();
     std::lock_guard lock(p.mu);
@@ -255,15 +252,12 @@ Stack acquire_stack(std::size_t usable) {
     }
   }
   count_live(s, +1);
-  return s;
+  *out = s;
 }
 
-void release_stack(const Stack& s) {
-  count_live(s, -1);
+__attribute__((noinline)) void release_stack_slow(const Stack& s) {
   ThreadStacks& t = tls_stacks;
-  if (s.size == kDefaultStackSize && t.attached) {
-    t.cache[t.cached++] = s;
-    if (t.cached < 2 * kStackBatch) return;
+  if (t.cached == 2 * kStackBatch) {
     // Spill the older half; the most recently used (warmest) stay.
     Pool& p = pool();
     std::lock_guard lock(p.mu);
@@ -292,6 +286,27 @@ void release_stack(const Stack& s) {
     }
   }
   unmap_guarded(s);
+}
+}  // namespace
+
+void acquire_stack(std::size_t usable, Stack* out) {
+  ThreadStacks& t = tls_stacks;
+  if (usable == kDefaultStackSize && t.cached != 0) {
+    *out = t.cache[--t.cached];
+    count_live(*out, +1);
+    return;
+  }
+  acquire_stack_slow(usable, out);
+}
+
+void release_stack(const Stack& s) {
+  count_live(s, -1);
+  ThreadStacks& t = tls_stacks;
+  if (s.size == kDefaultStackSize && t.attached) {
+    t.cache[t.cached++] = s;
+    if (t.cached < 2 * kStackBatch) return;
+  }
+  release_stack_slow(s);  // the cache is full (s is in it), or s is not for it
 }
 
 void attach_stack_cache() {

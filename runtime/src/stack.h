@@ -13,7 +13,10 @@ namespace weft::detail {
 constexpr std::size_t kDefaultStackSize = std::size_t{64} * 1024;
 
 std::size_t round_stack_size(std::size_t requested);
-Stack acquire_stack(std::size_t usable);
+// Into *out (a record's field): returning the 16-byte Stack by value made
+// GCC reassemble it from its fields through the stack, a store-forwarding
+// stall on every spawn.
+void acquire_stack(std::size_t usable, Stack* out);
 void release_stack(const Stack& s);
 // A worker thread's own cache of default-size stacks and its live counts:
 // attached when it starts, given back to the shared pool when it stops.
