@@ -27,7 +27,7 @@ namespace detail {
 struct Fiber;
 struct Closure {
   void (*invoke)(void* self);
-  void (*destroy)(void* self);
+  void (*destroy)(void* self);  // null when there is nothing to destroy
 };
 // Allocates a fiber record with `closure_size` bytes for the closure after it.
 Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
@@ -61,9 +61,10 @@ int run(F&& main_fn, const RunOptions& opts = {}) {
 template <class F>
 std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
   using Fn = std::decay_t<F>;
-  static const detail::Closure vtable{
+  static constexpr detail::Closure vtable{
       [](void* p) { (*static_cast<Fn*>(p))(); },
-      [](void* p) { static_cast<Fn*>(p)->~Fn(); },
+      std::is_trivially_destructible_v<Fn> ? nullptr
+                                           : +[](void* p) { static_cast<Fn*>(p)->~Fn(); },
   };
   void* storage = nullptr;
   detail::Fiber* f = detail::new_fiber(sizeof(Fn), alignof(Fn), opts, &storage);
