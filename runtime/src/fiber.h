@@ -26,7 +26,9 @@ struct Fiber {
   void* sp = nullptr;     // saved stack pointer while switched out
   Fiber* next = nullptr;  // link in the global run queue and record free lists
   const Closure* closure = nullptr;
-  Stack stack;  // assigned when the fiber first runs, returned when it ends
+  // Written when the fiber parks or yields (while it runs, its worker holds
+  // it; see Worker::running_stack), returned when it ends.
+  Stack stack;
   std::uint64_t id = 0;
   std::uint32_t stack_request = 0;
   std::uint16_t closure_offset = 0;  // the closure lives in the same allocation

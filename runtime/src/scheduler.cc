@@ -109,8 +109,13 @@ void futex_wake(std::atomic<std::uint32_t>* word, int count) {
 // another core, and the worker about to use one should not stall on it.
 void prefetch_record(const void* record) noexcept {
   const char* p = static_cast<const char*>(record);
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" ::"m"(*p));
+  asm volatile("prefetchw %0" ::"m"(*(p + 64)));
+#else
   __builtin_prefetch(p, 1);
   __builtin_prefetch(p + 64, 1);
+#endif
 }
 
 // Go's runq: the owner pushes at the tail and pops at the head; thieves take
@@ -298,6 +303,16 @@ struct alignas(64) Worker {
   std::atomic<Fiber*> runnext{nullptr};
 
   Fiber* current = nullptr;  // the fiber running here; null while on g0
+  // The running fiber's stack, and the stack pointer to switch to next. A
+  // fiber that runs to its end without parking never has its stack or stack
+  // pointer written into its record: records move between cores (spawned on
+  // one worker, run on another, reused by the first), and a line the runner
+  // wrote costs the spawner a transfer of it, where one it only read costs
+  // an invalidation. Parking or yielding writes both into the record.
+  Stack running_stack;
+  void* next_sp = nullptr;
+  Stack prev_stack;         // of `prev`, when it exited
+  void* dead_sp = nullptr;  // where an exiting fiber's last stack pointer goes
   // The fiber that switched away last and what it asked for; whoever runs
   // next on this worker completes it (after_switch), once off its stack.
   Fiber* prev = nullptr;
@@ -585,9 +600,9 @@ Fiber* thread_waiter() {
 // The TSan switch must be made from code TSan does not instrument, or its
 // shadow call stack is attributed to the wrong fiber.
 WEFT_SWITCH_FN void switch_from_g0(Worker* w, Fiber* to) {
-  san::asan_start_switch(&w->g0_fake_stack, to->stack.lo, to->stack.size);
+  san::asan_start_switch(&w->g0_fake_stack, w->running_stack.lo, w->running_stack.size);
   san::tsan_switch(to->tsan_fiber);
-  weft_switch(&w->g0_sp, to->sp);
+  weft_switch(&w->g0_sp, w->next_sp);
   san::asan_finish_switch(w->g0_fake_stack, nullptr, nullptr);
 }
 
@@ -595,14 +610,15 @@ WEFT_SWITCH_FN void switch_from_g0(Worker* w, Fiber* to) {
 // dying fiber never comes back, so ASan may drop its fake stack.
 WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dying) {
   void** fake_stack = dying ? nullptr : &from->asan_fake_stack;
+  void** save_sp = dying ? &w->dead_sp : &from->sp;
   if (to) {
-    san::asan_start_switch(fake_stack, to->stack.lo, to->stack.size);
+    san::asan_start_switch(fake_stack, w->running_stack.lo, w->running_stack.size);
     san::tsan_switch(to->tsan_fiber);
-    weft_switch(&from->sp, to->sp);
+    weft_switch(save_sp, w->next_sp);
   } else {
     san::asan_start_switch(fake_stack, w->g0_stack_bottom, w->g0_stack_size);
     san::tsan_switch(w->tsan_g0);
-    weft_switch(&from->sp, w->g0_sp);
+    weft_switch(save_sp, w->g0_sp);
   }
   san::asan_finish_switch(from->asan_fake_stack, nullptr, nullptr);
 }
@@ -703,8 +719,10 @@ current_worker() noexcept {
   return w;
 }
 
-const Fiber* signal_current_fiber() noexcept {
-  return tls_fiber;
+const Fiber* signal_current_fiber(Stack* stack) noexcept {
+  const Fiber* f = tls_fiber;
+  if (f) *stack = tls_worker->running_stack;
+  return f;
 }
 
 std::uint64_t Worker::next_fiber_id() {
@@ -943,13 +961,14 @@ void Worker::sleep() {
 }
 
 void Worker::prepare(Fiber* f) {
-  acquire_stack(f->stack_request, &f->stack);
+  acquire_stack(f->stack_request, &running_stack);
 #if defined(WEFT_TSAN)
   // Only under TSan: anywhere else this store would dirty a second line of
   // a record that the spawning worker, on another core, reuses next.
   f->tsan_fiber = san::tsan_create();
 #endif
-  auto top = reinterpret_cast<std::uintptr_t>(f->stack.hi()) & ~static_cast<std::uintptr_t>(15);
+  auto top =
+      reinterpret_cast<std::uintptr_t>(running_stack.hi()) & ~static_cast<std::uintptr_t>(15);
 #if defined(__x86_64__)
   auto* frame = reinterpret_cast<std::uint64_t*>(top - 8 * sizeof(std::uint64_t));
   frame[0] = 0x1F80ULL | (0x037FULL << 32);                 // default MXCSR and x87 control word
@@ -967,11 +986,11 @@ void Worker::prepare(Fiber* f) {
   frame[1] = reinterpret_cast<std::uint64_t>(&fiber_main);              // x20
   frame[11] = reinterpret_cast<std::uint64_t>(&weft_fiber_trampoline);  // x30
 #endif
-  f->sp = frame;
+  next_sp = frame;
 }
 
 void Worker::finish(Fiber* f) {
-  release_stack(f->stack);
+  release_stack(prev_stack);
   san::tsan_destroy(f->tsan_fiber);
   bump(exited);
   if (f->kind != RecordKind::pooled) {
@@ -1043,7 +1062,12 @@ Fiber* Worker::pick_local() {
 
 void Worker::enter(Fiber* f) {
   schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  if (!f->sp) prepare(f);
+  if (f->sp) {  // it parked or yielded before: resume it
+    running_stack = f->stack;
+    next_sp = f->sp;
+  } else {
+    prepare(f);
+  }
   current = f;
   tls_fiber = f;
   running_id.store(f->id, std::memory_order_relaxed);
@@ -1055,6 +1079,11 @@ void Worker::enter(Fiber* f) {
 void Worker::leave(Fiber* self, Action action) {
   prev = self;
   prev_action = action;
+  if (action == Action::exit) {
+    prev_stack = running_stack;
+  } else {
+    self->stack = running_stack;  // its stack pointer follows in the switch
+  }
   Fiber* next = pick_local();
   if (next) {
     enter(next);
@@ -1077,7 +1106,7 @@ void Worker::after_switch() {
     return;
   }
   if (!p->stack.guarded && !saved_sp_in_bounds(p)) {
-    report_overflow(p, "found at a switch: the stack had no guard page");
+    report_overflow(p->id, p->stack, "found at a switch: the stack had no guard page");
   }
   if (prev_action == Action::yield) {
     runq_put(p);

@@ -15,8 +15,9 @@ struct Worker;
 // inline or hoist: a fiber may resume on another thread after any switch.
 Worker* current_worker() noexcept;
 
-// The fiber running on this thread, for the fault handler (async-signal-safe).
-const Fiber* signal_current_fiber() noexcept;
+// The fiber running on this thread and its stack, for the fault handler
+// (async-signal-safe).
+const Fiber* signal_current_fiber(Stack* stack) noexcept;
 
 struct SchedulerStats {
   std::uint64_t spawned;

@@ -190,13 +190,12 @@ void write_u64(std::uint64_t v) {
 }
 
 void on_fault(int sig, siginfo_t* info, void* uctx) {
-  const Fiber* f = signal_current_fiber();
-  if (f != nullptr && f->stack.guarded) {
+  Stack stack;
+  const Fiber* f = signal_current_fiber(&stack);
+  if (f != nullptr && stack.guarded) {
     const char* addr = static_cast<const char*>(info->si_addr);
     // Only the guard page itself: a fault anywhere else is not ours to name.
-    if (addr < f->stack.lo && addr >= f->stack.lo - page_size()) {
-      report_overflow(f, nullptr);
-    }
+    if (addr < stack.lo && addr >= stack.lo - page_size()) report_overflow(f->id, stack, nullptr);
   }
   // Not a stack overflow: hand it to whoever was installed before us.
   const struct sigaction& prev = sig == SIGSEGV ? previous_segv : previous_bus;
@@ -362,11 +361,11 @@ StackStats stack_stats() {
                     p.pooled, guarded_mapped.load()};
 }
 
-void report_overflow(const Fiber* f, const char* how) {
+void report_overflow(std::uint64_t fiber_id, const Stack& stack, const char* how) {
   write_str("weft: fiber ");
-  write_u64(f->id);
+  write_u64(fiber_id);
   write_str(" overflowed its ");
-  write_u64(f->stack.size / 1024);
+  write_u64(stack.size / 1024);
   write_str(" KiB stack");
   if (how) {
     write_str(" (");

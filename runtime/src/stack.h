@@ -32,7 +32,7 @@ void install_overflow_handler();
 // Each thread that runs fibers needs an alternate signal stack for it.
 void* enter_signal_stack();
 void leave_signal_stack(void* handle);
-[[noreturn]] void report_overflow(const Fiber* f, const char* how);
+[[noreturn]] void report_overflow(std::uint64_t fiber_id, const Stack& stack, const char* how);
 
 struct StackStats {
   std::size_t guarded_live;
