@@ -105,8 +105,12 @@ void futex_wake(std::atomic<std::uint32_t>* word, int count) {
 }
 
 // Starts fetching a fiber record's first two lines (the header and, for a
-// small closure, the closure): records are most likely last written on
-// another core, and the worker about to use one should not stall on it.
+// small closure, the closure): records are most likely last touched on
+// another core, and the worker about to use one should not stall on it. On
+// x86 with PREFETCHW, for ownership: GCC turns __builtin_prefetch(p, 1) into
+// a read prefetch unless told the CPU, and a line the other core still holds
+// then stalls the write anyway. PREFETCHW needs no -march flag (cores
+// without it treat the opcode as a NOP).
 void prefetch_record(const void* record) noexcept {
   const char* p = static_cast<const char*>(record);
 #if defined(__x86_64__)
