@@ -181,9 +181,13 @@ void WaitGroup::note_worker() {
   const int w = worker_index();
   if (w < 0 || last_worker_.load(std::memory_order_relaxed) == w) return;
   last_worker_.store(w, std::memory_order_relaxed);
-  const std::uint32_t handoffs = handoffs_.load(std::memory_order_relaxed) + 1;
-  handoffs_.store(handoffs, std::memory_order_relaxed);
-  if (handoffs == kShardAfterHandoffs) start_sharding();
+  // An atomic increment: with a load and a store, two workers handing the
+  // word back and forth lost and rewound each other's counts, and a group
+  // could go a million handoffs without sharding. Only handoffs pay it, on a
+  // line the add() that follows takes anyway.
+  if (handoffs_.fetch_add(1, std::memory_order_relaxed) + 1 == kShardAfterHandoffs) {
+    start_sharding();
+  }
 }
 
 bool WaitGroup::start_sharding() {

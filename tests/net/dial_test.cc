@@ -160,6 +160,30 @@ TEST_P(NetDialTest, LocalhostAndWildcardListenerAddresses) {
   });
 }
 
+// Go listens on both families for "tcp" on 0.0.0.0 (and on "::"), and on
+// IPv4 alone for "tcp4".
+TEST_P(NetDialTest, WildcardIPv4ListenerTakesBothFamilies) {
+  if (!weft::test::have_ipv6_loopback()) GTEST_SKIP() << "no IPv6 loopback";
+  run([] {
+    auto any = weft::net::listen("tcp", "0.0.0.0:0");
+    ASSERT_TRUE(any) << any.error().to_string();
+    const std::string port = std::to_string(any->addr().port());
+    for (const std::string host : {"127.0.0.1", "[::1]"}) {
+      auto c = weft::net::dial("tcp", host + ":" + port);
+      ASSERT_TRUE(c) << host << ": " << c.error().to_string();
+      auto s = any->accept();
+      ASSERT_TRUE(s) << s.error().to_string();
+      ASSERT_TRUE(c->write("x"));
+      char b = 0;
+      ASSERT_TRUE(s->read_full(&b, 1));
+    }
+    auto v4 = weft::net::listen("tcp4", "0.0.0.0:0");
+    ASSERT_TRUE(v4) << v4.error().to_string();
+    auto refused = weft::net::dial("tcp", "[::1]:" + std::to_string(v4->addr().port()));
+    EXPECT_FALSE(refused);
+  });
+}
+
 TEST_P(NetDialTest, HappyEyeballsFallsBackToIPv4WhenIPv6Hangs) {
   if (!weft::test::have_ipv6_loopback()) GTEST_SKIP() << "no IPv6 loopback";
   run([] {

@@ -155,8 +155,8 @@ class WaitGroup {
 
   std::atomic<std::uint64_t> state_{0};  // counter << 32 | sharded bit | waiters
   std::atomic<detail::WaitShards*> shards_{nullptr};
-  // Which worker touched the word last and how often that changed: the
-  // cue to shard. Updated loosely (plain loads and stores); only a hint.
+  // Which worker touched the word last (a loose hint: plain loads and
+  // stores) and how often that changed: the cue to shard.
   std::atomic<std::int32_t> last_worker_{-1};
   std::atomic<std::uint32_t> handoffs_{0};
   detail::SpinLock queue_lock_;
