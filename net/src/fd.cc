@@ -205,8 +205,8 @@ IoResult NetFD::read(void* buf, std::size_t n) {
     const ssize_t r = ::read(sysfd_, buf, n);
     if (r > 0) return IoResult(static_cast<std::size_t>(r));
     if (r == 0) {
-      if (stream()) return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
-      return IoResult(0);                                  // an empty datagram
+      if (zero_read_is_eof()) return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
+      return IoResult(0);                                            // an empty datagram
     }
     const int e = errno;
     if (e == EINTR) continue;

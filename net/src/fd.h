@@ -46,6 +46,9 @@ class NetFD {
   int sotype() const noexcept { return sotype_; }
   const std::string& net() const noexcept { return net_; }
   bool stream() const noexcept { return sotype_ == SOCK_STREAM; }
+  // Go's ZeroReadIsEOF: a 0-byte read ends a connection unless each read is
+  // a datagram (SOCK_SEQPACKET keeps message boundaries but still ends).
+  bool zero_read_is_eof() const noexcept { return sotype_ != SOCK_DGRAM && sotype_ != SOCK_RAW; }
   bool closed() const noexcept { return state_.load(std::memory_order_acquire) & kClosed; }
 
   void set_addrs(std::optional<Addr> laddr, std::optional<Addr> raddr) {

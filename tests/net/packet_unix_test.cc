@@ -129,6 +129,39 @@ TEST_P(NetPacketUnixTest, UnixStreamEchoAndUnlinkOnClose) {
   });
 }
 
+// SOCK_SEQPACKET: a stream of connections whose reads keep message
+// boundaries; a read shorter than the message drops the rest (Go's
+// "unixpacket").
+TEST_P(NetPacketUnixTest, UnixpacketKeepsMessageBoundaries) {
+  run([] {
+    const std::string path = temp_path("seqpacket");
+    ::unlink(path.c_str());
+    auto ln = weft::net::listen("unixpacket", path);
+    ASSERT_TRUE(ln) << ln.error().to_string();
+    auto c = weft::net::dial("unixpacket", path);
+    ASSERT_TRUE(c) << c.error().to_string();
+    auto s = ln->accept();
+    ASSERT_TRUE(s) << s.error().to_string();
+    ASSERT_TRUE(c->write("ab"));
+    ASSERT_TRUE(c->write("cde"));
+    ASSERT_TRUE(c->write("truncated"));
+    char buf[32];
+    auto r = s->read(buf, sizeof buf);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(std::string(buf, *r), "ab");
+    r = s->read(buf, sizeof buf);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(std::string(buf, *r), "cde");
+    r = s->read(buf, 5);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(std::string(buf, *r), "trunc");
+    ASSERT_TRUE(c->close());
+    r = s->read(buf, sizeof buf);  // the rest of "truncated" is gone: end of stream
+    ASSERT_FALSE(r);
+    EXPECT_TRUE(r.is_eof()) << r.error().to_string();
+  });
+}
+
 TEST_P(NetPacketUnixTest, UnixAbstractName) {
   run([] {
     const std::string name = "@weft-net-" + std::to_string(getpid());
