@@ -251,8 +251,8 @@ Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, std::string_
   int family = AF_UNIX;
   bool v6only = false;
   if (n->family != AF_UNIX) {
-    if (la.ip().valid() && la.ip().is_v4() && la.ip().is_unspecified() &&
-        n->family == AF_UNSPEC && detail::ipv6_supported()) {
+    if (la.ip().valid() && la.ip().is_v4() && la.ip().is_unspecified() && n->family == AF_UNSPEC &&
+        detail::ipv6_supported()) {
       family = AF_INET6;  // "tcp" on 0.0.0.0: both families, as Go (favoriteAddrFamily)
     } else if (la.ip().valid()) {
       family = la.ip().is_v4() ? AF_INET : AF_INET6;

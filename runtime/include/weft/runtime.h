@@ -63,8 +63,7 @@ std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
   using Fn = std::decay_t<F>;
   static constexpr detail::Closure vtable{
       [](void* p) { (*static_cast<Fn*>(p))(); },
-      std::is_trivially_destructible_v<Fn> ? nullptr
-                                           : +[](void* p) { static_cast<Fn*>(p)->~Fn(); },
+      std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* p) { static_cast<Fn*>(p)->~Fn(); },
   };
   void* storage = nullptr;
   detail::Fiber* f = detail::new_fiber(sizeof(Fn), alignof(Fn), opts, &storage);
