@@ -24,7 +24,7 @@ enum class RecordKind : std::uint8_t { pooled, heap, heap_aligned };
 
 struct Fiber {
   void* sp = nullptr;     // saved stack pointer while switched out
-  Fiber* next = nullptr;  // link in the global run queue and record free lists
+  Fiber* next = nullptr;  // link in a ReadyBatch's chain
   const Closure* closure = nullptr;
   // Written when the fiber parks or yields (while it runs, its worker holds
   // it; see Worker::running_stack), returned when it ends.

@@ -690,9 +690,13 @@ int default_workers() {
 }
 
 // Fiber records: one allocation holds the record and the closure. Small
-// ones come from a per-worker free list, so spawn+exit costs no malloc.
+// ones come from a per-worker free array, so spawn+exit costs no malloc.
 constexpr std::size_t kPooledRecordSize = 192;
 static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
+
+void free_pooled_records(Fiber* const* records, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) ::operator delete(records[i]);
+}
 
 void delete_record(Fiber* f) {
   const RecordKind kind = f->kind;
@@ -714,15 +718,16 @@ void free_abandoned(Fiber* f) {
 
 }  // namespace
 
-// Out of line, and (GCC) kept out of interprocedural analysis so that no
-// caller may treat it as pure and reuse a result across a switch.
+// For functions that read this thread's worker: out of line, and (GCC) kept
+// out of interprocedural analysis so that no caller may treat one as pure and
+// reuse a result across a switch.
 #if defined(__clang__)
-__attribute__((noinline))
+#define WEFT_READS_CURRENT_WORKER __attribute__((noinline))
 #else
-__attribute__((noinline, noipa))
+#define WEFT_READS_CURRENT_WORKER __attribute__((noinline, noipa))
 #endif
-Worker*
-current_worker() noexcept {
+
+WEFT_READS_CURRENT_WORKER Worker* current_worker() noexcept {
   Worker* w = tls_worker;
   asm volatile("" ::: "memory");
   return w;
@@ -1022,7 +1027,7 @@ void Worker::finish(Fiber* f) {
       return;
     }
   }
-  for (Fiber* r : batch->records) ::operator delete(r);
+  free_pooled_records(batch->records, kRecordBatch);
   delete batch;
 }
 
@@ -1154,7 +1159,7 @@ void Worker::loop() {
     pthread_attr_destroy(&attr);
   }
   while (Fiber* f = find_runnable()) run_from_g0(f);
-  for (std::uint32_t i = 0; i < free_record_count; ++i) ::operator delete(free_records[i]);
+  free_pooled_records(free_records, free_record_count);
   free_record_count = 0;
   detach_stack_cache();
   leave_signal_stack(altstack);
@@ -1322,7 +1327,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   for (Fiber* f : abandoned) free_abandoned(f);
   while (Scheduler::RecordBatch* batch = s->depot_head) {
     s->depot_head = batch->next;
-    for (Fiber* r : batch->records) ::operator delete(r);
+    free_pooled_records(batch->records, kRecordBatch);
     delete batch;
   }
   if (spawned > exited) {
@@ -1516,15 +1521,9 @@ std::uint64_t fiber_id() noexcept {
   return w && w->current ? w->current->id : 0;
 }
 
-// Kept out of line and out of interprocedural analysis like current_worker(),
-// so reading the TLS here is as fresh as calling it, and one call cheaper
-// (WaitGroup asks on every add).
-#if defined(__clang__)
-__attribute__((noinline))
-#else
-__attribute__((noinline, noipa))
-#endif
-int worker_index() noexcept {
+// Reads the TLS itself, as fresh as calling current_worker() and one call
+// cheaper (WaitGroup asks on every add).
+WEFT_READS_CURRENT_WORKER int worker_index() noexcept {
   detail::Worker* w = detail::tls_worker;
   asm volatile("" ::: "memory");
   return w ? w->index : -1;

@@ -254,37 +254,33 @@ __attribute__((noinline)) void acquire_stack_slow(std::size_t usable, Stack* out
   *out = s;
 }
 
+// Returns stacks of one size to the shared pool; guarded ones past the
+// pool's cap are unmapped (slab stacks cannot be: they stay pooled).
+void pool_put(const Stack* stacks, std::size_t n) {
+  if (n == 0) return;
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  auto& list = p.free_by_size[stacks[0].size];
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!stacks[i].guarded || list.size() < kPoolMaxPerSize) {
+      list.push_back(stacks[i]);
+      ++p.pooled;
+    } else {
+      unmap_guarded(stacks[i]);
+    }
+  }
+}
+
 __attribute__((noinline)) void release_stack_slow(const Stack& s) {
   ThreadStacks& t = tls_stacks;
   if (t.cached == 2 * kStackBatch) {
     // Spill the older half; the most recently used (warmest) stay.
-    Pool& p = pool();
-    std::lock_guard lock(p.mu);
-    auto& list = p.free_by_size[kDefaultStackSize];
-    for (std::size_t i = 0; i < kStackBatch; ++i) {
-      const Stack& spill = t.cache[i];
-      if (!spill.guarded || list.size() < kPoolMaxPerSize) {
-        list.push_back(spill);
-        ++p.pooled;
-      } else {
-        unmap_guarded(spill);
-      }
-    }
+    pool_put(t.cache, kStackBatch);
     std::copy(t.cache + kStackBatch, t.cache + t.cached, t.cache);
     t.cached -= kStackBatch;
     return;
   }
-  Pool& p = pool();
-  {
-    std::lock_guard lock(p.mu);
-    auto& list = p.free_by_size[s.size];
-    if (!s.guarded || list.size() < kPoolMaxPerSize) {
-      list.push_back(s);
-      ++p.pooled;
-      return;
-    }
-  }
-  unmap_guarded(s);
+  pool_put(&s, 1);
 }
 }  // namespace
 
@@ -320,14 +316,8 @@ void attach_stack_cache() {
 void detach_stack_cache() {
   ThreadStacks& t = tls_stacks;
   if (!t.attached) return;
-  {
-    Pool& p = pool();
-    std::lock_guard lock(p.mu);
-    auto& list = p.free_by_size[kDefaultStackSize];
-    list.insert(list.end(), t.cache, t.cache + t.cached);
-    p.pooled += t.cached;
-    t.cached = 0;
-  }
+  pool_put(t.cache, t.cached);
+  t.cached = 0;
   LiveRegistry& r = live_registry();
   std::lock_guard lock(r.mu);
   r.other_guarded.fetch_add(t.live_guarded.exchange(0), std::memory_order_relaxed);
