@@ -67,7 +67,7 @@ struct PollDesc {
     if (rd < 0) bits |= kExpiredRead;
     if (wd < 0) bits |= kExpiredWrite;
     if (event_err) bits |= kEventErr;
-    info.store(bits, std::memory_order_seq_cst);
+    info.store(bits, std::memory_order_seq_cst);  // Dekker pair: see unblock()
   }
 
   std::uint64_t token() const {
@@ -110,6 +110,7 @@ DescCache& cache() {
 }
 
 PollStatus check_error(const PollDesc* pd, PollMode mode) {
+  // seq_cst: the waiter's half of the Dekker pair in unblock().
   const std::uint32_t bits = pd->info.load(std::memory_order_seq_cst);
   if (bits & kClosing) return PollStatus::closed;
   if ((mode == PollMode::read && (bits & kExpiredRead)) ||
@@ -125,7 +126,12 @@ PollStatus check_error(const PollDesc* pd, PollMode mode) {
 Fiber* unblock(PollDesc* pd, PollMode mode, bool io_ready) {
   auto& slot = pd->slot(mode);
   for (;;) {
-    std::uintptr_t old = slot.load(std::memory_order_acquire);
+    // seq_cst: the unblocker's half of a Dekker pair. publish_info() stored
+    // the bits (seq_cst) before this load; block() stores kWait (seq_cst)
+    // before its load of the bits in check_error(). With acquire here, the
+    // load could be ordered before the bits' store (AArch64 allows it), both
+    // sides would miss each other, and a deadline or close would be lost.
+    std::uintptr_t old = slot.load(std::memory_order_seq_cst);
     if (old == kReady) return nullptr;
     if (old == kNil && !io_ready) return nullptr;  // deadlines and close speak through info
     if (slot.compare_exchange_weak(old, io_ready ? kReady : kNil, std::memory_order_acq_rel)) {

@@ -72,6 +72,9 @@ constexpr std::uint64_t kRunnextStealWaitNs = 3'000;
 constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, every N switches
 constexpr std::uint64_t kWatchdogNs = 10'000'000;
 constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
+// sysmon wakes a worker for a timer this late: the timer role lost track of
+// it, or the OS kept its worker off the CPU.
+constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 constexpr std::uint64_t kIdBatch = 64;
 // A worker keeps up to two batches of free records; beyond that its oldest
 // batch moves to the depot, and an empty worker takes the depot's oldest
@@ -136,6 +139,10 @@ class RunQueue {
 
   bool empty() const {
     return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
+  }
+  // For a sleeper's last look: seq_cst pairs with the fence in wakep().
+  bool empty_seq_cst() const {
+    return head_.load(std::memory_order_seq_cst) == tail_.load(std::memory_order_seq_cst);
   }
 
   bool push(Fiber* f) {
@@ -334,7 +341,8 @@ struct alignas(64) Worker {
   std::atomic<std::uint64_t> running_id{0};
   std::uint32_t runnext_streak = 0;
   bool spinning = false;
-  bool solo = false;  // the runtime's only worker: nobody steals from it
+  bool left_timer_role = false;  // woke from the timer role; hand it on once busy
+  bool solo = false;             // the runtime's only worker: nobody steals from it
 
   // Sleeping: kAsleep, then kWoken (by wakep, counted as spinning) or kPoked
   // (a timer now due sooner). Idle-list links under idle_mu.
@@ -346,6 +354,7 @@ struct alignas(64) Worker {
 
   std::uint64_t rng = 0;
   std::uint64_t id_next = 0, id_end = 0;
+  std::vector<std::uint32_t> tick_snapshot;  // one per worker, for sleep()
 
   TimerHeap timers;
 
@@ -418,6 +427,7 @@ struct Scheduler {
       w->sched = this;
       w->index = i;
       w->solo = n == 1;
+      w->tick_snapshot.resize(static_cast<std::size_t>(n));
       w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
       workers.push_back(std::move(w));
     }
@@ -493,6 +503,8 @@ struct Scheduler {
   std::atomic<std::uint64_t> foreign_spawned{0};
   std::atomic<std::uint64_t> wakeups{0};
   std::atomic<std::uint64_t> watchdog_reports{0};
+  std::atomic<std::uint64_t> timer_rescues{0};
+  std::atomic<std::uint64_t> sysmon_wakeups{0};
 
   std::mutex done_mu;
   std::condition_variable done_cv;
@@ -510,11 +522,18 @@ struct Scheduler {
   Fiber* global_get(Worker* w, std::uint32_t max);
 
   // Wakes one sleeping worker to look for work, unless one is already
-  // looking (spinning) or none sleeps.
-  void wakep() {
-    if (nidle.load(std::memory_order_seq_cst) == 0) return;
+  // looking (spinning) or none sleeps. True if it woke one.
+  bool wakep() {
+    // The caller has just published work (a run queue or runnext store, a
+    // global-queue put) and now reads nidle; a sleeper counts itself in
+    // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
+    // pair: without this fence the publisher's store may still sit in its
+    // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
+    // reads the old queues, and the work waits for sysmon.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (nidle.load(std::memory_order_seq_cst) == 0) return false;
     int zero = 0;
-    if (!nspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return;
+    if (!nspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return false;
     Worker* w = nullptr;
     {
       std::lock_guard lock(idle_mu);
@@ -528,7 +547,7 @@ struct Scheduler {
     }
     if (!w) {
       nspinning.fetch_sub(1, std::memory_order_seq_cst);
-      return;
+      return false;
     }
     wake_worker(w);
     wakeups.fetch_add(1, std::memory_order_relaxed);
@@ -536,6 +555,7 @@ struct Scheduler {
       sysmon_word.store(1, std::memory_order_release);
       futex_wake(&sysmon_word, 1);
     }
+    return true;
   }
 
   std::int64_t earliest_timer() const {
@@ -546,26 +566,49 @@ struct Scheduler {
     return next;
   }
 
-  // A timer now expires at `when`: make sure some worker will be awake then.
-  void timer_added(std::int64_t when) {
-    Worker* sleeper = timer_sleeper.load(std::memory_order_seq_cst);
-    if (!sleeper) {
-      wakep();  // an idle worker comes and takes the timer-sleeper role
+  // Gets a worker to run due timers: the timer sleeper if there is one,
+  // else an idle worker, who then takes the role.
+  void wake_for_timers() {
+    if (Worker* sleeper = timer_sleeper.load(std::memory_order_seq_cst)) {
+      std::uint32_t asleep = Worker::kAsleep;
+      if (sleeper->wake_word.compare_exchange_strong(asleep, Worker::kPoked)) {
+        wake_worker(sleeper);
+      }
       return;
     }
-    const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
-    if (until != 0 && until <= when) return;
-    std::uint32_t asleep = Worker::kAsleep;
-    if (sleeper->wake_word.compare_exchange_strong(asleep, Worker::kPoked)) wake_worker(sleeper);
+    wakep();
   }
 
-  bool any_queued_work() const {
-    if (gq.size_seq_cst() != 0) return true;
-    for (const auto& w : workers) {
-      if (!w->runq.empty()) return true;
+  // A timer now expires at `when`: make sure some worker will be awake then.
+  void timer_added(std::int64_t when) {
+    if (timer_sleeper.load(std::memory_order_seq_cst)) {
+      // seq_cst: pairs with the sleeper's read of every heap's min_when
+      // after it published itself (Worker::sleep); 0 while it decides.
+      const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
+      if (until != 0 && until <= when) return;
     }
-    return false;
+    wake_for_timers();
   }
+
+  // Timers on any heap, or fibers parked on I/O: what the timer role watches.
+  bool anything_to_watch() const { return earliest_timer() != kNever || netpoll_waiters() > 0; }
+
+  // A sleeper's last look, after it counted itself idle. Every load is
+  // seq_cst: the publishers' halves are the fence in wakep().
+  bool any_queued_work(Worker* self) const {
+    if (gq.size_seq_cst() != 0) return true;
+    bool runnext_elsewhere = false;
+    for (const auto& w : workers) {
+      if (!w->runq.empty_seq_cst()) return true;
+      if (w.get() != self && w->runnext.load(std::memory_order_seq_cst)) runnext_elsewhere = true;
+    }
+    // A fiber in another worker's runnext runs next there, unless that
+    // worker is held by one fiber: then it is work for us (Go counts runnext
+    // as queued work, and steals it from a worker that does not switch).
+    return runnext_elsewhere && any_runnext_behind_a_busy_fiber(self);
+  }
+
+  bool any_runnext_behind_a_busy_fiber(Worker* self) const;
 
   void shutdown() {
     {
@@ -771,13 +814,16 @@ void Worker::ready_local(Fiber* f) {
   Fiber* old = runnext.load(std::memory_order_relaxed);
   if (!old) {
     runnext.store(f, std::memory_order_release);
-    return;
+  } else {
+    old = runnext.exchange(f, std::memory_order_acq_rel);
+    if (old) runq_put(old);
   }
-  old = runnext.exchange(f, std::memory_order_acq_rel);
-  if (old) {
-    runq_put(old);
-    sched->wakep();  // stealable work now exists
-  }
+  // Always, as Go's ready(): even a fiber that this worker will run next may
+  // be the only work while a worker sleeps, and that sleeper may be the one
+  // that must take over the timer role (a ping-pong that only ever fills an
+  // empty runnext would otherwise leave every other heap unwatched). Cheap
+  // when nobody sleeps or somebody already spins.
+  sched->wakep();
 }
 
 Fiber* Worker::local_get() {
@@ -798,6 +844,27 @@ Fiber* Worker::local_get() {
   runnext_streak = 0;
   if (Fiber* f = runq.pop()) return f;
   return runnext.exchange(nullptr, std::memory_order_acq_rel);
+}
+
+// Watches every other worker's switch count for as long as a thief waits
+// before taking runnext (steal_from): a worker that did not switch meanwhile
+// is held by one fiber and will not run its runnext soon.
+bool Scheduler::any_runnext_behind_a_busy_fiber(Worker* self) const {
+  std::vector<std::uint32_t>& ticks = self->tick_snapshot;  // sized at start: no allocation
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    ticks[i] = workers[i]->schedtick.load(std::memory_order_relaxed);
+  }
+  const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
+  while (now_ns() < until) cpu_relax();
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    const Worker* w = workers[i].get();
+    if (w == self || !w->runnext.load(std::memory_order_relaxed)) continue;
+    if (w->schedtick.load(std::memory_order_relaxed) == ticks[i] &&
+        w->running_id.load(std::memory_order_relaxed) != 0) {
+      return true;
+    }
+  }
+  return false;
 }
 
 Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
@@ -842,6 +909,13 @@ Fiber* Worker::found(Fiber* f) {
     spinning = false;
     // The last spinner found work; there may be more, so keep one looking.
     if (sched->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1) sched->wakep();
+  }
+  if (left_timer_role) {
+    left_timer_role = false;
+    // We are about to run fibers, so we no longer watch the heaps: an idle
+    // worker must, if anything is left to watch. It takes the role when it
+    // goes back to sleep (Go: the M leaving netpoll wakes a spinner).
+    if (sched->anything_to_watch()) sched->wakep();
   }
   return f;
 }
@@ -905,6 +979,7 @@ Fiber* Worker::find_runnable() {
 }
 
 void Worker::sleep() {
+  left_timer_role = false;
   {
     std::lock_guard lock(sched->idle_mu);
     if (sched->stopping.load(std::memory_order_acquire)) return;
@@ -920,7 +995,7 @@ void Worker::sleep() {
   }
   // Work published before our nidle increment found nobody to wake (its
   // wakep saw nidle == 0 or a spinner that was us): look once more.
-  bool wait = !sched->any_queued_work();
+  bool wait = !sched->any_queued_work(this);
   // One idle worker waits for the earliest timer; the others until woken.
   bool timer_role = false;
   std::int64_t deadline = kNever;
@@ -958,6 +1033,7 @@ void Worker::sleep() {
   if (timer_role) {
     sched->timer_sleep_until.store(0, std::memory_order_seq_cst);
     sched->timer_sleeper.store(nullptr, std::memory_order_seq_cst);
+    left_timer_role = true;
   }
   {
     std::lock_guard lock(sched->idle_mu);
@@ -1217,8 +1293,16 @@ void Scheduler::sysmon_loop() {
       // Work or timers queued behind a stuck fiber: let an idle worker take them.
       if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty() ||
           w->timers.min_when.load(std::memory_order_relaxed) <= mono_now_ns()) {
-        wakep();
+        if (wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
       }
+    }
+    // The backstop of the timer role: a timer long overdue on any heap, an
+    // idle worker's included, means nobody is watching it (Go's sysmon:
+    // timeSleepUntil, then startm).
+    const std::int64_t earliest = earliest_timer();
+    if (earliest != kNever && mono_now_ns() - earliest > kTimerOverdueNs) {
+      timer_rescues.fetch_add(1, std::memory_order_relaxed);
+      wake_for_timers();
     }
   }
 }
@@ -1488,6 +1572,9 @@ SchedulerStats scheduler_stats() noexcept {
   st.spawned = spawned;
   st.worker_wakeups = s->wakeups.load(std::memory_order_relaxed);
   st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
+  st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
+  st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
+  st.idle_workers = s->nidle.load(std::memory_order_relaxed);
   st.live_fibers = static_cast<std::int64_t>(spawned - exited);
   return st;
 }

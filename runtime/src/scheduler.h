@@ -24,6 +24,9 @@ struct SchedulerStats {
   std::uint64_t steals;
   std::uint64_t worker_wakeups;
   std::uint64_t watchdog_reports;
+  std::uint64_t timer_rescues;   // overdue timers sysmon had to wake a worker for
+  std::uint64_t sysmon_wakeups;  // workers sysmon woke for work stuck behind a busy fiber
+  int idle_workers;
   std::uint64_t schedticks;  // summed over workers: what the watchdog watches
   std::int64_t live_fibers;
 };
