@@ -30,6 +30,7 @@ struct Fiber {
   // it; see Worker::running_stack), returned when it ends.
   Stack stack;
   std::uint64_t id = 0;
+  std::uint32_t run_gen = 0;  // the runtime that spawned it (Scheduler::gen)
   std::uint32_t stack_request = 0;
   std::uint16_t closure_offset = 0;  // the closure lives in the same allocation
   RecordKind kind = RecordKind::heap;

@@ -22,6 +22,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -421,7 +422,7 @@ struct alignas(64) Worker {
 namespace {
 
 struct Scheduler {
-  explicit Scheduler(int n) : nworkers(n) {
+  Scheduler(int n, std::uint32_t generation) : nworkers(n), gen(generation) {
     for (int i = 0; i < n; ++i) {
       auto w = std::make_unique<Worker>();
       w->sched = this;
@@ -434,6 +435,9 @@ struct Scheduler {
   }
 
   const int nworkers;
+  // Which runtime of this process this is: fibers carry it, so that a fiber
+  // abandoned by an earlier runtime is dropped if something readies it.
+  const std::uint32_t gen;
   std::vector<std::unique_ptr<Worker>> workers;
 
   // Hot fields that different workers write sit on their own cache lines.
@@ -477,16 +481,11 @@ struct Scheduler {
     }
   }
 
-  // Threads outside the workers inside ready()/go(): the fiber they queue may
-  // end the runtime before they return, so teardown waits for them.
-  alignas(64) std::atomic<int> foreign_in_flight{0};
-
-  // Queues a fiber from a thread that is not one of this runtime's workers.
+  // Queues a fiber from a thread that is not one of this runtime's workers
+  // (inside a ForeignEntry).
   void submit_foreign(Fiber* f) {
-    foreign_in_flight.fetch_add(1, std::memory_order_seq_cst);
     global_put(f);
     wakep();
-    foreign_in_flight.fetch_sub(1, std::memory_order_release);
   }
 
   // Free fiber-record batches, oldest at the head.
@@ -635,6 +634,36 @@ struct Scheduler {
 };
 
 std::atomic<Scheduler*> g_sched{nullptr};
+std::atomic<std::uint32_t> g_generations{0};
+std::atomic<std::uint64_t> g_late_readies_dropped{0};
+// Threads other than the runtime's workers inside an entry point (ready, go,
+// add_timer, a ReadyBatch flush) that uses the scheduler: teardown waits for
+// them before freeing it.
+std::atomic<int> g_foreign_entries{0};
+
+// Counts the calling thread in before it reads the scheduler, so that
+// teardown, which clears g_sched and then waits for the count to drop,
+// either frees it after this entry is done or is seen as gone (null) here.
+// A Dekker pair: our increment then load of g_sched, and teardown's store
+// of null then load of the count, all seq_cst.
+class ForeignEntry {
+ public:
+  ForeignEntry() noexcept {
+    g_foreign_entries.fetch_add(1, std::memory_order_seq_cst);
+    sched_ = g_sched.load(std::memory_order_seq_cst);
+  }
+  ~ForeignEntry() { g_foreign_entries.fetch_sub(1, std::memory_order_release); }
+  ForeignEntry(const ForeignEntry&) = delete;
+  ForeignEntry& operator=(const ForeignEntry&) = delete;
+  Scheduler* sched() const noexcept { return sched_; }
+
+ private:
+  Scheduler* sched_;
+};
+
+void drop_late_ready() noexcept {
+  g_late_readies_dropped.fetch_add(1, std::memory_order_relaxed);
+}
 // initial-exec: read with one %fs-relative load instead of a __tls_get_addr
 // call (libweft is linked at start-up, not dlopen'ed).
 #define WEFT_TLS __attribute__((tls_model("initial-exec"))) thread_local
@@ -1175,6 +1204,10 @@ void Worker::leave(Fiber* self, Action action) {
     self->stack = running_stack;  // its stack pointer follows in the switch
   }
   Fiber* next = pick_local();
+  while (next && next->run_gen != sched->gen) {
+    drop_late_ready();
+    next = pick_local();
+  }
   if (next) {
     enter(next);
   } else {
@@ -1210,6 +1243,12 @@ void Worker::after_switch() {
 }
 
 void Worker::run_from_g0(Fiber* f) {
+  if (f->run_gen != sched->gen) {
+    // Abandoned by an earlier runtime and readied in this one (a socket or
+    // channel that outlived it): it never runs again.
+    drop_late_ready();
+    return;
+  }
   enter(f);
   switch_from_g0(this, f);
   // Back on g0: a fiber here had nothing local to switch to.
@@ -1346,6 +1385,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   f->closure = vtable;
   Worker* w = current_worker();
   if (w && w->sched == s) {
+    f->run_gen = s->gen;
     f->id = w->next_fiber_id();
     Worker::bump(w->spawned);
     const std::uint64_t id = f->id;
@@ -1360,6 +1400,13 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     s->wakep();
     return id;
   }
+  ForeignEntry entry;
+  s = entry.sched();
+  if (!s) {
+    std::fprintf(stderr, "weft::go: the runtime ended while this thread was spawning a fiber\n");
+    std::abort();
+  }
+  f->run_gen = s->gen;
   f->id = s->next_id.fetch_add(1, std::memory_order_relaxed);
   s->foreign_spawned.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t id = f->id;
@@ -1369,7 +1416,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
 
 int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   const int n = opts.workers > 0 ? opts.workers : default_workers();
-  auto* s = new Scheduler(n);
+  auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
   Scheduler* none = nullptr;
   if (!g_sched.compare_exchange_strong(none, s)) {
     std::fprintf(stderr,
@@ -1393,7 +1440,10 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   }
   for (auto& w : s->workers) w->thread.join();
   s->sysmon.join();
-  while (s->foreign_in_flight.load(std::memory_order_acquire) != 0) sched_yield();
+  // From here on, threads that ready a fiber of this runtime drop it; those
+  // already inside an entry point finish queueing first (ForeignEntry).
+  g_sched.store(nullptr, std::memory_order_seq_cst);
+  while (g_foreign_entries.load(std::memory_order_seq_cst) != 0) sched_yield();
 
   std::uint64_t exited = 0, spawned = s->foreign_spawned.load();
   std::vector<Fiber*> abandoned;
@@ -1418,7 +1468,6 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",
                 spawned - exited);
   }
-  g_sched.store(nullptr, std::memory_order_release);
   delete s;
   return exit_code;
 }
@@ -1431,17 +1480,20 @@ poll::Poller* runtime_poller() {
 // ---- timers --------------------------------------------------------------
 
 void add_timer(TimerNode* node, std::int64_t when) {
-  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  Worker* w = current_worker();
+  std::optional<ForeignEntry> entry;
+  Scheduler* s = w ? w->sched : nullptr;
+  if (!w) {
+    entry.emplace();
+    s = entry->sched();
+  }
   if (!s) {
     std::fprintf(
         stderr,
         "weft: timers, sleeps and context deadlines need a running runtime (inside weft::run)\n");
     std::abort();
   }
-  Worker* w = current_worker();
-  const bool foreign = !w || w->sched != s;
-  if (foreign) s->foreign_in_flight.fetch_add(1, std::memory_order_seq_cst);
-  TimerHeap& heap = foreign ? s->workers[0]->timers : w->timers;
+  TimerHeap& heap = w ? w->timers : s->workers[0]->timers;
   node->when = when;
   bool earliest;
   {
@@ -1451,7 +1503,6 @@ void add_timer(TimerNode* node, std::int64_t when) {
   }
   // The node may already have fired and be gone: only `when` from here on.
   if (earliest) s->timer_added(when);
-  if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
 }
 
 // ---- parking -------------------------------------------------------------
@@ -1513,11 +1564,18 @@ void ReadyBatch::flush() noexcept {
   if (!f) return;
   head_ = tail_ = nullptr;
   count_ = 0;
-  Scheduler* s = g_sched.load(std::memory_order_acquire);
   Worker* w = current_worker();
-  const bool foreign = !w || w->sched != s;
-  if (foreign) s->foreign_in_flight.fetch_add(1, std::memory_order_seq_cst);
-  if (!foreign) {
+  std::optional<ForeignEntry> entry;
+  Scheduler* s = w ? w->sched : nullptr;
+  if (!w) {
+    entry.emplace();
+    s = entry->sched();
+    if (!s) {
+      for (; f; f = f->next) drop_late_ready();
+      return;
+    }
+  }
+  if (w) {
     // Read each link before the push: once queued, a thief may run the fiber.
     while (f) {
       Fiber* next = f->next;
@@ -1532,7 +1590,6 @@ void ReadyBatch::flush() noexcept {
     s->gq.put(rest, n);
   }
   s->wakep();
-  if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
 }
 
 void ready(Fiber* f) noexcept {
@@ -1552,10 +1609,22 @@ void ready(Fiber* f) noexcept {
   }
   Worker* w = current_worker();
   if (w) {
+    // A fiber of an earlier runtime is queued all the same: the worker
+    // that picks it drops it (it reads the record then anyway).
     w->ready_local(f);
     return;
   }
-  g_sched.load(std::memory_order_acquire)->submit_foreign(f);
+  ForeignEntry entry;
+  Scheduler* s = entry.sched();
+  if (!s || f->run_gen != s->gen) {
+    drop_late_ready();
+    return;
+  }
+  s->submit_foreign(f);
+}
+
+std::uint64_t late_readies_dropped() noexcept {
+  return g_late_readies_dropped.load(std::memory_order_relaxed);
 }
 
 SchedulerStats scheduler_stats() noexcept {

@@ -30,6 +30,10 @@ struct SchedulerStats {
   std::uint64_t schedticks;  // summed over workers: what the watchdog watches
   std::int64_t live_fibers;
 };
+// ready() calls that found their fiber's runtime gone (returned, or
+// replaced by a later one) and were dropped; process-wide, for tests.
+std::uint64_t late_readies_dropped() noexcept;
+
 // Counters of the running runtime (zero when none runs); for tests.
 SchedulerStats scheduler_stats() noexcept;
 

@@ -1,0 +1,109 @@
+// What outlives weft::run: late completions from other threads, fibers left
+// parked when main returned, and the next runtime started in the same
+// process. None of it may crash, and an abandoned fiber never runs again.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <optional>
+#include <thread>
+
+#include "scheduler.h"
+#include "weft/channel.h"
+#include "weft/runtime.h"
+#include "weft/sync.h"
+
+namespace {
+
+// A blocking job still running when main returns finishes afterwards; its
+// ready() of the abandoned fiber must be dropped, not crash on a runtime
+// that is gone.
+TEST(Lifecycle, BlockingJobFinishingAfterRunIsDropped) {
+  std::atomic<int> phase{0};
+  weft::run(
+      [&] {
+        weft::go([&] {
+          weft::blocking([&] {
+            phase.store(1);
+            while (phase.load() != 2) std::this_thread::yield();
+          });
+        });
+        while (phase.load() != 1) weft::yield();
+      },
+      weft::RunOptions{.workers = 2});
+  const std::uint64_t dropped = weft::detail::late_readies_dropped();
+  phase.store(2);
+  while (weft::detail::late_readies_dropped() == dropped) std::this_thread::yield();
+}
+
+// A fiber parked when its runtime ended is woken by a fiber of the next
+// runtime: it must stay abandoned, not resume on its old stack.
+TEST(Lifecycle, AbandonedFiberNeverRunsInTheNextRuntime) {
+  std::optional<weft::Channel<int>> ch;
+  std::atomic<bool> resumed{false};
+  weft::run(
+      [&] {
+        ch.emplace();
+        weft::go([&] {
+          ch->recv();
+          resumed.store(true);
+        });
+        weft::yield();  // one worker: the receiver runs now and parks in recv
+      },
+      weft::RunOptions{.workers = 1});
+  const std::uint64_t dropped = weft::detail::late_readies_dropped();
+  weft::run(
+      [&] {
+        EXPECT_TRUE(ch->send(1));  // hands the value to the abandoned receiver
+        // Let the new runtime schedule whatever it was given.
+        for (int i = 0; i < 100; ++i) weft::yield();
+        weft::WaitGroup wg;
+        wg.add(1);
+        weft::go([&] { wg.done(); });
+        wg.wait();
+      },
+      weft::RunOptions{.workers = 1});
+  EXPECT_FALSE(resumed.load());
+  EXPECT_EQ(weft::detail::late_readies_dropped(), dropped + 1);
+}
+
+// A thread outside the runtime that readies a fiber while main returns:
+// whichever comes first, nothing crashes and nothing is lost track of.
+TEST(Lifecycle, ForeignReadyRacingTeardown) {
+  for (int round = 0; round < 200; ++round) {
+    std::optional<weft::Channel<int>> ch;
+    std::atomic<bool> parked{false};
+    std::thread sender;
+    weft::run(
+        [&] {
+          ch.emplace(1);
+          weft::go([&] {
+            parked.store(true);
+            ch->recv();
+          });
+          while (!parked.load()) weft::yield();
+          sender = std::thread([&] { ch->send(1); });
+        },
+        weft::RunOptions{.workers = 2});
+    sender.join();
+  }
+}
+
+TEST(Lifecycle, RunCanBeCalledAgain) {
+  for (int workers : {1, 2, 1, 2}) {
+    int sum = 0;
+    const int rc = weft::run(
+        [&] {
+          weft::Channel<int> ch;
+          weft::go([&] {
+            for (int i = 1; i <= 100; ++i) ch.send(i);
+          });
+          for (int i = 0; i < 100; ++i) sum += *ch.recv();
+          return 7;
+        },
+        weft::RunOptions{.workers = workers});
+    EXPECT_EQ(rc, 7);
+    EXPECT_EQ(sum, 5050);
+  }
+}
+
+}  // namespace
