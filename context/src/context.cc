@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "chaos.h"
 #include "timer.h"
 #include "weft/runtime.h"
 
@@ -105,6 +106,7 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
   // Go's cancelCtx.cancel: the first call sets err and cause, wakes every
   // done() waiter and cancels every child before it returns.
   void cancel(bool remove_from_parent, int e, std::error_code cause) noexcept {
+    chaos::at(chaos::Point::cancel);
     // Every fiber this wakes, in this node and all its descendants, is
     // scheduled in one go when the outermost cancel returns.
     ReadyBatch batch;

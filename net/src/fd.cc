@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <mutex>
 
+#include "chaos.h"
+
 namespace weft::net::detail {
 
 namespace {
@@ -145,6 +147,7 @@ void NetFD::destroy() noexcept {
 }
 
 Result<void> NetFD::close() {
+  weft::detail::chaos::at(weft::detail::chaos::Point::close);
   std::uint64_t s = state_.load(std::memory_order_acquire);
   do {
     if (s & kClosed) return op_error("close", weft::errc::closed);

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <vector>
 
+#include "chaos.h"
 #include "timer.h"
 #include "weft/detail/park.h"
 #include "weft/detail/spinlock.h"
@@ -152,6 +153,7 @@ bool block(PollDesc* pd, PollMode mode) {
     if (old != kNil) fatal("two fibers wait on one fd in the same direction");
     if (slot.compare_exchange_strong(old, kWait, std::memory_order_seq_cst)) break;
   }
+  chaos::at(chaos::Point::park_commit);  // kWait stored, the error bits not yet read
   // Store first (kWait above), check second: see the file comment.
   if (check_error(pd, mode) == PollStatus::ready) {
     waiters.fetch_add(1, std::memory_order_relaxed);
@@ -245,6 +247,7 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
 }
 
 void poll_unblock(PollDesc* pd) {
+  chaos::at(chaos::Point::close);
   Fiber* r = nullptr;
   Fiber* w = nullptr;
   {
@@ -291,6 +294,7 @@ PollStatus poll_wait(PollDesc* pd, PollMode mode) {
 }
 
 void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
+  chaos::at(chaos::Point::timer_change);
   std::int64_t d = when;
   // kDeadlineLongPast (a cancel) needs no clock read.
   if (d != 0 && (d < 1'000'000'000 || d <= mono_now_ns())) d = -1;

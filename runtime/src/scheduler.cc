@@ -28,6 +28,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "chaos.h"
 #include "log.h"
 #include "netpoll.h"
 #include "sanitizer.h"
@@ -462,6 +463,7 @@ struct Scheduler {
   // Non-blocking poll for I/O readiness, when nobody is blocked in the poller.
   void poll_now() {
     if (netpoll_waiters() == 0 || blocked_in_poll.load(std::memory_order_relaxed)) return;
+    chaos::at(chaos::Point::poll);
     poll::Event events[64];
     const int n = poller->wait(events, 64, 0);
     last_poll.store(mono_now_ns(), std::memory_order_relaxed);
@@ -847,6 +849,7 @@ void Worker::ready_local(Fiber* f) {
     old = runnext.exchange(f, std::memory_order_acq_rel);
     if (old) runq_put(old);
   }
+  chaos::at(chaos::Point::ready);  // between publishing and the wake check
   // Always, as Go's ready(): even a fiber that this worker will run next may
   // be the only work while a worker sleeps, and that sleeper may be the one
   // that must take over the timer role (a ping-pong that only ever fills an
@@ -856,6 +859,7 @@ void Worker::ready_local(Fiber* f) {
 }
 
 Fiber* Worker::local_get() {
+  chaos::at(chaos::Point::runnext);
   Fiber* next = runnext.load(std::memory_order_relaxed);
   if (next && (runnext_streak < kRunnextCap || runq.empty())) {
     if (solo) {
@@ -897,6 +901,7 @@ bool Scheduler::any_runnext_behind_a_busy_fiber(Worker* self) const {
 }
 
 Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
+  chaos::at(chaos::Point::steal);
   Fiber* batch[RunQueue::kSize / 2];
   std::uint32_t n = victim->runq.grab_half(batch);
   if (n == 0 && take_runnext && victim->runnext.load(std::memory_order_relaxed)) {
@@ -1022,6 +1027,7 @@ void Worker::sleep() {
     spinning = false;
     sched->nspinning.fetch_sub(1, std::memory_order_seq_cst);
   }
+  chaos::at(chaos::Point::sleep);  // between counting ourselves idle and the last look
   // Work published before our nidle increment found nobody to wake (its
   // wakep saw nidle == 0 or a spinner that was us): look once more.
   bool wait = !sched->any_queued_work(this);
@@ -1043,6 +1049,7 @@ void Worker::sleep() {
     // wake_word: one of us sees the other.
     in_poll.store(true, std::memory_order_seq_cst);
     sched->blocked_in_poll.store(true, std::memory_order_relaxed);
+    chaos::at(chaos::Point::poll);
     if (wake_word.load(std::memory_order_seq_cst) == kAsleep) {
       std::int64_t timeout = -1;
       if (deadline != kNever) timeout = std::max<std::int64_t>(0, deadline - mono_now_ns());
@@ -1236,6 +1243,7 @@ void Worker::after_switch() {
     return;
   }
   // Parked: the commit decides whether it really sleeps.
+  chaos::at(chaos::Point::park_commit);
   in_commit = true;
   const bool slept = commit(p, commit_arg);
   in_commit = false;
@@ -1494,6 +1502,7 @@ void add_timer(TimerNode* node, std::int64_t when) {
     std::abort();
   }
   TimerHeap& heap = w ? w->timers : s->workers[0]->timers;
+  chaos::at(chaos::Point::timer_change);
   node->when = when;
   bool earliest;
   {

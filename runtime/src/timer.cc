@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "chaos.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
 #include "weft/time.h"
@@ -103,6 +104,7 @@ int run_due_timers(TimerHeap& heap, std::int64_t now) {
       std::lock_guard lock(heap.lock);
       if (!heap.pop_due(now, &expiry)) break;
     }
+    chaos::at(chaos::Point::timer_pop);  // popped and published unqueued, not yet fired
     expiry.fire(expiry.context, expiry.arg);
     ++fired;
   }
@@ -110,6 +112,7 @@ int run_due_timers(TimerHeap& heap, std::int64_t now) {
 }
 
 bool remove_timer(TimerNode* node) {
+  chaos::at(chaos::Point::timer_change);
   TimerHeap* heap = node->heap.load(std::memory_order_acquire);
   if (!heap) return false;
   std::lock_guard lock(heap->lock);
