@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "chaos.h"
 #include "scheduler.h"
 #include "test_util.h"
 #include "weft/channel.h"
@@ -23,19 +24,26 @@ using Clock = std::chrono::steady_clock;
 
 // The bound is liberal on purpose: a lost timer is late by as long as the
 // ping-pong below runs (capped at kPingPongCap), a loaded machine by a few ms.
+// Under schedule perturbation (WEFT_CHAOS) threads give their CPU away at
+// random, so there only a ping-pong that ran to its cap counts as a loss.
 constexpr auto kSleep = 5ms;
 constexpr auto kLateBound = 20ms;
-constexpr auto kPingPongCap = 300ms;
+constexpr auto kPingPongCap = 2s;
+
+struct Trial {
+  Clock::duration late{};
+  bool ping_pong_hit_its_cap = false;
+};
 
 // One trial of the schedule from the issue: fiber Z sleeps on one worker's
 // heap while the worker that owned the timer role wakes for an earlier timer
 // (P's), gives the role up and runs a ping-pong whose every ready lands in an
 // empty runnext. Nobody may forget Z's timer meanwhile. Returns how late Z
 // woke past its due time.
-Clock::duration sleeper_lateness_beside_a_ping_pong() {
+Trial sleeper_beside_a_ping_pong() {
   weft::Channel<int> ping, pong;
   std::atomic<bool> sleeper_woke{false};
-  Clock::duration late{};
+  Trial trial;
   weft::WaitGroup wg;
   wg.add(3);
   // Q parks in recv first, so that P's send readies it (no spawn, no wakep).
@@ -49,7 +57,7 @@ Clock::duration sleeper_lateness_beside_a_ping_pong() {
   weft::go([&] {
     const auto due = Clock::now() + kSleep;
     weft::sleep_until(due);
-    late = Clock::now() - due;
+    trial.late = Clock::now() - due;
     sleeper_woke.store(true);
     wg.done();
   });
@@ -57,7 +65,11 @@ Clock::duration sleeper_lateness_beside_a_ping_pong() {
     weft::sleep_for(1ms);
     const auto cap = Clock::now() + kPingPongCap;
     int i = 0;
-    while (!sleeper_woke.load(std::memory_order_relaxed) && Clock::now() < cap) {
+    while (!sleeper_woke.load(std::memory_order_relaxed)) {
+      if (Clock::now() >= cap) {
+        trial.ping_pong_hit_its_cap = true;
+        break;
+      }
       ping.send(i++);
       pong.recv();
     }
@@ -65,27 +77,37 @@ Clock::duration sleeper_lateness_beside_a_ping_pong() {
     wg.done();
   });
   wg.wait();
-  return late;
+  return trial;
 }
 
 class IdleProtocol : public ::testing::TestWithParam<int> {};
 
 TEST_P(IdleProtocol, TimerFiresWhileTheRoleHolderRunsAPingPong) {
   const int trials = weft::test::stress_iterations(1000);
-  int late_trials = 0;
+  int late_trials = 0, lost_trials = 0;
   Clock::duration worst{};
+  std::uint64_t rescues = 0;
   weft::run(
       [&] {
+        const std::uint64_t rescues_before = weft::detail::scheduler_stats().timer_rescues;
         for (int i = 0; i < trials; ++i) {
-          const auto late = sleeper_lateness_beside_a_ping_pong();
-          worst = std::max(worst, late);
-          if (late > kLateBound) ++late_trials;
+          const Trial t = sleeper_beside_a_ping_pong();
+          worst = std::max(worst, t.late);
+          if (t.late > kLateBound) ++late_trials;
+          if (t.ping_pong_hit_its_cap) ++lost_trials;
         }
+        rescues = weft::detail::scheduler_stats().timer_rescues - rescues_before;
       },
       weft::RunOptions{.workers = GetParam()});
-  EXPECT_EQ(late_trials, 0) << "worst: "
-                            << std::chrono::duration_cast<std::chrono::milliseconds>(worst).count()
-                            << " ms late over " << trials << " trials";
+  const auto worst_ms = std::chrono::duration_cast<std::chrono::milliseconds>(worst).count();
+  EXPECT_EQ(lost_trials, 0) << "worst: " << worst_ms << " ms late over " << trials << " trials";
+  if (weft::detail::chaos::seed() != 0) return;
+  EXPECT_EQ(late_trials, 0) << "worst: " << worst_ms << " ms late over " << trials << " trials";
+  // sysmon's backstop would hide a lost timer role within a few ms: the role
+  // itself must have done the work. A rescue or two is the OS keeping the
+  // role holder off the CPU past the due time; before the fix it was every
+  // sixth trial.
+  EXPECT_LE(rescues, static_cast<std::uint64_t>(trials / 100 + 2));
 }
 
 // A fiber readied into an empty runnext while another worker sleeps must

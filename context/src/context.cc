@@ -1,9 +1,7 @@
 #include "weft/context.h"
 
-#include <thread>
-
 #include "chaos.h"
-#include "timer.h"
+#include "weft/detail/timer_node.h"
 #include "weft/runtime.h"
 
 namespace weft {
@@ -48,8 +46,7 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
   ~CancelNode() override {
     if (timer_armed_) {
       // A fire in progress still runs cancel() on this node: wait it out.
-      remove_timer(&timer_);
-      while (timer_.firing.load(std::memory_order_acquire)) std::this_thread::yield();
+      stop_timer_and_wait(&timer_);
     }
     detach_from_parent();
     // Children hold this node alive, so only after_func registrations remain.
@@ -126,9 +123,9 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
       unlink_child(c);
       c->parent_done(e, cause);
     }
-    const bool stop_timer = timer_armed_;
+    const bool timer_was_armed = timer_armed_;
     lock.unlock();
-    if (stop_timer) remove_timer(&timer_);  // false when this is the timer firing
+    if (timer_was_armed) stop_timer(&timer_);  // false when this is the timer firing
     if (remove_from_parent) detach_from_parent();
   }
 
@@ -154,7 +151,6 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
   static void on_deadline(void* self, std::uint64_t) {
     auto* node = static_cast<CancelNode*>(self);
     node->cancel(true, static_cast<int>(errc::deadline_exceeded), node->deadline_cause_);
-    node->timer_.firing.store(false, std::memory_order_release);  // last touch
   }
 
   void unlink_child(ChildLink* c) {

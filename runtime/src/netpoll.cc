@@ -259,8 +259,8 @@ void poll_unblock(PollDesc* pd) {
     pd->publish_info();
     r = unblock(pd, PollMode::read, false);
     w = unblock(pd, PollMode::write, false);
-    if (pd->rt_armed) remove_timer(&pd->rt);
-    if (pd->wt_armed) remove_timer(&pd->wt);
+    if (pd->rt_armed) stop_timer(&pd->rt);
+    if (pd->wt_armed) stop_timer(&pd->wt);
     pd->rt_armed = pd->wt_armed = false;
   }
   if (r) ready(r);
@@ -316,7 +316,7 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
       }
     } else if (pd->rd != rd0 || combo != combo0) {
       ++pd->rseq;
-      remove_timer(&pd->rt);
+      stop_timer(&pd->rt);
       pd->rt_armed = pd->rd > 0;
       if (pd->rt_armed) arm(pd, pd->rt, pd->rd, rmode, pd->rseq);
     }
@@ -327,7 +327,7 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
       }
     } else if (pd->wd != wd0 || combo != combo0) {
       ++pd->wseq;
-      remove_timer(&pd->wt);
+      stop_timer(&pd->wt);
       pd->wt_armed = pd->wd > 0 && !combo;
       if (pd->wt_armed) arm(pd, pd->wt, pd->wd, PollMode::write, pd->wseq);
     }

@@ -512,6 +512,7 @@ struct Scheduler {
   bool done = false;
 
   std::thread sysmon;
+  std::int64_t lost_timer_seen = kNever;  // sysmon's, for the two-round rule
   std::atomic<std::uint32_t> sysmon_word{0};
   std::atomic<bool> sysmon_sleeping{false};
 
@@ -565,6 +566,16 @@ struct Scheduler {
       next = std::min(next, w->timers.min_when.load(std::memory_order_seq_cst));
     }
     return next;
+  }
+
+  // True if no worker will wake for a timer due at `when` by itself: some
+  // worker is idle (so the role should be held), and the role's holder, if
+  // any, sleeps past it. Busy workers run their own heaps.
+  bool timer_role_lost(std::int64_t when) const {
+    if (nidle.load(std::memory_order_seq_cst) == 0) return false;
+    if (!timer_sleeper.load(std::memory_order_seq_cst)) return true;
+    const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
+    return until != 0 && until > when;
   }
 
   // Gets a worker to run due timers: the timer sleeper if there is one,
@@ -1343,13 +1354,20 @@ void Scheduler::sysmon_loop() {
         if (wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
       }
     }
-    // The backstop of the timer role: a timer long overdue on any heap, an
-    // idle worker's included, means nobody is watching it (Go's sysmon:
-    // timeSleepUntil, then startm).
+    // The backstop of the timer role: a timer overdue on any heap, an idle
+    // worker's included, that nobody plans to wake for (Go's sysmon:
+    // timeSleepUntil, then startm). Only when seen on two rounds in a row:
+    // a role being handed on, or a worker the OS has not run yet, is not lost.
     const std::int64_t earliest = earliest_timer();
-    if (earliest != kNever && mono_now_ns() - earliest > kTimerOverdueNs) {
-      timer_rescues.fetch_add(1, std::memory_order_relaxed);
-      wake_for_timers();
+    if (earliest != kNever && mono_now_ns() - earliest > kTimerOverdueNs &&
+        timer_role_lost(earliest)) {
+      if (lost_timer_seen == earliest) {
+        timer_rescues.fetch_add(1, std::memory_order_relaxed);
+        wake_for_timers();
+      }
+      lost_timer_seen = earliest;
+    } else {
+      lost_timer_seen = kNever;
     }
   }
 }

@@ -82,7 +82,9 @@ TimerNode* TimerHeap::pop_due(std::int64_t now, Expiry* expiry) {
   // Copied before erase() publishes the node as unqueued: from then on it
   // may be re-armed with new values.
   if (expiry) *expiry = Expiry{n->fire, n->context, n->arg};
-  n->firing.store(true, std::memory_order_relaxed);
+  // Counted before erase() publishes the node as unqueued (release): an
+  // owner that then finds it unqueued and waits sees this expiry.
+  n->in_flight.fetch_add(1, std::memory_order_relaxed);
   erase(n);
   return n;
 }
@@ -100,18 +102,31 @@ int run_due_timers(TimerHeap& heap, std::int64_t now) {
   int fired = 0;
   while (heap.min_when.load(std::memory_order_relaxed) <= now) {
     TimerHeap::Expiry expiry;
+    TimerNode* node;
     {
       std::lock_guard lock(heap.lock);
-      if (!heap.pop_due(now, &expiry)) break;
+      node = heap.pop_due(now, &expiry);
+      if (!node) break;
     }
     chaos::at(chaos::Point::timer_pop);  // popped and published unqueued, not yet fired
     expiry.fire(expiry.context, expiry.arg);
+    // The last touch: release pairs with the acquire in stop_timer_and_wait,
+    // after which the owner may free the node.
+    node->in_flight.fetch_sub(1, std::memory_order_release);
     ++fired;
   }
   return fired;
 }
 
-bool remove_timer(TimerNode* node) {
+bool stop_timer_and_wait(TimerNode* node) {
+  const bool stopped = stop_timer(node);
+  for (unsigned spins = 0; node->in_flight.load(std::memory_order_acquire) != 0;) {
+    spin_backoff(spins);  // an expiry is between fire() and its last touch
+  }
+  return stopped;
+}
+
+bool stop_timer(TimerNode* node) {
   chaos::at(chaos::Point::timer_change);
   TimerHeap* heap = node->heap.load(std::memory_order_acquire);
   if (!heap) return false;
@@ -143,6 +158,9 @@ void sleep_until(std::chrono::steady_clock::time_point t) {
     detail::add_timer(n, when);
     return true;
   });
+  // The expiry that woke us may not have made its last touch of the node,
+  // which lives in this frame.
+  detail::stop_timer_and_wait(&node);
 }
 
 void sleep_for(std::chrono::nanoseconds d) {
@@ -152,24 +170,25 @@ void sleep_for(std::chrono::nanoseconds d) {
 
 void Timer::on_fire(void* context, std::uint64_t) {
   auto* self = static_cast<Timer*>(context);
-  weft::go([fn = self->fn_] { fn(); });
-  self->node_.firing.store(false, std::memory_order_release);  // last touch
+  weft::go([fn = self->fn_] { fn(); });  // fn_ never changes: no lock
 }
 
 bool Timer::reset(std::chrono::nanoseconds d) {
-  const bool was_armed = stop();
   const std::int64_t when = detail::mono_now_ns() + (d.count() > 0 ? d.count() : 0);
+  std::lock_guard lock(mu_);  // stop and re-arm as one step against other callers
+  const bool was_armed = detail::stop_timer(&node_);
   detail::add_timer(&node_, when);
   return was_armed;
 }
 
 bool Timer::stop() {
-  return detail::remove_timer(&node_);
+  std::lock_guard lock(mu_);
+  return detail::stop_timer(&node_);
 }
 
 Timer::~Timer() {
-  stop();
-  while (node_.firing.load(std::memory_order_acquire)) std::this_thread::yield();
+  std::lock_guard lock(mu_);
+  detail::stop_timer_and_wait(&node_);
 }
 
 }  // namespace weft

@@ -15,8 +15,6 @@ namespace weft::detail {
 
 constexpr std::int64_t kNever = LLONG_MAX;
 
-std::int64_t mono_now_ns() noexcept;
-
 struct TimerHeap {
   // `when` is kept beside the pointer so that sifting never touches the
   // nodes, which live on fiber stacks all over memory (Go's timerWhen).
@@ -57,11 +55,5 @@ struct TimerHeap {
 
 // Fires every timer of `heap` that is due at `now`; returns how many.
 int run_due_timers(TimerHeap& heap, std::int64_t now);
-
-// Queues `node` to fire at `when` on the caller's worker's heap (worker 0's
-// from other threads) and wakes whoever must wait less because of it.
-void add_timer(TimerNode* node, std::int64_t when);
-// True if the node was queued and this call removed it.
-bool remove_timer(TimerNode* node);
 
 }  // namespace weft::detail

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 
+#include "weft/detail/spinlock.h"
 #include "weft/detail/timer_node.h"
 
 namespace weft {
@@ -14,7 +15,9 @@ void sleep_for(std::chrono::nanoseconds d);
 void sleep_until(std::chrono::steady_clock::time_point t);
 
 // Go's time.AfterFunc: once armed, runs fn in a new fiber when it expires.
-// Methods may race with the expiry, not with each other.
+// Safe for concurrent use, as Go 1.23's timers: stop, reset and the
+// destructor may be called from any fiber or thread, alongside each other
+// and the expiry.
 class Timer {
  public:
   explicit Timer(std::function<void()> fn) : fn_(std::move(fn)) {
@@ -24,7 +27,8 @@ class Timer {
   Timer(std::chrono::nanoseconds d, std::function<void()> fn) : Timer(std::move(fn)) { reset(d); }
   Timer(const Timer&) = delete;
   Timer& operator=(const Timer&) = delete;
-  // Stops the timer and waits for an expiry in progress to finish starting fn.
+  // Stops the timer and waits for every expiry in progress to finish
+  // starting fn (fn runs in a fiber of its own, and is not waited for).
   ~Timer();
 
   // Re-arms to expire `d` from now; true if it was armed (and did not fire).
@@ -34,6 +38,7 @@ class Timer {
 
  private:
   static void on_fire(void* self, std::uint64_t);
+  detail::SpinLock mu_;  // serialises stop/reset/destruction (not the expiry)
   detail::TimerNode node_;
   std::function<void()> fn_;
 };
