@@ -317,6 +317,25 @@ TEST(ContextDeadline, PastDeadlineIsDoneOnReturnAndCancelIsANoOp) {
   EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
 }
 
+// C-14 with D-10's extreme: Go's WithTimeout(ctx, maxDuration) is a deadline
+// centuries away, not one that overflowed into the past.
+TEST(ContextDeadline, HugeTimeoutSaturatesToAFarDeadline) {
+  in_runtime([&] {
+    const auto now = weft::Clock::now();
+    auto [ctx, cancel] = weft::with_timeout(weft::background(), weft::Clock::duration::max());
+    EXPECT_FALSE(ctx.err());
+    EXPECT_FALSE(ctx.done().ready());
+    ASSERT_TRUE(ctx.deadline());
+    EXPECT_GT(*ctx.deadline(), now + 100 * 365 * 24h);
+    auto [child, cancel_child] =
+        weft::with_timeout_cause(ctx, weft::Clock::duration::max(), app(AppError::slow));
+    EXPECT_FALSE(child.err());
+    weft::sleep_for(20ms);  // not a synchronisation: a wrapped deadline would have fired
+    EXPECT_FALSE(ctx.err());
+    EXPECT_FALSE(child.err());
+  });
+}
+
 TEST_P(ContextTest, DeadlineFiresOnTheDeadlineHeapAndReachesChildren) {
   weft::run(
       [] {

@@ -206,6 +206,34 @@ TEST_P(SleepTest, EarlierTimerWakesTheTimerSleeper) {
       weft::RunOptions{.workers = GetParam()});
 }
 
+// Go saturates `now + d`: a duration too long to represent means "never",
+// not an overflow into the past that fires at once.
+TEST_P(SleepTest, HugeDurationsSaturateToNever) {
+  weft::run(
+      [] {
+        std::atomic<int> woke{0}, fired{0};
+        weft::go([&] {
+          weft::sleep_for(std::chrono::nanoseconds::max());
+          woke.fetch_add(1);
+        });
+        weft::go([&] {
+          weft::sleep_until(Clock::time_point::max());
+          woke.fetch_add(1);
+        });
+        weft::Timer t(std::chrono::nanoseconds::max(), [&] { fired.fetch_add(1); });
+        weft::Timer reset([&] { fired.fetch_add(1); });
+        reset.reset(std::chrono::nanoseconds::max());
+        // Not a synchronisation: the window in which a wrapped deadline, long
+        // past, would have fired, while other fibers keep running.
+        weft::sleep_for(50ms);
+        EXPECT_EQ(woke.load(), 0);
+        EXPECT_EQ(fired.load(), 0);
+        EXPECT_TRUE(t.stop());  // still armed
+        EXPECT_TRUE(reset.stop());
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, SleepTest, ::testing::Values(1, 2, 4), weft::test::workers_name);
 
 }  // namespace

@@ -1365,8 +1365,9 @@ void add_timer(TimerNode* node, std::int64_t when) {
     heap.push(node);
     earliest = heap.nodes[0].node == node;
   }
-  // The node may already have fired and be gone: only `when` from here on.
-  if (earliest) s->timer_added(when);
+  // The node may already have fired and be gone: only `when` from here on. A
+  // timer due never (a saturated timeout) needs nobody awake for it.
+  if (earliest && when != kNever) s->timer_added(when);
   if (foreign) s->foreign_in_flight.fetch_sub(1, std::memory_order_release);
 }
 

@@ -2,12 +2,14 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 
 #include "weft/detail/park.h"
+#include "weft/detail/saturate.h"
 #include "weft/runtime.h"
 #include "weft/time.h"
 
@@ -144,7 +146,7 @@ void sleep_until(std::chrono::steady_clock::time_point t) {
 
 void sleep_for(std::chrono::nanoseconds d) {
   if (d.count() <= 0) return;
-  sleep_until(std::chrono::steady_clock::now() + d);
+  sleep_until(detail::add_saturated(std::chrono::steady_clock::now(), d));
 }
 
 void Timer::on_fire(void* context, std::uint64_t) {
@@ -155,7 +157,10 @@ void Timer::on_fire(void* context, std::uint64_t) {
 
 bool Timer::reset(std::chrono::nanoseconds d) {
   const bool was_armed = stop();
-  const std::int64_t when = detail::mono_now_ns() + (d.count() > 0 ? d.count() : 0);
+  using std::chrono::nanoseconds;
+  const nanoseconds delay = std::max(d, nanoseconds::zero());
+  const std::int64_t when =
+      detail::add_saturated(nanoseconds(detail::mono_now_ns()), delay).count();
   detail::add_timer(&node_, when);
   return was_armed;
 }
