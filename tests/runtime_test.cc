@@ -7,6 +7,7 @@
 #include <chrono>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -107,6 +108,37 @@ TEST_P(RuntimeTest, SpawnRunsEveryFiberOnceWithUniqueIds) {
   std::set<std::uint64_t> unique(ids.begin(), ids.end());
   EXPECT_EQ(unique.size(), ids.size());
   EXPECT_EQ(unique.count(1), 0u);  // 1 is main's
+}
+
+// A closure that records where it is built (its record's closure storage)
+// and can refuse to be copied there.
+struct CopyProbe {
+  bool throw_on_copy;
+  const void** built_at;
+  CopyProbe(bool throws, const void** at) : throw_on_copy(throws), built_at(at) {}
+  CopyProbe(const CopyProbe& other) : throw_on_copy(other.throw_on_copy), built_at(other.built_at) {
+    *built_at = this;
+    if (throw_on_copy) throw std::runtime_error("closure copy failed");
+  }
+  void operator()() const {}
+};
+
+// go() whose closure cannot be built lets the exception through and hands the
+// record back (it was leaked): free records are reused last in, first out,
+// so the next spawn on this worker is built in the same place.
+TEST_P(RuntimeTest, SpawnWhoseClosureThrowsReturnsItsRecord) {
+  weft::run(
+      [] {
+        const void* failed_at = nullptr;
+        const void* next_at = nullptr;
+        const CopyProbe bad(true, &failed_at);
+        EXPECT_THROW(weft::go(bad), std::runtime_error);
+        ASSERT_NE(failed_at, nullptr);
+        const CopyProbe good(false, &next_at);
+        weft::go(good);
+        EXPECT_EQ(next_at, failed_at);
+      },
+      opts());
 }
 
 // Bursts larger than the free-record depot holds, twice: records move
