@@ -313,6 +313,23 @@ TEST_P(RuntimeTest, RunCanBeCalledRepeatedly) {
   }
 }
 
+// An exception from main reaches run()'s caller once the runtime is torn
+// down (it aborted the process), and run() works again afterwards.
+TEST_P(RuntimeTest, ExceptionFromMainReachesRunsCaller) {
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THROW(weft::run(
+                     [] {
+                       weft::go([] { weft::sleep_for(std::chrono::nanoseconds::max()); });
+                       weft::yield();
+                       throw std::runtime_error("main failed");
+                     },
+                     opts()),
+                 std::runtime_error);
+    EXPECT_EQ(weft::num_workers(), 0);
+    EXPECT_EQ(weft::run([] { return 7; }, opts()), 7);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, RuntimeTest, ::testing::Values(1, 2, 4),
                          weft::test::workers_name);
 

@@ -1307,8 +1307,14 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   install_overflow_handler();
   s->poller = make_runtime_poller();
   int exit_code = 0;
-  go([&exit_code, &main_fn, s] {
-    exit_code = main_fn();
+  // Main's exception goes to run()'s caller, once the runtime is torn down.
+  std::exception_ptr main_error;
+  go([&exit_code, &main_error, &main_fn, s] {
+    try {
+      exit_code = main_fn();
+    } catch (...) {
+      main_error = std::current_exception();
+    }
     s->shutdown();
   });
   log().debug("runtime starting with {} workers", n);
@@ -1347,6 +1353,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   }
   g_sched.store(nullptr, std::memory_order_release);
   delete s;
+  if (main_error) std::rethrow_exception(main_error);
   return exit_code;
 }
 

@@ -40,7 +40,8 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts);
 
 // Runs `main_fn` as the first fiber on a fresh set of workers and returns
 // when it returns (other fibers still alive then are abandoned, as in Go).
-// Returns main_fn's int result, or 0 when it returns void. Only one runtime
+// Returns main_fn's int result, or 0 when it returns void; an exception from
+// main_fn is rethrown here once the runtime is torn down. Only one runtime
 // may run in a process at a time.
 template <class F>
 int run(F&& main_fn, const RunOptions& opts = {}) {
