@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -501,6 +503,23 @@ TEST_P(ContextTest, AfterFuncStopPreventsTheCallOnlyOnce) {
         EXPECT_TRUE(weft::after_func(weft::background(), [] {})());
       },
       opts());
+}
+
+// after_func's function runs in a fiber of its own: an exception escaping it
+// is fatal there, at its throw site, and says so with its text.
+TEST(ContextDeathTest, ExceptionFromAnAfterFuncIsFatalAtItsThrowSite) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(in_runtime([] {
+                auto [ctx, cancel] = weft::with_cancel(weft::background());
+                auto stop = weft::after_func(ctx, [] {
+                  weft::test::ExitIfUnwound guard;
+                  throw std::runtime_error("after_func boom");
+                });
+                cancel();
+                weft::sleep_for(std::chrono::nanoseconds::max());
+              }),
+              ::testing::KilledBySignal(SIGABRT),
+              "weft: fiber [0-9]+: uncaught exception std::runtime_error: after_func boom");
 }
 
 TEST_P(ContextTest, AfterFuncRacingStopHasExactlyOneOutcome) {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cfenv>
 #include <chrono>
+#include <csignal>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -335,6 +336,24 @@ INSTANTIATE_TEST_SUITE_P(Workers, RuntimeTest, ::testing::Values(1, 2, 4),
 
 pid_t gettid_now() {
   return static_cast<pid_t>(syscall(SYS_gettid));
+}
+
+// An exception escaping a fiber ends the process at the throw site, with the
+// stack whole for the core dump and gdb (it was caught, which unwound it
+// first), saying which fiber and what was thrown.
+TEST(RuntimeDeathTest, ExceptionEscapingAFiberAbortsAtItsThrowSite) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(weft::run(
+                  [] {
+                    weft::go([] {
+                      weft::test::ExitIfUnwound guard;
+                      throw std::runtime_error("fiber boom");
+                    });
+                    weft::sleep_for(std::chrono::nanoseconds::max());
+                  },
+                  weft::RunOptions{.workers = 1}),
+              ::testing::KilledBySignal(SIGABRT),
+              "weft: fiber [0-9]+: uncaught exception std::runtime_error: fiber boom");
 }
 
 TEST(RuntimeMigration, FiberMovesBetweenWorkersMidFunction) {

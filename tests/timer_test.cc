@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <random>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -232,6 +234,23 @@ TEST_P(SleepTest, HugeDurationsSaturateToNever) {
         EXPECT_TRUE(reset.stop());
       },
       weft::RunOptions{.workers = GetParam()});
+}
+
+// A Timer's function runs in a fiber of its own: an exception escaping it is
+// fatal there, at its throw site, and says so with its text.
+TEST(TimerDeathTest, ExceptionFromTheFunctionIsFatalAtItsThrowSite) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(weft::run(
+                  [] {
+                    weft::Timer t(1ms, [] {
+                      weft::test::ExitIfUnwound guard;
+                      throw std::runtime_error("timer boom");
+                    });
+                    weft::sleep_for(std::chrono::nanoseconds::max());
+                  },
+                  weft::RunOptions{.workers = 1}),
+              ::testing::KilledBySignal(SIGABRT),
+              "weft: fiber [0-9]+: uncaught exception std::runtime_error: timer boom");
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, SleepTest, ::testing::Values(1, 2, 4), weft::test::workers_name);

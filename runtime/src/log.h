@@ -5,6 +5,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <string>
+
 namespace weft::detail {
 spdlog::logger& log();
+
+// The exception being handled, as "type: what()" (just the type when it is
+// not a std::exception), or empty when none is.
+std::string current_exception_text();
 }  // namespace weft::detail

@@ -606,6 +606,28 @@ Fiber* thread_waiter() {
 
 [[noreturn]] void fiber_main(Fiber* f);
 
+// run_main's std::terminate handler, which an exception escaping a fiber
+// reaches from its throw site (see fiber_main): names the fiber, then lets
+// the handler it replaced finish. Relaxed: written before the workers start,
+// which orders it for them; any other thread at worst sees null and aborts.
+std::atomic<std::terminate_handler> previous_terminate{nullptr};
+
+[[noreturn]] void on_terminate() {
+  if (const Fiber* f = tls_fiber) {
+    const auto id = static_cast<unsigned long long>(f->id);
+    const std::string what = current_exception_text();
+    if (what.empty()) {
+      std::fprintf(stderr, "weft: fiber %llu: std::terminate called\n", id);
+    } else {
+      std::fprintf(stderr, "weft: fiber %llu: uncaught exception %s\n", id, what.c_str());
+    }
+  }
+  if (std::terminate_handler previous = previous_terminate.load(std::memory_order_relaxed)) {
+    previous();
+  }
+  std::abort();
+}
+
 // The TSan switch must be made from code TSan does not instrument, or its
 // shadow call stack is attributed to the wrong fiber.
 WEFT_SWITCH_FN void switch_from_g0(Worker* w, Fiber* to) {
@@ -635,18 +657,13 @@ WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dy
 [[noreturn]] void fiber_main(Fiber* f) {
   san::asan_finish_switch(nullptr, nullptr, nullptr);
   current_worker()->after_switch();
-  try {
-    f->closure->invoke(f->closure_storage());
-    if (f->closure->destroy) f->closure->destroy(f->closure_storage());
-  } catch (const std::exception& e) {
-    log().critical("fiber {} ended with an uncaught exception: {}", f->id, e.what());
-    log().flush();
-    std::abort();
-  } catch (...) {
-    log().critical("fiber {} ended with an uncaught exception of unknown type", f->id);
-    log().flush();
-    std::abort();
-  }
+  // No handler between the closure and the trampoline, whose CFI ends the
+  // stack: an exception escaping the closure finds none, so __cxa_throw calls
+  // std::terminate at the throw site, with the stack whole for the core dump
+  // and gdb. A catch here would unwind it first, and so would a noexcept
+  // boundary (GCC runs the cleanups up to it, clang's is a catch-all).
+  f->closure->invoke(f->closure_storage());
+  if (f->closure->destroy) f->closure->destroy(f->closure_storage());
   current_worker()->leave(f, Action::exit);
   __builtin_unreachable();
 }
@@ -1305,6 +1322,10 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     std::abort();
   }
   install_overflow_handler();
+  if (std::terminate_handler previous = std::set_terminate(&on_terminate);
+      previous != &on_terminate) {
+    previous_terminate.store(previous, std::memory_order_relaxed);
+  }
   s->poller = make_runtime_poller();
   int exit_code = 0;
   // Main's exception goes to run()'s caller, once the runtime is torn down.
@@ -1353,6 +1374,9 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   }
   g_sched.store(nullptr, std::memory_order_release);
   delete s;
+  if (std::get_terminate() == &on_terminate) {
+    std::set_terminate(previous_terminate.load(std::memory_order_relaxed));
+  }
   if (main_error) std::rethrow_exception(main_error);
   return exit_code;
 }

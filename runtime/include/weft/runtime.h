@@ -61,7 +61,9 @@ int run(F&& main_fn, const RunOptions& opts = {}) {
 // Spawns a fiber that runs `fn` (moved into the fiber; no heap allocation
 // beyond the fiber record). Callable from fibers and from other threads while
 // a runtime is running. Returns the new fiber's id. If moving or copying fn
-// in throws, nothing is spawned and the exception propagates.
+// in throws, nothing is spawned and the exception propagates. An exception
+// escaping fn ends the process at its throw site (std::terminate, with a
+// message naming the fiber), as a panic in a goroutine does.
 template <class F>
 std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
   using Fn = std::decay_t<F>;
