@@ -356,6 +356,20 @@ TEST(RuntimeDeathTest, ExceptionEscapingAFiberAbortsAtItsThrowSite) {
               "weft: fiber [0-9]+: uncaught exception std::runtime_error: fiber boom");
 }
 
+// A park commit runs on whichever fiber resumed next, or on the worker's own
+// stack, where an exception has nobody to reach: it is fatal, with its text.
+TEST(RuntimeDeathTest, ExceptionFromAParkCommitIsFatalWithItsText) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::detail::park_with([](weft::detail::Fiber*) -> bool {
+                       throw std::runtime_error("commit boom");
+                     });
+                   },
+                   weft::RunOptions{.workers = 1}),
+               "weft: a park commit threw std::runtime_error: commit boom");
+}
+
 TEST(RuntimeMigration, FiberMovesBetweenWorkersMidFunction) {
   // A fiber readied from a foreign thread lands on whichever worker takes it
   // from the global queue; over many rounds it must change threads, and every

@@ -253,6 +253,26 @@ TEST(TimerDeathTest, ExceptionFromTheFunctionIsFatalAtItsThrowSite) {
               "weft: fiber [0-9]+: uncaught exception std::runtime_error: timer boom");
 }
 
+// A function object whose copy throws: the expiry copies the Timer's function
+// into the fiber it starts, on a worker with no caller to hand the exception.
+struct ThrowsWhenCopied {
+  ThrowsWhenCopied() = default;
+  ThrowsWhenCopied(ThrowsWhenCopied&&) noexcept {}
+  ThrowsWhenCopied(const ThrowsWhenCopied&) { throw std::runtime_error("copy at expiry"); }
+  void operator()() const {}
+};
+
+TEST(TimerDeathTest, ExceptionFromAnExpiryIsFatalWithItsText) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::Timer t(1ms, ThrowsWhenCopied{});
+                     weft::sleep_for(std::chrono::nanoseconds::max());
+                   },
+                   weft::RunOptions{.workers = 1}),
+               "weft: a timer's expiry threw std::runtime_error: copy at expiry");
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, SleepTest, ::testing::Values(1, 2, 4), weft::test::workers_name);
 
 }  // namespace

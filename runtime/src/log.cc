@@ -3,6 +3,7 @@
 #include <cxxabi.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <typeinfo>
@@ -36,6 +37,11 @@ std::string current_exception_text() {
   } catch (...) {
   }
   return text;
+}
+
+void die_of_exception(const char* where) noexcept {
+  std::fprintf(stderr, "weft: %s threw %s\n", where, current_exception_text().c_str());
+  std::abort();
 }
 
 }  // namespace weft::detail

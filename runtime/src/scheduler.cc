@@ -606,6 +606,16 @@ Fiber* thread_waiter() {
 
 [[noreturn]] void fiber_main(Fiber* f);
 
+// A commit runs on whichever fiber resumed next, on g0, or inside park() on a
+// thread: nowhere that an exception could reach the code that parked.
+bool run_park_commit(ParkCommit commit, Fiber* waiter, void* arg) noexcept {
+  try {
+    return commit(waiter, arg);
+  } catch (...) {
+    die_of_exception("a park commit");
+  }
+}
+
 // run_main's std::terminate handler, which an exception escaping a fiber
 // reaches from its throw site (see fiber_main): names the fiber, then lets
 // the handler it replaced finish. Relaxed: written before the workers start,
@@ -1145,7 +1155,7 @@ void Worker::after_switch() {
   }
   // Parked: the commit decides whether it really sleeps.
   in_commit = true;
-  const bool slept = commit(p, commit_arg);
+  const bool slept = run_park_commit(commit, p, commit_arg);
   in_commit = false;
   if (!slept) ready_local(p);
 }
@@ -1446,7 +1456,7 @@ void park(ParkCommit commit, void* arg) noexcept {
   }
   Fiber* self = thread_waiter();
   self->thread_wake.store(0, std::memory_order_relaxed);
-  if (!commit(self, arg)) return;
+  if (!run_park_commit(commit, self, arg)) return;
   while (self->thread_wake.load(std::memory_order_acquire) == 0) futex_wait(&self->thread_wake, 0);
 }
 

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "log.h"
 #include "weft/detail/park.h"
 #include "weft/detail/saturate.h"
 #include "weft/runtime.h"
@@ -105,7 +106,13 @@ int run_due_timers(TimerHeap& heap, std::int64_t now) {
       std::lock_guard lock(heap.lock);
       if (!heap.pop_due(now, &expiry)) break;
     }
-    expiry.fire(expiry.context, expiry.arg);
+    // On whichever worker found the timer due: no caller of its own to take
+    // an exception.
+    try {
+      expiry.fire(expiry.context, expiry.arg);
+    } catch (...) {
+      die_of_exception("a timer's expiry");
+    }
     ++fired;
   }
   return fired;
