@@ -174,6 +174,19 @@ TEST_P(ChannelTest, MoveOnlyValues) {
       opts());
 }
 
+// A move that throws under the channel's lock would leave the lock held and
+// the peer it had claimed stranded (as it did), so Channel<T> refuses such a
+// T at compile time, through this trait.
+struct ThrowingMove {
+  ThrowingMove() = default;
+  ThrowingMove(ThrowingMove&&) noexcept(false) {}
+  ThrowingMove& operator=(ThrowingMove&&) noexcept(false) { return *this; }
+};
+static_assert(!weft::detail::channel_value<ThrowingMove>);
+static_assert(weft::detail::channel_value<std::unique_ptr<ThrowingMove>>);
+static_assert(weft::detail::channel_value<std::string>);
+static_assert(weft::detail::channel_value<std::vector<int>>);
+
 TEST_P(ChannelTest, PipelineAcrossThreadsAndFibers) {
   const int n = weft::test::stress_iterations(20000);
   long sum = 0;

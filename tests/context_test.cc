@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -317,6 +319,25 @@ TEST(ContextDeadline, PastDeadlineIsDoneOnReturnAndCancelIsANoOp) {
   EXPECT_EQ(ctx.err(), errc::deadline_exceeded);
 }
 
+// C-14 with D-10's extreme: Go's WithTimeout(ctx, maxDuration) is a deadline
+// centuries away, not one that overflowed into the past.
+TEST(ContextDeadline, HugeTimeoutSaturatesToAFarDeadline) {
+  in_runtime([&] {
+    const auto now = weft::Clock::now();
+    auto [ctx, cancel] = weft::with_timeout(weft::background(), weft::Clock::duration::max());
+    EXPECT_FALSE(ctx.err());
+    EXPECT_FALSE(ctx.done().ready());
+    ASSERT_TRUE(ctx.deadline());
+    EXPECT_GT(*ctx.deadline(), now + 100 * 365 * 24h);
+    auto [child, cancel_child] =
+        weft::with_timeout_cause(ctx, weft::Clock::duration::max(), app(AppError::slow));
+    EXPECT_FALSE(child.err());
+    weft::sleep_for(20ms);  // not a synchronisation: a wrapped deadline would have fired
+    EXPECT_FALSE(ctx.err());
+    EXPECT_FALSE(child.err());
+  });
+}
+
 TEST_P(ContextTest, DeadlineFiresOnTheDeadlineHeapAndReachesChildren) {
   weft::run(
       [] {
@@ -482,6 +503,23 @@ TEST_P(ContextTest, AfterFuncStopPreventsTheCallOnlyOnce) {
         EXPECT_TRUE(weft::after_func(weft::background(), [] {})());
       },
       opts());
+}
+
+// after_func's function runs in a fiber of its own: an exception escaping it
+// is fatal there, at its throw site, and says so with its text.
+TEST(ContextDeathTest, ExceptionFromAnAfterFuncIsFatalAtItsThrowSite) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(in_runtime([] {
+                auto [ctx, cancel] = weft::with_cancel(weft::background());
+                auto stop = weft::after_func(ctx, [] {
+                  weft::test::ExitIfUnwound guard;
+                  throw std::runtime_error("after_func boom");
+                });
+                cancel();
+                weft::sleep_for(std::chrono::nanoseconds::max());
+              }),
+              ::testing::KilledBySignal(SIGABRT),
+              "weft: fiber [0-9]+: uncaught exception std::runtime_error: after_func boom");
 }
 
 TEST_P(ContextTest, AfterFuncRacingStopHasExactlyOneOutcome) {

@@ -5,8 +5,10 @@
 #include <atomic>
 #include <cfenv>
 #include <chrono>
+#include <csignal>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -107,6 +109,37 @@ TEST_P(RuntimeTest, SpawnRunsEveryFiberOnceWithUniqueIds) {
   std::set<std::uint64_t> unique(ids.begin(), ids.end());
   EXPECT_EQ(unique.size(), ids.size());
   EXPECT_EQ(unique.count(1), 0u);  // 1 is main's
+}
+
+// A closure that records where it is built (its record's closure storage)
+// and can refuse to be copied there.
+struct CopyProbe {
+  bool throw_on_copy;
+  const void** built_at;
+  CopyProbe(bool throws, const void** at) : throw_on_copy(throws), built_at(at) {}
+  CopyProbe(const CopyProbe& other) : throw_on_copy(other.throw_on_copy), built_at(other.built_at) {
+    *built_at = this;
+    if (throw_on_copy) throw std::runtime_error("closure copy failed");
+  }
+  void operator()() const {}
+};
+
+// go() whose closure cannot be built lets the exception through and hands the
+// record back (it was leaked): free records are reused last in, first out,
+// so the next spawn on this worker is built in the same place.
+TEST_P(RuntimeTest, SpawnWhoseClosureThrowsReturnsItsRecord) {
+  weft::run(
+      [] {
+        const void* failed_at = nullptr;
+        const void* next_at = nullptr;
+        const CopyProbe bad(true, &failed_at);
+        EXPECT_THROW(weft::go(bad), std::runtime_error);
+        ASSERT_NE(failed_at, nullptr);
+        const CopyProbe good(false, &next_at);
+        weft::go(good);
+        EXPECT_EQ(next_at, failed_at);
+      },
+      opts());
 }
 
 // Bursts larger than the free-record depot holds, twice: records move
@@ -281,11 +314,60 @@ TEST_P(RuntimeTest, RunCanBeCalledRepeatedly) {
   }
 }
 
+// An exception from main reaches run()'s caller once the runtime is torn
+// down (it aborted the process), and run() works again afterwards.
+TEST_P(RuntimeTest, ExceptionFromMainReachesRunsCaller) {
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THROW(weft::run(
+                     [] {
+                       weft::go([] { weft::sleep_for(std::chrono::nanoseconds::max()); });
+                       weft::yield();
+                       throw std::runtime_error("main failed");
+                     },
+                     opts()),
+                 std::runtime_error);
+    EXPECT_EQ(weft::num_workers(), 0);
+    EXPECT_EQ(weft::run([] { return 7; }, opts()), 7);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, RuntimeTest, ::testing::Values(1, 2, 4),
                          weft::test::workers_name);
 
 pid_t gettid_now() {
   return static_cast<pid_t>(syscall(SYS_gettid));
+}
+
+// An exception escaping a fiber ends the process at the throw site, with the
+// stack whole for the core dump and gdb (it was caught, which unwound it
+// first), saying which fiber and what was thrown.
+TEST(RuntimeDeathTest, ExceptionEscapingAFiberAbortsAtItsThrowSite) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(weft::run(
+                  [] {
+                    weft::go([] {
+                      weft::test::ExitIfUnwound guard;
+                      throw std::runtime_error("fiber boom");
+                    });
+                    weft::sleep_for(std::chrono::nanoseconds::max());
+                  },
+                  weft::RunOptions{.workers = 1}),
+              ::testing::KilledBySignal(SIGABRT),
+              "weft: fiber [0-9]+: uncaught exception std::runtime_error: fiber boom");
+}
+
+// A park commit runs on whichever fiber resumed next, or on the worker's own
+// stack, where an exception has nobody to reach: it is fatal, with its text.
+TEST(RuntimeDeathTest, ExceptionFromAParkCommitIsFatalWithItsText) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::detail::park_with([](weft::detail::Fiber*) -> bool {
+                       throw std::runtime_error("commit boom");
+                     });
+                   },
+                   weft::RunOptions{.workers = 1}),
+               "weft: a park commit threw std::runtime_error: commit boom");
 }
 
 TEST(RuntimeMigration, FiberMovesBetweenWorkersMidFunction) {

@@ -20,6 +20,17 @@ inline int stress_iterations(int base) {
   return static_cast<int>(base * factor);
 }
 
+// For death tests of exceptions that escape a fiber: destroyed, ending the
+// process with status 42 instead of the expected abort, only if the stack is
+// unwound before the process dies, which would leave the core dump and gdb
+// without the throw site.
+struct ExitIfUnwound {
+  ExitIfUnwound() = default;
+  ExitIfUnwound(const ExitIfUnwound&) = delete;
+  ExitIfUnwound& operator=(const ExitIfUnwound&) = delete;
+  ~ExitIfUnwound() { std::_Exit(42); }
+};
+
 // Names parametrised cases by worker count: "w1", "w2", ...
 inline std::string workers_name(const ::testing::TestParamInfo<int>& info) {
   std::string name = "w";  // built in steps: GCC 12 -O3 warns on "w" + string

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <random>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -204,6 +206,71 @@ TEST_P(SleepTest, EarlierTimerWakesTheTimerSleeper) {
         EXPECT_TRUE(far.stop());
       },
       weft::RunOptions{.workers = GetParam()});
+}
+
+// Go saturates `now + d`: a duration too long to represent means "never",
+// not an overflow into the past that fires at once.
+TEST_P(SleepTest, HugeDurationsSaturateToNever) {
+  weft::run(
+      [] {
+        std::atomic<int> woke{0}, fired{0};
+        weft::go([&] {
+          weft::sleep_for(std::chrono::nanoseconds::max());
+          woke.fetch_add(1);
+        });
+        weft::go([&] {
+          weft::sleep_until(Clock::time_point::max());
+          woke.fetch_add(1);
+        });
+        weft::Timer t(std::chrono::nanoseconds::max(), [&] { fired.fetch_add(1); });
+        weft::Timer reset([&] { fired.fetch_add(1); });
+        reset.reset(std::chrono::nanoseconds::max());
+        // Not a synchronisation: the window in which a wrapped deadline, long
+        // past, would have fired, while other fibers keep running.
+        weft::sleep_for(50ms);
+        EXPECT_EQ(woke.load(), 0);
+        EXPECT_EQ(fired.load(), 0);
+        EXPECT_TRUE(t.stop());  // still armed
+        EXPECT_TRUE(reset.stop());
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
+// A Timer's function runs in a fiber of its own: an exception escaping it is
+// fatal there, at its throw site, and says so with its text.
+TEST(TimerDeathTest, ExceptionFromTheFunctionIsFatalAtItsThrowSite) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(weft::run(
+                  [] {
+                    weft::Timer t(1ms, [] {
+                      weft::test::ExitIfUnwound guard;
+                      throw std::runtime_error("timer boom");
+                    });
+                    weft::sleep_for(std::chrono::nanoseconds::max());
+                  },
+                  weft::RunOptions{.workers = 1}),
+              ::testing::KilledBySignal(SIGABRT),
+              "weft: fiber [0-9]+: uncaught exception std::runtime_error: timer boom");
+}
+
+// A function object whose copy throws: the expiry copies the Timer's function
+// into the fiber it starts, on a worker with no caller to hand the exception.
+struct ThrowsWhenCopied {
+  ThrowsWhenCopied() = default;
+  ThrowsWhenCopied(ThrowsWhenCopied&&) noexcept {}
+  ThrowsWhenCopied(const ThrowsWhenCopied&) { throw std::runtime_error("copy at expiry"); }
+  void operator()() const {}
+};
+
+TEST(TimerDeathTest, ExceptionFromAnExpiryIsFatalWithItsText) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(weft::run(
+                   [] {
+                     weft::Timer t(1ms, ThrowsWhenCopied{});
+                     weft::sleep_for(std::chrono::nanoseconds::max());
+                   },
+                   weft::RunOptions{.workers = 1}),
+               "weft: a timer's expiry threw std::runtime_error: copy at expiry");
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, SleepTest, ::testing::Values(1, 2, 4), weft::test::workers_name);

@@ -1,6 +1,7 @@
 #include "weft/context.h"
 
 #include "chaos.h"
+#include "weft/detail/saturate.h"
 #include "weft/detail/timer_node.h"
 #include "weft/runtime.h"
 
@@ -370,12 +371,12 @@ WithCancelResult<CancelFunc> with_deadline(const Context& parent, Clock::time_po
 }
 
 WithCancelResult<CancelFunc> with_timeout(const Context& parent, Clock::duration timeout) {
-  return with_deadline_cause(parent, Clock::now() + timeout, {});
+  return with_deadline_cause(parent, detail::add_saturated(Clock::now(), timeout), {});
 }
 
 WithCancelResult<CancelFunc> with_timeout_cause(const Context& parent, Clock::duration timeout,
                                                 std::error_code cause) {
-  return with_deadline_cause(parent, Clock::now() + timeout, cause);
+  return with_deadline_cause(parent, detail::add_saturated(Clock::now(), timeout), cause);
 }
 
 Context detail::with_value_erased(const Context& parent, const void* key, const char* key_name,

@@ -7,6 +7,7 @@
 
 #include "fd.h"
 #include "net_internal.h"
+#include "weft/detail/saturate.h"
 #include "weft/net/resolve.h"
 
 namespace weft::net {
@@ -18,16 +19,15 @@ using detail::no_socket;
 namespace {
 
 std::chrono::system_clock::duration until(std::chrono::system_clock::time_point t) {
-  return t - std::chrono::system_clock::now();
+  return weft::detail::add_saturated(t.time_since_epoch(),
+                                     -std::chrono::system_clock::now().time_since_epoch());
 }
 
+// Far futures stay far instead of overflowing into "expired" (D-10).
 Clock::time_point to_steady(std::chrono::system_clock::time_point t) {
   if (t == std::chrono::system_clock::time_point{}) return {};
-  const auto d = until(t);
-  const auto now = Clock::now();
-  // Clamp far futures instead of overflowing into "expired" (D-10).
-  if (d > Clock::time_point::max() - now) return Clock::time_point::max();
-  return now + std::chrono::duration_cast<Clock::duration>(d);
+  return weft::detail::add_saturated(Clock::now(),
+                                     std::chrono::duration_cast<Clock::duration>(until(t)));
 }
 
 }  // namespace

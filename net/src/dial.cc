@@ -19,6 +19,7 @@
 #include "fd.h"
 #include "net_internal.h"
 #include "weft/channel.h"
+#include "weft/detail/saturate.h"
 #include "weft/net/resolve.h"
 #include "weft/runtime.h"
 #include "weft/time.h"
@@ -255,8 +256,7 @@ std::optional<Clock::time_point> Dialer::effective_deadline(Clock::time_point no
   std::optional<Clock::time_point> d;
   if (timeout.count() != 0) {
     const auto t = std::chrono::duration_cast<Clock::duration>(timeout);
-    // Clamp a huge timeout rather than overflow into the past (D-10).
-    d = t > Clock::time_point::max() - now ? Clock::time_point::max() : now + t;
+    d = weft::detail::add_saturated(now, t);  // a huge timeout stays in the future (D-10)
   }
   if (deadline != Clock::time_point{}) d = d ? std::min(*d, deadline) : deadline;
   return d;

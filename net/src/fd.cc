@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "chaos.h"
+#include "weft/detail/saturate.h"
 
 namespace weft::net::detail {
 
@@ -328,7 +329,8 @@ PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
   // flag, deadline, read check pairs with set_deadline's deadline, flag,
   // poke, so a deadline set meanwhile is never missed.
   backoff_.store(true, std::memory_order_seq_cst);
-  weft::detail::poll_set_deadline(pd_, to_poll_ns(Clock::now() + delay), PollMode::write);
+  weft::detail::poll_set_deadline(pd_, to_poll_ns(weft::detail::add_saturated(Clock::now(), delay)),
+                                  PollMode::write);
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
   if (st != PollStatus::closed && st != PollStatus::timeout) {
     st = weft::detail::poll_wait(pd_, PollMode::write);

@@ -1,8 +1,12 @@
 #include "log.h"
 
+#include <cxxabi.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <typeinfo>
 
 namespace weft::detail {
 
@@ -16,6 +20,28 @@ spdlog::logger& log() {
     return l;
   }();
   return *logger;
+}
+
+std::string current_exception_text() {
+  const std::type_info* type = abi::__cxa_current_exception_type();
+  if (!type) return {};
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(type->name(), nullptr, nullptr, &status);
+  std::string text = demangled ? demangled : type->name();
+  std::free(demangled);
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    text += ": ";
+    text += e.what();
+  } catch (...) {
+  }
+  return text;
+}
+
+void die_of_exception(const char* where) noexcept {
+  std::fprintf(stderr, "weft: %s threw %s\n", where, current_exception_text().c_str());
+  std::abort();
 }
 
 }  // namespace weft::detail

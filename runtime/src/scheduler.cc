@@ -691,6 +691,38 @@ Fiber* thread_waiter() {
 
 [[noreturn]] void fiber_main(Fiber* f);
 
+// A commit runs on whichever fiber resumed next, on g0, or inside park() on a
+// thread: nowhere that an exception could reach the code that parked.
+bool run_park_commit(ParkCommit commit, Fiber* waiter, void* arg) noexcept {
+  try {
+    return commit(waiter, arg);
+  } catch (...) {
+    die_of_exception("a park commit");
+  }
+}
+
+// run_main's std::terminate handler, which an exception escaping a fiber
+// reaches from its throw site (see fiber_main): names the fiber, then lets
+// the handler it replaced finish. Relaxed: written before the workers start,
+// which orders it for them; any other thread at worst sees null and aborts.
+std::atomic<std::terminate_handler> previous_terminate{nullptr};
+
+[[noreturn]] void on_terminate() {
+  if (const Fiber* f = tls_fiber) {
+    const auto id = static_cast<unsigned long long>(f->id);
+    const std::string what = current_exception_text();
+    if (what.empty()) {
+      std::fprintf(stderr, "weft: fiber %llu: std::terminate called\n", id);
+    } else {
+      std::fprintf(stderr, "weft: fiber %llu: uncaught exception %s\n", id, what.c_str());
+    }
+  }
+  if (std::terminate_handler previous = previous_terminate.load(std::memory_order_relaxed)) {
+    previous();
+  }
+  std::abort();
+}
+
 // The TSan switch must be made from code TSan does not instrument, or its
 // shadow call stack is attributed to the wrong fiber.
 WEFT_SWITCH_FN void switch_from_g0(Worker* w, Fiber* to) {
@@ -720,18 +752,13 @@ WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dy
 [[noreturn]] void fiber_main(Fiber* f) {
   san::asan_finish_switch(nullptr, nullptr, nullptr);
   current_worker()->after_switch();
-  try {
-    f->closure->invoke(f->closure_storage());
-    if (f->closure->destroy) f->closure->destroy(f->closure_storage());
-  } catch (const std::exception& e) {
-    log().critical("fiber {} ended with an uncaught exception: {}", f->id, e.what());
-    log().flush();
-    std::abort();
-  } catch (...) {
-    log().critical("fiber {} ended with an uncaught exception of unknown type", f->id);
-    log().flush();
-    std::abort();
-  }
+  // No handler between the closure and the trampoline, whose CFI ends the
+  // stack: an exception escaping the closure finds none, so __cxa_throw calls
+  // std::terminate at the throw site, with the stack whole for the core dump
+  // and gdb. A catch here would unwind it first, and so would a noexcept
+  // boundary (GCC runs the cleanups up to it, clang's is a catch-all).
+  f->closure->invoke(f->closure_storage());
+  if (f->closure->destroy) f->closure->destroy(f->closure_storage());
   current_worker()->leave(f, Action::exit);
   __builtin_unreachable();
 }
@@ -1256,7 +1283,7 @@ void Worker::after_switch() {
   // Parked: the commit decides whether it really sleeps.
   chaos::at(chaos::Point::park_commit);
   in_commit = true;
-  const bool slept = commit(p, commit_arg);
+  const bool slept = run_park_commit(commit, p, commit_arg);
   in_commit = false;
   if (!slept) ready_local(p);
 }
@@ -1406,6 +1433,17 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
   return f;
 }
 
+void free_unstarted_fiber(Fiber* f) noexcept {
+  // On top of the free array it most likely came from, so the next spawn
+  // reuses it while its lines are still in this core's cache.
+  Worker* w = current_worker();
+  if (f->kind == RecordKind::pooled && w && w->free_record_count < 2 * kRecordBatch) {
+    w->free_records[w->free_record_count++] = f;
+    return;
+  }
+  delete_record(f);
+}
+
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   f->closure = vtable;
@@ -1451,10 +1489,20 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     std::abort();
   }
   install_overflow_handler();
+  if (std::terminate_handler previous = std::set_terminate(&on_terminate);
+      previous != &on_terminate) {
+    previous_terminate.store(previous, std::memory_order_relaxed);
+  }
   s->poller = make_runtime_poller();
   int exit_code = 0;
-  go([&exit_code, &main_fn, s] {
-    exit_code = main_fn();
+  // Main's exception goes to run()'s caller, once the runtime is torn down.
+  std::exception_ptr main_error;
+  go([&exit_code, &main_error, &main_fn, s] {
+    try {
+      exit_code = main_fn();
+    } catch (...) {
+      main_error = std::current_exception();
+    }
     s->shutdown();
   });
   log().debug("runtime starting with {} workers", n);
@@ -1495,6 +1543,10 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
                 spawned - exited);
   }
   delete s;
+  if (std::get_terminate() == &on_terminate) {
+    std::set_terminate(previous_terminate.load(std::memory_order_relaxed));
+  }
+  if (main_error) std::rethrow_exception(main_error);
   return exit_code;
 }
 
@@ -1528,8 +1580,9 @@ void add_timer(TimerNode* node, std::int64_t when) {
     heap.push(node);
     earliest = heap.nodes[0].node == node;
   }
-  // The node may already have fired and be gone: only `when` from here on.
-  if (earliest) s->timer_added(when);
+  // The node may already have fired and be gone: only `when` from here on. A
+  // timer due never (a saturated timeout) needs nobody awake for it.
+  if (earliest && when != kNever) s->timer_added(when);
 }
 
 // ---- parking -------------------------------------------------------------
@@ -1565,7 +1618,7 @@ void park(ParkCommit commit, void* arg) noexcept {
   }
   Fiber* self = thread_waiter();
   self->thread_wake.store(0, std::memory_order_relaxed);
-  if (!commit(self, arg)) return;
+  if (!run_park_commit(commit, self, arg)) return;
   while (self->thread_wake.load(std::memory_order_acquire) == 0) futex_wait(&self->thread_wake, 0);
 }
 

@@ -2,13 +2,16 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 
 #include "chaos.h"
+#include "log.h"
 #include "weft/detail/park.h"
+#include "weft/detail/saturate.h"
 #include "weft/runtime.h"
 #include "weft/time.h"
 
@@ -109,7 +112,13 @@ int run_due_timers(TimerHeap& heap, std::int64_t now) {
       if (!node) break;
     }
     chaos::at(chaos::Point::timer_pop);  // popped and published unqueued, not yet fired
-    expiry.fire(expiry.context, expiry.arg);
+    // On whichever worker found the timer due: no caller of its own to take
+    // an exception.
+    try {
+      expiry.fire(expiry.context, expiry.arg);
+    } catch (...) {
+      die_of_exception("a timer's expiry");
+    }
     // The last touch: release pairs with the acquire in stop_timer_and_wait,
     // after which the owner may free the node.
     node->in_flight.fetch_sub(1, std::memory_order_release);
@@ -165,7 +174,7 @@ void sleep_until(std::chrono::steady_clock::time_point t) {
 
 void sleep_for(std::chrono::nanoseconds d) {
   if (d.count() <= 0) return;
-  sleep_until(std::chrono::steady_clock::now() + d);
+  sleep_until(detail::add_saturated(std::chrono::steady_clock::now(), d));
 }
 
 void Timer::on_fire(void* context, std::uint64_t) {
@@ -174,7 +183,10 @@ void Timer::on_fire(void* context, std::uint64_t) {
 }
 
 bool Timer::reset(std::chrono::nanoseconds d) {
-  const std::int64_t when = detail::mono_now_ns() + (d.count() > 0 ? d.count() : 0);
+  using std::chrono::nanoseconds;
+  const nanoseconds delay = std::max(d, nanoseconds::zero());
+  const std::int64_t when =
+      detail::add_saturated(nanoseconds(detail::mono_now_ns()), delay).count();
   std::lock_guard lock(mu_);  // stop and re-arm as one step against other callers
   const bool was_armed = detail::stop_timer(&node_);
   detail::add_timer(&node_, when);

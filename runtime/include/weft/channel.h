@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,15 @@ namespace weft {
 namespace detail {
 
 enum class ChanTry { done, closed, would_block };
+
+// What a channel may carry: values that move without throwing. Values move
+// under the channel's lock into a peer already taken off its queue, and a
+// select peer's claim cannot be undone (its other channels may have dropped
+// its other cases since), so a throwing move would leave the peer stranded
+// and its value half-delivered. Go's channels copy bits, which cannot fail.
+template <class T>
+inline constexpr bool channel_value =
+    std::is_nothrow_move_constructible_v<T>&& std::is_nothrow_move_assignable_v<T>;
 
 template <class T>
 struct ChanState {
@@ -95,6 +105,11 @@ inline void park_on_channel(ChanWaiter* me, SpinLock* lock) {
 
 template <class T>
 class Channel {
+  static_assert(detail::channel_value<T>,
+                "weft::Channel<T> needs a T whose move constructor and move assignment are "
+                "noexcept: a value moves under the channel's lock into a peer already claimed, "
+                "which a throwing move would strand. Send a std::unique_ptr<T> instead.");
+
  public:
   explicit Channel(std::size_t capacity = 0)
       : state_(std::make_shared<detail::ChanState<T>>(capacity)) {}

@@ -33,12 +33,15 @@ struct Closure {
 Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
                  void** closure_storage);
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable);
+// Takes back a record from new_fiber whose closure was never built.
+void free_unstarted_fiber(Fiber* f) noexcept;
 int run_main(std::function<int()> main_fn, const RunOptions& opts);
 }  // namespace detail
 
 // Runs `main_fn` as the first fiber on a fresh set of workers and returns
 // when it returns (other fibers still alive then are abandoned, as in Go).
-// Returns main_fn's int result, or 0 when it returns void. Only one runtime
+// Returns main_fn's int result, or 0 when it returns void; an exception from
+// main_fn is rethrown here once the runtime is torn down. Only one runtime
 // may run in a process at a time.
 template <class F>
 int run(F&& main_fn, const RunOptions& opts = {}) {
@@ -57,7 +60,10 @@ int run(F&& main_fn, const RunOptions& opts = {}) {
 
 // Spawns a fiber that runs `fn` (moved into the fiber; no heap allocation
 // beyond the fiber record). Callable from fibers and from other threads while
-// a runtime is running. Returns the new fiber's id.
+// a runtime is running. Returns the new fiber's id. If moving or copying fn
+// in throws, nothing is spawned and the exception propagates. An exception
+// escaping fn ends the process at its throw site (std::terminate, with a
+// message naming the fiber), as a panic in a goroutine does.
 template <class F>
 std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
   using Fn = std::decay_t<F>;
@@ -67,7 +73,12 @@ std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
   };
   void* storage = nullptr;
   detail::Fiber* f = detail::new_fiber(sizeof(Fn), alignof(Fn), opts, &storage);
-  ::new (storage) Fn(std::forward<F>(fn));
+  try {
+    ::new (storage) Fn(std::forward<F>(fn));
+  } catch (...) {
+    detail::free_unstarted_fiber(f);
+    throw;
+  }
   return detail::start_fiber(f, &vtable);
 }
 

@@ -10,7 +10,9 @@
 
 namespace weft {
 
-// Parks the calling fiber for at least `d` (a plain thread just sleeps).
+// Parks the calling fiber for at least `d` (a plain thread just sleeps). A
+// time too far away to represent is never reached: the caller parks for good,
+// as Go's time.Sleep with a huge duration.
 void sleep_for(std::chrono::nanoseconds d);
 void sleep_until(std::chrono::steady_clock::time_point t);
 
@@ -31,7 +33,8 @@ class Timer {
   // starting fn (fn runs in a fiber of its own, and is not waited for).
   ~Timer();
 
-  // Re-arms to expire `d` from now; true if it was armed (and did not fire).
+  // Re-arms to expire `d` from now (never, if that is past the clock's range);
+  // true if it was armed (and did not fire).
   bool reset(std::chrono::nanoseconds d);
   // Disarms; true only if this call prevented fn from running.
   bool stop();
