@@ -2,14 +2,14 @@
 // over the resolved addresses with partial deadlines, Happy Eyeballs for
 // "tcp", non-blocking connect parked as a writer.
 //
-// Context integration (not done yet) plugs in at exactly two places:
-//  - Dialer::dial(const Context& ctx, ...) checks ctx.err() first (mapping
-//    canceled -> errc::operation_canceled, deadline_exceeded -> errc::timeout),
-//    folds ctx.deadline() into the deadline given to dial_impl, and bridges
-//    ctx's cancellation into a DialCanceler with weft::after_func(ctx, ...).
-//  - Nothing below needs to know about contexts: every step checks the
-//    canceler before creating a socket, and a connect in progress is
-//    interrupted through the canceler (an expired write deadline).
+// Contexts (net/src/context_io.cc) reach this file in two ways only:
+//  - Dialer::dial(const Context& ctx, ...) maps ctx's error (Go's mapErr),
+//    folds ctx.deadline() into the deadline given to dial_impl, bridges ctx's
+//    cancellation into a DialCanceler through a DoneHook, and passes ctx on
+//    to bound the name lookup.
+//  - Nothing below knows about contexts: every step checks the canceler
+//    before creating a socket, and a connect in progress is interrupted
+//    through the canceler (an expired write deadline).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -276,14 +276,13 @@ Result<Conn> Dialer::dial_impl(std::string_view network, std::string_view addres
                                const Context& ctx) const {
   auto n = detail::parse_network(network);
   if (!n) return wrap_dial(NetworkInfo{std::string(network)}, detail::unknown_network(network));
-  // CTX: an already-canceled context fails here, before resolution and
-  // before any socket exists (DL-5a).
-  if (cancel) {
-    if (std::error_code ce = cancel->err()) return wrap_dial(*n, OpError(ce));
-  }
   if (address.empty()) return wrap_dial(*n, OpError(weft::errc::missing_address));
-  // A lookup that ctx cancels returns at once (its getaddrinfo finishes in
-  // the background); the canceler is checked again before connecting.
+  // Resolution comes first even when ctx is already done, as Go's: a lookup
+  // bound to a done ctx fails at once with its own error, and a literal
+  // address needs no lookup, so the serial dial's check of the canceler
+  // fails it before any socket, naming the address (DL-5a). A lookup that
+  // ctx cancels midway returns at once (its getaddrinfo finishes in the
+  // background).
   auto list = detail::resolve_list(*n, address, ctx);
   if (!list) return wrap_dial(*n, std::move(list).error());
   return dial_addrs_impl(network, std::move(*list), deadline, cancel);

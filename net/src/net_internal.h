@@ -38,6 +38,12 @@ using GetAddrInfoFn = int (*)(const char*, const char*, const addrinfo*, addrinf
 extern std::atomic<GetAddrInfoFn> getaddrinfo_hook;
 void set_getaddrinfo_for_tests(GetAddrInfoFn fn) noexcept;
 
+// Go's mapErr: a done context's error as a dial or lookup reports it,
+// errc::operation_canceled ("operation was canceled") for a cancel and
+// errc::timeout ("i/o timeout") for a deadline; both still answer
+// is_canceled / is_timeout as the context's own errors do.
+std::error_code map_context_error(std::error_code ctx_err) noexcept;
+
 // With a context, a name lookup it cancels returns at once (see lookup_ip).
 Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address,
                                        const Context& ctx = weft::background());

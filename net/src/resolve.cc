@@ -156,7 +156,12 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
     return family == AF_UNSPEC || (family == AF_INET) == ip.is_v4();
   };
   if (auto ip = IP::parse(host)) return std::vector<IP>{*ip};
-  if (ctx.err()) return dns_error(host, weft::errc::operation_canceled, "operation was canceled");
+  // Go: "lookup HOST: operation was canceled", or "... i/o timeout".
+  const auto done = [&] {
+    const std::error_code e = detail::map_context_error(ctx.err());
+    return dns_error(host, e, e.message());
+  };
+  if (ctx.err()) return done();
   std::vector<IP> out;
   for (IP& ip : lookup_hosts_file(host)) {
     if (keep(ip)) out.push_back(std::move(ip));
@@ -201,7 +206,7 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
   std::optional<Answer> answer;
   weft::select(weft::on_recv(*answers, [&](std::optional<Answer> a) { answer = std::move(a); }),
                weft::on_done(ctx, [] {}));
-  if (!answer) return dns_error(host, weft::errc::operation_canceled, "operation was canceled");
+  if (!answer) return done();
   if (answer->rc == EAI_NONAME || answer->rc == EAI_NODATA ||
       (answer->rc == 0 && answer->ips.empty())) {
     return dns_error(host, net_errc::no_such_host, "no such host");
