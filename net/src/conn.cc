@@ -264,6 +264,7 @@ Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, std::string_
       v6only = n->family == AF_INET6;
     }
   }
+  if (std::error_code e = detail::need_runtime()) return listen_error(network, la, OpError(e));
   std::error_code ec;
   const int s = detail::new_socket(family, n->sotype, 0, &ec);
   auto fail = [&](const char* syscall, int e) {

@@ -305,6 +305,7 @@ Result<Conn> Dialer::dial_addrs_impl(std::string_view network, std::vector<Addr>
                        detail::addr_error(local_addr->to_string(), "no suitable address found"));
     }
   }
+  if (std::error_code e = detail::need_runtime()) return dial_error(*this, *n, addrs.front(), e);
   if (network == "tcp" && fallback_delay.count() >= 0) {
     const bool first_v4 = addrs.front().ip().is_v4();
     std::vector<Addr> primaries, fallbacks;

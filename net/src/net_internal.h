@@ -29,6 +29,12 @@ std::optional<NetworkInfo> parse_network(std::string_view network);
 OpError unknown_network(std::string_view network);
 // Go's AddrError: "address ADDR: WHY" (just WHY when addr is empty).
 OpError addr_error(std::string_view addr, std::string_view why);
+// errc::no_runtime when no runtime runs, else empty. Checked before the
+// first step that needs one (a socket registers with the poller, a lookup
+// runs on the blocking pool, a dial may race fibers or arm a deadline), so
+// that such a call fails there with an error, not a socket or file left
+// behind, nor an abort.
+std::error_code need_runtime() noexcept;
 // Whether this host can bind ::1 (checked once).
 bool ipv6_supported();
 // Every address for `address` on network `n` (bare errors).

@@ -173,6 +173,7 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
     if (family != AF_INET) out.push_back(IP::loopback_v6());
     return out;
   }
+  if (std::error_code e = detail::need_runtime()) return dns_error(host, e, e.message());
   // getaddrinfo blocks (DNS) and cannot be interrupted: it runs on the
   // blocking pool, from a fiber of its own that reports into a channel the
   // caller may stop waiting on. A lookup abandoned by its context finishes in
@@ -268,6 +269,10 @@ OpError unknown_network(std::string_view network) {
   std::string s = "unknown network ";
   s += network;
   return OpError(net_errc::unknown_network, std::move(s));
+}
+
+std::error_code need_runtime() noexcept {
+  return weft::num_workers() == 0 ? make_error_code(weft::errc::no_runtime) : std::error_code{};
 }
 
 bool ipv6_supported() {
