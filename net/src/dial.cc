@@ -72,9 +72,14 @@ int family_for(const NetworkInfo& n, const Addr& ra) {
 Result<Conn> dial_single(const Dialer& d, const NetworkInfo& n, const Addr& ra,
                          std::optional<Clock::time_point> deadline, DialCanceler* cancel) {
   const int family = family_for(n, ra);
-  sockaddr_storage rss{};
-  const socklen_t rlen = ra.to_sockaddr(&rss, family);
-  if (rlen == 0) return dial_error(d, n, ra, std::make_error_code(std::errc::invalid_argument));
+  // Both addresses in the kernel's form before any socket exists: a zone
+  // that names no interface fails here.
+  std::error_code why;
+  sockaddr_storage rss{}, lss{};
+  const socklen_t rlen = ra.to_sockaddr(&rss, family, &why);
+  if (rlen == 0) return dial_error(d, n, ra, why);
+  const socklen_t llen = d.local_addr ? d.local_addr->to_sockaddr(&lss, family, &why) : 0;
+  if (d.local_addr && llen == 0) return dial_error(d, n, ra, why);
   for (int attempt = 0;; ++attempt) {
     if (cancel) {
       if (std::error_code ce = cancel->err()) return dial_error(d, n, ra, ce);  // no socket
@@ -86,14 +91,10 @@ Result<Conn> dial_single(const Dialer& d, const NetworkInfo& n, const Addr& ra,
       int one = 1;
       ::setsockopt(s, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
     }
-    if (d.local_addr) {
-      sockaddr_storage lss{};
-      const socklen_t llen = d.local_addr->to_sockaddr(&lss, family);
-      if (llen == 0 || ::bind(s, reinterpret_cast<sockaddr*>(&lss), llen) < 0) {
-        const int e = llen == 0 ? EINVAL : errno;
-        ::close(s);
-        return dial_error(d, n, ra, errno_code(e), "bind");
-      }
+    if (d.local_addr && ::bind(s, reinterpret_cast<sockaddr*>(&lss), llen) < 0) {
+      const int e = errno;
+      ::close(s);
+      return dial_error(d, n, ra, errno_code(e), "bind");
     }
     int e = 0;
     if (::connect(s, reinterpret_cast<sockaddr*>(&rss), rlen) < 0) e = errno;
