@@ -75,7 +75,9 @@ class Addr {
     a.is_unix_ = true;
     return a;
   }
-  // From a kernel address; v4-mapped IPv6 reads back as IPv4 (as Go).
+  // From a kernel address; v4-mapped IPv6 reads back as IPv4 (as Go). A
+  // scope id reads as its interface's name, or as its number when the name
+  // is not a valid zone (see IP::parse) or there is none.
   static Addr from_sockaddr(const sockaddr* sa, socklen_t len, std::string network);
 
   bool is_ip() const noexcept { return !is_unix_; }
