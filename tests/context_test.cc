@@ -338,6 +338,31 @@ TEST(ContextDeadline, HugeTimeoutSaturatesToAFarDeadline) {
   });
 }
 
+// Every instant is a deadline, the clock's epoch and its extremes included:
+// none of them may read as "no deadline".
+TEST(ContextDeadline, ADeadlineAtAnyInstantIsReportedAsOne) {
+  for (const weft::Clock::time_point t :
+       {weft::Clock::time_point{}, weft::Clock::time_point::min()}) {
+    auto [ctx, cancel] = weft::with_deadline(weft::background(), t);
+    EXPECT_EQ(ctx.err(), errc::deadline_exceeded);  // the epoch is long past
+    ASSERT_TRUE(ctx.deadline()) << t.time_since_epoch().count();
+    EXPECT_EQ(*ctx.deadline(), t);
+    EXPECT_EQ(ctx.to_string().rfind("context.Background.WithDeadline(", 0), 0u) << ctx.to_string();
+    // A later deadline below it is the parent's (a plain cancel context).
+    auto [child, cancel_child] = weft::with_deadline(ctx, weft::Clock::now() + 1h);
+    ASSERT_TRUE(child.deadline());
+    EXPECT_EQ(*child.deadline(), t);
+    EXPECT_EQ(child.err(), errc::deadline_exceeded);
+  }
+  in_runtime([] {
+    // The far end: a deadline that never comes is still one.
+    auto [ctx, cancel] = weft::with_deadline(weft::background(), weft::Clock::time_point::max());
+    ASSERT_TRUE(ctx.deadline());
+    EXPECT_EQ(*ctx.deadline(), weft::Clock::time_point::max());
+    EXPECT_FALSE(ctx.err());
+  });
+}
+
 TEST_P(ContextTest, DeadlineFiresOnTheDeadlineHeapAndReachesChildren) {
   weft::run(
       [] {

@@ -102,12 +102,15 @@ TEST_P(IdleProtocol, TimerFiresWhileTheRoleHolderRunsAPingPong) {
   const auto worst_ms = std::chrono::duration_cast<std::chrono::milliseconds>(worst).count();
   EXPECT_EQ(lost_trials, 0) << "worst: " << worst_ms << " ms late over " << trials << " trials";
   if (weft::detail::chaos::seed() != 0) return;
-  EXPECT_EQ(late_trials, 0) << "worst: " << worst_ms << " ms late over " << trials << " trials";
+  // A shared 2-core machine keeps a thread off the CPU for tens of ms now
+  // and then (seen with 1 worker, where no role is involved): 1% may be
+  // late. Before the fix every sixth trial was, by up to 300 ms.
+  const int allowed = trials / 100 + 2;
+  EXPECT_LE(late_trials, allowed) << "worst: " << worst_ms << " ms late over " << trials
+                                  << " trials";
   // sysmon's backstop would hide a lost timer role within a few ms: the role
-  // itself must have done the work. A rescue or two is the OS keeping the
-  // role holder off the CPU past the due time; before the fix it was every
-  // sixth trial.
-  EXPECT_LE(rescues, static_cast<std::uint64_t>(trials / 100 + 2));
+  // itself must have done the work (333 rescues in 1000 trials without it).
+  EXPECT_LE(rescues, static_cast<std::uint64_t>(allowed));
 }
 
 // A fiber readied into an empty runnext while another worker sleeps must

@@ -1,5 +1,7 @@
 #include "weft/context.h"
 
+#include <limits>
+
 #include "chaos.h"
 #include "weft/detail/saturate.h"
 #include "weft/detail/timer_node.h"
@@ -29,7 +31,9 @@ class ContextNode {
   // The innermost cancelable context whose done/err this one shares; null
   // for contexts that are never done.
   CancelNode* canceler = nullptr;
-  std::int64_t deadline_ns = 0;  // 0: none
+  // Empty: no deadline. Not a sentinel value: every instant, the clock's
+  // epoch (where a zero would put it) included, can be a deadline.
+  std::optional<std::int64_t> deadline_ns;
   // kind == value
   const void* key = nullptr;
   const char* key_name = nullptr;
@@ -218,8 +222,8 @@ Context todo() noexcept {
 }
 
 std::optional<Clock::time_point> Context::deadline() const noexcept {
-  if (node_->deadline_ns == 0) return std::nullopt;
-  return Clock::time_point(std::chrono::nanoseconds(node_->deadline_ns));
+  if (!node_->deadline_ns) return std::nullopt;
+  return Clock::time_point(std::chrono::nanoseconds(*node_->deadline_ns));
 }
 
 std::error_code Context::err() const noexcept {
@@ -261,8 +265,13 @@ std::string Context::to_string() const {
     default:
       break;
   }
-  if (n->deadline_ns != 0 && n->deadline_ns != n->parent->deadline_ns) {
-    const auto remaining = n->deadline_ns - detail::to_mono_ns(Clock::now());
+  if (n->deadline_ns && n->deadline_ns != n->parent->deadline_ns) {
+    std::int64_t remaining;
+    // A deadline near the clock's ends (time_point::min()) is far enough in
+    // the past to overflow the difference.
+    if (__builtin_sub_overflow(*n->deadline_ns, detail::to_mono_ns(Clock::now()), &remaining)) {
+      remaining = std::numeric_limits<std::int64_t>::min();
+    }
     return parent + ".WithDeadline([" + std::to_string(remaining / 1000) + "us])";
   }
   return parent + ".WithCancel";
@@ -351,8 +360,8 @@ WithCancelResult<CancelCauseFunc> with_cancel_cause(const Context& parent) {
 WithCancelResult<CancelFunc> with_deadline_cause(const Context& parent, Clock::time_point deadline,
                                                  std::error_code cause) {
   const std::int64_t when = detail::to_mono_ns(deadline);
-  const std::int64_t parent_deadline = detail::ContextAccess::node(parent)->deadline_ns;
-  if (parent_deadline != 0 && parent_deadline < when) return with_cancel(parent);
+  const auto parent_deadline = detail::ContextAccess::node(parent)->deadline_ns;
+  if (parent_deadline && *parent_deadline < when) return with_cancel(parent);
   // The deadline is set before registering: a child born done must still
   // report it.
   auto node = std::make_shared<CancelNode>(detail::ContextAccess::node(parent));

@@ -33,6 +33,8 @@ class NetCategory final : public std::error_category {
         return "unknown port";
       case net_errc::not_pollable:
         return "not pollable";
+      case net_errc::no_such_interface:
+        return "no such network interface";
     }
     return "unknown net error " + std::to_string(value);
   }
@@ -159,6 +161,50 @@ bool parse_v4(std::string_view s, std::uint8_t* out) {
   return i == s.size();
 }
 
+// The zones parse() accepts, and so the only ones to_string() prints: the
+// printed form must parse back to the same zone, also inside an Addr's
+// "[ip%zone]:port", and must be the name the kernel is given. Go's netip
+// takes any non-empty zone, and so has the gaps this closes. Refused:
+//  - NUL: a C string (if_nametoindex's argument) ends there, so "lo\0x"
+//    would name "lo";
+//  - other control characters and the space: no interface name has them
+//    (Linux's dev_valid_name refuses whitespace), and printed they vanish
+//    or split fields (an error message, /etc/hosts);
+//  - '%': no interface name has one (the kernel takes it for a "%d" name
+//    template), and URIs (RFC 6874) use it to escape the zone's own '%';
+//  - '[' and ']': they delimit the host in "[ip%zone]:port", so the printed
+//    address would not split back.
+// Everything else, bytes above 0x7f included, may name an interface, and
+// digits make a number.
+bool valid_zone(std::string_view zone) {
+  if (zone.empty()) return false;
+  for (const char ch : zone) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= ' ' || c == 0x7f || c == '%' || c == '[' || c == ']') return false;
+  }
+  return true;
+}
+
+// The scope id `zone` names: an interface's name (tried first, as Go's
+// zoneCache), else a decimal number that fits 32 bits. An unknown name is
+// an error and never scope 0, which would make a link-local address fail
+// with EINVAL far from the cause, or leave through any interface.
+std::error_code zone_index(const std::string& zone, std::uint32_t* index) {
+  if (!valid_zone(zone)) return net_errc::invalid_address;
+  if (const unsigned i = if_nametoindex(zone.c_str()); i != 0) {
+    *index = i;
+    return {};
+  }
+  std::uint64_t v = 0;
+  for (const char c : zone) {
+    if (c < '0' || c > '9') return net_errc::no_such_interface;
+    v = v * 10 + static_cast<unsigned>(c - '0');
+    if (v > UINT32_MAX) return net_errc::no_such_interface;
+  }
+  *index = static_cast<std::uint32_t>(v);
+  return {};
+}
+
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -235,7 +281,7 @@ std::optional<IP> IP::parse(std::string_view s) {
   std::string zone;
   if (const auto pct = s.find('%'); pct != std::string_view::npos) {
     zone = std::string(s.substr(pct + 1));
-    if (zone.empty()) return std::nullopt;
+    if (!valid_zone(zone)) return std::nullopt;
     s = s.substr(0, pct);
   }
   std::array<std::uint8_t, 16> b{};
@@ -308,8 +354,10 @@ Addr Addr::from_sockaddr(const sockaddr* sa, socklen_t len, std::string network)
     }
     std::string zone;
     if (in6->sin6_scope_id != 0) {
+      // The interface's name, unless it has a character a zone may not
+      // (Linux allows '[' in one): then the number, which names it too.
       char name[IF_NAMESIZE];
-      if (if_indextoname(in6->sin6_scope_id, name)) {
+      if (if_indextoname(in6->sin6_scope_id, name) && valid_zone(name)) {
         zone = name;
       } else {
         zone = std::to_string(in6->sin6_scope_id);
@@ -341,13 +389,20 @@ int Addr::family() const noexcept {
   return ip_.is_v6() ? AF_INET6 : AF_INET;
 }
 
-socklen_t Addr::to_sockaddr(sockaddr_storage* ss, int family) const {
+socklen_t Addr::to_sockaddr(sockaddr_storage* ss, int family, std::error_code* why) const {
   std::memset(ss, 0, sizeof *ss);
+  const auto fail = [why](std::error_code e) -> socklen_t {
+    if (why) *why = e;
+    return 0;
+  };
+  const auto wrong_family = std::make_error_code(std::errc::address_family_not_supported);
   if (is_unix_) {
-    if (family != AF_UNIX) return 0;
+    if (family != AF_UNIX) return fail(wrong_family);
     auto* un = reinterpret_cast<sockaddr_un*>(ss);
     un->sun_family = AF_UNIX;
-    if (name_.size() >= sizeof un->sun_path) return 0;
+    if (name_.size() >= sizeof un->sun_path) {
+      return fail(std::make_error_code(std::errc::invalid_argument));  // Go: EINVAL
+    }
     std::memcpy(un->sun_path, name_.data(), name_.size());
     std::size_t n = name_.size();
     if (!name_.empty() && name_[0] == '@') {
@@ -358,7 +413,7 @@ socklen_t Addr::to_sockaddr(sockaddr_storage* ss, int family) const {
     return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + n);
   }
   if (family == AF_INET) {
-    if (ip_.valid() && !ip_.is_v4()) return 0;
+    if (ip_.valid() && !ip_.is_v4()) return fail(wrong_family);
     auto* in = reinterpret_cast<sockaddr_in*>(ss);
     in->sin_family = AF_INET;
     in->sin_port = htons(port_);
@@ -379,18 +434,12 @@ socklen_t Addr::to_sockaddr(sockaddr_storage* ss, int family) const {
     } else if (ip_.is_v6()) {
       std::memcpy(&in6->sin6_addr, ip_.data(), 16);
       if (!ip_.zone().empty()) {
-        unsigned idx = if_nametoindex(ip_.zone().c_str());
-        if (idx == 0) {
-          char* end = nullptr;
-          const unsigned long v = std::strtoul(ip_.zone().c_str(), &end, 10);
-          if (end && *end == '\0') idx = static_cast<unsigned>(v);
-        }
-        in6->sin6_scope_id = idx;
+        if (std::error_code e = zone_index(ip_.zone(), &in6->sin6_scope_id)) return fail(e);
       }
     }
     return sizeof(sockaddr_in6);
   }
-  return 0;
+  return fail(wrong_family);
 }
 
 std::string Addr::to_string() const {

@@ -264,7 +264,12 @@ Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, std::string_
       v6only = n->family == AF_INET6;
     }
   }
+  if (std::error_code e = detail::need_runtime()) return listen_error(network, la, OpError(e));
+  // Before the socket: a zone that names no interface fails here.
   std::error_code ec;
+  sockaddr_storage ss{};
+  const socklen_t len = la.to_sockaddr(&ss, family, &ec);
+  if (len == 0) return listen_error(network, la, OpError(ec));
   const int s = detail::new_socket(family, n->sotype, 0, &ec);
   auto fail = [&](const char* syscall, int e) {
     OpError cause(errno_code(e));
@@ -287,12 +292,6 @@ Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, std::string_
     const int e = errno;
     ::close(s);
     return fail("setsockopt", e);
-  }
-  sockaddr_storage ss{};
-  const socklen_t len = la.to_sockaddr(&ss, family);
-  if (len == 0) {
-    ::close(s);
-    return fail("bind", EINVAL);
   }
   if (::bind(s, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
     const int e = errno;

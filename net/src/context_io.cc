@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "fd.h"
+#include "net_internal.h"
 #include "weft/context.h"
 #include "weft/net/conn.h"
 
@@ -101,14 +102,14 @@ Result<Conn> Listener::accept(const Context& ctx) {
   return bound_to<Result<Conn>>(ctx, fd_.get(), PollMode::read, "accept", [&] { return accept(); });
 }
 
-namespace {
-
-// Go maps a context's errors for dial: canceled -> "operation was canceled",
-// a deadline -> "i/o timeout" (both still answer is_canceled / is_timeout).
-std::error_code dial_error(std::error_code ctx_err) {
+std::error_code detail::map_context_error(std::error_code ctx_err) noexcept {
   return ctx_err == weft::errc::deadline_exceeded ? make_error_code(weft::errc::timeout)
                                                   : make_error_code(weft::errc::operation_canceled);
 }
+
+namespace {
+
+using detail::map_context_error;
 
 struct CancelDialOnDone {
   detail::DialCanceler* canceler;
@@ -116,7 +117,7 @@ struct CancelDialOnDone {
   static void fire(void* self) {
     auto* c = static_cast<CancelDialOnDone*>(self);
     // ctx's error is published before its hooks run; reading it takes no lock.
-    c->canceler->cancel(dial_error(c->ctx->err()));
+    c->canceler->cancel(map_context_error(c->ctx->err()));
   }
 };
 
@@ -125,8 +126,12 @@ struct CancelDialOnDone {
 Result<Conn> Dialer::dial(const Context& ctx, std::string_view network,
                           std::string_view address) const {
   auto canceler = detail::DialCanceler::make();
-  // Already done: dial_impl fails before resolving or creating a socket.
-  if (std::error_code e = ctx.err()) canceler->cancel(dial_error(e));
+  // Already done: the dial fails before any socket exists, as Go's does. A
+  // name that needs a lookup fails in it ("dial tcp: lookup HOST: operation
+  // was canceled"); a literal address needs none and fails in the serial
+  // dial, naming it ("dial tcp 127.0.0.1:80: operation was canceled", or
+  // "... i/o timeout" for a deadline).
+  if (std::error_code e = ctx.err()) canceler->cancel(map_context_error(e));
   std::optional<Clock::time_point> deadline = effective_deadline(Clock::now());
   if (auto ctx_deadline = ctx.deadline()) {
     deadline = deadline ? std::min(*deadline, *ctx_deadline) : *ctx_deadline;
@@ -134,7 +139,7 @@ Result<Conn> Dialer::dial(const Context& ctx, std::string_view network,
   CancelDialOnDone on_done{canceler.get(), &ctx};
   weft::detail::DoneHook hook(&CancelDialOnDone::fire, &on_done);
   const bool attached = !weft::detail::attach_done_hook(ctx, &hook);
-  if (!attached && !canceler->err()) canceler->cancel(dial_error(ctx.err()));
+  if (!attached && !canceler->err()) canceler->cancel(map_context_error(ctx.err()));
   auto r = dial_impl(network, address, deadline, canceler, ctx);
   // After this, the hook has run to completion or never will: `on_done` may go.
   if (attached) weft::detail::detach_done_hook(ctx, &hook);

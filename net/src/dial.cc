@@ -2,14 +2,14 @@
 // over the resolved addresses with partial deadlines, Happy Eyeballs for
 // "tcp", non-blocking connect parked as a writer.
 //
-// Context integration (not done yet) plugs in at exactly two places:
-//  - Dialer::dial(const Context& ctx, ...) checks ctx.err() first (mapping
-//    canceled -> errc::operation_canceled, deadline_exceeded -> errc::timeout),
-//    folds ctx.deadline() into the deadline given to dial_impl, and bridges
-//    ctx's cancellation into a DialCanceler with weft::after_func(ctx, ...).
-//  - Nothing below needs to know about contexts: every step checks the
-//    canceler before creating a socket, and a connect in progress is
-//    interrupted through the canceler (an expired write deadline).
+// Contexts (net/src/context_io.cc) reach this file in two ways only:
+//  - Dialer::dial(const Context& ctx, ...) maps ctx's error (Go's mapErr),
+//    folds ctx.deadline() into the deadline given to dial_impl, bridges ctx's
+//    cancellation into a DialCanceler through a DoneHook, and passes ctx on
+//    to bound the name lookup.
+//  - Nothing below knows about contexts: every step checks the canceler
+//    before creating a socket, and a connect in progress is interrupted
+//    through the canceler (an expired write deadline).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -73,9 +73,14 @@ int family_for(const NetworkInfo& n, const Addr& ra) {
 Result<Conn> dial_single(const Dialer& d, const NetworkInfo& n, const Addr& ra,
                          std::optional<Clock::time_point> deadline, DialCanceler* cancel) {
   const int family = family_for(n, ra);
-  sockaddr_storage rss{};
-  const socklen_t rlen = ra.to_sockaddr(&rss, family);
-  if (rlen == 0) return dial_error(d, n, ra, std::make_error_code(std::errc::invalid_argument));
+  // Both addresses in the kernel's form before any socket exists: a zone
+  // that names no interface fails here.
+  std::error_code why;
+  sockaddr_storage rss{}, lss{};
+  const socklen_t rlen = ra.to_sockaddr(&rss, family, &why);
+  if (rlen == 0) return dial_error(d, n, ra, why);
+  const socklen_t llen = d.local_addr ? d.local_addr->to_sockaddr(&lss, family, &why) : 0;
+  if (d.local_addr && llen == 0) return dial_error(d, n, ra, why);
   for (int attempt = 0;; ++attempt) {
     if (cancel) {
       if (std::error_code ce = cancel->err()) return dial_error(d, n, ra, ce);  // no socket
@@ -87,14 +92,10 @@ Result<Conn> dial_single(const Dialer& d, const NetworkInfo& n, const Addr& ra,
       int one = 1;
       ::setsockopt(s, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
     }
-    if (d.local_addr) {
-      sockaddr_storage lss{};
-      const socklen_t llen = d.local_addr->to_sockaddr(&lss, family);
-      if (llen == 0 || ::bind(s, reinterpret_cast<sockaddr*>(&lss), llen) < 0) {
-        const int e = llen == 0 ? EINVAL : errno;
-        ::close(s);
-        return dial_error(d, n, ra, errno_code(e), "bind");
-      }
+    if (d.local_addr && ::bind(s, reinterpret_cast<sockaddr*>(&lss), llen) < 0) {
+      const int e = errno;
+      ::close(s);
+      return dial_error(d, n, ra, errno_code(e), "bind");
     }
     int e = 0;
     if (::connect(s, reinterpret_cast<sockaddr*>(&rss), rlen) < 0) e = errno;
@@ -276,14 +277,13 @@ Result<Conn> Dialer::dial_impl(std::string_view network, std::string_view addres
                                const Context& ctx) const {
   auto n = detail::parse_network(network);
   if (!n) return wrap_dial(NetworkInfo{std::string(network)}, detail::unknown_network(network));
-  // CTX: an already-canceled context fails here, before resolution and
-  // before any socket exists (DL-5a).
-  if (cancel) {
-    if (std::error_code ce = cancel->err()) return wrap_dial(*n, OpError(ce));
-  }
   if (address.empty()) return wrap_dial(*n, OpError(weft::errc::missing_address));
-  // A lookup that ctx cancels returns at once (its getaddrinfo finishes in
-  // the background); the canceler is checked again before connecting.
+  // Resolution comes first even when ctx is already done, as Go's: a lookup
+  // bound to a done ctx fails at once with its own error, and a literal
+  // address needs no lookup, so the serial dial's check of the canceler
+  // fails it before any socket, naming the address (DL-5a). A lookup that
+  // ctx cancels midway returns at once (its getaddrinfo finishes in the
+  // background).
   auto list = detail::resolve_list(*n, address, ctx);
   if (!list) return wrap_dial(*n, std::move(list).error());
   return dial_addrs_impl(network, std::move(*list), deadline, cancel);
@@ -306,6 +306,7 @@ Result<Conn> Dialer::dial_addrs_impl(std::string_view network, std::vector<Addr>
                        detail::addr_error(local_addr->to_string(), "no suitable address found"));
     }
   }
+  if (std::error_code e = detail::need_runtime()) return dial_error(*this, *n, addrs.front(), e);
   if (network == "tcp" && fallback_delay.count() >= 0) {
     const bool first_v4 = addrs.front().ip().is_v4();
     std::vector<Addr> primaries, fallbacks;

@@ -299,8 +299,9 @@ IoResult NetFD::write_to(const void* buf, std::size_t n, const Addr& to) {
   if (!rw_lock(PollMode::write)) return fail(weft::errc::closed);
   RwGuard guard{this, PollMode::write};
   sockaddr_storage ss{};
-  const socklen_t len = to.to_sockaddr(&ss, family_);
-  if (len == 0) return fail(std::make_error_code(std::errc::address_family_not_supported));
+  std::error_code why;
+  const socklen_t len = to.to_sockaddr(&ss, family_, &why);
+  if (len == 0) return fail(why);
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
   if (st == PollStatus::closed || st == PollStatus::timeout) return fail(status_code(st));
   for (;;) {

@@ -29,6 +29,12 @@ std::optional<NetworkInfo> parse_network(std::string_view network);
 OpError unknown_network(std::string_view network);
 // Go's AddrError: "address ADDR: WHY" (just WHY when addr is empty).
 OpError addr_error(std::string_view addr, std::string_view why);
+// errc::no_runtime when no runtime runs, else empty. Checked before the
+// first step that needs one (a socket registers with the poller, a lookup
+// runs on the blocking pool, a dial may race fibers or arm a deadline), so
+// that such a call fails there with an error, not a socket or file left
+// behind, nor an abort.
+std::error_code need_runtime() noexcept;
 // Whether this host can bind ::1 (checked once).
 bool ipv6_supported();
 // Every address for `address` on network `n` (bare errors).
@@ -37,6 +43,12 @@ bool ipv6_supported();
 using GetAddrInfoFn = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
 extern std::atomic<GetAddrInfoFn> getaddrinfo_hook;
 void set_getaddrinfo_for_tests(GetAddrInfoFn fn) noexcept;
+
+// Go's mapErr: a done context's error as a dial or lookup reports it,
+// errc::operation_canceled ("operation was canceled") for a cancel and
+// errc::timeout ("i/o timeout") for a deadline; both still answer
+// is_canceled / is_timeout as the context's own errors do.
+std::error_code map_context_error(std::error_code ctx_err) noexcept;
 
 // With a context, a name lookup it cancels returns at once (see lookup_ip).
 Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address,

@@ -156,7 +156,12 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
     return family == AF_UNSPEC || (family == AF_INET) == ip.is_v4();
   };
   if (auto ip = IP::parse(host)) return std::vector<IP>{*ip};
-  if (ctx.err()) return dns_error(host, weft::errc::operation_canceled, "operation was canceled");
+  // Go: "lookup HOST: operation was canceled", or "... i/o timeout".
+  const auto done = [&] {
+    const std::error_code e = detail::map_context_error(ctx.err());
+    return dns_error(host, e, e.message());
+  };
+  if (ctx.err()) return done();
   std::vector<IP> out;
   for (IP& ip : lookup_hosts_file(host)) {
     if (keep(ip)) out.push_back(std::move(ip));
@@ -168,6 +173,7 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
     if (family != AF_INET) out.push_back(IP::loopback_v6());
     return out;
   }
+  if (std::error_code e = detail::need_runtime()) return dns_error(host, e, e.message());
   // getaddrinfo blocks (DNS) and cannot be interrupted: it runs on the
   // blocking pool, from a fiber of its own that reports into a channel the
   // caller may stop waiting on. A lookup abandoned by its context finishes in
@@ -201,7 +207,7 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
   std::optional<Answer> answer;
   weft::select(weft::on_recv(*answers, [&](std::optional<Answer> a) { answer = std::move(a); }),
                weft::on_done(ctx, [] {}));
-  if (!answer) return dns_error(host, weft::errc::operation_canceled, "operation was canceled");
+  if (!answer) return done();
   if (answer->rc == EAI_NONAME || answer->rc == EAI_NODATA ||
       (answer->rc == 0 && answer->ips.empty())) {
     return dns_error(host, net_errc::no_such_host, "no such host");
@@ -263,6 +269,10 @@ OpError unknown_network(std::string_view network) {
   std::string s = "unknown network ";
   s += network;
   return OpError(net_errc::unknown_network, std::move(s));
+}
+
+std::error_code need_runtime() noexcept {
+  return weft::num_workers() == 0 ? make_error_code(weft::errc::no_runtime) : std::error_code{};
 }
 
 bool ipv6_supported() {

@@ -28,6 +28,8 @@ class Category final : public std::error_category {
         return "missing address";
       case errc::no_suitable_address:
         return "no suitable address found";
+      case errc::no_runtime:
+        return "no weft runtime is running (call inside weft::run)";
     }
     return "unknown weft error " + std::to_string(value);
   }

@@ -22,6 +22,7 @@
 #include "timer.h"
 #include "weft/detail/park.h"
 #include "weft/detail/spinlock.h"
+#include "weft/error.h"
 
 namespace weft::detail {
 
@@ -235,8 +236,7 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
   // with a release store that dispatch reads with acquire.
   pd->fdseq.store(pd->fdseq.load(std::memory_order_relaxed), std::memory_order_release);
   poll::Poller* poller = runtime_poller();
-  std::error_code err = poller ? poller->add(fd, pd->token())
-                               : std::make_error_code(std::errc::operation_not_permitted);
+  std::error_code err = poller ? poller->add(fd, pd->token()) : make_error_code(errc::no_runtime);
   if (err) {
     cache().put(pd);
     if (ec) *ec = err;

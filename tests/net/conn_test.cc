@@ -2,8 +2,10 @@
 // waking parked operations.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <string>
@@ -336,5 +338,73 @@ TEST_P(NetConnTest, AdoptedSocketWorks) {
 }
 
 WEFT_NET_INSTANTIATE(NetConnTest);
+
+// Without a running runtime there is no poller to register a socket with:
+// every call that would need one fails, before any socket or lookup exists,
+// with an error that says so (not EPERM, which reads like a permissions
+// problem), and nothing aborts.
+namespace outside {
+
+constexpr const char* kNoRuntime = "no weft runtime is running (call inside weft::run)";
+std::atomic<int> lookups{0};
+int counting_getaddrinfo(const char*, const char*, const addrinfo*, addrinfo** res) {
+  *res = nullptr;
+  ++lookups;
+  return EAI_NONAME;
+}
+
+}  // namespace outside
+
+TEST(NetOutsideRuntime, ListenAndDialSayTheyNeedARunningRuntime) {
+  using outside::kNoRuntime;
+  ASSERT_EQ(weft::num_workers(), 0);
+  const int fds_before = weft::test::open_fds();
+  auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+  ASSERT_FALSE(ln);
+  EXPECT_EQ(ln.error().to_string(), std::string("listen tcp 127.0.0.1:0: ") + kNoRuntime);
+  EXPECT_EQ(ln.error().err, weft::errc::no_runtime);
+  auto pc = weft::net::listen_packet("udp", "127.0.0.1:0");
+  ASSERT_FALSE(pc);
+  EXPECT_EQ(pc.error().to_string(), std::string("listen udp 127.0.0.1:0: ") + kNoRuntime);
+  const std::string path = "/tmp/weft-outside-runtime-" + std::to_string(getpid()) + ".sock";
+  auto un = weft::net::listen("unix", path);
+  ASSERT_FALSE(un);
+  EXPECT_EQ(un.error().to_string(), "listen unix " + path + ": " + kNoRuntime);
+  EXPECT_NE(access(path.c_str(), F_OK), 0) << "a socket file was left at " << path;
+  auto c = weft::net::dial("tcp", "127.0.0.1:1");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().to_string(), std::string("dial tcp 127.0.0.1:1: ") + kNoRuntime);
+  weft::net::Dialer d;
+  d.timeout = std::chrono::seconds(5);  // a deadline, which needs the timer heap
+  auto t = d.dial("tcp", "127.0.0.1:1");
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().to_string(), std::string("dial tcp 127.0.0.1:1: ") + kNoRuntime);
+  EXPECT_EQ(weft::test::open_fds(), fds_before);
+  // A socket made elsewhere is closed, as adopt_conn promises on failure.
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(s, 0);
+  auto adopted = weft::net::adopt_conn(s, "tcp");
+  ASSERT_FALSE(adopted);
+  EXPECT_EQ(adopted.error().to_string(), std::string("file tcp: ") + kNoRuntime);
+  EXPECT_EQ(weft::test::open_fds(), fds_before);
+}
+
+TEST(NetOutsideRuntime, OnlyLookupsThatNeedTheResolverFail) {
+  using outside::kNoRuntime;
+  outside::lookups = 0;
+  weft::net::detail::set_getaddrinfo_for_tests(&outside::counting_getaddrinfo);
+  // Numeric hosts, /etc/hosts and "localhost" need no fiber.
+  EXPECT_TRUE(weft::net::resolve_addr("tcp", "127.0.0.1:80"));
+  EXPECT_TRUE(weft::net::resolve_addr("tcp", "localhost:80"));
+  auto l = weft::net::lookup_ip("weft-test-host.invalid");
+  ASSERT_FALSE(l);
+  EXPECT_EQ(l.error().to_string(), std::string("lookup weft-test-host.invalid: ") + kNoRuntime);
+  auto c = weft::net::dial("tcp", "weft-test-host.invalid:80");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().to_string(),
+            std::string("dial tcp: lookup weft-test-host.invalid: ") + kNoRuntime);
+  EXPECT_EQ(outside::lookups.load(), 0);
+  weft::net::detail::set_getaddrinfo_for_tests(nullptr);
+}
 
 }  // namespace

@@ -165,21 +165,108 @@ TEST_P(NetContextTest, CancelInterruptsAConnectInProgress) {
   });
 }
 
-TEST_P(NetContextTest, ADoneContextFailsADialBeforeAnySocket) {
+// Go's DialContext with a context already done: a literal address needs no
+// lookup, so the dial fails in dialSerial, before any socket, naming the
+// address: "dial tcp 127.0.0.1:PORT: operation was canceled" (or "i/o
+// timeout" for a deadline).
+TEST_P(NetContextTest, ADoneContextFailsADialBeforeAnySocketNamingTheAddress) {
   run([] {
     auto ln = weft::net::listen("tcp", "127.0.0.1:0");
     ASSERT_TRUE(ln);
+    const std::string where = ln->addr().to_string();
     auto made = weft::with_cancel(weft::background());
     made.cancel();
     const int fds_before = open_fds();
-    auto c = weft::net::dial(made.ctx, "tcp", ln->addr().to_string());
+    auto c = weft::net::dial(made.ctx, "tcp", where);
     ASSERT_FALSE(c);
     EXPECT_EQ(c.error().err, errc::operation_canceled);
+    EXPECT_TRUE(c.error().is_canceled());
+    EXPECT_EQ(c.error().to_string(), "dial tcp " + where + ": operation was canceled");
     EXPECT_EQ(open_fds(), fds_before);
+
     auto expired = weft::with_timeout(weft::background(), -1s);
-    auto t = weft::net::dial(expired.ctx, "tcp", ln->addr().to_string());
+    auto t = weft::net::dial(expired.ctx, "tcp", where);
     ASSERT_FALSE(t);
     EXPECT_TRUE(t.error().is_timeout()) << t.error().to_string();
+    EXPECT_EQ(t.error().to_string(), "dial tcp " + where + ": i/o timeout");
+
+    weft::net::Dialer d;
+    d.local_addr = weft::net::Addr::ip_port("tcp", weft::net::IP::loopback_v4(), 0);
+    auto s = d.dial(made.ctx, "tcp", where);
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error().to_string(), "dial tcp 127.0.0.1:0->" + where + ": operation was canceled");
+
+    auto u = weft::net::dial(made.ctx, "unix", "/weft-test-no-such.sock");
+    ASSERT_FALSE(u);
+    EXPECT_EQ(u.error().to_string(), "dial unix /weft-test-no-such.sock: operation was canceled");
+    EXPECT_EQ(open_fds(), fds_before);
+  });
+}
+
+// A name that needs a lookup fails in the lookup, which a done context ends
+// at once; Go prints "dial tcp: lookup HOST: operation was canceled" (the
+// address is not known yet), and "... lookup HOST: i/o timeout" for a
+// deadline.
+std::atomic<int> counted_lookups{0};
+int counting_getaddrinfo(const char*, const char*, const addrinfo*, addrinfo** res) {
+  *res = nullptr;
+  ++counted_lookups;
+  return EAI_NONAME;
+}
+
+TEST_P(NetContextTest, ADoneContextFailsADialInTheLookup) {
+  run([] {
+    counted_lookups = 0;
+    weft::net::detail::set_getaddrinfo_for_tests(&counting_getaddrinfo);
+    auto made = weft::with_cancel(weft::background());
+    made.cancel();
+    const int fds_before = open_fds();
+    auto c = weft::net::dial(made.ctx, "tcp", "weft-test-host.invalid:80");
+    ASSERT_FALSE(c);
+    EXPECT_TRUE(c.error().is_canceled());
+    EXPECT_EQ(c.error().to_string(),
+              "dial tcp: lookup weft-test-host.invalid: operation was canceled");
+    auto expired = weft::with_timeout(weft::background(), -1s);
+    auto t = weft::net::dial(expired.ctx, "tcp", "weft-test-host.invalid:80");
+    ASSERT_FALSE(t);
+    EXPECT_TRUE(t.error().is_timeout());
+    EXPECT_EQ(t.error().to_string(), "dial tcp: lookup weft-test-host.invalid: i/o timeout");
+    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(counted_lookups.load(), 0);
+    weft::net::detail::set_getaddrinfo_for_tests(nullptr);
+  });
+}
+
+// A context whose deadline is the steady clock's epoch is born expired, and
+// everything bound to it times out before its syscall.
+TEST_P(NetContextTest, ADeadlineAtTheClocksEpochTimesOutEveryOperation) {
+  run([] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    auto p = tcp_pair(*ln);
+    ASSERT_TRUE(p.server.write("z"));
+    auto [ctx, cancel] =
+        weft::with_deadline(weft::background(), std::chrono::steady_clock::time_point{});
+    ASSERT_TRUE(ctx.deadline());
+    char b = 0;
+    IoResult r = p.client.read(ctx, &b, 1);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, errc::deadline_exceeded);
+    IoResult w = p.client.write(ctx, "x");
+    ASSERT_FALSE(w);
+    EXPECT_EQ(w.error().err, errc::deadline_exceeded);
+    auto a = ln->accept(ctx);
+    ASSERT_FALSE(a);
+    EXPECT_EQ(a.error().err, errc::deadline_exceeded);
+    const int fds_before = open_fds();
+    const std::string where = ln->addr().to_string();
+    auto c = weft::net::dial(ctx, "tcp", where);
+    ASSERT_FALSE(c);
+    EXPECT_TRUE(c.error().is_timeout());
+    EXPECT_EQ(c.error().to_string(), "dial tcp " + where + ": i/o timeout");
+    EXPECT_EQ(open_fds(), fds_before);
+    ASSERT_TRUE(p.client.read(&b, 1));  // the byte was left where it was
+    EXPECT_EQ(b, 'z');
   });
 }
 

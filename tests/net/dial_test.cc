@@ -117,6 +117,32 @@ TEST_P(NetDialTest, BadAddressesGivePreciseMessages) {
   });
 }
 
+// A zone that names no interface fails where the kernel would need it (Go
+// silently uses scope 0 there, so a link-local dial fails with EINVAL or
+// leaves through whichever interface the kernel picks).
+TEST_P(NetDialTest, AnUnknownZoneIsAnErrorThatNamesIt) {
+  if (!weft::test::have_ipv6_loopback()) GTEST_SKIP() << "no IPv6 loopback";
+  run([] {
+    const int fds_before = open_fds();
+    auto c = weft::net::dial("tcp", "[fe80::1%weft-nosuch0]:80");
+    ASSERT_FALSE(c);
+    EXPECT_EQ(c.error().to_string(),
+              "dial tcp [fe80::1%weft-nosuch0]:80: no such network interface");
+    auto ln = weft::net::listen("tcp", "[::1%weft-nosuch0]:0");
+    ASSERT_FALSE(ln);
+    EXPECT_EQ(ln.error().to_string(), "listen tcp [::1%weft-nosuch0]:0: no such network interface");
+    EXPECT_EQ(open_fds(), fds_before);
+    auto pc = weft::net::listen_packet("udp6", "[::1]:0");
+    ASSERT_TRUE(pc) << pc.error().to_string();
+    auto to = weft::net::resolve_addr("udp6", "[fe80::1%weft-nosuch0]:53");
+    ASSERT_TRUE(to) << to.error().to_string();
+    auto w = pc->write_to("x", *to);
+    ASSERT_FALSE(w);
+    EXPECT_EQ(w.error().to_string(), "write udp6 " + pc->local_addr().to_string() +
+                                         "->[fe80::1%weft-nosuch0]:53: no such network interface");
+  });
+}
+
 // Go's resolveAddrList with a local address: only its family is dialed.
 TEST_P(NetDialTest, ASpecificLocalAddressPicksTheFamily) {
   run([] {

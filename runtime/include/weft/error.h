@@ -15,6 +15,10 @@ enum class errc {
   eof,                  // "EOF": the peer closed its end; distinct from `closed`
   missing_address,      // "missing address"
   no_suitable_address,  // "no suitable address found"
+  // Not Go's: "no weft runtime is running (call inside weft::run)", from a
+  // call that needs the poller, the blocking pool or fibers made where no
+  // runtime runs. The APIs that cannot return an error abort with this text.
+  no_runtime,
 };
 
 const std::error_category& error_category() noexcept;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace weft::net {
 
@@ -18,13 +19,18 @@ class IP {
  public:
   IP() = default;  // the invalid (empty) IP; see valid()
   static IP v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d) noexcept;
+  // `zone` should be one parse() accepts; to_sockaddr() refuses any other.
   static IP v6(const std::array<std::uint8_t, 16>& bytes, std::string zone = {});
   static IP loopback_v4() noexcept { return v4(127, 0, 0, 1); }
   static IP loopback_v6() noexcept;
   static IP any_v4() noexcept { return v4(0, 0, 0, 0); }
   static IP any_v6() noexcept;
   // Numeric forms only: dotted IPv4 (no leading zeros, as Go), IPv6 with
-  // "::" and an IPv4 tail, an optional "%zone" on IPv6. nullopt if invalid.
+  // "::" and an IPv4 tail, an optional "%zone" on IPv6. A zone is an
+  // interface name or a number; it must be non-empty (as Go's netip) and
+  // free of NUL, other control characters, spaces, '%', '[' and ']'.
+  // nullopt if invalid. What parses prints back (to_string) as a string that
+  // parses to the same IP, alone or in an Addr's "[ip%zone]:port".
   static std::optional<IP> parse(std::string_view s);
 
   bool valid() const noexcept { return kind_ != Kind::invalid; }
@@ -69,7 +75,9 @@ class Addr {
     a.is_unix_ = true;
     return a;
   }
-  // From a kernel address; v4-mapped IPv6 reads back as IPv4 (as Go).
+  // From a kernel address; v4-mapped IPv6 reads back as IPv4 (as Go). A
+  // scope id reads as its interface's name, or as its number when the name
+  // is not a valid zone (see IP::parse) or there is none.
   static Addr from_sockaddr(const sockaddr* sa, socklen_t len, std::string network);
 
   bool is_ip() const noexcept { return !is_unix_; }
@@ -82,8 +90,14 @@ class Addr {
   // "127.0.0.1:80", "[::1]:80", ":80" (no IP), "/path", "@abstract".
   std::string to_string() const;
   // Fills `ss` for a socket of `family` (AF_INET, AF_INET6, AF_UNIX; an IPv4
-  // address on an AF_INET6 socket becomes v4-mapped). 0 if it cannot.
-  socklen_t to_sockaddr(sockaddr_storage* ss, int family) const;
+  // address on an AF_INET6 socket becomes v4-mapped). A zone becomes the
+  // scope id of the interface it names (a name first, as Go, then a
+  // number). 0 if it cannot, with the reason in `*why` when given:
+  // net_errc::no_such_interface for a zone that names no interface (never
+  // scope 0), net_errc::invalid_address for a zone parse() would refuse,
+  // std::errc::address_family_not_supported for the wrong family,
+  // std::errc::invalid_argument for a Unix name too long.
+  socklen_t to_sockaddr(sockaddr_storage* ss, int family, std::error_code* why = nullptr) const;
   // The family this address needs: AF_INET, AF_INET6 or AF_UNIX.
   int family() const noexcept;
 

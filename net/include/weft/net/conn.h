@@ -13,6 +13,11 @@
 // in the poller, others queue. close() wakes everyone parked with `closed`
 // and returns once the descriptor is really closed. Destroying a socket
 // closes it.
+//
+// Sockets live on the running runtime's poller: listen, dial and adopt
+// called where no runtime runs (outside weft::run) fail, before making a
+// socket, with weft::errc::no_runtime ("no weft runtime is running (call
+// inside weft::run)").
 #pragma once
 
 #include <chrono>

@@ -28,10 +28,13 @@ Result<std::uint16_t> parse_port(std::string_view network, std::string_view port
 // itself; then /etc/hosts (in file order); then getaddrinfo on the blocking
 // pool (AI_ADDRCONFIG off; results in the order it gives). `family` filters:
 // AF_INET, AF_INET6 or AF_UNSPEC. Errors are bare: "lookup x: no such host".
+// Where no runtime runs, a host that needs getaddrinfo fails with
+// errc::no_runtime ("lookup x: no weft runtime is running ...").
 Result<std::vector<IP>> lookup_ip(std::string_view host, int family = AF_UNSPEC);
 // The same, bounded by ctx: once ctx is done the call returns at once with
-// "lookup HOST: operation was canceled" (is_canceled()); a getaddrinfo
-// already running finishes on the blocking pool and its answer is dropped.
+// "lookup HOST: operation was canceled" (is_canceled()), or "... i/o
+// timeout" (is_timeout()) for a deadline, as Go; a getaddrinfo already
+// running finishes on the blocking pool and its answer is dropped.
 Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host,
                                   int family = AF_UNSPEC);
 

@@ -26,6 +26,7 @@ enum class net_errc {
   no_such_host,        // "no such host" (a DNSError; the text says which name)
   unknown_port,        // "unknown port"
   not_pollable,        // "not pollable": the poller reported an error on the fd
+  no_such_interface,   // "no such network interface": a zone that names none
 };
 const std::error_category& net_category() noexcept;
 inline std::error_code make_error_code(net_errc e) noexcept {
