@@ -42,6 +42,8 @@ std::error_code status_code(PollStatus st) noexcept {
       return weft::errc::timeout;
     case PollStatus::not_pollable:
       return net_errc::not_pollable;
+    case PollStatus::no_runtime:
+      return weft::errc::no_runtime;
     case PollStatus::ready:
       break;
   }
@@ -126,14 +128,17 @@ void NetFD::decref() noexcept {
   done.send(1);
 }
 
-bool NetFD::rw_lock(PollMode mode) {
-  if (!incref()) return false;
+std::error_code NetFD::rw_lock(PollMode mode) {
+  // Before the direction's lock: an operation abandoned with its runtime
+  // may hold it forever.
+  if (weft::detail::poll_runtime_gone(pd_)) return weft::errc::no_runtime;
+  if (!incref()) return weft::errc::closed;
   (mode == PollMode::read ? rmu_ : wmu_).lock();
   if (closed()) {  // closed while this op queued behind another
     rw_unlock(mode);
-    return false;
+    return weft::errc::closed;
   }
-  return true;
+  return {};
 }
 
 void NetFD::rw_unlock(PollMode mode) noexcept {
@@ -159,6 +164,11 @@ Result<void> NetFD::close() {
   weft::detail::poll_unblock(pd_);  // wakes parked ops with `closed`
   if (state_.fetch_sub(1, std::memory_order_acq_rel) == (kClosed | 1)) {
     destroy();
+  } else if (weft::detail::poll_runtime_gone(pd_)) {
+    // The references left belong to operations abandoned with their
+    // runtime (parked when main returned): they never come back to drop
+    // them, and nothing runs them again, so the fd is ours to close.
+    destroy();
   } else {
     (void)close_wait_->recv();
   }
@@ -167,6 +177,8 @@ Result<void> NetFD::close() {
 }
 
 Result<void> NetFD::set_deadline(Clock::time_point t, PollMode mode) {
+  // A deadline is a runtime timer.
+  if (weft::detail::poll_runtime_gone(pd_)) return op_error("set", weft::errc::no_runtime);
   if (!incref()) return op_error("set", weft::errc::closed);
   const std::int64_t when = to_poll_ns(t);
   if (mode != PollMode::write) user_read_deadline_.store(when, std::memory_order_relaxed);
@@ -196,7 +208,7 @@ Result<void> NetFD::shutdown(int how) {
 }
 
 IoResult NetFD::read(void* buf, std::size_t n) {
-  if (!rw_lock(PollMode::read)) return {0, op_error("read", weft::errc::closed)};
+  if (auto e = rw_lock(PollMode::read)) return {0, op_error("read", e)};
   RwGuard guard{this, PollMode::read};
   if (n == 0) return IoResult(0);  // Go: (0, nil) at once, no wait, no EOF
   if (stream() && n > kMaxRW) n = kMaxRW;
@@ -227,7 +239,7 @@ IoResult NetFD::read(void* buf, std::size_t n) {
 }
 
 IoResult NetFD::write(const void* buf, std::size_t n) {
-  if (!rw_lock(PollMode::write)) return {0, op_error("write", weft::errc::closed)};
+  if (auto e = rw_lock(PollMode::write)) return {0, op_error("write", e)};
   RwGuard guard{this, PollMode::write};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
   if (st == PollStatus::closed || st == PollStatus::timeout) {
@@ -259,7 +271,7 @@ IoResult NetFD::write(const void* buf, std::size_t n) {
 }
 
 Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {
-  if (!rw_lock(PollMode::read)) return op_error("read", weft::errc::closed);
+  if (auto e = rw_lock(PollMode::read)) return op_error("read", e);
   RwGuard guard{this, PollMode::read};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
   if (st == PollStatus::closed || st == PollStatus::timeout) {
@@ -296,7 +308,7 @@ IoResult NetFD::write_to(const void* buf, std::size_t n, const Addr& to) {
     e.addr = to;  // Go names the destination
     return IoResult(0, std::move(e));
   };
-  if (!rw_lock(PollMode::write)) return fail(weft::errc::closed);
+  if (auto e = rw_lock(PollMode::write)) return fail(e);
   RwGuard guard{this, PollMode::write};
   sockaddr_storage ss{};
   std::error_code why;
@@ -344,7 +356,7 @@ PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
 }
 
 Result<std::unique_ptr<NetFD>> NetFD::accept() {
-  if (!rw_lock(PollMode::read)) return op_error("accept", weft::errc::closed);
+  if (auto e = rw_lock(PollMode::read)) return op_error("accept", e);
   RwGuard guard{this, PollMode::read};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
   if (st == PollStatus::closed || st == PollStatus::timeout) {

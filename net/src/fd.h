@@ -69,8 +69,9 @@ class NetFD {
   // Reference for misc operations (deadlines, setsockopt); false if closed.
   bool incref() noexcept;
   void decref() noexcept;
-  // Reference plus the direction's lock; false if closed.
-  bool rw_lock(PollMode mode);
+  // Reference plus the direction's lock; errc::closed if closed, or
+  // errc::no_runtime once the runtime it was opened in has ended.
+  std::error_code rw_lock(PollMode mode);
   void rw_unlock(PollMode mode) noexcept;
 
   Result<void> close();

@@ -27,6 +27,7 @@
 namespace weft::detail {
 
 poll::Poller* runtime_poller();  // scheduler.cc
+std::uint32_t runtime_generation() noexcept;
 
 namespace {
 
@@ -51,6 +52,7 @@ struct PollDesc {
   std::atomic<std::uintptr_t> rg{kNil}, wg{kNil};
   std::atomic<std::uint32_t> info{0};
   std::atomic<std::uint32_t> fdseq{0};  // low 16 bits go into tokens
+  std::uint32_t run_gen = 0;            // runtime_generation() at poll_open
 
   SpinLock lock;  // guards everything below
   bool closing = false;
@@ -234,8 +236,9 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
   // The token reaches the poller's thread through the kernel, which orders
   // nothing as far as the C++ model (and TSan) can tell: publish the desc
   // with a release store that dispatch reads with acquire.
+  pd->run_gen = runtime_generation();
   pd->fdseq.store(pd->fdseq.load(std::memory_order_relaxed), std::memory_order_release);
-  poll::Poller* poller = runtime_poller();
+  poll::Poller* poller = pd->run_gen != 0 ? runtime_poller() : nullptr;
   std::error_code err = poller ? poller->add(fd, pd->token()) : make_error_code(errc::no_runtime);
   if (err) {
     cache().put(pd);
@@ -270,7 +273,10 @@ void poll_unblock(PollDesc* pd) {
 void poll_close(PollDesc* pd) {
   if (!pd->closing) fatal("poll_close before poll_unblock");
   if (pd->rg.load() > kWait || pd->wg.load() > kWait) fatal("poll_close with a fiber still parked");
-  if (poll::Poller* poller = runtime_poller()) poller->remove(pd->fd, pd->token());
+  // Another runtime's poller never had it; an ended one is gone.
+  if (!poll_runtime_gone(pd)) {
+    if (poll::Poller* poller = runtime_poller()) poller->remove(pd->fd, pd->token());
+  }
   pd->fd = -1;
   cache().put(pd);
 }
@@ -284,7 +290,13 @@ PollStatus poll_prepare(PollDesc* pd, PollMode mode) {
   return PollStatus::ready;
 }
 
+bool poll_runtime_gone(const PollDesc* pd) noexcept {
+  return pd->run_gen != runtime_generation();
+}
+
 PollStatus poll_wait(PollDesc* pd, PollMode mode) {
+  // Nothing would ever report readiness: the poller it was added to is gone.
+  if (poll_runtime_gone(pd)) return PollStatus::no_runtime;
   for (;;) {
     const PollStatus status = check_error(pd, mode);
     if (status != PollStatus::ready) return status;

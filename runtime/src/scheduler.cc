@@ -1550,6 +1550,13 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   return exit_code;
 }
 
+std::uint32_t runtime_generation() noexcept {
+  // A worker exists only while its runtime runs: no shared counter to touch.
+  if (Worker* w = current_worker()) return w->sched->gen;
+  ForeignEntry entry;  // the scheduler is read, not freed, under us
+  return entry.sched() ? entry.sched()->gen : 0;
+}
+
 poll::Poller* runtime_poller() {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   return s ? s->poller.get() : nullptr;

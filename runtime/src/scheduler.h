@@ -30,6 +30,10 @@ struct SchedulerStats {
   std::uint64_t schedticks;  // summed over workers: what the watchdog watches
   std::int64_t live_fibers;
 };
+// Which runtime of this process is running (counting from 1), or 0 when
+// none is: what outlives one runtime compares it with its own.
+std::uint32_t runtime_generation() noexcept;
+
 // ready() calls that found their fiber's runtime gone (returned, or
 // replaced by a later one) and were dropped; process-wide, for tests.
 std::uint64_t late_readies_dropped() noexcept;

@@ -18,6 +18,7 @@ enum class PollStatus : std::uint8_t {
   closed,        // the desc was closed (unblocked); ops fail with "closed"
   timeout,       // the deadline for this direction has passed
   not_pollable,  // the poller reported an error condition on the fd
+  no_runtime,    // the runtime it was registered with has ended
 };
 
 // Registers a non-blocking fd with the runtime's poller, once, for both
@@ -26,8 +27,13 @@ PollDesc* poll_open(int fd, std::error_code* ec);
 // Marks the desc closing and wakes both waiters with `closed`.
 void poll_unblock(PollDesc* pd);
 // Deregisters and recycles the desc; call after poll_unblock, once no
-// operation is in progress, and before closing the fd.
+// operation is in progress (or every one left was abandoned with its
+// runtime), and before closing the fd.
 void poll_close(PollDesc* pd);
+// True when the runtime the desc was registered with is no longer the one
+// running: its poller is gone, and fibers parked on the desc then were
+// abandoned with it and never return.
+bool poll_runtime_gone(const PollDesc* pd) noexcept;
 
 // At the start of an operation: `closed` or `timeout` if it must fail before
 // the syscall, else `ready` (and any stale readiness is dropped).

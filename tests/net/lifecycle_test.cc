@@ -1,0 +1,81 @@
+// Sockets that outlive weft::run: closing one whose operation was left
+// parked when main returned must not wait for that abandoned operation, nor
+// crash; other operations fail saying that no runtime runs.
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "net_test_util.h"
+#include "weft/net.h"
+
+namespace {
+
+class NetLifecycle : public weft::test::NetBackendTest {};
+
+TEST_P(NetLifecycle, ListenerWithAParkedAcceptClosesAfterRun) {
+  std::optional<weft::net::Listener> ln;
+  run([&] {
+    auto l = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(l) << l.error().to_string();
+    ln.emplace(std::move(*l));
+    weft::go([&] { (void)ln->accept(); });
+    ASSERT_TRUE(weft::test::wait_parked());
+  });
+  // The accept is abandoned: close() must neither wait for it nor crash.
+  auto again = ln->accept();
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().err, weft::errc::no_runtime) << again.error().to_string();
+  auto closed = ln->close();
+  EXPECT_TRUE(closed) << closed.error().to_string();
+  ln.reset();
+}
+
+TEST_P(NetLifecycle, ConnOutlivingRunFailsItsOpsAndIsDestroyedSafely) {
+  std::optional<weft::net::Conn> client, server;
+  run([&] {
+    auto l = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(l);
+    auto c = weft::net::dial("tcp", l->addr().to_string());
+    ASSERT_TRUE(c);
+    auto s = l->accept();
+    ASSERT_TRUE(s);
+    client.emplace(std::move(*c));
+    server.emplace(std::move(*s));
+    // A reader left parked: destroying the socket later must not wait for it.
+    weft::go([&] {
+      char b;
+      (void)server->read(&b, 1);
+    });
+    ASSERT_TRUE(weft::test::wait_parked());
+  });
+  char buf[4] = {};
+  auto w = client->write("ping", 4);
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().err, weft::errc::no_runtime) << w.error().to_string();
+  auto r = client->read(buf, sizeof buf);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().err, weft::errc::no_runtime) << r.error().to_string();
+  server.reset();  // its destructor closes it, with the abandoned read inside
+  client.reset();
+}
+
+// A socket from one runtime used in the next: the new poller does not know
+// it, so its operations fail instead of parking forever.
+TEST_P(NetLifecycle, SocketFromAnEarlierRuntimeFailsInTheNext) {
+  std::optional<weft::net::Listener> ln;
+  run([&] {
+    auto l = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(l);
+    ln.emplace(std::move(*l));
+  });
+  run([&] {
+    auto c = ln->accept();
+    ASSERT_FALSE(c);
+    EXPECT_EQ(c.error().err, weft::errc::no_runtime) << c.error().to_string();
+    EXPECT_TRUE(ln->close());
+  });
+}
+
+WEFT_NET_INSTANTIATE(NetLifecycle);
+
+}  // namespace
