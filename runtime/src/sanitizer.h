@@ -37,6 +37,16 @@ inline void asan_start_switch(void** fake_stack_save, const void* bottom, std::s
 #endif
 }
 
+// A stack whose fiber never returned from its frames still has their
+// redzones poisoned: clean it before another fiber reuses it.
+inline void asan_unpoison_stack(const void* lo, std::size_t size) {
+#ifdef WEFT_ASAN
+  __asan_unpoison_memory_region(lo, size);
+#else
+  (void)lo, (void)size;
+#endif
+}
+
 inline void asan_finish_switch(void* fake_stack, const void** old_bottom, std::size_t* old_size) {
 #ifdef WEFT_ASAN
   __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);

@@ -674,8 +674,14 @@ class ForeignEntry {
   Scheduler* sched_;
 };
 
-void drop_late_ready() noexcept {
+void free_abandoned(Fiber* f);
+
+// A fiber of a runtime that has ended, readied now: whoever readied it made
+// its last touch (ready() always is one), and it will never run again, so
+// its stack and record are reclaimed here.
+void drop_late_ready(Fiber* f) noexcept {
   g_late_readies_dropped.fetch_add(1, std::memory_order_relaxed);
+  free_abandoned(f);
 }
 // initial-exec: read with one %fs-relative load instead of a __tls_get_addr
 // call (libweft is linked at start-up, not dlopen'ed).
@@ -823,7 +829,10 @@ void delete_record(Fiber* f) {
 void free_abandoned(Fiber* f) {
   // Never ran or parked forever: its closure may be mid-call, so only the
   // record and stack are reclaimed, as Go reclaims nothing at exit.
-  if (f->stack.lo) release_stack(f->stack);
+  if (f->stack.lo) {
+    san::asan_unpoison_stack(f->stack.lo, f->stack.size);
+    release_stack(f->stack);
+  }
   san::tsan_destroy(f->tsan_fiber);
   delete_record(f);
 }
@@ -1250,7 +1259,7 @@ void Worker::leave(Fiber* self, Action action) {
   }
   Fiber* next = pick_local();
   while (next && next->run_gen != sched->gen) {
-    drop_late_ready();
+    drop_late_ready(next);
     next = pick_local();
   }
   if (next) {
@@ -1292,7 +1301,7 @@ void Worker::run_from_g0(Fiber* f) {
   if (f->run_gen != sched->gen) {
     // Abandoned by an earlier runtime and readied in this one (a socket or
     // channel that outlived it): it never runs again.
-    drop_late_ready();
+    drop_late_ready(f);
     return;
   }
   enter(f);
@@ -1658,7 +1667,11 @@ void ReadyBatch::flush() noexcept {
     entry.emplace();
     s = entry->sched();
     if (!s) {
-      for (; f; f = f->next) drop_late_ready();
+      while (f) {
+        Fiber* next = f->next;
+        drop_late_ready(f);
+        f = next;
+      }
       return;
     }
   }
@@ -1704,7 +1717,7 @@ void ready(Fiber* f) noexcept {
   ForeignEntry entry;
   Scheduler* s = entry.sched();
   if (!s || f->run_gen != s->gen) {
-    drop_late_ready();
+    drop_late_ready(f);
     return;
   }
   s->submit_foreign(f);
