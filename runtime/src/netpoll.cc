@@ -139,7 +139,12 @@ Fiber* unblock(PollDesc* pd, PollMode mode, bool io_ready) {
     if (old == kReady) return nullptr;
     if (old == kNil && !io_ready) return nullptr;  // deadlines and close speak through info
     if (slot.compare_exchange_weak(old, io_ready ? kReady : kNil, std::memory_order_acq_rel)) {
-      return old == kWait || old == kNil ? nullptr : reinterpret_cast<Fiber*>(old);
+      if (old == kWait || old == kNil) return nullptr;
+      // The waiter leaves the count here, not when it resumes: one
+      // abandoned with its runtime never resumes, and would be counted
+      // (polls kept up for it) for the rest of the process.
+      waiters.fetch_sub(1, std::memory_order_relaxed);
+      return reinterpret_cast<Fiber*>(old);
     }
   }
 }
@@ -159,15 +164,19 @@ bool block(PollDesc* pd, PollMode mode) {
   chaos::at(chaos::Point::park_commit);  // kWait stored, the error bits not yet read
   // Store first (kWait above), check second: see the file comment.
   if (check_error(pd, mode) == PollStatus::ready) {
+    // Counted until whoever unblocks it takes it out of the slot (unblock).
     waiters.fetch_add(1, std::memory_order_relaxed);
     std::atomic<std::uintptr_t>* slot_ptr = &slot;
     park_with([slot_ptr](Fiber* self) {
       std::uintptr_t expected = kWait;
       // Fails if readiness, a deadline or close came first: then don't sleep.
-      return slot_ptr->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(self),
-                                               std::memory_order_acq_rel);
+      if (slot_ptr->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(self),
+                                            std::memory_order_acq_rel)) {
+        return true;
+      }
+      waiters.fetch_sub(1, std::memory_order_relaxed);
+      return false;
     });
-    waiters.fetch_sub(1, std::memory_order_relaxed);
   }
   const std::uintptr_t old = slot.exchange(kNil, std::memory_order_acq_rel);
   if (old > kWait) fatal("poll desc slot corrupted: still holds a waiter after waking");
