@@ -103,13 +103,15 @@ TEST_P(IdleProtocol, TimerFiresWhileTheRoleHolderRunsAPingPong) {
   EXPECT_EQ(lost_trials, 0) << "worst: " << worst_ms << " ms late over " << trials << " trials";
   if (weft::detail::chaos::seed() != 0) return;
   // A shared 2-core machine keeps a thread off the CPU for tens of ms now
-  // and then (seen with 1 worker, where no role is involved): 1% may be
-  // late. Before the fix every sixth trial was, by up to 300 ms.
-  const int allowed = trials / 100 + 2;
+  // and then (seen with 1 worker, where no role is involved: 2% of trials
+  // beside two builds), and a role being handed on can wait as long for a
+  // CPU: 5% may be late or rescued. Before the fix every sixth trial was
+  // late (by up to 300 ms), and a third needed sysmon.
+  const int allowed = trials / 20 + 2;
   EXPECT_LE(late_trials, allowed) << "worst: " << worst_ms << " ms late over " << trials
                                   << " trials";
   // sysmon's backstop would hide a lost timer role within a few ms: the role
-  // itself must have done the work (333 rescues in 1000 trials without it).
+  // itself must have done the work.
   EXPECT_LE(rescues, static_cast<std::uint64_t>(allowed));
 }
 

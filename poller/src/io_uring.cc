@@ -17,6 +17,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "io_uring_backend.h"
@@ -60,9 +61,8 @@ class UringPoller final : public Poller {
   std::error_code remove(int, std::uint64_t token) override {
     std::lock_guard lock(sq_mu_);
     if (fds_.erase(token) == 0) return std::make_error_code(std::errc::no_such_file_or_directory);
-    io_uring_sqe* sqe = sqe_locked();
-    io_uring_prep_poll_remove(sqe, token);
-    io_uring_sqe_set_data64(sqe, kRemoveToken);
+    removing_.insert(token);
+    remove_locked(token);
     const int r = io_uring_submit(&ring_);
     if (r < 0) return {-r, std::system_category()};
     return {};
@@ -106,6 +106,7 @@ class UringPoller final : public Poller {
     }
     int count = 0;
     std::vector<std::uint64_t> rearm;
+    bool remove_refused = false;
     unsigned head;
     unsigned seen = 0;
     io_uring_cqe* cqe;
@@ -114,7 +115,15 @@ class UringPoller final : public Poller {
       ++seen;
       const std::uint64_t token = io_uring_cqe_get_data64(cqe);
       const bool more = cqe->flags & IORING_CQE_F_MORE;
-      if (token == kRemoveToken) continue;
+      if (token == kRemoveToken) {
+        // -EALREADY: the poll was delivering a completion and could not be
+        // cancelled. A multishot poll then stays armed, and keeps its file,
+        // and so the socket, alive for good: the fd is closed but the peer
+        // never sees its FIN or RST (a reader and a writer parked on the
+        // other end slept through a reset about 1 run in 20 with 2 workers).
+        if (cqe->res == -EALREADY) remove_refused = true;
+        continue;
+      }
       if (token == kWakeToken) {
         if (timeout_ns != 0) {
           wake_.drain();
@@ -130,7 +139,7 @@ class UringPoller final : public Poller {
     }
     io_uring_cq_advance(&ring_, seen);
     cq.unlock();
-    if (!rearm.empty()) {
+    if (!rearm.empty() || remove_refused) {
       std::lock_guard lock(sq_mu_);
       for (std::uint64_t token : rearm) {
         if (token == kWakeToken) {
@@ -138,7 +147,16 @@ class UringPoller final : public Poller {
           continue;
         }
         auto it = fds_.find(token);
-        if (it != fds_.end()) arm_locked(it->second, token, kEvents);  // still wanted
+        if (it != fds_.end()) {
+          arm_locked(it->second, token, kEvents);  // still wanted
+        } else {
+          removing_.erase(token);  // its poll has ended: removed for good
+        }
+      }
+      // A remove's completion does not say whose it was: send one again for
+      // every poll not yet seen to end (one that has ended answers -ENOENT).
+      if (remove_refused) {
+        for (std::uint64_t token : removing_) remove_locked(token);
       }
       io_uring_submit(&ring_);
     }
@@ -157,6 +175,12 @@ class UringPoller final : public Poller {
     return sqe;
   }
 
+  void remove_locked(std::uint64_t token) {
+    io_uring_sqe* sqe = sqe_locked();
+    io_uring_prep_poll_remove(sqe, token);
+    io_uring_sqe_set_data64(sqe, kRemoveToken);
+  }
+
   void arm_locked(int fd, std::uint64_t token, unsigned events) {
     io_uring_sqe* sqe = sqe_locked();
     io_uring_prep_poll_multishot(sqe, fd, events);
@@ -168,6 +192,9 @@ class UringPoller final : public Poller {
   std::atomic<bool> wake_seen_{false};  // by a non-blocking poll, for the next blocking one
   std::mutex sq_mu_;
   std::unordered_map<std::uint64_t, int> fds_;  // under sq_mu_
+  // Removed, but their polls not yet seen to end (a last completion without
+  // IORING_CQE_F_MORE); under sq_mu_.
+  std::unordered_set<std::uint64_t> removing_;
   std::mutex cq_mu_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,24 +23,47 @@
 
 namespace weft::test {
 
-// A suite that runs each case once per poller backend (WEFT_POLLER), with
-// two workers.
-class NetBackendTest : public ::testing::TestWithParam<std::string> {
+// A suite that runs each case once per poller backend (WEFT_POLLER) and
+// worker count (1 and 2): some races (io_uring completions reaped by one
+// worker for fibers parked by another) only exist with two.
+struct NetParam {
+  std::string backend;
+  int workers;
+};
+
+class NetBackendTest : public ::testing::TestWithParam<NetParam> {
  protected:
-  void SetUp() override { setenv("WEFT_POLLER", GetParam().c_str(), 1); }
+  void SetUp() override { setenv("WEFT_POLLER", GetParam().backend.c_str(), 1); }
   void TearDown() override { unsetenv("WEFT_POLLER"); }
   template <class F>
   void run(F&& fn) {
-    weft::run(std::forward<F>(fn), weft::RunOptions{.workers = 2});
+    weft::run(std::forward<F>(fn), weft::RunOptions{.workers = GetParam().workers});
   }
+  int workers() const { return GetParam().workers; }
 };
 
-inline std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
-  return info.param;
+// gtest prints a parameter it cannot name as bytes.
+inline void PrintTo(const NetParam& p, std::ostream* os) {
+  *os << p.backend << " with " << p.workers << (p.workers == 1 ? " worker" : " workers");
 }
 
-#define WEFT_NET_INSTANTIATE(Suite)                                                               \
-  INSTANTIATE_TEST_SUITE_P(Backends, Suite, ::testing::ValuesIn(::weft::test::poller_backends()), \
+inline std::vector<NetParam> net_params() {
+  std::vector<NetParam> params;
+  for (const std::string& b : poller_backends()) {
+    for (int w : {1, 2}) params.push_back({b, w});
+  }
+  return params;
+}
+
+inline std::string backend_name(const ::testing::TestParamInfo<NetParam>& info) {
+  std::string name = info.param.backend;
+  name += "_w";
+  name += std::to_string(info.param.workers);
+  return name;
+}
+
+#define WEFT_NET_INSTANTIATE(Suite)                                                          \
+  INSTANTIATE_TEST_SUITE_P(Backends, Suite, ::testing::ValuesIn(::weft::test::net_params()), \
                            ::weft::test::backend_name)
 
 // Waits (yielding, then napping; at most 10 s) until at least `n` fibers are

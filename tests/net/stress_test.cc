@@ -52,6 +52,77 @@ TEST_P(NetStressTest, CloseRacingParkedReadStress) {
   });
 }
 
+// A peer's reset must wake both directions parked on a connection, every
+// time: one fiber in read (nothing to read) and one in write (the peer does
+// not read, so the send buffer fills). Reported hanging about 1 run in 20 on
+// io_uring with 2 workers. A deadline far past anything plausible turns a
+// lost wake-up into a failure instead of a hang.
+TEST_P(NetStressTest, PeerResetWakesBothParkedDirections) {
+  const int iterations = weft::test::stress_iterations(1000);
+  run([&] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    std::vector<char> big(std::size_t{1} << 20, 'x');
+    std::atomic<int> lost{0};
+    for (int i = 0; i < iterations && lost.load() == 0; ++i) {
+      auto p = weft::test::tcp_pair(*ln);
+      ASSERT_TRUE(p.client.set_read_buffer(4096));
+      ASSERT_TRUE(p.server.set_write_buffer(4096));
+      ASSERT_TRUE(p.server.set_deadline(weft::test::in(20s)));
+      weft::WaitGroup wg;
+      std::atomic<int> outcomes{0};
+      wg.add(2);
+      weft::go([&] {
+        char b[16];
+        auto r = p.server.read(b, sizeof b);
+        if (!r && r.error().is_timeout()) ++lost;
+        outcomes.fetch_add(1);
+        wg.done();
+      });
+      weft::go([&] {
+        auto w = p.server.write(big.data(), big.size());
+        if (!w && w.error().is_timeout()) ++lost;
+        outcomes.fetch_add(1);
+        wg.done();
+      });
+      ASSERT_TRUE(weft::test::wait_parked(2));
+      ASSERT_TRUE(p.client.set_linger(0));
+      ASSERT_TRUE(p.client.close());  // RST
+      wg.wait();
+      EXPECT_EQ(outcomes.load(), 2);
+    }
+    EXPECT_EQ(lost.load(), 0)
+        << "a parked direction slept through the reset until its 20 s deadline";
+  });
+}
+
+// The orderly twin of the reset case: the closed end's FIN must reach a
+// reader parked on the other end, every time. On io_uring a multishot poll
+// that a remove could not cancel (-EALREADY) kept the closed socket's file,
+// so the FIN was never sent and the reader slept.
+TEST_P(NetStressTest, PeerCloseWakesAParkedReaderWithEOF) {
+  const int iterations = weft::test::stress_iterations(1000);
+  run([&] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    for (int i = 0; i < iterations; ++i) {
+      auto p = weft::test::tcp_pair(*ln);
+      ASSERT_TRUE(p.server.set_read_deadline(weft::test::in(20s)));
+      weft::Channel<int> done(1);
+      weft::go([&] {
+        char b[16];
+        auto r = p.server.read(b, sizeof b);
+        done.send(r.is_eof() ? 1 : (!r && r.error().is_timeout()) ? 2 : 0);
+      });
+      ASSERT_TRUE(weft::test::wait_parked(1));
+      ASSERT_TRUE(p.client.close());  // FIN
+      const int got = *done.recv();
+      ASSERT_NE(got, 2) << "the reader slept through its peer's close until its 20 s deadline";
+      ASSERT_EQ(got, 1);
+    }
+  });
+}
+
 TEST_P(NetStressTest, ConcurrentReadersAndWritersQueue) {
   run([] {
     auto p = weft::test::tcp_pair();
