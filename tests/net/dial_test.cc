@@ -8,6 +8,7 @@
 
 #include "net_test_util.h"
 #include "weft/channel.h"
+#include "weft/sync.h"
 
 namespace {
 
@@ -88,12 +89,16 @@ TEST_P(NetDialTest, ConnectDeadlineIsClearedAfterSuccess) {
     ASSERT_TRUE(s);
     weft::sleep_for(100ms);  // past the dial timeout: it must not linger
     std::vector<char> big(std::size_t{4} << 20, 'z');
+    weft::WaitGroup reader;  // joined: it uses `s`, which dies with this body
+    reader.add(1);
     weft::go([&] {
       std::vector<char> sink(big.size());
       (void)s->read_full(sink.data(), sink.size());
+      reader.done();
     });
     auto w = c->write(big.data(), big.size());
     EXPECT_TRUE(w) << w.error().to_string();
+    reader.wait();
   });
 }
 
