@@ -1,5 +1,5 @@
 // The M:N scheduler. Each worker is an OS thread with its own run queue (a
-// bounded lock-free ring, owner pushes, anyone steals) and a runnext slot
+// bounded lock-free ring, owner pushes, anyone steals; run_queue.h) and a runnext slot
 // for the fiber it just readied; a global queue takes work from outside and
 // overflow. Idle workers spin briefly, then sleep on a futex; a waker wakes
 // one only when nobody is spinning (Go's wakep rule). The scheduler loop of
@@ -31,6 +31,8 @@
 #include "chaos.h"
 #include "log.h"
 #include "netpoll.h"
+#include "records.h"
+#include "run_queue.h"
 #include "sanitizer.h"
 #include "stack.h"
 #include "timer.h"
@@ -78,18 +80,6 @@ constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
 // it, or the OS kept its worker off the CPU.
 constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 constexpr std::uint64_t kIdBatch = 64;
-// A worker keeps up to two batches of free records; beyond that its oldest
-// batch moves to the depot, and an empty worker takes the depot's oldest
-// back. Fibers spawned on one worker and ending on another then recycle
-// records without malloc and without cross-thread frees (Go's gfput/gfget).
-// Oldest first, and kept in arrays rather than lists, because those records
-// were last written on another core: the spawner can fetch them several
-// spawns ahead, and the older they are the more likely they have left that
-// core's own cache.
-constexpr std::uint32_t kRecordBatch = 128;
-constexpr std::size_t kDepotMaxBatches = 256;
-constexpr std::uint32_t kRecordPrefetch = 4;     // how many spawns ahead of the free list
-constexpr std::uint32_t kRecordPrefetchRun = 4;  // how far ahead of the run queue's head
 
 std::uint64_t now_ns() {
   timespec ts;
@@ -108,205 +98,6 @@ void futex_wake(std::atomic<std::uint32_t>* word, int count) {
   syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
           nullptr, 0);
 }
-
-// Starts fetching the lines of a fiber record's header and of a small
-// closure after it: records are most likely last touched on
-// another core, and the worker about to use one should not stall on it. On
-// x86 with PREFETCHW, for ownership: GCC turns __builtin_prefetch(p, 1) into
-// a read prefetch unless told the CPU, and a line the other core still holds
-// then stalls the write anyway. PREFETCHW needs no -march flag (cores
-// without it treat the opcode as a NOP).
-void prefetch_record(const void* record) noexcept {
-  const char* p = static_cast<const char*>(record);
-  // A small closure right after the header: on a third line for a record
-  // that starts late in its first.
-  const char* closure_end = p + sizeof(Fiber) + 15;
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" ::"m"(*p));
-  asm volatile("prefetchw %0" ::"m"(*(p + 64)));
-  asm volatile("prefetchw %0" ::"m"(*closure_end));
-#else
-  __builtin_prefetch(p, 1);
-  __builtin_prefetch(p + 64, 1);
-  __builtin_prefetch(closure_end, 1);
-#endif
-}
-
-// Go's runq: the owner pushes at the tail and pops at the head; thieves take
-// half from the head with one CAS. Slots are atomics because a thief may read
-// a slot the owner is about to reuse (its CAS then fails).
-class RunQueue {
- public:
-  static constexpr std::uint32_t kSize = 256;
-
-  bool empty() const {
-    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
-  }
-  // For a sleeper's last look: seq_cst pairs with the fence in wakep().
-  bool empty_seq_cst() const {
-    return head_.load(std::memory_order_seq_cst) == tail_.load(std::memory_order_seq_cst);
-  }
-
-  bool push(Fiber* f) {
-    const std::uint32_t h = head_.load(std::memory_order_acquire);
-    const std::uint32_t t = tail_.load(std::memory_order_relaxed);
-    if (t - h >= kSize) return false;
-    slots_[t % kSize].store(f, std::memory_order_relaxed);
-    tail_.store(t + 1, std::memory_order_release);
-    return true;
-  }
-
-  Fiber* pop() {
-    for (;;) {
-      std::uint32_t h = head_.load(std::memory_order_acquire);
-      const std::uint32_t t = tail_.load(std::memory_order_relaxed);
-      if (h == t) return nullptr;
-      Fiber* f = slots_[h % kSize].load(std::memory_order_relaxed);
-      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) {
-        // Records a few fibers ahead were most likely written on another
-        // core (spawned there, or readied there): start fetching one while
-        // these run. Only a hint: it may be stolen or not yet stored.
-        if (t - h > kRecordPrefetchRun) {
-          prefetch_record(slots_[(h + kRecordPrefetchRun) % kSize].load(std::memory_order_relaxed));
-        }
-        return f;
-      }
-    }
-  }
-
-  // Takes `portion` (half, rounded up) of the queue; for thieves and for the
-  // owner moving overflow to the global queue.
-  std::uint32_t grab_half(Fiber** out) {
-    for (;;) {
-      std::uint32_t h = head_.load(std::memory_order_acquire);
-      const std::uint32_t t = tail_.load(std::memory_order_acquire);
-      std::uint32_t n = t - h;
-      n -= n / 2;
-      if (n == 0) return 0;
-      if (n > kSize / 2) continue;  // torn read of head and tail
-      for (std::uint32_t i = 0; i < n; ++i) {
-        out[i] = slots_[(h + i) % kSize].load(std::memory_order_relaxed);
-      }
-      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel)) return n;
-    }
-  }
-
- private:
-  alignas(64) std::atomic<std::uint32_t> head_{0};
-  alignas(64) std::atomic<std::uint32_t> tail_{0};
-  std::atomic<Fiber*> slots_[kSize] = {};
-};
-
-// The global run queue: fiber pointers in linked arrays, not fibers linked
-// through their records. Putting and taking copy pointers under the lock and
-// never touch a record, so the lock is held for a memcpy; walking a chain of
-// 128 records that another core wrote (a cache miss each) held it for
-// microseconds while the spawning worker waited to put its overflow.
-class GlobalQueue {
- public:
-  static constexpr std::uint32_t kChunk = 128;
-
-  ~GlobalQueue() {
-    drop_spares(free_);
-    drop_spares(head_);
-  }
-
-  std::uint32_t size() const { return size_.load(std::memory_order_relaxed); }
-  // seq_cst: pairs with sleepers' last look for work (see Worker::sleep).
-  std::uint32_t size_seq_cst() const { return size_.load(std::memory_order_seq_cst); }
-
-  void put(Fiber* const* fibers, std::uint32_t n) {
-    std::lock_guard lock(mu_);
-    while (n > 0) {
-      if (!tail_ || tail_->end == kChunk) link_new_chunk();
-      const std::uint32_t k = std::min(n, kChunk - tail_->end);
-      std::memcpy(&tail_->fibers[tail_->end], fibers, k * sizeof(Fiber*));
-      tail_->end += k;
-      fibers += k;
-      n -= k;
-      size_.store(size_.load(std::memory_order_relaxed) + k, std::memory_order_seq_cst);
-    }
-  }
-
-  // Takes up to `max` fibers in order into `out`, for `nworkers` sharing the
-  // queue (Go's globrunqget: size / nworkers + 1, so that one worker does not
-  // take everything).
-  std::uint32_t get(Fiber** out, std::uint32_t max, int nworkers) {
-    std::lock_guard lock(mu_);
-    const std::uint32_t size = size_.load(std::memory_order_relaxed);
-    std::uint32_t n = std::min(max, size / static_cast<std::uint32_t>(nworkers) + 1);
-    n = std::min(n, size);
-    std::uint32_t taken = 0;
-    while (taken < n) {
-      Chunk* c = head_;
-      const std::uint32_t k = std::min(n - taken, c->end - c->begin);
-      std::memcpy(out + taken, &c->fibers[c->begin], k * sizeof(Fiber*));
-      c->begin += k;
-      taken += k;
-      if (c->begin == c->end) unlink_head();
-    }
-    size_.store(size - n, std::memory_order_seq_cst);
-    return n;
-  }
-
-  // For teardown, with every worker stopped.
-  template <class F>
-  void for_each(F&& fn) {
-    for (Chunk* c = head_; c; c = c->next) {
-      for (std::uint32_t i = c->begin; i < c->end; ++i) fn(c->fibers[i]);
-    }
-  }
-
- private:
-  struct Chunk {
-    Chunk* next;
-    std::uint32_t begin, end;
-    Fiber* fibers[kChunk];
-  };
-  static constexpr std::uint32_t kMaxSpares = 64;
-
-  void link_new_chunk() {
-    Chunk* c = free_;
-    if (c) {
-      free_ = c->next;
-      --spares_;
-    } else {
-      c = new Chunk;  // under the lock, but only while the queue grows past its high mark
-    }
-    c->next = nullptr;
-    c->begin = c->end = 0;
-    (tail_ ? tail_->next : head_) = c;
-    tail_ = c;
-  }
-
-  void unlink_head() {
-    Chunk* c = head_;
-    head_ = c->next;
-    if (!head_) tail_ = nullptr;
-    if (spares_ < kMaxSpares) {
-      c->next = free_;
-      free_ = c;
-      ++spares_;
-    } else {
-      delete c;
-    }
-  }
-
-  static void drop_spares(Chunk* c) {
-    while (c) {
-      Chunk* next = c->next;
-      delete c;
-      c = next;
-    }
-  }
-
-  SpinLock mu_;
-  Chunk* head_ = nullptr;
-  Chunk* tail_ = nullptr;
-  Chunk* free_ = nullptr;
-  std::uint32_t spares_ = 0;
-  alignas(64) std::atomic<std::uint32_t> size_{0};
-};
 
 enum class Action : std::uint8_t { park, yield, exit };
 
@@ -801,9 +592,6 @@ int default_workers() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-// Fiber records: one allocation holds the record and the closure. Small
-// ones come from a per-worker free array, so spawn+exit costs no malloc.
-constexpr std::size_t kPooledRecordSize = 192;
 static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
 
 void free_pooled_records(Fiber* const* records, std::size_t n) {
