@@ -34,6 +34,7 @@
 #include "records.h"
 #include "run_queue.h"
 #include "sanitizer.h"
+#include "scheduler_internal.h"
 #include "stack.h"
 #include "timer.h"
 #include "weft/detail/spinlock.h"
@@ -67,12 +68,15 @@ void spin_backoff(unsigned& spins) noexcept {
   }
 }
 
+std::atomic<Scheduler*> g_sched{nullptr};
+std::atomic<std::uint64_t> g_late_readies_dropped{0};
+std::atomic<int> g_foreign_entries{0};
+
 namespace {
 
-constexpr std::uint32_t kFairnessTicks = 61;  // global queue checked this often
-constexpr std::uint32_t kRunnextCap = 32;     // consecutive runnext picks before the queue
-constexpr std::uint64_t kSpinNs = 50'000;     // spin this long before sleeping
-constexpr std::uint64_t kRunnextStealWaitNs = 3'000;
+constexpr std::uint32_t kFairnessTicks = 61;    // global queue checked this often
+constexpr std::uint32_t kRunnextCap = 32;       // consecutive runnext picks before the queue
+constexpr std::uint64_t kSpinNs = 50'000;       // spin this long before sleeping
 constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, every N switches
 constexpr std::uint64_t kWatchdogNs = 10'000'000;
 constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
@@ -81,393 +85,8 @@ constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
 constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 constexpr std::uint64_t kIdBatch = 64;
 
-std::uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                const timespec* timeout = nullptr) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, timeout,
-          nullptr, 0);
-}
-
-void futex_wake(std::atomic<std::uint32_t>* word, int count) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
-          nullptr, 0);
-}
-
-enum class Action : std::uint8_t { park, yield, exit };
-
-struct Scheduler;
-
-}  // namespace
-
-struct alignas(64) Worker {
-  Scheduler* sched = nullptr;
-  int index = 0;
-  RunQueue runq;
-  std::atomic<Fiber*> runnext{nullptr};
-
-  Fiber* current = nullptr;  // the fiber running here; null while on g0
-  // The running fiber's stack, and the stack pointer to switch to next. A
-  // fiber that runs to its end without parking never has its stack or stack
-  // pointer written into its record: records move between cores (spawned on
-  // one worker, run on another, reused by the first), and a line the runner
-  // wrote costs the spawner a transfer of it, where one it only read costs
-  // an invalidation. Parking or yielding writes both into the record.
-  Stack running_stack;
-  void* next_sp = nullptr;
-  Stack prev_stack;         // of `prev`, when it exited
-  void* dead_sp = nullptr;  // where an exiting fiber's last stack pointer goes
-  // The fiber that switched away last and what it asked for; whoever runs
-  // next on this worker completes it (after_switch), once off its stack.
-  Fiber* prev = nullptr;
-  Action prev_action = Action::park;
-  ParkCommit commit = nullptr;
-  void* commit_arg = nullptr;
-  bool in_commit = false;
-
-  std::atomic<std::uint32_t> schedtick{0};
-  std::atomic<std::uint64_t> running_id{0};
-  std::uint32_t runnext_streak = 0;
-  bool spinning = false;
-  bool left_timer_role = false;  // woke from the timer role; hand it on once busy
-  bool solo = false;             // the runtime's only worker: nobody steals from it
-
-  // Sleeping: kAsleep, then kWoken (by wakep, counted as spinning) or kPoked
-  // (a timer now due sooner). Idle-list links under idle_mu.
-  static constexpr std::uint32_t kAsleep = 0, kWoken = 1, kPoked = 2;
-  std::atomic<std::uint32_t> wake_word{kAsleep};
-  std::atomic<bool> in_poll{false};  // blocked in the poller rather than on wake_word
-  Worker* next_idle = nullptr;
-  bool on_idle_list = false;
-
-  std::uint64_t rng = 0;
-  std::uint64_t id_next = 0, id_end = 0;
-  std::vector<std::uint32_t> tick_snapshot;  // one per worker, for sleep()
-
-  TimerHeap timers;
-
-  // Recycled fiber records of the pooled size class (owner only), oldest first.
-  Fiber* free_records[2 * kRecordBatch];
-  std::uint32_t free_record_count = 0;
-
-  // Counters written by the owner only, read by stats.
-  std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0};
-
-  void* g0_sp = nullptr;
-  void* tsan_g0 = nullptr;
-  void* g0_fake_stack = nullptr;
-  const void* g0_stack_bottom = nullptr;
-  std::size_t g0_stack_size = 0;
-
-  // sysmon's view of this worker.
-  std::uint32_t seen_tick = 0;
-  std::uint64_t seen_since = 0;
-  std::int64_t seen_cpu_ns = 0;
-  bool reported = false;
-  // This thread's CPU clock: the watchdog blames a fiber only for time it
-  // really ran, not for time the OS kept its thread off the CPU.
-  std::atomic<clockid_t> cpu_clock{-1};
-  std::int64_t cpu_ns() const noexcept {
-    const clockid_t c = cpu_clock.load(std::memory_order_acquire);
-    timespec ts;
-    if (c == -1 || clock_gettime(c, &ts) != 0) return -1;
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-  }
-
-  std::thread thread;
-
-  void loop();
-  Fiber* find_runnable();
-  Fiber* found(Fiber* f);
-  Fiber* local_get();
-  Fiber* steal_work();
-  Fiber* steal_from(Worker* victim, bool take_runnext);
-  void sleep();
-  Fiber* pick_local();
-  bool run_timers(bool others_too);
-  void enter(Fiber* f);
-  void leave(Fiber* self, Action action);
-  void after_switch();
-  void run_from_g0(Fiber* f);
-  void prepare(Fiber* f);
-  void finish(Fiber* f);
-  void ready_local(Fiber* f);
-  Fiber* take_record();
-  void runq_put(Fiber* f);
-  std::uint64_t next_fiber_id();
-  std::uint32_t random() {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return static_cast<std::uint32_t>(rng);
-  }
-  static void bump(std::atomic<std::uint64_t>& c) {
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
-};
-
-namespace {
-
-struct Scheduler {
-  Scheduler(int n, std::uint32_t generation) : nworkers(n), gen(generation) {
-    for (int i = 0; i < n; ++i) {
-      auto w = std::make_unique<Worker>();
-      w->sched = this;
-      w->index = i;
-      w->solo = n == 1;
-      w->tick_snapshot.resize(static_cast<std::size_t>(n));
-      w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
-      workers.push_back(std::move(w));
-    }
-  }
-
-  const int nworkers;
-  // Which runtime of this process this is: fibers carry it, so that a fiber
-  // abandoned by an earlier runtime is dropped if something readies it.
-  const std::uint32_t gen;
-  std::vector<std::unique_ptr<Worker>> workers;
-
-  // Hot fields that different workers write sit on their own cache lines.
-  alignas(64) GlobalQueue gq;
-
-  alignas(64) std::mutex idle_mu;
-  Worker* idle_head = nullptr;
-  alignas(64) std::atomic<int> nidle{0};
-  alignas(64) std::atomic<int> nspinning{0};
-  alignas(64) std::atomic<bool> stopping{false};
-
-  // The one idle worker that sleeps until the earliest timer, blocked in the
-  // poller (the others sleep until woken), and that time (0 while it is
-  // being decided).
-  alignas(64) std::atomic<Worker*> timer_sleeper{nullptr};
-  std::atomic<std::int64_t> timer_sleep_until{0};
-
-  std::unique_ptr<poll::Poller> poller;
-  std::atomic<bool> blocked_in_poll{false};
-  std::atomic<std::int64_t> last_poll{0};
-
-  // Non-blocking poll for I/O readiness, when nobody is blocked in the poller.
-  void poll_now() {
-    if (netpoll_waiters() == 0 || blocked_in_poll.load(std::memory_order_relaxed)) return;
-    chaos::at(chaos::Point::poll);
-    poll::Event events[64];
-    const int n = poller->wait(events, 64, 0);
-    last_poll.store(mono_now_ns(), std::memory_order_relaxed);
-    if (n > 0) netpoll_dispatch(events, n);
-  }
-
-  // Wakes a worker that sleeps (on its futex, or in the poller). The caller
-  // has stored its wake_word with seq_cst: that store and our load of in_poll
-  // pair with the sleeper's store of in_poll and load of wake_word (Dekker),
-  // which a release store does not guarantee (on x86 it may still sit in the
-  // store buffer while in_poll is read).
-  void wake_worker(Worker* w) {
-    if (w->in_poll.load(std::memory_order_seq_cst)) {
-      poller->wake();
-    } else {
-      futex_wake(&w->wake_word, 1);
-    }
-  }
-
-  // Queues a fiber from a thread that is not one of this runtime's workers
-  // (inside a ForeignEntry).
-  void submit_foreign(Fiber* f) {
-    global_put(f);
-    wakep();
-  }
-
-  // Free fiber-record batches, oldest at the head.
-  struct RecordBatch {
-    RecordBatch* next = nullptr;
-    Fiber* records[kRecordBatch];
-  };
-  SpinLock depot_lock;
-  RecordBatch* depot_head = nullptr;
-  RecordBatch* depot_tail = nullptr;
-  std::size_t depot_batches = 0;
-
-  std::atomic<std::uint64_t> next_id{1};
-  std::atomic<std::uint64_t> foreign_spawned{0};
-  std::atomic<std::uint64_t> wakeups{0};
-  std::atomic<std::uint64_t> watchdog_reports{0};
-  std::atomic<std::uint64_t> timer_rescues{0};
-  std::atomic<std::uint64_t> sysmon_wakeups{0};
-
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  bool done = false;
-
-  std::thread sysmon;
-  std::int64_t lost_timer_seen = kNever;  // sysmon's, for the two-round rule
-  std::atomic<std::uint32_t> sysmon_word{0};
-  std::atomic<bool> sysmon_sleeping{false};
-
-  void global_put(Fiber* f) { gq.put(&f, 1); }
-
-  // Moves up to `max` fibers (0: no limit but the queue's share) from the
-  // global queue to w's run queue, which the caller found empty; returns the
-  // first to run now.
-  Fiber* global_get(Worker* w, std::uint32_t max);
-
-  // Wakes one sleeping worker to look for work, unless one is already
-  // looking (spinning) or none sleeps. True if it woke one.
-  bool wakep() {
-    // The caller has just published work (a run queue or runnext store, a
-    // global-queue put) and now reads nidle; a sleeper counts itself in
-    // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
-    // pair: without this fence the publisher's store may still sit in its
-    // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
-    // reads the old queues, and the work waits for sysmon.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (nidle.load(std::memory_order_seq_cst) == 0) return false;
-    int zero = 0;
-    if (!nspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return false;
-    Worker* w = nullptr;
-    {
-      std::lock_guard lock(idle_mu);
-      w = idle_head;
-      if (w) {
-        idle_head = w->next_idle;
-        w->on_idle_list = false;
-        nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(Worker::kWoken, std::memory_order_seq_cst);
-      }
-    }
-    if (!w) {
-      nspinning.fetch_sub(1, std::memory_order_seq_cst);
-      return false;
-    }
-    wake_worker(w);
-    wakeups.fetch_add(1, std::memory_order_relaxed);
-    if (sysmon_sleeping.load(std::memory_order_seq_cst)) {
-      sysmon_word.store(1, std::memory_order_release);
-      futex_wake(&sysmon_word, 1);
-    }
-    return true;
-  }
-
-  std::int64_t earliest_timer() const {
-    std::int64_t next = kNever;
-    for (const auto& w : workers) {
-      next = std::min(next, w->timers.min_when.load(std::memory_order_seq_cst));
-    }
-    return next;
-  }
-
-  // True if no worker will wake for a timer due at `when` by itself: some
-  // worker is idle (so the role should be held), and the role's holder, if
-  // any, sleeps past it. Busy workers run their own heaps.
-  bool timer_role_lost(std::int64_t when) const {
-    if (nidle.load(std::memory_order_seq_cst) == 0) return false;
-    if (!timer_sleeper.load(std::memory_order_seq_cst)) return true;
-    const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
-    return until != 0 && until > when;
-  }
-
-  // Gets a worker to run due timers: the timer sleeper if there is one,
-  // else an idle worker, who then takes the role.
-  void wake_for_timers() {
-    if (Worker* sleeper = timer_sleeper.load(std::memory_order_seq_cst)) {
-      std::uint32_t asleep = Worker::kAsleep;
-      if (sleeper->wake_word.compare_exchange_strong(asleep, Worker::kPoked)) {
-        wake_worker(sleeper);
-      }
-      return;
-    }
-    wakep();
-  }
-
-  // A timer now expires at `when`: make sure some worker will be awake then.
-  void timer_added(std::int64_t when) {
-    if (timer_sleeper.load(std::memory_order_seq_cst)) {
-      // seq_cst: pairs with the sleeper's read of every heap's min_when
-      // after it published itself (Worker::sleep); 0 while it decides.
-      const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
-      if (until != 0 && until <= when) return;
-    }
-    wake_for_timers();
-  }
-
-  // Timers on any heap, or fibers parked on I/O: what the timer role watches.
-  bool anything_to_watch() const { return earliest_timer() != kNever || netpoll_waiters() > 0; }
-
-  // A sleeper's last look, after it counted itself idle. Every load is
-  // seq_cst: the publishers' halves are the fence in wakep().
-  bool any_queued_work(Worker* self) const {
-    if (gq.size_seq_cst() != 0) return true;
-    bool runnext_elsewhere = false;
-    for (const auto& w : workers) {
-      if (!w->runq.empty_seq_cst()) return true;
-      if (w.get() != self && w->runnext.load(std::memory_order_seq_cst)) runnext_elsewhere = true;
-    }
-    // A fiber in another worker's runnext runs next there, unless that
-    // worker is held by one fiber: then it is work for us (Go counts runnext
-    // as queued work, and steals it from a worker that does not switch).
-    return runnext_elsewhere && any_runnext_behind_a_busy_fiber(self);
-  }
-
-  bool any_runnext_behind_a_busy_fiber(Worker* self) const;
-
-  void shutdown() {
-    {
-      std::lock_guard lock(done_mu);
-      done = true;
-    }
-    done_cv.notify_all();
-    stopping.store(true, std::memory_order_seq_cst);
-    {
-      std::lock_guard lock(idle_mu);
-      while (Worker* w = idle_head) {
-        idle_head = w->next_idle;
-        w->on_idle_list = false;
-        nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(Worker::kWoken, std::memory_order_seq_cst);
-        wake_worker(w);
-      }
-    }
-    sysmon_word.store(1, std::memory_order_release);
-    futex_wake(&sysmon_word, 1);
-  }
-
-  void sysmon_loop();
-};
-
-std::atomic<Scheduler*> g_sched{nullptr};
 std::atomic<std::uint32_t> g_generations{0};
-std::atomic<std::uint64_t> g_late_readies_dropped{0};
-// Threads other than the runtime's workers inside an entry point (ready, go,
-// add_timer, a ReadyBatch flush) that uses the scheduler: teardown waits for
-// them before freeing it.
-std::atomic<int> g_foreign_entries{0};
 
-// Counts the calling thread in before it reads the scheduler, so that
-// teardown, which clears g_sched and then waits for the count to drop,
-// either frees it after this entry is done or is seen as gone (null) here.
-// A Dekker pair: our increment then load of g_sched, and teardown's store
-// of null then load of the count, all seq_cst.
-class ForeignEntry {
- public:
-  ForeignEntry() noexcept {
-    g_foreign_entries.fetch_add(1, std::memory_order_seq_cst);
-    sched_ = g_sched.load(std::memory_order_seq_cst);
-  }
-  ~ForeignEntry() { g_foreign_entries.fetch_sub(1, std::memory_order_release); }
-  ForeignEntry(const ForeignEntry&) = delete;
-  ForeignEntry& operator=(const ForeignEntry&) = delete;
-  Scheduler* sched() const noexcept { return sched_; }
-
- private:
-  Scheduler* sched_;
-};
-
-void drop_late_ready() noexcept {
-  g_late_readies_dropped.fetch_add(1, std::memory_order_relaxed);
-}
 // initial-exec: read with one %fs-relative load instead of a __tls_get_addr
 // call (libweft is linked at start-up, not dlopen'ed).
 #define WEFT_TLS __attribute__((tls_model("initial-exec"))) thread_local
@@ -656,14 +275,21 @@ void Worker::runq_put(Fiber* f) {
   }
 }
 
-Fiber* Scheduler::global_get(Worker* w, std::uint32_t max) {
+namespace {
+
+// Moves up to `max` fibers (0: no limit but the queue's share) from the
+// global queue to w's run queue, which the caller found empty; returns the
+// first to run now. File-local, so that the compiler sees every call.
+Fiber* global_get(Scheduler* s, Worker* w, std::uint32_t max) {
   Fiber* batch[RunQueue::kSize / 2];
   if (max == 0 || max > RunQueue::kSize / 2) max = RunQueue::kSize / 2;
-  const std::uint32_t n = gq.get(batch, max, nworkers);
+  const std::uint32_t n = s->gq.get(batch, max, s->nworkers);
   if (n == 0) return nullptr;
   for (std::uint32_t i = 1; i < n; ++i) w->runq.push(batch[i]);  // it was empty: room
   return batch[0];
 }
+
+}  // namespace
 
 void Worker::ready_local(Fiber* f) {
   // Thieves only ever empty runnext, so an empty slot stays empty until we
@@ -805,12 +431,12 @@ Fiber* Worker::find_runnable() {
     if (tick % kFairnessTicks == 0) {
       sched->poll_now();
       if (sched->gq.size() != 0) {
-        if (Fiber* f = sched->global_get(this, 1)) return found(f);
+        if (Fiber* f = global_get(sched, this, 1)) return found(f);
       }
     }
     if (Fiber* f = local_get()) return found(f);
     if (sched->gq.size() != 0) {
-      if (Fiber* f = sched->global_get(this, 0)) return found(f);
+      if (Fiber* f = global_get(sched, this, 0)) return found(f);
     }
     sched->poll_now();
     if (Fiber* f = local_get()) return found(f);
@@ -827,7 +453,7 @@ Fiber* Worker::find_runnable() {
         do {
           if (Fiber* f = steal_work()) return found(f);
           if (sched->gq.size() != 0) {
-            if (Fiber* f = sched->global_get(this, 0)) return found(f);
+            if (Fiber* f = global_get(sched, this, 0)) return found(f);
           }
           if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
           cpu_relax();
@@ -1004,11 +630,11 @@ Fiber* Worker::pick_local() {
   if (tick % kFairnessTicks == 0) {
     sched->poll_now();  // a busy worker still notices I/O
     if (sched->gq.size() != 0) {
-      if (Fiber* f = sched->global_get(this, 1)) return f;
+      if (Fiber* f = global_get(sched, this, 1)) return f;
     }
   }
   if (Fiber* f = local_get()) return f;
-  if (sched->gq.size() != 0) return sched->global_get(this, 0);
+  if (sched->gq.size() != 0) return global_get(sched, this, 0);
   return nullptr;
 }
 
