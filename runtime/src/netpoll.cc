@@ -25,7 +25,7 @@
 
 namespace weft::detail {
 
-poll::Poller* runtime_poller();  // scheduler.cc
+poll::Poller* runtime_poller();  // lifecycle.cc
 
 namespace {
 

@@ -1,6 +1,8 @@
 // Fiber records: one allocation holds the record (fiber.h) and the closure
-// after it; the scheduler allocates and recycles them. Internal to the
-// runtime.
+// after it. Internal to the runtime. records.cc allocates them (new_fiber)
+// and reclaims them at teardown; the per-worker halves of recycling,
+// Worker::take_record and Worker::finish, are in scheduler.cc, beside the
+// spin_backoff() they inline.
 //
 // - Records up to kPooledRecordSize bytes are recycled: each worker keeps up
 //   to two batches of free records (Worker::free_records, oldest first);
@@ -13,12 +15,16 @@
 //   were last written on another core: the spawner can fetch them several
 //   spawns ahead (prefetch_record), and the older they are the more likely
 //   they have left that core's own cache.
+// - The depot is shared, under its lock; a worker's free array is its
+//   owner's alone (and teardown's, once the workers stopped).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 
 #include "fiber.h"
+#include "weft/detail/spinlock.h"
 
 namespace weft::detail {
 
@@ -49,5 +55,37 @@ inline void prefetch_record(const void* record) noexcept {
   __builtin_prefetch(closure_end, 1);
 #endif
 }
+
+// Free fiber-record batches, oldest at the head, all under `lock`.
+struct RecordBatch {
+  RecordBatch* next = nullptr;
+  Fiber* records[kRecordBatch];
+};
+struct RecordDepot {
+  SpinLock lock;
+  RecordBatch* head = nullptr;
+  RecordBatch* tail = nullptr;
+  std::size_t batches = 0;
+};
+
+inline void free_pooled_records(Fiber* const* records, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) ::operator delete(records[i]);
+}
+
+inline void delete_record(Fiber* f) {
+  const RecordKind kind = f->kind;
+  f->~Fiber();
+  if (kind == RecordKind::heap_aligned) {
+    ::operator delete (f, std::align_val_t{64});
+  } else {
+    ::operator delete(f);
+  }
+}
+
+// For teardown, with every worker stopped: a fiber that never ran, or parked
+// forever, loses its record and stack (not its closure, which may be
+// mid-call), and the depot's batches are freed.
+void free_abandoned(Fiber* f);
+void free_depot(RecordDepot& depot);
 
 }  // namespace weft::detail

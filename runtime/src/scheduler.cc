@@ -1,43 +1,31 @@
-// The M:N scheduler. Each worker is an OS thread with its own run queue (a
-// bounded lock-free ring, owner pushes, anyone steals; run_queue.h) and a runnext slot
-// for the fiber it just readied; a global queue takes work from outside and
-// overflow. Idle workers spin briefly, then sleep on a futex; a waker wakes
-// one only when nobody is spinning (Go's wakep rule). The scheduler loop of
-// each worker runs on the worker thread's own stack ("g0").
+// The M:N scheduler: each worker's loop, finding and stealing work, the
+// switch between fibers, park and ready, spawn and yield. Each worker is an
+// OS thread with its own run queue (a bounded lock-free ring, owner pushes,
+// anyone steals; run_queue.h) and a runnext slot for the fiber it just
+// readied; a global queue takes work from outside and overflow. Idle
+// workers spin briefly, then sleep on a futex; a waker wakes one only when
+// nobody is spinning (Go's wakep rule). The scheduler loop of each worker
+// runs on the worker thread's own stack ("g0"). scheduler_internal.h says
+// which file holds the rest.
 #include "scheduler.h"
 
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <string>
-#include <thread>
-#include <type_traits>
-#include <vector>
 
 #include "chaos.h"
 #include "log.h"
 #include "netpoll.h"
-#include "records.h"
-#include "run_queue.h"
 #include "sanitizer.h"
 #include "scheduler_internal.h"
 #include "stack.h"
 #include "timer.h"
-#include "weft/detail/spinlock.h"
 
 extern "C" void weft_switch(void** save_sp, void* load_sp);
 extern "C" void weft_fiber_trampoline();
@@ -68,24 +56,13 @@ void spin_backoff(unsigned& spins) noexcept {
   }
 }
 
-std::atomic<Scheduler*> g_sched{nullptr};
-std::atomic<std::uint64_t> g_late_readies_dropped{0};
-std::atomic<int> g_foreign_entries{0};
-
 namespace {
 
 constexpr std::uint32_t kFairnessTicks = 61;    // global queue checked this often
 constexpr std::uint32_t kRunnextCap = 32;       // consecutive runnext picks before the queue
 constexpr std::uint64_t kSpinNs = 50'000;       // spin this long before sleeping
 constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, every N switches
-constexpr std::uint64_t kWatchdogNs = 10'000'000;
-constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
-// sysmon wakes a worker for a timer this late: the timer role lost track of
-// it, or the OS kept its worker off the CPU.
-constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 constexpr std::uint64_t kIdBatch = 64;
-
-std::atomic<std::uint32_t> g_generations{0};
 
 // initial-exec: read with one %fs-relative load instead of a __tls_get_addr
 // call (libweft is linked at start-up, not dlopen'ed).
@@ -109,28 +86,6 @@ bool run_park_commit(ParkCommit commit, Fiber* waiter, void* arg) noexcept {
   } catch (...) {
     die_of_exception("a park commit");
   }
-}
-
-// run_main's std::terminate handler, which an exception escaping a fiber
-// reaches from its throw site (see fiber_main): names the fiber, then lets
-// the handler it replaced finish. Relaxed: written before the workers start,
-// which orders it for them; any other thread at worst sees null and aborts.
-std::atomic<std::terminate_handler> previous_terminate{nullptr};
-
-[[noreturn]] void on_terminate() {
-  if (const Fiber* f = tls_fiber) {
-    const auto id = static_cast<unsigned long long>(f->id);
-    const std::string what = current_exception_text();
-    if (what.empty()) {
-      std::fprintf(stderr, "weft: fiber %llu: std::terminate called\n", id);
-    } else {
-      std::fprintf(stderr, "weft: fiber %llu: uncaught exception %s\n", id, what.c_str());
-    }
-  }
-  if (std::terminate_handler previous = previous_terminate.load(std::memory_order_relaxed)) {
-    previous();
-  }
-  std::abort();
 }
 
 // The TSan switch must be made from code TSan does not instrument, or its
@@ -171,68 +126,6 @@ WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dy
   if (f->closure->destroy) f->closure->destroy(f->closure_storage());
   current_worker()->leave(f, Action::exit);
   __builtin_unreachable();
-}
-
-// WEFT_POLLER if set, else the best backend this kernel allows (the first in
-// available_backends()), else the next; why a backend was refused (io_uring
-// under a seccomp policy, say) is logged once per process.
-std::unique_ptr<poll::Poller> make_runtime_poller() {
-  static std::once_flag logged;
-  std::string why;
-  if (const char* wanted = std::getenv("WEFT_POLLER"); wanted && *wanted) {
-    if (auto p = poll::make_poller(wanted, &why)) return p;
-    std::call_once(logged,
-                   [&] { log().error("WEFT_POLLER={}: {}; using another backend", wanted, why); });
-  }
-  std::string refused;
-  for (const char* const* name = poll::available_backends(); *name; ++name) {
-    if (auto p = poll::make_poller(*name, &why)) {
-      if (!refused.empty()) {
-        std::call_once(logged, [&] { log().info("{}; using {}", refused, p->name()); });
-      }
-      log().debug("poller backend: {}", p->name());
-      return p;
-    }
-    refused += (refused.empty() ? "" : "; ") + std::string(*name) + " refused: " + why;
-  }
-  std::fprintf(stderr, "weft::run: no poller backend works here: %s\n", refused.c_str());
-  std::abort();
-}
-
-int default_workers() {
-  if (const char* env = std::getenv("WEFT_PROCS")) {
-    char* end = nullptr;
-    long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<int>(n);
-    log().error("WEFT_PROCS='{}' is not a worker count from 1 to 1024; using the CPU count", env);
-  }
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
-
-void free_pooled_records(Fiber* const* records, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) ::operator delete(records[i]);
-}
-
-void delete_record(Fiber* f) {
-  const RecordKind kind = f->kind;
-  f->~Fiber();
-  if (kind == RecordKind::heap_aligned) {
-    ::operator delete (f, std::align_val_t{64});
-  } else {
-    ::operator delete(f);
-  }
-}
-
-void free_abandoned(Fiber* f) {
-  // Never ran or parked forever: its closure may be mid-call, so only the
-  // record and stack are reclaimed, as Go reclaims nothing at exit.
-  if (f->stack.lo) release_stack(f->stack);
-  san::tsan_destroy(f->tsan_fiber);
-  delete_record(f);
 }
 
 }  // namespace
@@ -567,6 +460,14 @@ void Worker::prepare(Fiber* f) {
   next_sp = frame;
 }
 
+// The two per-worker halves of fiber-record recycling (records.h) live here,
+// not in records.cc: the depot's SpinLock backs off through spin_backoff(),
+// defined in this file and inlined into them; from records.cc it was a call,
+// and the spawn path (take_record) gained a stack frame for its counter.
+
+// The end of a fiber that ran to completion, on whichever fiber or g0 runs
+// next on its worker (after_switch): its stack goes back to the pool, its
+// record to this worker's free array.
 void Worker::finish(Fiber* f) {
   release_stack(prev_stack);
   san::tsan_destroy(f->tsan_fiber);
@@ -578,16 +479,16 @@ void Worker::finish(Fiber* f) {
   free_records[free_record_count++] = f;
   if (free_record_count < 2 * kRecordBatch) return;
   // Full: the oldest batch goes; the newest, warm here, stay for our spawns.
-  auto* batch = new Scheduler::RecordBatch;
+  auto* batch = new RecordBatch;
   std::memcpy(batch->records, free_records, sizeof batch->records);
   free_record_count -= kRecordBatch;
   std::memmove(free_records, free_records + kRecordBatch, free_record_count * sizeof(Fiber*));
   {
-    std::lock_guard lock(sched->depot_lock);
-    if (sched->depot_batches < kDepotMaxBatches) {
-      (sched->depot_tail ? sched->depot_tail->next : sched->depot_head) = batch;
-      sched->depot_tail = batch;
-      ++sched->depot_batches;
+    std::lock_guard lock(sched->depot.lock);
+    if (sched->depot.batches < kDepotMaxBatches) {
+      (sched->depot.tail ? sched->depot.tail->next : sched->depot.head) = batch;
+      sched->depot.tail = batch;
+      ++sched->depot.batches;
       return;
     }
   }
@@ -597,14 +498,14 @@ void Worker::finish(Fiber* f) {
 
 Fiber* Worker::take_record() {
   if (free_record_count == 0) {
-    Scheduler::RecordBatch* batch = nullptr;
+    RecordBatch* batch = nullptr;
     {
-      std::lock_guard lock(sched->depot_lock);
-      batch = sched->depot_head;
+      std::lock_guard lock(sched->depot.lock);
+      batch = sched->depot.head;
       if (!batch) return nullptr;
-      sched->depot_head = batch->next;
-      if (!sched->depot_head) sched->depot_tail = nullptr;
-      --sched->depot_batches;
+      sched->depot.head = batch->next;
+      if (!sched->depot.head) sched->depot.tail = nullptr;
+      --sched->depot.batches;
     }
     std::memcpy(free_records, batch->records, sizeof batch->records);
     free_record_count = kRecordBatch;
@@ -741,123 +642,6 @@ void Worker::loop() {
   tls_worker = nullptr;
 }
 
-void Scheduler::sysmon_loop() {
-  while (!stopping.load(std::memory_order_acquire)) {
-    if (nidle.load(std::memory_order_seq_cst) == nworkers) {
-      // Fully idle: sleep until a worker is woken, so that an idle runtime
-      // costs nothing.
-      sysmon_word.store(0, std::memory_order_relaxed);
-      sysmon_sleeping.store(true, std::memory_order_seq_cst);
-      if (nidle.load(std::memory_order_seq_cst) == nworkers) {
-        timespec limit{1, 0};
-        futex_wait(&sysmon_word, 0, &limit);
-      }
-      sysmon_sleeping.store(false, std::memory_order_seq_cst);
-      continue;
-    }
-    timespec period{0, static_cast<long>(kSysmonPeriodNs)};
-    // Reset first: a wake meant to end the idle sleep leaves the word at 1,
-    // and waiting for 0 on it would return at once, every time, making this
-    // loop spin on futex calls for as long as the runtime is busy.
-    sysmon_word.store(0, std::memory_order_relaxed);
-    futex_wait(&sysmon_word, 0, &period);
-    const std::uint64_t now = now_ns();
-    // Every worker busy with long-running fibers: nobody polls, so do it here.
-    if (static_cast<std::int64_t>(now) - last_poll.load(std::memory_order_relaxed) > 10'000'000) {
-      poll_now();
-    }
-    for (auto& wp : workers) {
-      Worker* w = wp.get();
-      const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed);
-      const std::uint64_t id = w->running_id.load(std::memory_order_relaxed);
-      if (id == 0 || tick != w->seen_tick) {
-        w->seen_tick = tick;
-        w->seen_since = now;
-        w->seen_cpu_ns = id == 0 ? 0 : w->cpu_ns();
-        w->reported = false;
-        continue;
-      }
-      const std::uint64_t held = now - w->seen_since;
-      const auto ran_for = [w] {
-        const std::int64_t cpu = w->cpu_ns();
-        return cpu < 0 || w->seen_cpu_ns < 0 ? kWatchdogNs
-                                             : static_cast<std::uint64_t>(cpu - w->seen_cpu_ns);
-      };
-      if (!w->reported && held >= kWatchdogNs && ran_for() >= kWatchdogNs) {
-        w->reported = true;
-        watchdog_reports.fetch_add(1, std::memory_order_relaxed);
-        log().warn("fiber {} has held worker {} for {} ms without parking or yielding", id,
-                   w->index, held / 1'000'000);
-      }
-      // Work or timers queued behind a stuck fiber: let an idle worker take them.
-      if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty() ||
-          w->timers.min_when.load(std::memory_order_relaxed) <= mono_now_ns()) {
-        if (wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
-    // The backstop of the timer role: a timer overdue on any heap, an idle
-    // worker's included, that nobody plans to wake for (Go's sysmon:
-    // timeSleepUntil, then startm). Only when seen on two rounds in a row:
-    // a role being handed on, or a worker the OS has not run yet, is not lost.
-    const std::int64_t earliest = earliest_timer();
-    if (earliest != kNever && mono_now_ns() - earliest > kTimerOverdueNs &&
-        timer_role_lost(earliest)) {
-      if (lost_timer_seen == earliest) {
-        timer_rescues.fetch_add(1, std::memory_order_relaxed);
-        wake_for_timers();
-      }
-      lost_timer_seen = earliest;
-    } else {
-      lost_timer_seen = kNever;
-    }
-  }
-}
-
-Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
-                 void** closure_storage) {
-  if (g_sched.load(std::memory_order_acquire) == nullptr) {
-    std::fprintf(stderr, "weft::go: no runtime is running; spawn fibers inside weft::run\n");
-    std::abort();
-  }
-  if (closure_align > 64) {
-    std::fprintf(stderr, "weft::go: closures aligned to more than 64 bytes are not supported\n");
-    std::abort();
-  }
-  const std::size_t align = std::max<std::size_t>(closure_align, alignof(Fiber));
-  const std::size_t offset = (sizeof(Fiber) + align - 1) / align * align;
-  const std::size_t total = offset + closure_size;
-  void* mem = nullptr;
-  RecordKind kind = RecordKind::heap;
-  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ && total <= kPooledRecordSize) {
-    kind = RecordKind::pooled;
-    Worker* w = current_worker();
-    mem = w ? w->take_record() : nullptr;
-    if (!mem) mem = ::operator new(kPooledRecordSize);
-  } else if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
-    mem = ::operator new(total);
-  } else {
-    kind = RecordKind::heap_aligned;
-    mem = ::operator new (total, std::align_val_t{64});
-  }
-  auto* f = ::new (mem) Fiber();
-  f->kind = kind;
-  f->stack_request = static_cast<std::uint32_t>(round_stack_size(opts.stack_size));
-  f->closure_offset = static_cast<std::uint16_t>(offset);
-  *closure_storage = f->closure_storage();
-  return f;
-}
-
-void free_unstarted_fiber(Fiber* f) noexcept {
-  // On top of the free array it most likely came from, so the next spawn
-  // reuses it while its lines are still in this core's cache.
-  Worker* w = current_worker();
-  if (f->kind == RecordKind::pooled && w && w->free_record_count < 2 * kRecordBatch) {
-    w->free_records[w->free_record_count++] = f;
-    return;
-  }
-  delete_record(f);
-}
-
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   f->closure = vtable;
@@ -890,83 +674,6 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   const std::uint64_t id = f->id;
   s->submit_foreign(f);
   return id;
-}
-
-int run_main(std::function<int()> main_fn, const RunOptions& opts) {
-  const int n = opts.workers > 0 ? opts.workers : default_workers();
-  auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
-  Scheduler* none = nullptr;
-  if (!g_sched.compare_exchange_strong(none, s)) {
-    std::fprintf(stderr,
-                 "weft::run: a runtime is already running in this process; weft::run cannot be "
-                 "nested or run concurrently\n");
-    std::abort();
-  }
-  install_overflow_handler();
-  if (std::terminate_handler previous = std::set_terminate(&on_terminate);
-      previous != &on_terminate) {
-    previous_terminate.store(previous, std::memory_order_relaxed);
-  }
-  s->poller = make_runtime_poller();
-  int exit_code = 0;
-  // Main's exception goes to run()'s caller, once the runtime is torn down.
-  std::exception_ptr main_error;
-  go([&exit_code, &main_error, &main_fn, s] {
-    try {
-      exit_code = main_fn();
-    } catch (...) {
-      main_error = std::current_exception();
-    }
-    s->shutdown();
-  });
-  log().debug("runtime starting with {} workers", n);
-  for (auto& w : s->workers) w->thread = std::thread([w = w.get()] { w->loop(); });
-  s->sysmon = std::thread([s] { s->sysmon_loop(); });
-  {
-    std::unique_lock lock(s->done_mu);
-    s->done_cv.wait(lock, [s] { return s->done; });
-  }
-  for (auto& w : s->workers) w->thread.join();
-  s->sysmon.join();
-  // From here on, threads that ready a fiber of this runtime drop it; those
-  // already inside an entry point finish queueing first (ForeignEntry).
-  g_sched.store(nullptr, std::memory_order_seq_cst);
-  while (g_foreign_entries.load(std::memory_order_seq_cst) != 0) sched_yield();
-
-  std::uint64_t exited = 0, spawned = s->foreign_spawned.load();
-  std::vector<Fiber*> abandoned;
-  for (auto& w : s->workers) {
-    exited += w->exited.load();
-    spawned += w->spawned.load();
-    if (Fiber* f = w->runnext.exchange(nullptr)) abandoned.push_back(f);
-    while (Fiber* f = w->runq.pop()) abandoned.push_back(f);
-  }
-  s->gq.for_each([&](Fiber* f) { abandoned.push_back(f); });
-  for (auto& w : s->workers) {
-    std::lock_guard lock(w->timers.lock);
-    w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
-  }
-  for (Fiber* f : abandoned) free_abandoned(f);
-  while (Scheduler::RecordBatch* batch = s->depot_head) {
-    s->depot_head = batch->next;
-    free_pooled_records(batch->records, kRecordBatch);
-    delete batch;
-  }
-  if (spawned > exited) {
-    log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",
-                spawned - exited);
-  }
-  delete s;
-  if (std::get_terminate() == &on_terminate) {
-    std::set_terminate(previous_terminate.load(std::memory_order_relaxed));
-  }
-  if (main_error) std::rethrow_exception(main_error);
-  return exit_code;
-}
-
-poll::Poller* runtime_poller() {
-  Scheduler* s = g_sched.load(std::memory_order_acquire);
-  return s ? s->poller.get() : nullptr;
 }
 
 // ---- timers --------------------------------------------------------------
@@ -1115,10 +822,6 @@ void ready(Fiber* f) noexcept {
     return;
   }
   s->submit_foreign(f);
-}
-
-std::uint64_t late_readies_dropped() noexcept {
-  return g_late_readies_dropped.load(std::memory_order_relaxed);
 }
 
 SchedulerStats scheduler_stats() noexcept {

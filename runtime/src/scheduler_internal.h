@@ -1,8 +1,18 @@
 // struct Scheduler: one runtime's state, shared by its workers, sysmon and
 // the threads that enter it from outside; and the running runtime, g_sched.
-// For the scheduler's own files only. Everything here is internal to the
-// library: in weft::detail, in no installed header, and data hidden from the
-// dynamic symbol table.
+// For the scheduler's own files only:
+//
+//   scheduler.cc  the worker loop, finding and stealing work, the switch,
+//                 park and ready, spawn, arming timers, recycling fiber
+//                 records, sleeping and waking, stats
+//   records.cc    fiber records: allocating, reclaiming at teardown
+//                 (records.h)
+//   sysmon.cc     the monitor thread: watchdog, stuck work, timer backstop
+//   lifecycle.cc  run_main: start-up, shutdown and teardown
+// with run_queue.h and worker.h.
+//
+// Everything here is internal to the library: in weft::detail, in no
+// installed header, and data hidden from the dynamic symbol table.
 #pragma once
 
 #include <linux/futex.h>
@@ -54,17 +64,7 @@ inline void futex_wake(std::atomic<std::uint32_t>* word, int count) {
 }
 
 struct Scheduler {
-  Scheduler(int n, std::uint32_t generation) : nworkers(n), gen(generation) {
-    for (int i = 0; i < n; ++i) {
-      auto w = std::make_unique<Worker>();
-      w->sched = this;
-      w->index = i;
-      w->solo = n == 1;
-      w->tick_snapshot.resize(static_cast<std::size_t>(n));
-      w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
-      workers.push_back(std::move(w));
-    }
-  }
+  Scheduler(int n, std::uint32_t generation);  // lifecycle.cc
 
   const int nworkers;
   // Which runtime of this process this is: fibers carry it, so that a fiber
@@ -121,15 +121,7 @@ struct Scheduler {
     wakep();
   }
 
-  // Free fiber-record batches, oldest at the head.
-  struct RecordBatch {
-    RecordBatch* next = nullptr;
-    Fiber* records[kRecordBatch];
-  };
-  SpinLock depot_lock;
-  RecordBatch* depot_head = nullptr;
-  RecordBatch* depot_tail = nullptr;
-  std::size_t depot_batches = 0;
+  RecordDepot depot;  // free fiber-record batches (records.h)
 
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::uint64_t> foreign_spawned{0};
@@ -269,7 +261,7 @@ struct Scheduler {
     futex_wake(&sysmon_word, 1);
   }
 
-  void sysmon_loop();  // scheduler.cc
+  void sysmon_loop();  // sysmon.cc
 };
 
 // Data the scheduler's files share is hidden: it binds within the library,
