@@ -100,7 +100,8 @@ int default_workers() {
 
 }  // namespace
 
-Scheduler::Scheduler(int n, std::uint32_t generation) : nworkers(n), gen(generation) {
+Scheduler::Scheduler(int n, std::uint32_t generation)
+    : idle(*this, n), nworkers(n), gen(generation) {
   for (int i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     w->sched = this;
@@ -110,6 +111,18 @@ Scheduler::Scheduler(int n, std::uint32_t generation) : nworkers(n), gen(generat
     w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
     workers.push_back(std::move(w));
   }
+}
+
+void Scheduler::shutdown() {
+  {
+    std::lock_guard lock(done_mu);
+    done = true;
+  }
+  done_cv.notify_all();
+  stopping.store(true, std::memory_order_seq_cst);
+  idle.wake_all();
+  sysmon_word.store(1, std::memory_order_release);
+  futex_wake(&sysmon_word, 1);
 }
 
 int run_main(std::function<int()> main_fn, const RunOptions& opts) {

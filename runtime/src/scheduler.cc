@@ -3,10 +3,9 @@
 // OS thread with its own run queue (a bounded lock-free ring, owner pushes,
 // anyone steals; run_queue.h) and a runnext slot for the fiber it just
 // readied; a global queue takes work from outside and overflow. Idle
-// workers spin briefly, then sleep on a futex; a waker wakes one only when
-// nobody is spinning (Go's wakep rule). The scheduler loop of each worker
-// runs on the worker thread's own stack ("g0"). scheduler_internal.h says
-// which file holds the rest.
+// workers spin briefly, then sleep (idle.h). The scheduler loop of each
+// worker runs on the worker thread's own stack ("g0"). scheduler_internal.h
+// says which file holds the rest.
 #include "scheduler.h"
 
 #include <pthread.h>
@@ -200,7 +199,7 @@ void Worker::ready_local(Fiber* f) {
   // that must take over the timer role (a ping-pong that only ever fills an
   // empty runnext would otherwise leave every other heap unwatched). Cheap
   // when nobody sleeps or somebody already spins.
-  sched->wakep();
+  sched->idle.wakep();
 }
 
 Fiber* Worker::local_get() {
@@ -222,27 +221,6 @@ Fiber* Worker::local_get() {
   runnext_streak = 0;
   if (Fiber* f = runq.pop()) return f;
   return runnext.exchange(nullptr, std::memory_order_acq_rel);
-}
-
-// Watches every other worker's switch count for as long as a thief waits
-// before taking runnext (steal_from): a worker that did not switch meanwhile
-// is held by one fiber and will not run its runnext soon.
-bool Scheduler::any_runnext_behind_a_busy_fiber(Worker* self) const {
-  std::vector<std::uint32_t>& ticks = self->tick_snapshot;  // sized at start: no allocation
-  for (std::size_t i = 0; i < workers.size(); ++i) {
-    ticks[i] = workers[i]->schedtick.load(std::memory_order_relaxed);
-  }
-  const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
-  while (now_ns() < until) cpu_relax();
-  for (std::size_t i = 0; i < workers.size(); ++i) {
-    const Worker* w = workers[i].get();
-    if (w == self || !w->runnext.load(std::memory_order_relaxed)) continue;
-    if (w->schedtick.load(std::memory_order_relaxed) == ticks[i] &&
-        w->running_id.load(std::memory_order_relaxed) != 0) {
-      return true;
-    }
-  }
-  return false;
 }
 
 Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
@@ -284,18 +262,7 @@ Fiber* Worker::steal_work() {
 }
 
 Fiber* Worker::found(Fiber* f) {
-  if (spinning) {
-    spinning = false;
-    // The last spinner found work; there may be more, so keep one looking.
-    if (sched->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1) sched->wakep();
-  }
-  if (left_timer_role) {
-    left_timer_role = false;
-    // We are about to run fibers, so we no longer watch the heaps: an idle
-    // worker must, if anything is left to watch. It takes the role when it
-    // goes back to sleep (Go: the M leaving netpoll wakes a spinner).
-    if (sched->anything_to_watch()) sched->wakep();
-  }
+  sched->idle.found_work(this);
   return f;
 }
 
@@ -333,102 +300,19 @@ Fiber* Worker::find_runnable() {
     }
     sched->poll_now();
     if (Fiber* f = local_get()) return found(f);
-    if (sched->nworkers > 1) {
-      // Bound the spinners to half the busy workers, so an idle runtime
-      // does not burn every core looking for work.
-      const int busy = sched->nworkers - sched->nidle.load(std::memory_order_relaxed);
-      if (spinning || 2 * sched->nspinning.load(std::memory_order_relaxed) < busy) {
-        if (!spinning) {
-          spinning = true;
-          sched->nspinning.fetch_add(1, std::memory_order_seq_cst);
+    if (sched->nworkers > 1 && sched->idle.start_spinning(this)) {
+      const std::uint64_t until = now_ns() + kSpinNs;
+      do {
+        if (Fiber* f = steal_work()) return found(f);
+        if (sched->gq.size() != 0) {
+          if (Fiber* f = global_get(sched, this, 0)) return found(f);
         }
-        const std::uint64_t until = now_ns() + kSpinNs;
-        do {
-          if (Fiber* f = steal_work()) return found(f);
-          if (sched->gq.size() != 0) {
-            if (Fiber* f = global_get(sched, this, 0)) return found(f);
-          }
-          if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
-          cpu_relax();
-        } while (now_ns() < until);
-      }
+        if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
+        cpu_relax();
+      } while (now_ns() < until);
     }
-    sleep();
+    sched->idle.sleep(this);
   }
-}
-
-void Worker::sleep() {
-  left_timer_role = false;
-  {
-    std::lock_guard lock(sched->idle_mu);
-    if (sched->stopping.load(std::memory_order_acquire)) return;
-    wake_word.store(kAsleep, std::memory_order_relaxed);
-    next_idle = sched->idle_head;
-    sched->idle_head = this;
-    on_idle_list = true;
-    sched->nidle.fetch_add(1, std::memory_order_seq_cst);
-  }
-  if (spinning) {
-    spinning = false;
-    sched->nspinning.fetch_sub(1, std::memory_order_seq_cst);
-  }
-  chaos::at(chaos::Point::sleep);  // between counting ourselves idle and the last look
-  // Work published before our nidle increment found nobody to wake (its
-  // wakep saw nidle == 0 or a spinner that was us): look once more.
-  bool wait = !sched->any_queued_work(this);
-  // One idle worker waits for the earliest timer; the others until woken.
-  bool timer_role = false;
-  std::int64_t deadline = kNever;
-  if (wait) {
-    Worker* none = nullptr;
-    timer_role =
-        sched->timer_sleeper.compare_exchange_strong(none, this, std::memory_order_seq_cst);
-    if (timer_role) {
-      deadline = sched->earliest_timer();
-      sched->timer_sleep_until.store(deadline, std::memory_order_seq_cst);
-    }
-  }
-  if (timer_role) {
-    // Blocked in the poller until I/O, the earliest timer, or a wake-up. A
-    // waker stores wake_word then reads in_poll; we store in_poll then read
-    // wake_word: one of us sees the other.
-    in_poll.store(true, std::memory_order_seq_cst);
-    sched->blocked_in_poll.store(true, std::memory_order_relaxed);
-    chaos::at(chaos::Point::poll);
-    if (wake_word.load(std::memory_order_seq_cst) == kAsleep) {
-      std::int64_t timeout = -1;
-      if (deadline != kNever) timeout = std::max<std::int64_t>(0, deadline - mono_now_ns());
-      poll::Event events[128];
-      const int n = sched->poller->wait(events, 128, timeout);
-      sched->last_poll.store(mono_now_ns(), std::memory_order_relaxed);
-      sched->blocked_in_poll.store(false, std::memory_order_relaxed);
-      in_poll.store(false, std::memory_order_seq_cst);
-      if (n > 0) netpoll_dispatch(events, n);
-    }
-    sched->blocked_in_poll.store(false, std::memory_order_relaxed);
-    in_poll.store(false, std::memory_order_seq_cst);
-  }
-  while (wait && !timer_role && wake_word.load(std::memory_order_acquire) == kAsleep) {
-    futex_wait(&wake_word, kAsleep);
-  }
-  if (timer_role) {
-    sched->timer_sleep_until.store(0, std::memory_order_seq_cst);
-    sched->timer_sleeper.store(nullptr, std::memory_order_seq_cst);
-    left_timer_role = true;
-  }
-  {
-    std::lock_guard lock(sched->idle_mu);
-    if (on_idle_list) {  // timer due, poked, or work found: nobody counted us
-      Worker** link = &sched->idle_head;
-      while (*link != this) link = &(*link)->next_idle;
-      *link = next_idle;
-      on_idle_list = false;
-      sched->nidle.fetch_sub(1, std::memory_order_seq_cst);
-      return;
-    }
-  }
-  // wakep took us off the idle list and counted us as spinning.
-  spinning = !sched->stopping.load(std::memory_order_acquire);
 }
 
 void Worker::prepare(Fiber* f) {
@@ -659,7 +543,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     } else {
       w->runq_put(f);
     }
-    s->wakep();
+    s->idle.wakep();
     return id;
   }
   ForeignEntry entry;
@@ -703,7 +587,7 @@ void add_timer(TimerNode* node, std::int64_t when) {
   }
   // The node may already have fired and be gone: only `when` from here on. A
   // timer due never (a saturated timeout) needs nobody awake for it.
-  if (earliest && when != kNever) s->timer_added(when);
+  if (earliest && when != kNever) s->idle.timer_added(when);
 }
 
 // ---- parking -------------------------------------------------------------
@@ -790,7 +674,7 @@ void ReadyBatch::flush() noexcept {
     for (; f; f = f->next) rest[n++] = f;
     s->gq.put(rest, n);
   }
-  s->wakep();
+  s->idle.wakep();
 }
 
 void ready(Fiber* f) noexcept {
@@ -836,11 +720,11 @@ SchedulerStats scheduler_stats() noexcept {
     st.schedticks += w->schedtick.load(std::memory_order_relaxed);
   }
   st.spawned = spawned;
-  st.worker_wakeups = s->wakeups.load(std::memory_order_relaxed);
+  st.worker_wakeups = s->idle.wakeups();
   st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
-  st.idle_workers = s->nidle.load(std::memory_order_relaxed);
+  st.idle_workers = s->idle.idle_workers();
   st.live_fibers = static_cast<std::int64_t>(spawned - exited);
   return st;
 }

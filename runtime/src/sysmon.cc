@@ -4,7 +4,7 @@
 //   without parking or yielding (the watchdog);
 // - wakes an idle worker for work or timers queued behind such a fiber;
 // - polls for I/O when nobody has for 10 ms;
-// - is the timer role's backstop: it wakes a worker
+// - is the timer role's backstop (idle.h, invariant 5): it wakes a worker
 //   for a timer overdue on any heap that nobody plans to wake for.
 #include <time.h>
 
@@ -27,13 +27,13 @@ constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 
 void Scheduler::sysmon_loop() {
   while (!stopping.load(std::memory_order_acquire)) {
-    if (nidle.load(std::memory_order_seq_cst) == nworkers) {
+    if (idle.all_idle()) {
       // Fully idle: sleep until a worker is woken, so that an idle runtime
-      // costs nothing. Our store of sysmon_sleeping then load of nidle pair
+      // costs nothing. Our store of sysmon_sleeping then all_idle() pair
       // with wakep's nidle decrement then load of sysmon_sleeping.
       sysmon_word.store(0, std::memory_order_relaxed);
       sysmon_sleeping.store(true, std::memory_order_seq_cst);
-      if (nidle.load(std::memory_order_seq_cst) == nworkers) {
+      if (idle.all_idle()) {
         timespec limit{1, 0};
         futex_wait(&sysmon_word, 0, &limit);
       }
@@ -77,7 +77,7 @@ void Scheduler::sysmon_loop() {
       // Work or timers queued behind a stuck fiber: let an idle worker take them.
       if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty() ||
           w->timers.min_when.load(std::memory_order_relaxed) <= mono_now_ns()) {
-        if (wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
+        if (idle.wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
       }
     }
     // The backstop of the timer role: a timer overdue on any heap, an idle
@@ -86,10 +86,10 @@ void Scheduler::sysmon_loop() {
     // a role being handed on, or a worker the OS has not run yet, is not lost.
     const std::int64_t earliest = earliest_timer();
     if (earliest != kNever && mono_now_ns() - earliest > kTimerOverdueNs &&
-        timer_role_lost(earliest)) {
+        idle.timer_role_lost(earliest)) {
       if (lost_timer_seen == earliest) {
         timer_rescues.fetch_add(1, std::memory_order_relaxed);
-        wake_for_timers();
+        idle.wake_for_timers();
       }
       lost_timer_seen = earliest;
     } else {

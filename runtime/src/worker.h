@@ -1,10 +1,9 @@
 // A worker: one OS thread of the runtime and everything it owns. Internal to
-// the runtime. Its code is in scheduler.cc.
+// the runtime. Its code is in scheduler.cc (its sleeping in idle.{h,cc}).
 //
 // - Written by the owner only, unless a comment says otherwise: the run queue
 //   and runnext are also taken from by thieves (run_queue.h, steal_from), the
-//   wake word by wakers (Scheduler::wakep), the timer heap under its lock by
-//   anyone.
+//   wake word by wakers (idle.h), the timer heap under its lock by anyone.
 // - The fiber running here never caches its worker: it may resume on another
 //   after any switch, so it asks current_worker() (scheduler.h) each time.
 #pragma once
@@ -58,21 +57,21 @@ struct alignas(64) Worker {
   std::atomic<std::uint32_t> schedtick{0};
   std::atomic<std::uint64_t> running_id{0};
   std::uint32_t runnext_streak = 0;
-  bool spinning = false;
+  bool spinning = false;         // looking for work, counted in Idle's nspinning
   bool left_timer_role = false;  // woke from the timer role; hand it on once busy
   bool solo = false;             // the runtime's only worker: nobody steals from it
 
-  // Sleeping: kAsleep, then kWoken (by wakep, counted as spinning) or kPoked
-  // (a timer now due sooner). Idle-list links under idle_mu.
-  static constexpr std::uint32_t kAsleep = 0, kWoken = 1, kPoked = 2;
-  std::atomic<std::uint32_t> wake_word{kAsleep};
-  std::atomic<bool> in_poll{false};  // blocked in the poller rather than on wake_word
+  // The idle protocol's (idle.h), as are the two flags above. Sleeping:
+  // Idle::kAsleep, then kWoken (by wakep, counted as spinning) or kPoked (a
+  // timer now due sooner). Idle-list links under Idle's mutex.
+  std::atomic<std::uint32_t> wake_word{0};  // Idle::kAsleep
+  std::atomic<bool> in_poll{false};         // blocked in the poller rather than on wake_word
   Worker* next_idle = nullptr;
   bool on_idle_list = false;
 
   std::uint64_t rng = 0;
   std::uint64_t id_next = 0, id_end = 0;
-  std::vector<std::uint32_t> tick_snapshot;  // one per worker, for sleep()
+  std::vector<std::uint32_t> tick_snapshot;  // one per worker, for Idle::sleep
 
   TimerHeap timers;
 
@@ -113,7 +112,6 @@ struct alignas(64) Worker {
   Fiber* local_get();
   Fiber* steal_work();
   Fiber* steal_from(Worker* victim, bool take_runnext);
-  void sleep();
   Fiber* pick_local();
   bool run_timers(bool others_too);
   void enter(Fiber* f);
@@ -124,7 +122,7 @@ struct alignas(64) Worker {
   void ready_local(Fiber* f);
   void runq_put(Fiber* f);
   std::uint64_t next_fiber_id();
-  void finish(Fiber* f);
+  void finish(Fiber* f);  // records.h: recycling
   Fiber* take_record();
 
   std::uint32_t random() {
