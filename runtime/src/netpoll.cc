@@ -26,7 +26,7 @@
 
 namespace weft::detail {
 
-poll::Poller* runtime_poller();  // scheduler.cc
+poll::Poller* runtime_poller();  // lifecycle.cc
 std::uint32_t runtime_generation() noexcept;
 
 namespace {

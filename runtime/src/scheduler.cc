@@ -1,40 +1,30 @@
-// The M:N scheduler. Each worker is an OS thread with its own run queue (a
-// bounded lock-free ring, owner pushes, anyone steals) and a runnext slot
-// for the fiber it just readied; a global queue takes work from outside and
-// overflow. Idle workers spin briefly, then sleep on a futex; a waker wakes
-// one only when nobody is spinning (Go's wakep rule). The scheduler loop of
-// each worker runs on the worker thread's own stack ("g0").
+// The M:N scheduler: each worker's loop, finding and stealing work, the
+// switch between fibers, park and ready, spawn and yield. Each worker is an
+// OS thread with its own run queue (a bounded lock-free ring, owner pushes,
+// anyone steals; run_queue.h) and a runnext slot for the fiber it just
+// readied; a global queue takes work from outside and overflow. Idle
+// workers spin briefly, then sleep (idle.h). The scheduler loop of each
+// worker runs on the worker thread's own stack ("g0"). scheduler_internal.h
+// says which file holds the rest.
 #include "scheduler.h"
 
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <string>
-#include <thread>
-#include <type_traits>
-#include <vector>
 
 #include "chaos.h"
 #include "log.h"
 #include "netpoll.h"
 #include "sanitizer.h"
+#include "scheduler_internal.h"
 #include "stack.h"
 #include "timer.h"
-#include "weft/detail/spinlock.h"
 
 extern "C" void weft_switch(void** save_sp, void* load_sp);
 extern "C" void weft_fiber_trampoline();
@@ -67,622 +57,12 @@ void spin_backoff(unsigned& spins) noexcept {
 
 namespace {
 
-constexpr std::uint32_t kFairnessTicks = 61;  // global queue checked this often
-constexpr std::uint32_t kRunnextCap = 32;     // consecutive runnext picks before the queue
-constexpr std::uint64_t kSpinNs = 50'000;     // spin this long before sleeping
-constexpr std::uint64_t kRunnextStealWaitNs = 3'000;
+constexpr std::uint32_t kFairnessTicks = 61;    // global queue checked this often
+constexpr std::uint32_t kRunnextCap = 32;       // consecutive runnext picks before the queue
+constexpr std::uint64_t kSpinNs = 50'000;       // spin this long before sleeping
 constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, every N switches
-constexpr std::uint64_t kWatchdogNs = 10'000'000;
-constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
-// sysmon wakes a worker for a timer this late: the timer role lost track of
-// it, or the OS kept its worker off the CPU.
-constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 constexpr std::uint64_t kIdBatch = 64;
-// A worker keeps up to two batches of free records; beyond that its oldest
-// batch moves to the depot, and an empty worker takes the depot's oldest
-// back. Fibers spawned on one worker and ending on another then recycle
-// records without malloc and without cross-thread frees (Go's gfput/gfget).
-// Oldest first, and kept in arrays rather than lists, because those records
-// were last written on another core: the spawner can fetch them several
-// spawns ahead, and the older they are the more likely they have left that
-// core's own cache.
-constexpr std::uint32_t kRecordBatch = 128;
-constexpr std::size_t kDepotMaxBatches = 256;
-constexpr std::uint32_t kRecordPrefetch = 4;     // how many spawns ahead of the free list
-constexpr std::uint32_t kRecordPrefetchRun = 4;  // how far ahead of the run queue's head
 
-std::uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                const timespec* timeout = nullptr) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, timeout,
-          nullptr, 0);
-}
-
-void futex_wake(std::atomic<std::uint32_t>* word, int count) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
-          nullptr, 0);
-}
-
-// Starts fetching the lines of a fiber record's header and of a small
-// closure after it: records are most likely last touched on
-// another core, and the worker about to use one should not stall on it. On
-// x86 with PREFETCHW, for ownership: GCC turns __builtin_prefetch(p, 1) into
-// a read prefetch unless told the CPU, and a line the other core still holds
-// then stalls the write anyway. PREFETCHW needs no -march flag (cores
-// without it treat the opcode as a NOP).
-void prefetch_record(const void* record) noexcept {
-  const char* p = static_cast<const char*>(record);
-  // A small closure right after the header: on a third line for a record
-  // that starts late in its first.
-  const char* closure_end = p + sizeof(Fiber) + 15;
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" ::"m"(*p));
-  asm volatile("prefetchw %0" ::"m"(*(p + 64)));
-  asm volatile("prefetchw %0" ::"m"(*closure_end));
-#else
-  __builtin_prefetch(p, 1);
-  __builtin_prefetch(p + 64, 1);
-  __builtin_prefetch(closure_end, 1);
-#endif
-}
-
-// Go's runq: the owner pushes at the tail and pops at the head; thieves take
-// half from the head with one CAS. Slots are atomics because a thief may read
-// a slot the owner is about to reuse (its CAS then fails).
-class RunQueue {
- public:
-  static constexpr std::uint32_t kSize = 256;
-
-  bool empty() const {
-    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
-  }
-  // For a sleeper's last look: seq_cst pairs with the fence in wakep().
-  bool empty_seq_cst() const {
-    return head_.load(std::memory_order_seq_cst) == tail_.load(std::memory_order_seq_cst);
-  }
-
-  bool push(Fiber* f) {
-    const std::uint32_t h = head_.load(std::memory_order_acquire);
-    const std::uint32_t t = tail_.load(std::memory_order_relaxed);
-    if (t - h >= kSize) return false;
-    slots_[t % kSize].store(f, std::memory_order_relaxed);
-    tail_.store(t + 1, std::memory_order_release);
-    return true;
-  }
-
-  Fiber* pop() {
-    for (;;) {
-      std::uint32_t h = head_.load(std::memory_order_acquire);
-      const std::uint32_t t = tail_.load(std::memory_order_relaxed);
-      if (h == t) return nullptr;
-      Fiber* f = slots_[h % kSize].load(std::memory_order_relaxed);
-      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) {
-        // Records a few fibers ahead were most likely written on another
-        // core (spawned there, or readied there): start fetching one while
-        // these run. Only a hint: it may be stolen or not yet stored.
-        if (t - h > kRecordPrefetchRun) {
-          prefetch_record(slots_[(h + kRecordPrefetchRun) % kSize].load(std::memory_order_relaxed));
-        }
-        return f;
-      }
-    }
-  }
-
-  // Takes `portion` (half, rounded up) of the queue; for thieves and for the
-  // owner moving overflow to the global queue.
-  std::uint32_t grab_half(Fiber** out) {
-    for (;;) {
-      std::uint32_t h = head_.load(std::memory_order_acquire);
-      const std::uint32_t t = tail_.load(std::memory_order_acquire);
-      std::uint32_t n = t - h;
-      n -= n / 2;
-      if (n == 0) return 0;
-      if (n > kSize / 2) continue;  // torn read of head and tail
-      for (std::uint32_t i = 0; i < n; ++i) {
-        out[i] = slots_[(h + i) % kSize].load(std::memory_order_relaxed);
-      }
-      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel)) return n;
-    }
-  }
-
- private:
-  alignas(64) std::atomic<std::uint32_t> head_{0};
-  alignas(64) std::atomic<std::uint32_t> tail_{0};
-  std::atomic<Fiber*> slots_[kSize] = {};
-};
-
-// The global run queue: fiber pointers in linked arrays, not fibers linked
-// through their records. Putting and taking copy pointers under the lock and
-// never touch a record, so the lock is held for a memcpy; walking a chain of
-// 128 records that another core wrote (a cache miss each) held it for
-// microseconds while the spawning worker waited to put its overflow.
-class GlobalQueue {
- public:
-  static constexpr std::uint32_t kChunk = 128;
-
-  ~GlobalQueue() {
-    drop_spares(free_);
-    drop_spares(head_);
-  }
-
-  std::uint32_t size() const { return size_.load(std::memory_order_relaxed); }
-  // seq_cst: pairs with sleepers' last look for work (see Worker::sleep).
-  std::uint32_t size_seq_cst() const { return size_.load(std::memory_order_seq_cst); }
-
-  void put(Fiber* const* fibers, std::uint32_t n) {
-    std::lock_guard lock(mu_);
-    while (n > 0) {
-      if (!tail_ || tail_->end == kChunk) link_new_chunk();
-      const std::uint32_t k = std::min(n, kChunk - tail_->end);
-      std::memcpy(&tail_->fibers[tail_->end], fibers, k * sizeof(Fiber*));
-      tail_->end += k;
-      fibers += k;
-      n -= k;
-      size_.store(size_.load(std::memory_order_relaxed) + k, std::memory_order_seq_cst);
-    }
-  }
-
-  // Takes up to `max` fibers in order into `out`, for `nworkers` sharing the
-  // queue (Go's globrunqget: size / nworkers + 1, so that one worker does not
-  // take everything).
-  std::uint32_t get(Fiber** out, std::uint32_t max, int nworkers) {
-    std::lock_guard lock(mu_);
-    const std::uint32_t size = size_.load(std::memory_order_relaxed);
-    std::uint32_t n = std::min(max, size / static_cast<std::uint32_t>(nworkers) + 1);
-    n = std::min(n, size);
-    std::uint32_t taken = 0;
-    while (taken < n) {
-      Chunk* c = head_;
-      const std::uint32_t k = std::min(n - taken, c->end - c->begin);
-      std::memcpy(out + taken, &c->fibers[c->begin], k * sizeof(Fiber*));
-      c->begin += k;
-      taken += k;
-      if (c->begin == c->end) unlink_head();
-    }
-    size_.store(size - n, std::memory_order_seq_cst);
-    return n;
-  }
-
-  // For teardown, with every worker stopped.
-  template <class F>
-  void for_each(F&& fn) {
-    for (Chunk* c = head_; c; c = c->next) {
-      for (std::uint32_t i = c->begin; i < c->end; ++i) fn(c->fibers[i]);
-    }
-  }
-
- private:
-  struct Chunk {
-    Chunk* next;
-    std::uint32_t begin, end;
-    Fiber* fibers[kChunk];
-  };
-  static constexpr std::uint32_t kMaxSpares = 64;
-
-  void link_new_chunk() {
-    Chunk* c = free_;
-    if (c) {
-      free_ = c->next;
-      --spares_;
-    } else {
-      c = new Chunk;  // under the lock, but only while the queue grows past its high mark
-    }
-    c->next = nullptr;
-    c->begin = c->end = 0;
-    (tail_ ? tail_->next : head_) = c;
-    tail_ = c;
-  }
-
-  void unlink_head() {
-    Chunk* c = head_;
-    head_ = c->next;
-    if (!head_) tail_ = nullptr;
-    if (spares_ < kMaxSpares) {
-      c->next = free_;
-      free_ = c;
-      ++spares_;
-    } else {
-      delete c;
-    }
-  }
-
-  static void drop_spares(Chunk* c) {
-    while (c) {
-      Chunk* next = c->next;
-      delete c;
-      c = next;
-    }
-  }
-
-  SpinLock mu_;
-  Chunk* head_ = nullptr;
-  Chunk* tail_ = nullptr;
-  Chunk* free_ = nullptr;
-  std::uint32_t spares_ = 0;
-  alignas(64) std::atomic<std::uint32_t> size_{0};
-};
-
-enum class Action : std::uint8_t { park, yield, exit };
-
-struct Scheduler;
-
-}  // namespace
-
-struct alignas(64) Worker {
-  Scheduler* sched = nullptr;
-  int index = 0;
-  RunQueue runq;
-  std::atomic<Fiber*> runnext{nullptr};
-
-  Fiber* current = nullptr;  // the fiber running here; null while on g0
-  // The running fiber's stack, and the stack pointer to switch to next. A
-  // fiber that runs to its end without parking never has its stack or stack
-  // pointer written into its record: records move between cores (spawned on
-  // one worker, run on another, reused by the first), and a line the runner
-  // wrote costs the spawner a transfer of it, where one it only read costs
-  // an invalidation. Parking or yielding writes both into the record.
-  Stack running_stack;
-  void* next_sp = nullptr;
-  Stack prev_stack;         // of `prev`, when it exited
-  void* dead_sp = nullptr;  // where an exiting fiber's last stack pointer goes
-  // The fiber that switched away last and what it asked for; whoever runs
-  // next on this worker completes it (after_switch), once off its stack.
-  Fiber* prev = nullptr;
-  Action prev_action = Action::park;
-  ParkCommit commit = nullptr;
-  void* commit_arg = nullptr;
-  bool in_commit = false;
-
-  std::atomic<std::uint32_t> schedtick{0};
-  std::atomic<std::uint64_t> running_id{0};
-  std::uint32_t runnext_streak = 0;
-  bool spinning = false;
-  bool left_timer_role = false;  // woke from the timer role; hand it on once busy
-  bool solo = false;             // the runtime's only worker: nobody steals from it
-
-  // Sleeping: kAsleep, then kWoken (by wakep, counted as spinning) or kPoked
-  // (a timer now due sooner). Idle-list links under idle_mu.
-  static constexpr std::uint32_t kAsleep = 0, kWoken = 1, kPoked = 2;
-  std::atomic<std::uint32_t> wake_word{kAsleep};
-  std::atomic<bool> in_poll{false};  // blocked in the poller rather than on wake_word
-  Worker* next_idle = nullptr;
-  bool on_idle_list = false;
-
-  std::uint64_t rng = 0;
-  std::uint64_t id_next = 0, id_end = 0;
-  std::vector<std::uint32_t> tick_snapshot;  // one per worker, for sleep()
-
-  TimerHeap timers;
-
-  // Recycled fiber records of the pooled size class (owner only), oldest first.
-  Fiber* free_records[2 * kRecordBatch];
-  std::uint32_t free_record_count = 0;
-
-  // Counters written by the owner only, read by stats.
-  std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0};
-
-  void* g0_sp = nullptr;
-  void* tsan_g0 = nullptr;
-  void* g0_fake_stack = nullptr;
-  const void* g0_stack_bottom = nullptr;
-  std::size_t g0_stack_size = 0;
-
-  // sysmon's view of this worker.
-  std::uint32_t seen_tick = 0;
-  std::uint64_t seen_since = 0;
-  std::int64_t seen_cpu_ns = 0;
-  bool reported = false;
-  // This thread's CPU clock: the watchdog blames a fiber only for time it
-  // really ran, not for time the OS kept its thread off the CPU.
-  std::atomic<clockid_t> cpu_clock{-1};
-  std::int64_t cpu_ns() const noexcept {
-    const clockid_t c = cpu_clock.load(std::memory_order_acquire);
-    timespec ts;
-    if (c == -1 || clock_gettime(c, &ts) != 0) return -1;
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-  }
-
-  std::thread thread;
-
-  void loop();
-  Fiber* find_runnable();
-  Fiber* found(Fiber* f);
-  Fiber* local_get();
-  Fiber* steal_work();
-  Fiber* steal_from(Worker* victim, bool take_runnext);
-  void sleep();
-  Fiber* pick_local();
-  bool run_timers(bool others_too);
-  void enter(Fiber* f);
-  void leave(Fiber* self, Action action);
-  void after_switch();
-  void run_from_g0(Fiber* f);
-  void prepare(Fiber* f);
-  void finish(Fiber* f);
-  void ready_local(Fiber* f);
-  Fiber* take_record();
-  void runq_put(Fiber* f);
-  std::uint64_t next_fiber_id();
-  std::uint32_t random() {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return static_cast<std::uint32_t>(rng);
-  }
-  static void bump(std::atomic<std::uint64_t>& c) {
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
-};
-
-namespace {
-
-struct Scheduler {
-  Scheduler(int n, std::uint32_t generation) : nworkers(n), gen(generation) {
-    for (int i = 0; i < n; ++i) {
-      auto w = std::make_unique<Worker>();
-      w->sched = this;
-      w->index = i;
-      w->solo = n == 1;
-      w->tick_snapshot.resize(static_cast<std::size_t>(n));
-      w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
-      workers.push_back(std::move(w));
-    }
-  }
-
-  const int nworkers;
-  // Which runtime of this process this is: fibers carry it, so that a fiber
-  // abandoned by an earlier runtime is dropped if something readies it.
-  const std::uint32_t gen;
-  std::vector<std::unique_ptr<Worker>> workers;
-
-  // Hot fields that different workers write sit on their own cache lines.
-  alignas(64) GlobalQueue gq;
-
-  alignas(64) std::mutex idle_mu;
-  Worker* idle_head = nullptr;
-  alignas(64) std::atomic<int> nidle{0};
-  alignas(64) std::atomic<int> nspinning{0};
-  alignas(64) std::atomic<bool> stopping{false};
-
-  // The one idle worker that sleeps until the earliest timer, blocked in the
-  // poller (the others sleep until woken), and that time (0 while it is
-  // being decided).
-  alignas(64) std::atomic<Worker*> timer_sleeper{nullptr};
-  std::atomic<std::int64_t> timer_sleep_until{0};
-
-  std::unique_ptr<poll::Poller> poller;
-  std::atomic<bool> blocked_in_poll{false};
-  std::atomic<std::int64_t> last_poll{0};
-
-  // Non-blocking poll for I/O readiness, when nobody is blocked in the poller.
-  void poll_now() {
-    if (netpoll_waiters() == 0 || blocked_in_poll.load(std::memory_order_relaxed)) return;
-    chaos::at(chaos::Point::poll);
-    poll::Event events[64];
-    const int n = poller->wait(events, 64, 0);
-    last_poll.store(mono_now_ns(), std::memory_order_relaxed);
-    if (n > 0) netpoll_dispatch(events, n);
-  }
-
-  // Wakes a worker that sleeps (on its futex, or in the poller). The caller
-  // has stored its wake_word with seq_cst: that store and our load of in_poll
-  // pair with the sleeper's store of in_poll and load of wake_word (Dekker),
-  // which a release store does not guarantee (on x86 it may still sit in the
-  // store buffer while in_poll is read).
-  void wake_worker(Worker* w) {
-    if (w->in_poll.load(std::memory_order_seq_cst)) {
-      poller->wake();
-    } else {
-      futex_wake(&w->wake_word, 1);
-    }
-  }
-
-  // Queues a fiber from a thread that is not one of this runtime's workers
-  // (inside a ForeignEntry).
-  void submit_foreign(Fiber* f) {
-    global_put(f);
-    wakep();
-  }
-
-  // Free fiber-record batches, oldest at the head.
-  struct RecordBatch {
-    RecordBatch* next = nullptr;
-    Fiber* records[kRecordBatch];
-  };
-  SpinLock depot_lock;
-  RecordBatch* depot_head = nullptr;
-  RecordBatch* depot_tail = nullptr;
-  std::size_t depot_batches = 0;
-
-  std::atomic<std::uint64_t> next_id{1};
-  std::atomic<std::uint64_t> foreign_spawned{0};
-  std::atomic<std::uint64_t> wakeups{0};
-  std::atomic<std::uint64_t> watchdog_reports{0};
-  std::atomic<std::uint64_t> timer_rescues{0};
-  std::atomic<std::uint64_t> sysmon_wakeups{0};
-
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  bool done = false;
-
-  std::thread sysmon;
-  std::int64_t lost_timer_seen = kNever;  // sysmon's, for the two-round rule
-  std::atomic<std::uint32_t> sysmon_word{0};
-  std::atomic<bool> sysmon_sleeping{false};
-
-  void global_put(Fiber* f) { gq.put(&f, 1); }
-
-  // Moves up to `max` fibers (0: no limit but the queue's share) from the
-  // global queue to w's run queue, which the caller found empty; returns the
-  // first to run now.
-  Fiber* global_get(Worker* w, std::uint32_t max);
-
-  // Wakes one sleeping worker to look for work, unless one is already
-  // looking (spinning) or none sleeps. True if it woke one.
-  bool wakep() {
-    // The caller has just published work (a run queue or runnext store, a
-    // global-queue put) and now reads nidle; a sleeper counts itself in
-    // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
-    // pair: without this fence the publisher's store may still sit in its
-    // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
-    // reads the old queues, and the work waits for sysmon.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (nidle.load(std::memory_order_seq_cst) == 0) return false;
-    int zero = 0;
-    if (!nspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return false;
-    Worker* w = nullptr;
-    {
-      std::lock_guard lock(idle_mu);
-      w = idle_head;
-      if (w) {
-        idle_head = w->next_idle;
-        w->on_idle_list = false;
-        nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(Worker::kWoken, std::memory_order_seq_cst);
-      }
-    }
-    if (!w) {
-      nspinning.fetch_sub(1, std::memory_order_seq_cst);
-      return false;
-    }
-    wake_worker(w);
-    wakeups.fetch_add(1, std::memory_order_relaxed);
-    if (sysmon_sleeping.load(std::memory_order_seq_cst)) {
-      sysmon_word.store(1, std::memory_order_release);
-      futex_wake(&sysmon_word, 1);
-    }
-    return true;
-  }
-
-  std::int64_t earliest_timer() const {
-    std::int64_t next = kNever;
-    for (const auto& w : workers) {
-      next = std::min(next, w->timers.min_when.load(std::memory_order_seq_cst));
-    }
-    return next;
-  }
-
-  // True if no worker will wake for a timer due at `when` by itself: some
-  // worker is idle (so the role should be held), and the role's holder, if
-  // any, sleeps past it. Busy workers run their own heaps.
-  bool timer_role_lost(std::int64_t when) const {
-    if (nidle.load(std::memory_order_seq_cst) == 0) return false;
-    if (!timer_sleeper.load(std::memory_order_seq_cst)) return true;
-    const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
-    return until != 0 && until > when;
-  }
-
-  // Gets a worker to run due timers: the timer sleeper if there is one,
-  // else an idle worker, who then takes the role.
-  void wake_for_timers() {
-    if (Worker* sleeper = timer_sleeper.load(std::memory_order_seq_cst)) {
-      std::uint32_t asleep = Worker::kAsleep;
-      if (sleeper->wake_word.compare_exchange_strong(asleep, Worker::kPoked)) {
-        wake_worker(sleeper);
-      }
-      return;
-    }
-    wakep();
-  }
-
-  // A timer now expires at `when`: make sure some worker will be awake then.
-  void timer_added(std::int64_t when) {
-    if (timer_sleeper.load(std::memory_order_seq_cst)) {
-      // seq_cst: pairs with the sleeper's read of every heap's min_when
-      // after it published itself (Worker::sleep); 0 while it decides.
-      const std::int64_t until = timer_sleep_until.load(std::memory_order_seq_cst);
-      if (until != 0 && until <= when) return;
-    }
-    wake_for_timers();
-  }
-
-  // Timers on any heap, or fibers parked on I/O: what the timer role watches.
-  bool anything_to_watch() const { return earliest_timer() != kNever || netpoll_waiters() > 0; }
-
-  // A sleeper's last look, after it counted itself idle. Every load is
-  // seq_cst: the publishers' halves are the fence in wakep().
-  bool any_queued_work(Worker* self) const {
-    if (gq.size_seq_cst() != 0) return true;
-    bool runnext_elsewhere = false;
-    for (const auto& w : workers) {
-      if (!w->runq.empty_seq_cst()) return true;
-      if (w.get() != self && w->runnext.load(std::memory_order_seq_cst)) runnext_elsewhere = true;
-    }
-    // A fiber in another worker's runnext runs next there, unless that
-    // worker is held by one fiber: then it is work for us (Go counts runnext
-    // as queued work, and steals it from a worker that does not switch).
-    return runnext_elsewhere && any_runnext_behind_a_busy_fiber(self);
-  }
-
-  bool any_runnext_behind_a_busy_fiber(Worker* self) const;
-
-  void shutdown() {
-    {
-      std::lock_guard lock(done_mu);
-      done = true;
-    }
-    done_cv.notify_all();
-    stopping.store(true, std::memory_order_seq_cst);
-    {
-      std::lock_guard lock(idle_mu);
-      while (Worker* w = idle_head) {
-        idle_head = w->next_idle;
-        w->on_idle_list = false;
-        nidle.fetch_sub(1, std::memory_order_seq_cst);
-        w->wake_word.store(Worker::kWoken, std::memory_order_seq_cst);
-        wake_worker(w);
-      }
-    }
-    sysmon_word.store(1, std::memory_order_release);
-    futex_wake(&sysmon_word, 1);
-  }
-
-  void sysmon_loop();
-};
-
-std::atomic<Scheduler*> g_sched{nullptr};
-std::atomic<std::uint32_t> g_generations{0};
-std::atomic<std::uint64_t> g_late_readies_dropped{0};
-// Threads other than the runtime's workers inside an entry point (ready, go,
-// add_timer, a ReadyBatch flush) that uses the scheduler: teardown waits for
-// them before freeing it.
-std::atomic<int> g_foreign_entries{0};
-
-// Counts the calling thread in before it reads the scheduler, so that
-// teardown, which clears g_sched and then waits for the count to drop,
-// either frees it after this entry is done or is seen as gone (null) here.
-// A Dekker pair: our increment then load of g_sched, and teardown's store
-// of null then load of the count, all seq_cst.
-class ForeignEntry {
- public:
-  ForeignEntry() noexcept {
-    g_foreign_entries.fetch_add(1, std::memory_order_seq_cst);
-    sched_ = g_sched.load(std::memory_order_seq_cst);
-  }
-  ~ForeignEntry() { g_foreign_entries.fetch_sub(1, std::memory_order_release); }
-  ForeignEntry(const ForeignEntry&) = delete;
-  ForeignEntry& operator=(const ForeignEntry&) = delete;
-  Scheduler* sched() const noexcept { return sched_; }
-
- private:
-  Scheduler* sched_;
-};
-
-void free_abandoned(Fiber* f);
-
-// A fiber of a runtime that has ended, readied now: whoever readied it made
-// its last touch (ready() always is one), and it will never run again, so
-// its stack and record are reclaimed here.
-void drop_late_ready(Fiber* f) noexcept {
-  g_late_readies_dropped.fetch_add(1, std::memory_order_relaxed);
-  free_abandoned(f);
-}
 // initial-exec: read with one %fs-relative load instead of a __tls_get_addr
 // call (libweft is linked at start-up, not dlopen'ed).
 #define WEFT_TLS __attribute__((tls_model("initial-exec"))) thread_local
@@ -705,28 +85,6 @@ bool run_park_commit(ParkCommit commit, Fiber* waiter, void* arg) noexcept {
   } catch (...) {
     die_of_exception("a park commit");
   }
-}
-
-// run_main's std::terminate handler, which an exception escaping a fiber
-// reaches from its throw site (see fiber_main): names the fiber, then lets
-// the handler it replaced finish. Relaxed: written before the workers start,
-// which orders it for them; any other thread at worst sees null and aborts.
-std::atomic<std::terminate_handler> previous_terminate{nullptr};
-
-[[noreturn]] void on_terminate() {
-  if (const Fiber* f = tls_fiber) {
-    const auto id = static_cast<unsigned long long>(f->id);
-    const std::string what = current_exception_text();
-    if (what.empty()) {
-      std::fprintf(stderr, "weft: fiber %llu: std::terminate called\n", id);
-    } else {
-      std::fprintf(stderr, "weft: fiber %llu: uncaught exception %s\n", id, what.c_str());
-    }
-  }
-  if (std::terminate_handler previous = previous_terminate.load(std::memory_order_relaxed)) {
-    previous();
-  }
-  std::abort();
 }
 
 // The TSan switch must be made from code TSan does not instrument, or its
@@ -769,74 +127,6 @@ WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dy
   __builtin_unreachable();
 }
 
-// WEFT_POLLER if set, else the best backend this kernel allows (the first in
-// available_backends()), else the next; why a backend was refused (io_uring
-// under a seccomp policy, say) is logged once per process.
-std::unique_ptr<poll::Poller> make_runtime_poller() {
-  static std::once_flag logged;
-  std::string why;
-  if (const char* wanted = std::getenv("WEFT_POLLER"); wanted && *wanted) {
-    if (auto p = poll::make_poller(wanted, &why)) return p;
-    std::call_once(logged,
-                   [&] { log().error("WEFT_POLLER={}: {}; using another backend", wanted, why); });
-  }
-  std::string refused;
-  for (const char* const* name = poll::available_backends(); *name; ++name) {
-    if (auto p = poll::make_poller(*name, &why)) {
-      if (!refused.empty()) {
-        std::call_once(logged, [&] { log().info("{}; using {}", refused, p->name()); });
-      }
-      log().debug("poller backend: {}", p->name());
-      return p;
-    }
-    refused += (refused.empty() ? "" : "; ") + std::string(*name) + " refused: " + why;
-  }
-  std::fprintf(stderr, "weft::run: no poller backend works here: %s\n", refused.c_str());
-  std::abort();
-}
-
-int default_workers() {
-  if (const char* env = std::getenv("WEFT_PROCS")) {
-    char* end = nullptr;
-    long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<int>(n);
-    log().error("WEFT_PROCS='{}' is not a worker count from 1 to 1024; using the CPU count", env);
-  }
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-// Fiber records: one allocation holds the record and the closure. Small
-// ones come from a per-worker free array, so spawn+exit costs no malloc.
-constexpr std::size_t kPooledRecordSize = 192;
-static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
-
-void free_pooled_records(Fiber* const* records, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) ::operator delete(records[i]);
-}
-
-void delete_record(Fiber* f) {
-  const RecordKind kind = f->kind;
-  f->~Fiber();
-  if (kind == RecordKind::heap_aligned) {
-    ::operator delete (f, std::align_val_t{64});
-  } else {
-    ::operator delete(f);
-  }
-}
-
-void free_abandoned(Fiber* f) {
-  // Never ran or parked forever: its closure may be mid-call, so only the
-  // record and stack are reclaimed, as Go reclaims nothing at exit.
-  if (f->stack.lo) {
-    san::asan_unpoison_stack(f->stack.lo, f->stack.size);
-    release_stack(f->stack);
-  }
-  san::tsan_destroy(f->tsan_fiber);
-  delete_record(f);
-}
-
 }  // namespace
 
 // For functions that read this thread's worker: out of line, and (GCC) kept
@@ -877,14 +167,21 @@ void Worker::runq_put(Fiber* f) {
   }
 }
 
-Fiber* Scheduler::global_get(Worker* w, std::uint32_t max) {
+namespace {
+
+// Moves up to `max` fibers (0: no limit but the queue's share) from the
+// global queue to w's run queue, which the caller found empty; returns the
+// first to run now. File-local, so that the compiler sees every call.
+Fiber* global_get(Scheduler* s, Worker* w, std::uint32_t max) {
   Fiber* batch[RunQueue::kSize / 2];
   if (max == 0 || max > RunQueue::kSize / 2) max = RunQueue::kSize / 2;
-  const std::uint32_t n = gq.get(batch, max, nworkers);
+  const std::uint32_t n = s->gq.get(batch, max, s->nworkers);
   if (n == 0) return nullptr;
   for (std::uint32_t i = 1; i < n; ++i) w->runq.push(batch[i]);  // it was empty: room
   return batch[0];
 }
+
+}  // namespace
 
 void Worker::ready_local(Fiber* f) {
   // Thieves only ever empty runnext, so an empty slot stays empty until we
@@ -902,7 +199,7 @@ void Worker::ready_local(Fiber* f) {
   // that must take over the timer role (a ping-pong that only ever fills an
   // empty runnext would otherwise leave every other heap unwatched). Cheap
   // when nobody sleeps or somebody already spins.
-  sched->wakep();
+  sched->idle.wakep();
 }
 
 Fiber* Worker::local_get() {
@@ -924,27 +221,6 @@ Fiber* Worker::local_get() {
   runnext_streak = 0;
   if (Fiber* f = runq.pop()) return f;
   return runnext.exchange(nullptr, std::memory_order_acq_rel);
-}
-
-// Watches every other worker's switch count for as long as a thief waits
-// before taking runnext (steal_from): a worker that did not switch meanwhile
-// is held by one fiber and will not run its runnext soon.
-bool Scheduler::any_runnext_behind_a_busy_fiber(Worker* self) const {
-  std::vector<std::uint32_t>& ticks = self->tick_snapshot;  // sized at start: no allocation
-  for (std::size_t i = 0; i < workers.size(); ++i) {
-    ticks[i] = workers[i]->schedtick.load(std::memory_order_relaxed);
-  }
-  const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
-  while (now_ns() < until) cpu_relax();
-  for (std::size_t i = 0; i < workers.size(); ++i) {
-    const Worker* w = workers[i].get();
-    if (w == self || !w->runnext.load(std::memory_order_relaxed)) continue;
-    if (w->schedtick.load(std::memory_order_relaxed) == ticks[i] &&
-        w->running_id.load(std::memory_order_relaxed) != 0) {
-      return true;
-    }
-  }
-  return false;
 }
 
 Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
@@ -986,18 +262,7 @@ Fiber* Worker::steal_work() {
 }
 
 Fiber* Worker::found(Fiber* f) {
-  if (spinning) {
-    spinning = false;
-    // The last spinner found work; there may be more, so keep one looking.
-    if (sched->nspinning.fetch_sub(1, std::memory_order_seq_cst) == 1) sched->wakep();
-  }
-  if (left_timer_role) {
-    left_timer_role = false;
-    // We are about to run fibers, so we no longer watch the heaps: an idle
-    // worker must, if anything is left to watch. It takes the role when it
-    // goes back to sleep (Go: the M leaving netpoll wakes a spinner).
-    if (sched->anything_to_watch()) sched->wakep();
-  }
+  sched->idle.found_work(this);
   return f;
 }
 
@@ -1026,111 +291,28 @@ Fiber* Worker::find_runnable() {
     if (tick % kFairnessTicks == 0) {
       sched->poll_now();
       if (sched->gq.size() != 0) {
-        if (Fiber* f = sched->global_get(this, 1)) return found(f);
+        if (Fiber* f = global_get(sched, this, 1)) return found(f);
       }
     }
     if (Fiber* f = local_get()) return found(f);
     if (sched->gq.size() != 0) {
-      if (Fiber* f = sched->global_get(this, 0)) return found(f);
+      if (Fiber* f = global_get(sched, this, 0)) return found(f);
     }
     sched->poll_now();
     if (Fiber* f = local_get()) return found(f);
-    if (sched->nworkers > 1) {
-      // Bound the spinners to half the busy workers, so an idle runtime
-      // does not burn every core looking for work.
-      const int busy = sched->nworkers - sched->nidle.load(std::memory_order_relaxed);
-      if (spinning || 2 * sched->nspinning.load(std::memory_order_relaxed) < busy) {
-        if (!spinning) {
-          spinning = true;
-          sched->nspinning.fetch_add(1, std::memory_order_seq_cst);
+    if (sched->nworkers > 1 && sched->idle.start_spinning(this)) {
+      const std::uint64_t until = now_ns() + kSpinNs;
+      do {
+        if (Fiber* f = steal_work()) return found(f);
+        if (sched->gq.size() != 0) {
+          if (Fiber* f = global_get(sched, this, 0)) return found(f);
         }
-        const std::uint64_t until = now_ns() + kSpinNs;
-        do {
-          if (Fiber* f = steal_work()) return found(f);
-          if (sched->gq.size() != 0) {
-            if (Fiber* f = sched->global_get(this, 0)) return found(f);
-          }
-          if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
-          cpu_relax();
-        } while (now_ns() < until);
-      }
+        if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
+        cpu_relax();
+      } while (now_ns() < until);
     }
-    sleep();
+    sched->idle.sleep(this);
   }
-}
-
-void Worker::sleep() {
-  left_timer_role = false;
-  {
-    std::lock_guard lock(sched->idle_mu);
-    if (sched->stopping.load(std::memory_order_acquire)) return;
-    wake_word.store(kAsleep, std::memory_order_relaxed);
-    next_idle = sched->idle_head;
-    sched->idle_head = this;
-    on_idle_list = true;
-    sched->nidle.fetch_add(1, std::memory_order_seq_cst);
-  }
-  if (spinning) {
-    spinning = false;
-    sched->nspinning.fetch_sub(1, std::memory_order_seq_cst);
-  }
-  chaos::at(chaos::Point::sleep);  // between counting ourselves idle and the last look
-  // Work published before our nidle increment found nobody to wake (its
-  // wakep saw nidle == 0 or a spinner that was us): look once more.
-  bool wait = !sched->any_queued_work(this);
-  // One idle worker waits for the earliest timer; the others until woken.
-  bool timer_role = false;
-  std::int64_t deadline = kNever;
-  if (wait) {
-    Worker* none = nullptr;
-    timer_role =
-        sched->timer_sleeper.compare_exchange_strong(none, this, std::memory_order_seq_cst);
-    if (timer_role) {
-      deadline = sched->earliest_timer();
-      sched->timer_sleep_until.store(deadline, std::memory_order_seq_cst);
-    }
-  }
-  if (timer_role) {
-    // Blocked in the poller until I/O, the earliest timer, or a wake-up. A
-    // waker stores wake_word then reads in_poll; we store in_poll then read
-    // wake_word: one of us sees the other.
-    in_poll.store(true, std::memory_order_seq_cst);
-    sched->blocked_in_poll.store(true, std::memory_order_relaxed);
-    chaos::at(chaos::Point::poll);
-    if (wake_word.load(std::memory_order_seq_cst) == kAsleep) {
-      std::int64_t timeout = -1;
-      if (deadline != kNever) timeout = std::max<std::int64_t>(0, deadline - mono_now_ns());
-      poll::Event events[128];
-      const int n = sched->poller->wait(events, 128, timeout);
-      sched->last_poll.store(mono_now_ns(), std::memory_order_relaxed);
-      sched->blocked_in_poll.store(false, std::memory_order_relaxed);
-      in_poll.store(false, std::memory_order_seq_cst);
-      if (n > 0) netpoll_dispatch(events, n);
-    }
-    sched->blocked_in_poll.store(false, std::memory_order_relaxed);
-    in_poll.store(false, std::memory_order_seq_cst);
-  }
-  while (wait && !timer_role && wake_word.load(std::memory_order_acquire) == kAsleep) {
-    futex_wait(&wake_word, kAsleep);
-  }
-  if (timer_role) {
-    sched->timer_sleep_until.store(0, std::memory_order_seq_cst);
-    sched->timer_sleeper.store(nullptr, std::memory_order_seq_cst);
-    left_timer_role = true;
-  }
-  {
-    std::lock_guard lock(sched->idle_mu);
-    if (on_idle_list) {  // timer due, poked, or work found: nobody counted us
-      Worker** link = &sched->idle_head;
-      while (*link != this) link = &(*link)->next_idle;
-      *link = next_idle;
-      on_idle_list = false;
-      sched->nidle.fetch_sub(1, std::memory_order_seq_cst);
-      return;
-    }
-  }
-  // wakep took us off the idle list and counted us as spinning.
-  spinning = !sched->stopping.load(std::memory_order_acquire);
 }
 
 void Worker::prepare(Fiber* f) {
@@ -1162,6 +344,14 @@ void Worker::prepare(Fiber* f) {
   next_sp = frame;
 }
 
+// The two per-worker halves of fiber-record recycling (records.h) live here,
+// not in records.cc: the depot's SpinLock backs off through spin_backoff(),
+// defined in this file and inlined into them; from records.cc it was a call,
+// and the spawn path (take_record) gained a stack frame for its counter.
+
+// The end of a fiber that ran to completion, on whichever fiber or g0 runs
+// next on its worker (after_switch): its stack goes back to the pool, its
+// record to this worker's free array.
 void Worker::finish(Fiber* f) {
   release_stack(prev_stack);
   san::tsan_destroy(f->tsan_fiber);
@@ -1173,16 +363,16 @@ void Worker::finish(Fiber* f) {
   free_records[free_record_count++] = f;
   if (free_record_count < 2 * kRecordBatch) return;
   // Full: the oldest batch goes; the newest, warm here, stay for our spawns.
-  auto* batch = new Scheduler::RecordBatch;
+  auto* batch = new RecordBatch;
   std::memcpy(batch->records, free_records, sizeof batch->records);
   free_record_count -= kRecordBatch;
   std::memmove(free_records, free_records + kRecordBatch, free_record_count * sizeof(Fiber*));
   {
-    std::lock_guard lock(sched->depot_lock);
-    if (sched->depot_batches < kDepotMaxBatches) {
-      (sched->depot_tail ? sched->depot_tail->next : sched->depot_head) = batch;
-      sched->depot_tail = batch;
-      ++sched->depot_batches;
+    std::lock_guard lock(sched->depot.lock);
+    if (sched->depot.batches < kDepotMaxBatches) {
+      (sched->depot.tail ? sched->depot.tail->next : sched->depot.head) = batch;
+      sched->depot.tail = batch;
+      ++sched->depot.batches;
       return;
     }
   }
@@ -1192,14 +382,14 @@ void Worker::finish(Fiber* f) {
 
 Fiber* Worker::take_record() {
   if (free_record_count == 0) {
-    Scheduler::RecordBatch* batch = nullptr;
+    RecordBatch* batch = nullptr;
     {
-      std::lock_guard lock(sched->depot_lock);
-      batch = sched->depot_head;
+      std::lock_guard lock(sched->depot.lock);
+      batch = sched->depot.head;
       if (!batch) return nullptr;
-      sched->depot_head = batch->next;
-      if (!sched->depot_head) sched->depot_tail = nullptr;
-      --sched->depot_batches;
+      sched->depot.head = batch->next;
+      if (!sched->depot.head) sched->depot.tail = nullptr;
+      --sched->depot.batches;
     }
     std::memcpy(free_records, batch->records, sizeof batch->records);
     free_record_count = kRecordBatch;
@@ -1225,11 +415,11 @@ Fiber* Worker::pick_local() {
   if (tick % kFairnessTicks == 0) {
     sched->poll_now();  // a busy worker still notices I/O
     if (sched->gq.size() != 0) {
-      if (Fiber* f = sched->global_get(this, 1)) return f;
+      if (Fiber* f = global_get(sched, this, 1)) return f;
     }
   }
   if (Fiber* f = local_get()) return f;
-  if (sched->gq.size() != 0) return sched->global_get(this, 0);
+  if (sched->gq.size() != 0) return global_get(sched, this, 0);
   return nullptr;
 }
 
@@ -1336,123 +526,6 @@ void Worker::loop() {
   tls_worker = nullptr;
 }
 
-void Scheduler::sysmon_loop() {
-  while (!stopping.load(std::memory_order_acquire)) {
-    if (nidle.load(std::memory_order_seq_cst) == nworkers) {
-      // Fully idle: sleep until a worker is woken, so that an idle runtime
-      // costs nothing.
-      sysmon_word.store(0, std::memory_order_relaxed);
-      sysmon_sleeping.store(true, std::memory_order_seq_cst);
-      if (nidle.load(std::memory_order_seq_cst) == nworkers) {
-        timespec limit{1, 0};
-        futex_wait(&sysmon_word, 0, &limit);
-      }
-      sysmon_sleeping.store(false, std::memory_order_seq_cst);
-      continue;
-    }
-    timespec period{0, static_cast<long>(kSysmonPeriodNs)};
-    // Reset first: a wake meant to end the idle sleep leaves the word at 1,
-    // and waiting for 0 on it would return at once, every time, making this
-    // loop spin on futex calls for as long as the runtime is busy.
-    sysmon_word.store(0, std::memory_order_relaxed);
-    futex_wait(&sysmon_word, 0, &period);
-    const std::uint64_t now = now_ns();
-    // Every worker busy with long-running fibers: nobody polls, so do it here.
-    if (static_cast<std::int64_t>(now) - last_poll.load(std::memory_order_relaxed) > 10'000'000) {
-      poll_now();
-    }
-    for (auto& wp : workers) {
-      Worker* w = wp.get();
-      const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed);
-      const std::uint64_t id = w->running_id.load(std::memory_order_relaxed);
-      if (id == 0 || tick != w->seen_tick) {
-        w->seen_tick = tick;
-        w->seen_since = now;
-        w->seen_cpu_ns = id == 0 ? 0 : w->cpu_ns();
-        w->reported = false;
-        continue;
-      }
-      const std::uint64_t held = now - w->seen_since;
-      const auto ran_for = [w] {
-        const std::int64_t cpu = w->cpu_ns();
-        return cpu < 0 || w->seen_cpu_ns < 0 ? kWatchdogNs
-                                             : static_cast<std::uint64_t>(cpu - w->seen_cpu_ns);
-      };
-      if (!w->reported && held >= kWatchdogNs && ran_for() >= kWatchdogNs) {
-        w->reported = true;
-        watchdog_reports.fetch_add(1, std::memory_order_relaxed);
-        log().warn("fiber {} has held worker {} for {} ms without parking or yielding", id,
-                   w->index, held / 1'000'000);
-      }
-      // Work or timers queued behind a stuck fiber: let an idle worker take them.
-      if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty() ||
-          w->timers.min_when.load(std::memory_order_relaxed) <= mono_now_ns()) {
-        if (wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
-    // The backstop of the timer role: a timer overdue on any heap, an idle
-    // worker's included, that nobody plans to wake for (Go's sysmon:
-    // timeSleepUntil, then startm). Only when seen on two rounds in a row:
-    // a role being handed on, or a worker the OS has not run yet, is not lost.
-    const std::int64_t earliest = earliest_timer();
-    if (earliest != kNever && mono_now_ns() - earliest > kTimerOverdueNs &&
-        timer_role_lost(earliest)) {
-      if (lost_timer_seen == earliest) {
-        timer_rescues.fetch_add(1, std::memory_order_relaxed);
-        wake_for_timers();
-      }
-      lost_timer_seen = earliest;
-    } else {
-      lost_timer_seen = kNever;
-    }
-  }
-}
-
-Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
-                 void** closure_storage) {
-  if (g_sched.load(std::memory_order_acquire) == nullptr) {
-    std::fprintf(stderr, "weft::go: no runtime is running; spawn fibers inside weft::run\n");
-    std::abort();
-  }
-  if (closure_align > 64) {
-    std::fprintf(stderr, "weft::go: closures aligned to more than 64 bytes are not supported\n");
-    std::abort();
-  }
-  const std::size_t align = std::max<std::size_t>(closure_align, alignof(Fiber));
-  const std::size_t offset = (sizeof(Fiber) + align - 1) / align * align;
-  const std::size_t total = offset + closure_size;
-  void* mem = nullptr;
-  RecordKind kind = RecordKind::heap;
-  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ && total <= kPooledRecordSize) {
-    kind = RecordKind::pooled;
-    Worker* w = current_worker();
-    mem = w ? w->take_record() : nullptr;
-    if (!mem) mem = ::operator new(kPooledRecordSize);
-  } else if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
-    mem = ::operator new(total);
-  } else {
-    kind = RecordKind::heap_aligned;
-    mem = ::operator new (total, std::align_val_t{64});
-  }
-  auto* f = ::new (mem) Fiber();
-  f->kind = kind;
-  f->stack_request = static_cast<std::uint32_t>(round_stack_size(opts.stack_size));
-  f->closure_offset = static_cast<std::uint16_t>(offset);
-  *closure_storage = f->closure_storage();
-  return f;
-}
-
-void free_unstarted_fiber(Fiber* f) noexcept {
-  // On top of the free array it most likely came from, so the next spawn
-  // reuses it while its lines are still in this core's cache.
-  Worker* w = current_worker();
-  if (f->kind == RecordKind::pooled && w && w->free_record_count < 2 * kRecordBatch) {
-    w->free_records[w->free_record_count++] = f;
-    return;
-  }
-  delete_record(f);
-}
-
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   f->closure = vtable;
@@ -1470,7 +543,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     } else {
       w->runq_put(f);
     }
-    s->wakep();
+    s->idle.wakep();
     return id;
   }
   ForeignEntry entry;
@@ -1485,90 +558,6 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   const std::uint64_t id = f->id;
   s->submit_foreign(f);
   return id;
-}
-
-int run_main(std::function<int()> main_fn, const RunOptions& opts) {
-  const int n = opts.workers > 0 ? opts.workers : default_workers();
-  auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
-  Scheduler* none = nullptr;
-  if (!g_sched.compare_exchange_strong(none, s)) {
-    std::fprintf(stderr,
-                 "weft::run: a runtime is already running in this process; weft::run cannot be "
-                 "nested or run concurrently\n");
-    std::abort();
-  }
-  install_overflow_handler();
-  if (std::terminate_handler previous = std::set_terminate(&on_terminate);
-      previous != &on_terminate) {
-    previous_terminate.store(previous, std::memory_order_relaxed);
-  }
-  s->poller = make_runtime_poller();
-  int exit_code = 0;
-  // Main's exception goes to run()'s caller, once the runtime is torn down.
-  std::exception_ptr main_error;
-  go([&exit_code, &main_error, &main_fn, s] {
-    try {
-      exit_code = main_fn();
-    } catch (...) {
-      main_error = std::current_exception();
-    }
-    s->shutdown();
-  });
-  log().debug("runtime starting with {} workers", n);
-  for (auto& w : s->workers) w->thread = std::thread([w = w.get()] { w->loop(); });
-  s->sysmon = std::thread([s] { s->sysmon_loop(); });
-  {
-    std::unique_lock lock(s->done_mu);
-    s->done_cv.wait(lock, [s] { return s->done; });
-  }
-  for (auto& w : s->workers) w->thread.join();
-  s->sysmon.join();
-  // From here on, threads that ready a fiber of this runtime drop it; those
-  // already inside an entry point finish queueing first (ForeignEntry).
-  g_sched.store(nullptr, std::memory_order_seq_cst);
-  while (g_foreign_entries.load(std::memory_order_seq_cst) != 0) sched_yield();
-
-  std::uint64_t exited = 0, spawned = s->foreign_spawned.load();
-  std::vector<Fiber*> abandoned;
-  for (auto& w : s->workers) {
-    exited += w->exited.load();
-    spawned += w->spawned.load();
-    if (Fiber* f = w->runnext.exchange(nullptr)) abandoned.push_back(f);
-    while (Fiber* f = w->runq.pop()) abandoned.push_back(f);
-  }
-  s->gq.for_each([&](Fiber* f) { abandoned.push_back(f); });
-  for (auto& w : s->workers) {
-    std::lock_guard lock(w->timers.lock);
-    w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
-  }
-  for (Fiber* f : abandoned) free_abandoned(f);
-  while (Scheduler::RecordBatch* batch = s->depot_head) {
-    s->depot_head = batch->next;
-    free_pooled_records(batch->records, kRecordBatch);
-    delete batch;
-  }
-  if (spawned > exited) {
-    log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",
-                spawned - exited);
-  }
-  delete s;
-  if (std::get_terminate() == &on_terminate) {
-    std::set_terminate(previous_terminate.load(std::memory_order_relaxed));
-  }
-  if (main_error) std::rethrow_exception(main_error);
-  return exit_code;
-}
-
-std::uint32_t runtime_generation() noexcept {
-  // A worker exists only while its runtime runs: no shared counter to touch.
-  if (Worker* w = current_worker()) return w->sched->gen;
-  ForeignEntry entry;  // the scheduler is read, not freed, under us
-  return entry.sched() ? entry.sched()->gen : 0;
-}
-
-poll::Poller* runtime_poller() {
-  Scheduler* s = g_sched.load(std::memory_order_acquire);
-  return s ? s->poller.get() : nullptr;
 }
 
 // ---- timers --------------------------------------------------------------
@@ -1598,7 +587,7 @@ void add_timer(TimerNode* node, std::int64_t when) {
   }
   // The node may already have fired and be gone: only `when` from here on. A
   // timer due never (a saturated timeout) needs nobody awake for it.
-  if (earliest && when != kNever) s->timer_added(when);
+  if (earliest && when != kNever) s->idle.timer_added(when);
 }
 
 // ---- parking -------------------------------------------------------------
@@ -1689,7 +678,7 @@ void ReadyBatch::flush() noexcept {
     for (; f; f = f->next) rest[n++] = f;
     s->gq.put(rest, n);
   }
-  s->wakep();
+  s->idle.wakep();
 }
 
 void ready(Fiber* f) noexcept {
@@ -1723,10 +712,6 @@ void ready(Fiber* f) noexcept {
   s->submit_foreign(f);
 }
 
-std::uint64_t late_readies_dropped() noexcept {
-  return g_late_readies_dropped.load(std::memory_order_relaxed);
-}
-
 SchedulerStats scheduler_stats() noexcept {
   SchedulerStats st{};
   Scheduler* s = g_sched.load(std::memory_order_acquire);
@@ -1739,11 +724,11 @@ SchedulerStats scheduler_stats() noexcept {
     st.schedticks += w->schedtick.load(std::memory_order_relaxed);
   }
   st.spawned = spawned;
-  st.worker_wakeups = s->wakeups.load(std::memory_order_relaxed);
+  st.worker_wakeups = s->idle.wakeups();
   st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
-  st.idle_workers = s->nidle.load(std::memory_order_relaxed);
+  st.idle_workers = s->idle.idle_workers();
   st.live_fibers = static_cast<std::int64_t>(spawned - exited);
   return st;
 }

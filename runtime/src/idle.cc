@@ -1,0 +1,205 @@
+// The idle protocol (idle.h states its invariants): sleeping, waking, and the
+// timer role.
+#include "idle.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "chaos.h"
+#include "netpoll.h"
+#include "scheduler_internal.h"
+#include "timer.h"
+
+namespace weft::detail {
+
+bool Idle::wakep() {
+  // The caller has just published work (a run queue or runnext store, a
+  // global-queue put) and now reads nidle; a sleeper counts itself in
+  // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
+  // pair: without this fence the publisher's store may still sit in its
+  // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
+  // reads the old queues, and the work waits for sysmon.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
+  int zero = 0;
+  if (!nspinning_.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return false;
+  Worker* w = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    w = head_;
+    if (w) {
+      head_ = w->next_idle;
+      w->on_idle_list = false;
+      nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      w->wake_word.store(kWoken, std::memory_order_seq_cst);
+    }
+  }
+  if (!w) {
+    nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+    return false;
+  }
+  wake_worker(w);
+  wakeups_.fetch_add(1, std::memory_order_relaxed);
+  // Pairs with sysmon's store of sysmon_sleeping then all_idle() (sysmon.cc).
+  if (sched_.sysmon_sleeping.load(std::memory_order_seq_cst)) {
+    sched_.sysmon_word.store(1, std::memory_order_release);
+    futex_wake(&sched_.sysmon_word, 1);
+  }
+  return true;
+}
+
+// The caller has stored w's wake_word with seq_cst: that store and our load
+// of in_poll pair with the sleeper's store of in_poll and load of wake_word
+// (Dekker), which a release store does not guarantee (on x86 it may still
+// sit in the store buffer while in_poll is read).
+void Idle::wake_worker(Worker* w) {
+  if (w->in_poll.load(std::memory_order_seq_cst)) {
+    sched_.poller->wake();
+  } else {
+    futex_wake(&w->wake_word, 1);
+  }
+}
+
+bool Idle::timer_role_lost(std::int64_t when) const {
+  if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
+  if (!timer_sleeper_.load(std::memory_order_seq_cst)) return true;
+  const std::int64_t until = timer_sleep_until_.load(std::memory_order_seq_cst);
+  return until != 0 && until > when;
+}
+
+void Idle::wake_for_timers() {
+  if (Worker* sleeper = timer_sleeper_.load(std::memory_order_seq_cst)) {
+    std::uint32_t asleep = kAsleep;
+    if (sleeper->wake_word.compare_exchange_strong(asleep, kPoked)) {
+      wake_worker(sleeper);
+    }
+    return;
+  }
+  wakep();
+}
+
+bool Idle::anything_to_watch() const {
+  return sched_.earliest_timer() != kNever || netpoll_waiters() > 0;
+}
+
+// Every load is seq_cst: the publishers' halves are the fence in wakep().
+bool Idle::any_queued_work(Worker* self) const {
+  if (sched_.gq.size_seq_cst() != 0) return true;
+  bool runnext_elsewhere = false;
+  for (const auto& w : sched_.workers) {
+    if (!w->runq.empty_seq_cst()) return true;
+    if (w.get() != self && w->runnext.load(std::memory_order_seq_cst)) runnext_elsewhere = true;
+  }
+  // A fiber in another worker's runnext runs next there, unless that
+  // worker is held by one fiber: then it is work for us (Go counts runnext
+  // as queued work, and steals it from a worker that does not switch).
+  return runnext_elsewhere && any_runnext_behind_a_busy_fiber(self);
+}
+
+// Watches every other worker's switch count for as long as a thief waits
+// before taking runnext (steal_from): a worker that did not switch meanwhile
+// is held by one fiber and will not run its runnext soon.
+bool Idle::any_runnext_behind_a_busy_fiber(Worker* self) const {
+  const auto& workers = sched_.workers;
+  std::vector<std::uint32_t>& ticks = self->tick_snapshot;  // sized at start: no allocation
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    ticks[i] = workers[i]->schedtick.load(std::memory_order_relaxed);
+  }
+  const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
+  while (now_ns() < until) cpu_relax();
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    const Worker* w = workers[i].get();
+    if (w == self || !w->runnext.load(std::memory_order_relaxed)) continue;
+    if (w->schedtick.load(std::memory_order_relaxed) == ticks[i] &&
+        w->running_id.load(std::memory_order_relaxed) != 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Idle::sleep(Worker* w) {
+  w->left_timer_role = false;
+  {
+    std::lock_guard lock(mu_);
+    if (sched_.stopping.load(std::memory_order_acquire)) return;
+    w->wake_word.store(kAsleep, std::memory_order_relaxed);
+    w->next_idle = head_;
+    head_ = w;
+    w->on_idle_list = true;
+    nidle_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  if (w->spinning) {
+    w->spinning = false;
+    nspinning_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  chaos::at(chaos::Point::sleep);  // between counting ourselves idle and the last look
+  // Work published before our nidle increment found nobody to wake (its
+  // wakep saw nidle == 0 or a spinner that was us): look once more.
+  bool wait = !any_queued_work(w);
+  // One idle worker waits for the earliest timer; the others until woken.
+  bool timer_role = false;
+  std::int64_t deadline = kNever;
+  if (wait) {
+    Worker* none = nullptr;
+    timer_role = timer_sleeper_.compare_exchange_strong(none, w, std::memory_order_seq_cst);
+    if (timer_role) {
+      deadline = sched_.earliest_timer();
+      timer_sleep_until_.store(deadline, std::memory_order_seq_cst);
+    }
+  }
+  if (timer_role) {
+    // Blocked in the poller until I/O, the earliest timer, or a wake-up. A
+    // waker stores wake_word then reads in_poll; we store in_poll then read
+    // wake_word: one of us sees the other.
+    w->in_poll.store(true, std::memory_order_seq_cst);
+    blocked_in_poll_.store(true, std::memory_order_relaxed);
+    chaos::at(chaos::Point::poll);
+    if (w->wake_word.load(std::memory_order_seq_cst) == kAsleep) {
+      std::int64_t timeout = -1;
+      if (deadline != kNever) timeout = std::max<std::int64_t>(0, deadline - mono_now_ns());
+      poll::Event events[128];
+      const int n = sched_.poller->wait(events, 128, timeout);
+      sched_.last_poll.store(mono_now_ns(), std::memory_order_relaxed);
+      blocked_in_poll_.store(false, std::memory_order_relaxed);
+      w->in_poll.store(false, std::memory_order_seq_cst);
+      if (n > 0) netpoll_dispatch(events, n);
+    }
+    blocked_in_poll_.store(false, std::memory_order_relaxed);
+    w->in_poll.store(false, std::memory_order_seq_cst);
+  }
+  while (wait && !timer_role && w->wake_word.load(std::memory_order_acquire) == kAsleep) {
+    futex_wait(&w->wake_word, kAsleep);
+  }
+  if (timer_role) {
+    timer_sleep_until_.store(0, std::memory_order_seq_cst);
+    timer_sleeper_.store(nullptr, std::memory_order_seq_cst);
+    w->left_timer_role = true;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (w->on_idle_list) {  // timer due, poked, or work found: nobody counted us
+      Worker** link = &head_;
+      while (*link != w) link = &(*link)->next_idle;
+      *link = w->next_idle;
+      w->on_idle_list = false;
+      nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
+  }
+  // wakep took us off the idle list and counted us as spinning.
+  w->spinning = !sched_.stopping.load(std::memory_order_acquire);
+}
+
+void Idle::wake_all() {
+  std::lock_guard lock(mu_);
+  while (Worker* w = head_) {
+    head_ = w->next_idle;
+    w->on_idle_list = false;
+    nidle_.fetch_sub(1, std::memory_order_seq_cst);
+    w->wake_word.store(kWoken, std::memory_order_seq_cst);
+    wake_worker(w);
+  }
+}
+
+}  // namespace weft::detail

@@ -1,0 +1,187 @@
+// The idle protocol: how workers with nothing to run go to sleep and are
+// woken, and which of them watches the timers and the poller (the timer
+// role, also called the poll role). One object per runtime
+// (Scheduler::idle). Internal to the runtime; the code is in idle.cc, but for
+// the checks the timer and find-work paths make inline, below.
+//
+// Terms. A worker is *idle* while it is on the idle list (counted in nidle_).
+// It is *spinning* while it looks for work to steal (counted in nspinning_);
+// a worker woken by wakep() starts out spinning. It holds the *timer role*
+// while it is timer_sleeper_: it then sleeps in the poller until I/O, the
+// earliest timer across all workers' heaps (timer_sleep_until_), or a
+// wake-up. Every other idle worker sleeps on its own wake word (a futex)
+// until woken. Busy workers run their own heaps every 16 switches.
+//
+// Invariants.
+// 1. At most one worker holds the timer role, so at most one blocks in the
+//    poller: the role is taken by CAS from null, and given up by its holder.
+// 2. While any worker is idle and any timer or I/O waiter exists, one worker
+//    holds the role and sleeps no later than the earliest timer across all
+//    heaps, or a spinner is about to take it (a spinner that finds no work
+//    sleeps, and takes a vacant role). timer_added() keeps this as timers
+//    come: one earlier than timer_sleep_until_ (0 while the holder decides)
+//    pokes the holder, which then recomputes; with no holder, wakep().
+// 3. A fiber made runnable while a worker is idle and none spins wakes one.
+//    Every ready and spawn calls wakep() once the fiber is queued (a
+//    ReadyBatch once for its batch, a thread once it has put the fiber in
+//    the global queue); wakep() fences before it reads nidle_. A sleeper
+//    increments nidle_, then looks at every queue once more (its last look)
+//    before it sleeps. A Dekker pair: one of them sees the other. wakep()
+//    wakes nobody while a worker spins: the spinner finds the work, or
+//    sleeps and makes that last look itself, and the last spinner to find
+//    work wakes another (found_work(), Go's rule). A yield requeues its
+//    fiber without wakep(): it was runnable already.
+// 4. A worker leaving the role (woken, poked, or its poll returned) hands it
+//    on once it is busy: found_work() calls wakep() if anything is left to
+//    watch. One that finds nothing goes back to sleep and takes the role
+//    again.
+// 5. sysmon is the backstop: a timer overdue by over 1 ms while the role is
+//    lost (timer_role_lost: idle workers, and no holder planning to wake for
+//    it) on two of its rounds in a row gets a worker woken (wake_for_timers).
+//
+// Memory orders (every pair named again where it is used):
+// - nidle_ and the queues: the fence in wakep() after the caller's queue
+//   store, against the sleeper's seq_cst nidle_ increment and the seq_cst
+//   loads of its last look (RunQueue::empty_seq_cst,
+//   GlobalQueue::size_seq_cst, runnext).
+// - A worker's wake_word and in_poll: a waker stores wake_word (kWoken under
+//   mu_, or kPoked by CAS) and then reads in_poll; the holder of the role
+//   stores in_poll and then reads wake_word; all seq_cst. The waker then
+//   wakes the poller or the futex, whichever the sleeper waits on; a sleeper
+//   that saw the word changed does not wait.
+// - timer_sleeper_ and timer_sleep_until_ against the heaps: the holder
+//   publishes itself, then reads every heap's min_when, then publishes
+//   until; timer_added() runs after the heap's seq_cst store of min_when and
+//   reads timer_sleeper_ and then until; all seq_cst. No holder: one to come
+//   reads the heap with the new timer in it. until == 0: it pokes the
+//   holder. Any other until may have been computed without the new timer,
+//   so it is compared with the timer's time, and a sooner timer pokes.
+// - sysmon's sleep through an idle runtime: sysmon stores sysmon_sleeping
+//   and then checks all_idle(); wakep() decrements nidle_ and then reads
+//   sysmon_sleeping; all seq_cst: a worker woken while sysmon goes to sleep
+//   wakes sysmon too.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "worker.h"
+
+namespace weft::detail {
+
+struct Scheduler;
+
+class Idle {
+ public:
+  // A sleeping worker's wake_word.
+  static constexpr std::uint32_t kAsleep = 0, kWoken = 1, kPoked = 2;
+
+  Idle(Scheduler& sched, int nworkers) : sched_(sched), nworkers_(nworkers) {}
+  Idle(const Idle&) = delete;
+  Idle& operator=(const Idle&) = delete;
+
+  // Wakes one sleeping worker to look for work, unless one is already
+  // looking (spinning) or none sleeps. True if it woke one. For whoever has
+  // just queued work.
+  bool wakep();
+
+  // A timer now expires at `when`: make sure some worker will be awake then.
+  void timer_added(std::int64_t when);
+  // Gets a worker to run due timers: the role's holder if there is one,
+  // else an idle worker, who then takes the role.
+  void wake_for_timers();
+  // True if no worker will wake for a timer due at `when` by itself: some
+  // worker is idle (so the role should be held), and the role's holder, if
+  // any, sleeps past it. Busy workers run their own heaps.
+  bool timer_role_lost(std::int64_t when) const;
+
+  // For a worker about to sleep: true if it spins (looks for work to steal)
+  // first, counted as spinning. Spinners are bounded to half the busy
+  // workers, so that an idle runtime does not burn every core looking.
+  bool start_spinning(Worker* w);
+  // For a worker that found work: a spinner stops (the last one wakes
+  // another), and one that left the timer role hands it on.
+  void found_work(Worker* w);
+  // The worker has found no work: it counts itself idle, looks at every
+  // queue once more, then takes the timer role or sleeps on its wake word
+  // until woken, and leaves the idle list. Returns with w->spinning set if
+  // wakep() woke it; at once if the runtime is stopping.
+  void sleep(Worker* w);
+
+  // Shutdown, once Scheduler::stopping is set: wakes every sleeping worker.
+  void wake_all();
+
+  bool all_idle() const { return nidle_.load(std::memory_order_seq_cst) == nworkers_; }
+  // Whether the role's holder is blocked in the poller (a hint: others then
+  // need not poll).
+  bool poller_blocked() const { return blocked_in_poll_.load(std::memory_order_relaxed); }
+  int idle_workers() const { return nidle_.load(std::memory_order_relaxed); }
+  std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
+
+ private:
+  // Wakes a worker that sleeps (on its futex, or in the poller).
+  void wake_worker(Worker* w);
+  // Timers on any heap, or fibers parked on I/O: what the timer role watches.
+  bool anything_to_watch() const;
+  // A sleeper's last look, after it counted itself idle.
+  bool any_queued_work(Worker* self) const;
+  bool any_runnext_behind_a_busy_fiber(Worker* self) const;
+
+  Scheduler& sched_;
+  const int nworkers_;
+
+  // Hot fields that different workers write sit on their own cache lines.
+  alignas(64) std::mutex mu_;  // the idle list: head_, and each worker's next_idle and on_idle_list
+  Worker* head_ = nullptr;
+  alignas(64) std::atomic<int> nidle_{0};
+  alignas(64) std::atomic<int> nspinning_{0};
+
+  // The one idle worker that sleeps until the earliest timer, blocked in the
+  // poller (the others sleep until woken), and that time (0 while it is
+  // being decided).
+  alignas(64) std::atomic<Worker*> timer_sleeper_{nullptr};
+  std::atomic<std::int64_t> timer_sleep_until_{0};
+  std::atomic<bool> blocked_in_poll_{false};
+
+  std::atomic<std::uint64_t> wakeups_{0};
+};
+
+static_assert(Idle::kAsleep == 0, "Worker::wake_word starts as kAsleep");
+
+inline void Idle::timer_added(std::int64_t when) {
+  if (timer_sleeper_.load(std::memory_order_seq_cst)) {
+    // seq_cst: pairs with the holder's read of every heap's min_when after
+    // it published itself (sleep); 0 while it decides.
+    const std::int64_t until = timer_sleep_until_.load(std::memory_order_seq_cst);
+    if (until != 0 && until <= when) return;
+  }
+  wake_for_timers();
+}
+
+inline bool Idle::start_spinning(Worker* w) {
+  const int busy = nworkers_ - nidle_.load(std::memory_order_relaxed);
+  if (!w->spinning && 2 * nspinning_.load(std::memory_order_relaxed) >= busy) return false;
+  if (!w->spinning) {
+    w->spinning = true;
+    nspinning_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  return true;
+}
+
+inline void Idle::found_work(Worker* w) {
+  if (w->spinning) {
+    w->spinning = false;
+    // The last spinner found work; there may be more, so keep one looking.
+    if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wakep();
+  }
+  if (w->left_timer_role) {
+    w->left_timer_role = false;
+    // We are about to run fibers, so we no longer watch the heaps: an idle
+    // worker must, if anything is left to watch. It takes the role when it
+    // goes back to sleep (Go: the M leaving netpoll wakes a spinner).
+    if (anything_to_watch()) wakep();
+  }
+}
+
+}  // namespace weft::detail

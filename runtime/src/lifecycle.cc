@@ -1,0 +1,212 @@
+// A runtime's life: run_main starts the workers and sysmon around main's
+// fiber, and when main returns tears everything down, as Go exits: other
+// fibers are abandoned (records and stacks reclaimed, closures not run).
+// - Only one runtime runs at a time (g_sched, set by CAS); each has its own
+//   generation, which its fibers carry, so that a fiber of an earlier one
+//   readied now is dropped (late_readies_dropped).
+// - Threads outside the runtime that are inside an entry point count
+//   themselves in (ForeignEntry, scheduler_internal.h); teardown clears
+//   g_sched, then waits for them before it frees the scheduler.
+// - An exception escaping a fiber reaches on_terminate at its throw site;
+//   one escaping main is caught and rethrown from run_main after teardown.
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "log.h"
+#include "records.h"
+#include "scheduler.h"
+#include "scheduler_internal.h"
+#include "stack.h"
+#include "weft/runtime.h"
+
+namespace weft::detail {
+
+std::atomic<Scheduler*> g_sched{nullptr};
+std::atomic<std::uint64_t> g_late_readies_dropped{0};
+std::atomic<int> g_foreign_entries{0};
+
+namespace {
+
+std::atomic<std::uint32_t> g_generations{0};
+
+// run_main's std::terminate handler, which an exception escaping a fiber
+// reaches from its throw site (see fiber_main): names the fiber, then lets
+// the handler it replaced finish. Relaxed: written before the workers start,
+// which orders it for them; any other thread at worst sees null and aborts.
+std::atomic<std::terminate_handler> previous_terminate{nullptr};
+
+[[noreturn]] void on_terminate() {
+  if (const std::uint64_t fiber = weft::fiber_id()) {
+    const auto id = static_cast<unsigned long long>(fiber);
+    const std::string what = current_exception_text();
+    if (what.empty()) {
+      std::fprintf(stderr, "weft: fiber %llu: std::terminate called\n", id);
+    } else {
+      std::fprintf(stderr, "weft: fiber %llu: uncaught exception %s\n", id, what.c_str());
+    }
+  }
+  if (std::terminate_handler previous = previous_terminate.load(std::memory_order_relaxed)) {
+    previous();
+  }
+  std::abort();
+}
+
+// WEFT_POLLER if set, else the best backend this kernel allows (the first in
+// available_backends()), else the next; why a backend was refused (io_uring
+// under a seccomp policy, say) is logged once per process.
+std::unique_ptr<poll::Poller> make_runtime_poller() {
+  static std::once_flag logged;
+  std::string why;
+  if (const char* wanted = std::getenv("WEFT_POLLER"); wanted && *wanted) {
+    if (auto p = poll::make_poller(wanted, &why)) return p;
+    std::call_once(logged,
+                   [&] { log().error("WEFT_POLLER={}: {}; using another backend", wanted, why); });
+  }
+  std::string refused;
+  for (const char* const* name = poll::available_backends(); *name; ++name) {
+    if (auto p = poll::make_poller(*name, &why)) {
+      if (!refused.empty()) {
+        std::call_once(logged, [&] { log().info("{}; using {}", refused, p->name()); });
+      }
+      log().debug("poller backend: {}", p->name());
+      return p;
+    }
+    refused += (refused.empty() ? "" : "; ") + std::string(*name) + " refused: " + why;
+  }
+  std::fprintf(stderr, "weft::run: no poller backend works here: %s\n", refused.c_str());
+  std::abort();
+}
+
+int default_workers() {
+  if (const char* env = std::getenv("WEFT_PROCS")) {
+    char* end = nullptr;
+    long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<int>(n);
+    log().error("WEFT_PROCS='{}' is not a worker count from 1 to 1024; using the CPU count", env);
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
+Scheduler::Scheduler(int n, std::uint32_t generation)
+    : idle(*this, n), nworkers(n), gen(generation) {
+  for (int i = 0; i < n; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->sched = this;
+    w->index = i;
+    w->solo = n == 1;
+    w->tick_snapshot.resize(static_cast<std::size_t>(n));
+    w->rng = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
+    workers.push_back(std::move(w));
+  }
+}
+
+void Scheduler::shutdown() {
+  {
+    std::lock_guard lock(done_mu);
+    done = true;
+  }
+  done_cv.notify_all();
+  stopping.store(true, std::memory_order_seq_cst);
+  idle.wake_all();
+  sysmon_word.store(1, std::memory_order_release);
+  futex_wake(&sysmon_word, 1);
+}
+
+int run_main(std::function<int()> main_fn, const RunOptions& opts) {
+  const int n = opts.workers > 0 ? opts.workers : default_workers();
+  auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
+  Scheduler* none = nullptr;
+  if (!g_sched.compare_exchange_strong(none, s)) {
+    std::fprintf(stderr,
+                 "weft::run: a runtime is already running in this process; weft::run cannot be "
+                 "nested or run concurrently\n");
+    std::abort();
+  }
+  install_overflow_handler();
+  if (std::terminate_handler previous = std::set_terminate(&on_terminate);
+      previous != &on_terminate) {
+    previous_terminate.store(previous, std::memory_order_relaxed);
+  }
+  s->poller = make_runtime_poller();
+  int exit_code = 0;
+  // Main's exception goes to run()'s caller, once the runtime is torn down.
+  std::exception_ptr main_error;
+  go([&exit_code, &main_error, &main_fn, s] {
+    try {
+      exit_code = main_fn();
+    } catch (...) {
+      main_error = std::current_exception();
+    }
+    s->shutdown();
+  });
+  log().debug("runtime starting with {} workers", n);
+  for (auto& w : s->workers) w->thread = std::thread([w = w.get()] { w->loop(); });
+  s->sysmon = std::thread([s] { s->sysmon_loop(); });
+  {
+    std::unique_lock lock(s->done_mu);
+    s->done_cv.wait(lock, [s] { return s->done; });
+  }
+  for (auto& w : s->workers) w->thread.join();
+  s->sysmon.join();
+  // From here on, threads that ready a fiber of this runtime drop it; those
+  // already inside an entry point finish queueing first (ForeignEntry).
+  g_sched.store(nullptr, std::memory_order_seq_cst);
+  while (g_foreign_entries.load(std::memory_order_seq_cst) != 0) sched_yield();
+
+  std::uint64_t exited = 0, spawned = s->foreign_spawned.load();
+  std::vector<Fiber*> abandoned;
+  for (auto& w : s->workers) {
+    exited += w->exited.load();
+    spawned += w->spawned.load();
+    if (Fiber* f = w->runnext.exchange(nullptr)) abandoned.push_back(f);
+    while (Fiber* f = w->runq.pop()) abandoned.push_back(f);
+  }
+  s->gq.for_each([&](Fiber* f) { abandoned.push_back(f); });
+  for (auto& w : s->workers) {
+    std::lock_guard lock(w->timers.lock);
+    w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
+  }
+  for (Fiber* f : abandoned) free_abandoned(f);
+  free_depot(s->depot);
+  if (spawned > exited) {
+    log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",
+                spawned - exited);
+  }
+  delete s;
+  if (std::get_terminate() == &on_terminate) {
+    std::set_terminate(previous_terminate.load(std::memory_order_relaxed));
+  }
+  if (main_error) std::rethrow_exception(main_error);
+  return exit_code;
+}
+
+std::uint32_t runtime_generation() noexcept {
+  // A worker exists only while its runtime runs: no shared counter to touch.
+  if (Worker* w = current_worker()) return w->sched->gen;
+  ForeignEntry entry;  // the scheduler is read, not freed, under us
+  return entry.sched() ? entry.sched()->gen : 0;
+}
+
+poll::Poller* runtime_poller() {
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  return s ? s->poller.get() : nullptr;
+}
+
+std::uint64_t late_readies_dropped() noexcept {
+  return g_late_readies_dropped.load(std::memory_order_relaxed);
+}
+
+}  // namespace weft::detail

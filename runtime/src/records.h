@@ -1,0 +1,91 @@
+// Fiber records: one allocation holds the record (fiber.h) and the closure
+// after it. Internal to the runtime. records.cc allocates them (new_fiber)
+// and reclaims them at teardown; the per-worker halves of recycling,
+// Worker::take_record and Worker::finish, are in scheduler.cc, beside the
+// spin_backoff() they inline.
+//
+// - Records up to kPooledRecordSize bytes are recycled: each worker keeps up
+//   to two batches of free records (Worker::free_records, oldest first);
+//   beyond that its oldest batch moves to the depot (up to kDepotMaxBatches,
+//   then it is freed), and a worker with none takes the depot's oldest back
+//   (Go's gfput/gfget). Fibers spawned on one worker and ending on another
+//   then recycle records without malloc and without cross-thread frees.
+//   Larger or over-aligned records come from and go to the heap.
+// - Oldest first, and kept in arrays rather than lists, because those records
+//   were last written on another core: the spawner can fetch them several
+//   spawns ahead (prefetch_record), and the older they are the more likely
+//   they have left that core's own cache.
+// - The depot is shared, under its lock; a worker's free array is its
+//   owner's alone (and teardown's, once the workers stopped).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+#include "fiber.h"
+#include "weft/detail/spinlock.h"
+
+namespace weft::detail {
+
+constexpr std::size_t kPooledRecordSize = 192;
+constexpr std::uint32_t kRecordBatch = 128;
+constexpr std::size_t kDepotMaxBatches = 256;
+constexpr std::uint32_t kRecordPrefetch = 4;  // how many spawns ahead of the free list
+
+// Starts fetching the lines of a fiber record's header and of a small
+// closure after it: records are most likely last touched on
+// another core, and the worker about to use one should not stall on it. On
+// x86 with PREFETCHW, for ownership: GCC turns __builtin_prefetch(p, 1) into
+// a read prefetch unless told the CPU, and a line the other core still holds
+// then stalls the write anyway. PREFETCHW needs no -march flag (cores
+// without it treat the opcode as a NOP).
+inline void prefetch_record(const void* record) noexcept {
+  const char* p = static_cast<const char*>(record);
+  // A small closure right after the header: on a third line for a record
+  // that starts late in its first.
+  const char* closure_end = p + sizeof(Fiber) + 15;
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" ::"m"(*p));
+  asm volatile("prefetchw %0" ::"m"(*(p + 64)));
+  asm volatile("prefetchw %0" ::"m"(*closure_end));
+#else
+  __builtin_prefetch(p, 1);
+  __builtin_prefetch(p + 64, 1);
+  __builtin_prefetch(closure_end, 1);
+#endif
+}
+
+// Free fiber-record batches, oldest at the head, all under `lock`.
+struct RecordBatch {
+  RecordBatch* next = nullptr;
+  Fiber* records[kRecordBatch];
+};
+struct RecordDepot {
+  SpinLock lock;
+  RecordBatch* head = nullptr;
+  RecordBatch* tail = nullptr;
+  std::size_t batches = 0;
+};
+
+inline void free_pooled_records(Fiber* const* records, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) ::operator delete(records[i]);
+}
+
+inline void delete_record(Fiber* f) {
+  const RecordKind kind = f->kind;
+  f->~Fiber();
+  if (kind == RecordKind::heap_aligned) {
+    ::operator delete (f, std::align_val_t{64});
+  } else {
+    ::operator delete(f);
+  }
+}
+
+// For teardown, with every worker stopped: a fiber that never ran, or parked
+// forever, loses its record and stack (not its closure, which may be
+// mid-call), and the depot's batches are freed.
+void free_abandoned(Fiber* f);
+void free_depot(RecordDepot& depot);
+
+}  // namespace weft::detail

@@ -1,0 +1,101 @@
+// sysmon: a thread beside the workers (Go's sysmon), asleep whenever every
+// worker is. Every 2 ms while the runtime is busy it
+// - logs a fiber that has held its worker for over 10 ms of CPU time
+//   without parking or yielding (the watchdog);
+// - wakes an idle worker for work or timers queued behind such a fiber;
+// - polls for I/O when nobody has for 10 ms;
+// - is the timer role's backstop (idle.h, invariant 5): it wakes a worker
+//   for a timer overdue on any heap that nobody plans to wake for.
+#include <time.h>
+
+#include <cstdint>
+
+#include "log.h"
+#include "scheduler_internal.h"
+
+namespace weft::detail {
+
+namespace {
+
+constexpr std::uint64_t kWatchdogNs = 10'000'000;
+constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
+// sysmon wakes a worker for a timer this late: the timer role lost track of
+// it, or the OS kept its worker off the CPU.
+constexpr std::int64_t kTimerOverdueNs = 1'000'000;
+
+}  // namespace
+
+void Scheduler::sysmon_loop() {
+  while (!stopping.load(std::memory_order_acquire)) {
+    if (idle.all_idle()) {
+      // Fully idle: sleep until a worker is woken, so that an idle runtime
+      // costs nothing. Our store of sysmon_sleeping then all_idle() pair
+      // with wakep's nidle decrement then load of sysmon_sleeping.
+      sysmon_word.store(0, std::memory_order_relaxed);
+      sysmon_sleeping.store(true, std::memory_order_seq_cst);
+      if (idle.all_idle()) {
+        timespec limit{1, 0};
+        futex_wait(&sysmon_word, 0, &limit);
+      }
+      sysmon_sleeping.store(false, std::memory_order_seq_cst);
+      continue;
+    }
+    timespec period{0, static_cast<long>(kSysmonPeriodNs)};
+    // Reset first: a wake meant to end the idle sleep leaves the word at 1,
+    // and waiting for 0 on it would return at once, every time, making this
+    // loop spin on futex calls for as long as the runtime is busy.
+    sysmon_word.store(0, std::memory_order_relaxed);
+    futex_wait(&sysmon_word, 0, &period);
+    const std::uint64_t now = now_ns();
+    // Every worker busy with long-running fibers: nobody polls, so do it here.
+    if (static_cast<std::int64_t>(now) - last_poll.load(std::memory_order_relaxed) > 10'000'000) {
+      poll_now();
+    }
+    for (auto& wp : workers) {
+      Worker* w = wp.get();
+      const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed);
+      const std::uint64_t id = w->running_id.load(std::memory_order_relaxed);
+      if (id == 0 || tick != w->seen_tick) {
+        w->seen_tick = tick;
+        w->seen_since = now;
+        w->seen_cpu_ns = id == 0 ? 0 : w->cpu_ns();
+        w->reported = false;
+        continue;
+      }
+      const std::uint64_t held = now - w->seen_since;
+      const auto ran_for = [w] {
+        const std::int64_t cpu = w->cpu_ns();
+        return cpu < 0 || w->seen_cpu_ns < 0 ? kWatchdogNs
+                                             : static_cast<std::uint64_t>(cpu - w->seen_cpu_ns);
+      };
+      if (!w->reported && held >= kWatchdogNs && ran_for() >= kWatchdogNs) {
+        w->reported = true;
+        watchdog_reports.fetch_add(1, std::memory_order_relaxed);
+        log().warn("fiber {} has held worker {} for {} ms without parking or yielding", id,
+                   w->index, held / 1'000'000);
+      }
+      // Work or timers queued behind a stuck fiber: let an idle worker take them.
+      if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty() ||
+          w->timers.min_when.load(std::memory_order_relaxed) <= mono_now_ns()) {
+        if (idle.wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    // The backstop of the timer role: a timer overdue on any heap, an idle
+    // worker's included, that nobody plans to wake for (Go's sysmon:
+    // timeSleepUntil, then startm). Only when seen on two rounds in a row:
+    // a role being handed on, or a worker the OS has not run yet, is not lost.
+    const std::int64_t earliest = earliest_timer();
+    if (earliest != kNever && mono_now_ns() - earliest > kTimerOverdueNs &&
+        idle.timer_role_lost(earliest)) {
+      if (lost_timer_seen == earliest) {
+        timer_rescues.fetch_add(1, std::memory_order_relaxed);
+        idle.wake_for_timers();
+      }
+      lost_timer_seen = earliest;
+    } else {
+      lost_timer_seen = kNever;
+    }
+  }
+}
+
+}  // namespace weft::detail

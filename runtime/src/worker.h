@@ -1,0 +1,139 @@
+// A worker: one OS thread of the runtime and everything it owns. Internal to
+// the runtime. Its code is in scheduler.cc (its sleeping in idle.{h,cc}).
+//
+// - Written by the owner only, unless a comment says otherwise: the run queue
+//   and runnext are also taken from by thieves (run_queue.h, steal_from), the
+//   wake word by wakers (idle.h), the timer heap under its lock by anyone.
+// - The fiber running here never caches its worker: it may resume on another
+//   after any switch, so it asks current_worker() (scheduler.h) each time.
+#pragma once
+
+#include <time.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "fiber.h"
+#include "records.h"
+#include "run_queue.h"
+#include "timer.h"
+#include "weft/detail/park.h"
+
+namespace weft::detail {
+
+struct Scheduler;
+
+// What a fiber that switches away asks of whoever runs next on its worker.
+enum class Action : std::uint8_t { park, yield, exit };
+
+struct alignas(64) Worker {
+  Scheduler* sched = nullptr;
+  int index = 0;
+  RunQueue runq;
+  std::atomic<Fiber*> runnext{nullptr};
+
+  Fiber* current = nullptr;  // the fiber running here; null while on g0
+  // The running fiber's stack, and the stack pointer to switch to next. A
+  // fiber that runs to its end without parking never has its stack or stack
+  // pointer written into its record: records move between cores (spawned on
+  // one worker, run on another, reused by the first), and a line the runner
+  // wrote costs the spawner a transfer of it, where one it only read costs
+  // an invalidation. Parking or yielding writes both into the record.
+  Stack running_stack;
+  void* next_sp = nullptr;
+  Stack prev_stack;         // of `prev`, when it exited
+  void* dead_sp = nullptr;  // where an exiting fiber's last stack pointer goes
+  // The fiber that switched away last and what it asked for; whoever runs
+  // next on this worker completes it (after_switch), once off its stack.
+  Fiber* prev = nullptr;
+  Action prev_action = Action::park;
+  ParkCommit commit = nullptr;
+  void* commit_arg = nullptr;
+  bool in_commit = false;
+
+  std::atomic<std::uint32_t> schedtick{0};
+  std::atomic<std::uint64_t> running_id{0};
+  std::uint32_t runnext_streak = 0;
+  bool spinning = false;         // looking for work, counted in Idle's nspinning
+  bool left_timer_role = false;  // woke from the timer role; hand it on once busy
+  bool solo = false;             // the runtime's only worker: nobody steals from it
+
+  // The idle protocol's (idle.h), as are the two flags above. Sleeping:
+  // Idle::kAsleep, then kWoken (by wakep, counted as spinning) or kPoked (a
+  // timer now due sooner). Idle-list links under Idle's mutex.
+  std::atomic<std::uint32_t> wake_word{0};  // Idle::kAsleep
+  std::atomic<bool> in_poll{false};         // blocked in the poller rather than on wake_word
+  Worker* next_idle = nullptr;
+  bool on_idle_list = false;
+
+  std::uint64_t rng = 0;
+  std::uint64_t id_next = 0, id_end = 0;
+  std::vector<std::uint32_t> tick_snapshot;  // one per worker, for Idle::sleep
+
+  TimerHeap timers;
+
+  // Recycled fiber records of the pooled size class (owner only), oldest
+  // first (records.h).
+  Fiber* free_records[2 * kRecordBatch];
+  std::uint32_t free_record_count = 0;
+
+  // Counters written by the owner only, read by stats.
+  std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0};
+
+  void* g0_sp = nullptr;
+  void* tsan_g0 = nullptr;
+  void* g0_fake_stack = nullptr;
+  const void* g0_stack_bottom = nullptr;
+  std::size_t g0_stack_size = 0;
+
+  // sysmon's view of this worker.
+  std::uint32_t seen_tick = 0;
+  std::uint64_t seen_since = 0;
+  std::int64_t seen_cpu_ns = 0;
+  bool reported = false;
+  // This thread's CPU clock: the watchdog blames a fiber only for time it
+  // really ran, not for time the OS kept its thread off the CPU.
+  std::atomic<clockid_t> cpu_clock{-1};
+  std::int64_t cpu_ns() const noexcept {
+    const clockid_t c = cpu_clock.load(std::memory_order_acquire);
+    timespec ts;
+    if (c == -1 || clock_gettime(c, &ts) != 0) return -1;
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  }
+
+  std::thread thread;
+
+  void loop();
+  Fiber* find_runnable();
+  Fiber* found(Fiber* f);
+  Fiber* local_get();
+  Fiber* steal_work();
+  Fiber* steal_from(Worker* victim, bool take_runnext);
+  Fiber* pick_local();
+  bool run_timers(bool others_too);
+  void enter(Fiber* f);
+  void leave(Fiber* self, Action action);
+  void after_switch();
+  void run_from_g0(Fiber* f);
+  void prepare(Fiber* f);
+  void ready_local(Fiber* f);
+  void runq_put(Fiber* f);
+  std::uint64_t next_fiber_id();
+  void finish(Fiber* f);  // records.h: recycling
+  Fiber* take_record();
+
+  std::uint32_t random() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return static_cast<std::uint32_t>(rng);
+  }
+  static void bump(std::atomic<std::uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+};
+
+}  // namespace weft::detail
