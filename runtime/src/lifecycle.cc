@@ -194,10 +194,9 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
 }
 
 std::uint32_t runtime_generation() noexcept {
-  // A worker exists only while its runtime runs: no shared counter to touch.
-  if (Worker* w = current_worker()) return w->sched->gen;
-  ForeignEntry entry;  // the scheduler is read, not freed, under us
-  return entry.sched() ? entry.sched()->gen : 0;
+  // On a worker no shared counter is touched: its runtime is running.
+  const RuntimeRef runtime;
+  return runtime.sched() ? runtime.sched()->gen : 0;
 }
 
 poll::Poller* runtime_poller() {

@@ -563,13 +563,9 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
 // ---- timers --------------------------------------------------------------
 
 void add_timer(TimerNode* node, std::int64_t when) {
-  Worker* w = current_worker();
-  std::optional<ForeignEntry> entry;
-  Scheduler* s = w ? w->sched : nullptr;
-  if (!w) {
-    entry.emplace();
-    s = entry->sched();
-  }
+  const RuntimeRef runtime;
+  Worker* w = runtime.worker();
+  Scheduler* s = runtime.sched();
   if (!s) {
     std::fprintf(
         stderr,
@@ -649,20 +645,16 @@ void ReadyBatch::flush() noexcept {
   if (!f) return;
   head_ = tail_ = nullptr;
   count_ = 0;
-  Worker* w = current_worker();
-  std::optional<ForeignEntry> entry;
-  Scheduler* s = w ? w->sched : nullptr;
-  if (!w) {
-    entry.emplace();
-    s = entry->sched();
-    if (!s) {
-      while (f) {
-        Fiber* next = f->next;
-        drop_late_ready(f);
-        f = next;
-      }
-      return;
+  const RuntimeRef runtime;
+  Worker* w = runtime.worker();
+  Scheduler* s = runtime.sched();
+  if (!s) {
+    while (f) {
+      Fiber* next = f->next;
+      drop_late_ready(f);
+      f = next;
     }
+    return;
   }
   if (w) {
     // Read each link before the push: once queued, a thief may run the fiber.

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -36,6 +37,7 @@
 #include "netpoll.h"
 #include "records.h"
 #include "run_queue.h"
+#include "scheduler.h"
 #include "timer.h"
 #include "weft/poller.h"
 #include "worker.h"
@@ -168,6 +170,28 @@ class ForeignEntry {
 
  private:
   Scheduler* sched_;
+};
+
+// The running runtime as the calling thread may use it until this object
+// dies: a worker's own scheduler (it outlives its workers), or from any other
+// thread through a ForeignEntry. sched() is null when no runtime runs.
+class RuntimeRef {
+ public:
+  RuntimeRef() noexcept : worker_(current_worker()) {
+    if (worker_) {
+      sched_ = worker_->sched;
+    } else {
+      entry_.emplace();
+      sched_ = entry_->sched();
+    }
+  }
+  Worker* worker() const noexcept { return worker_; }  // null on other threads
+  Scheduler* sched() const noexcept { return sched_; }
+
+ private:
+  Worker* worker_;
+  Scheduler* sched_ = nullptr;
+  std::optional<ForeignEntry> entry_;
 };
 
 // A fiber of a runtime that has ended, readied now: whoever readied it made
