@@ -25,6 +25,7 @@ TEST(Lifecycle, BlockingJobFinishingAfterRunIsDropped) {
           weft::blocking([&] {
             phase.store(1);
             while (phase.load() != 2) std::this_thread::yield();
+            phase.store(3);  // the job's last touch of this frame
           });
         });
         while (phase.load() != 1) weft::yield();
@@ -32,6 +33,11 @@ TEST(Lifecycle, BlockingJobFinishingAfterRunIsDropped) {
       weft::RunOptions{.workers = 2});
   const std::uint64_t dropped = weft::detail::late_readies_dropped();
   phase.store(2);
+  // Wait for the job's last touch of `phase` itself: the drop counter is
+  // relaxed, so seeing it move orders nothing, and this frame (phase) would
+  // be reused by the next test while the pool thread's read of it was still
+  // unordered with that reuse (a TSan report).
+  while (phase.load() != 3) std::this_thread::yield();
   while (weft::detail::late_readies_dropped() == dropped) std::this_thread::yield();
 }
 

@@ -55,8 +55,13 @@ TEST_P(SyncTest, TryLock) {
         EXPECT_TRUE(mu.try_lock());
         EXPECT_FALSE(mu.try_lock());
         std::atomic<bool> other{true};
-        weft::go([&] { other.store(mu.try_lock()); });
-        weft::sleep_for(1ms);
+        weft::WaitGroup tried;  // joined: a nap would not prove the other fiber ran
+        tried.add(1);
+        weft::go([&] {
+          other.store(mu.try_lock());
+          tried.done();
+        });
+        tried.wait();
         EXPECT_FALSE(other.load());
         mu.unlock();
         EXPECT_TRUE(mu.try_lock());

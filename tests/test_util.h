@@ -7,17 +7,33 @@
 #include <string>
 #include <vector>
 
+#include "sanitizer.h"  // WEFT_TSAN: the runtime's own test for a TSan build
 #include "weft/poller.h"
 
 namespace weft::test {
 
-// Stress loops run `base` times by default; `./weft test --long` sets
-// WEFT_STRESS_SCALE to run them many times longer.
+// How many times fewer iterations stress loops run in this build. Under TSan
+// every fiber that runs costs a TSan fiber of its own (__tsan_create_fiber
+// maps and zeroes ~770 KiB, ~0.5-1 ms on a 2-core machine) and every access
+// is checked, so a loop sized for a plain build takes minutes. A quarter
+// still interleaves thousands of times, and TSan reports a racing pair from
+// one occurrence, where the plain build needs the repetitions to hit it.
+// ASan's slowdown (~2-3x) fits CI as it is.
+#ifdef WEFT_TSAN
+inline constexpr int kSanitizerDivisor = 4;
+#else
+inline constexpr int kSanitizerDivisor = 1;
+#endif
+
+// Stress loops run `base` times by default (base / kSanitizerDivisor under
+// TSan, at least once); `./weft test --long` sets WEFT_STRESS_SCALE to run
+// them many times longer, in every build.
 inline int stress_iterations(int base) {
   const char* scale = std::getenv("WEFT_STRESS_SCALE");
   long factor = scale ? std::strtol(scale, nullptr, 10) : 1;
   if (factor < 1) factor = 1;
-  return static_cast<int>(base * factor);
+  const long n = base * factor / kSanitizerDivisor;
+  return static_cast<int>(n > 0 ? n : 1);
 }
 
 // For death tests of exceptions that escape a fiber: destroyed, ending the

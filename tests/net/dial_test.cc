@@ -89,16 +89,25 @@ TEST_P(NetDialTest, ConnectDeadlineIsClearedAfterSuccess) {
     ASSERT_TRUE(s);
     weft::sleep_for(100ms);  // past the dial timeout: it must not linger
     std::vector<char> big(std::size_t{4} << 20, 'z');
-    weft::WaitGroup reader;  // joined: it uses `s`, which dies with this body
+    // The reader uses `s`, which this body owns: it is joined before the
+    // body returns, or it would read through a destroyed connection.
+    weft::WaitGroup reader;
     reader.add(1);
+    bool read_all = false;
     weft::go([&] {
       std::vector<char> sink(big.size());
-      (void)s->read_full(sink.data(), sink.size());
+      auto r = s->read_full(sink.data(), sink.size());
+      read_all = r && *r == sink.size() && sink == big;
       reader.done();
     });
     auto w = c->write(big.data(), big.size());
     EXPECT_TRUE(w) << w.error().to_string();
+    // A failed write (a lingering deadline) would leave the reader waiting
+    // for bytes that never come: closing gives it EOF, and the test fails
+    // instead of hanging.
+    if (!w) (void)c->close();
     reader.wait();
+    EXPECT_TRUE(read_all);
   });
 }
 
