@@ -361,6 +361,11 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
   if (w) ready(w);
 }
 
+std::int64_t poll_deadline(PollDesc* pd, PollMode mode) {
+  std::lock_guard guard(pd->lock);
+  return mode == PollMode::write ? pd->wd : pd->rd;
+}
+
 void netpoll_dispatch(const poll::Event* events, int n) {
   ReadyBatch batch;  // everything one poll readied, scheduled together
   for (int i = 0; i < n; ++i) {

@@ -48,5 +48,8 @@ inline constexpr std::int64_t kDeadlineLongPast = 1;
 // Absolute CLOCK_MONOTONIC deadline in ns: 0 clears it, a time not in the
 // future expires it at once. Applies to an operation already parked.
 void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode);
+// The deadline the desc holds for `mode` (read or write): 0 none, -1
+// expired, else absolute ns. For tests.
+std::int64_t poll_deadline(PollDesc* pd, PollMode mode);
 
 }  // namespace weft::detail
