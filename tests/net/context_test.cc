@@ -480,7 +480,7 @@ TEST_P(NetContextTest, CancelReachesOnlyItsOwnRead) {
 }
 
 // A plain read beside a context-bound read that is cancelled, over and over
-// in both orders: the plain read never fails and always gets the byte.
+// in both orders: the plain read never fails and always gets a byte.
 TEST_P(NetContextTest, APlainReadBesideCancelledContextReadsNeverFails) {
   run([] {
     auto p = tcp_pair();
@@ -503,12 +503,18 @@ TEST_P(NetContextTest, APlainReadBesideCancelledContextReadsNeverFails) {
       for (int y = 0; y < i % 4; ++y) weft::yield();
       made.cancel();
       ASSERT_TRUE(p.server.write("x"));
+      // The context-bound read ends first: cancelled, or (with 2 workers)
+      // past its check and into the syscall as the cancel came, with the byte.
+      IoResult r = *ctx_done.recv();
+      if (r) {
+        ASSERT_TRUE(p.server.write("x"));  // then the plain read needs another
+      }
       IoResult plain = *plain_done.recv();
-      IoResult r = *ctx_done.recv();  // both end before anything is asserted
       ASSERT_TRUE(plain) << "iteration " << i << ": " << plain.error().to_string();
       ASSERT_EQ(pb, 'x');
-      ASSERT_FALSE(r) << "iteration " << i;
-      ASSERT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+      if (!r) {
+        ASSERT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+      }
     }
   });
 }
