@@ -1,10 +1,12 @@
 // Socket operations bound to a context. The context reaches a parked
-// operation through the deadline, not through a second wake path (DESIGN.md,
-// "Deadlines and cancellation"): a DoneHook, run inside the cancel() itself,
-// sets an already-expired deadline on the operation's direction; the parked
-// fiber wakes with `timeout`, and the call reports the context's error
-// instead. Afterwards the user's own deadline is put back, so a cancel that
-// raced the operation's completion leaves the connection usable.
+// operation through the PollDesc, as an expiry, not through a second wake
+// path (DESIGN.md, "Deadlines and cancellation"), but one scoped to that
+// operation: the op carries a PollOp, numbered when it takes the direction's
+// lock, and a DoneHook, run inside the cancel() itself, cancels that PollOp
+// and nothing else (poll_op_cancel). Parked, the op wakes with `canceled`;
+// still queued for the lock, it fails as soon as it takes it. The user's
+// deadline and every other operation on the fd are never touched, so there
+// is nothing to put back afterwards; the call reports the context's error.
 #include <utility>
 
 #include "fd.h"
@@ -19,13 +21,19 @@ namespace {
 using detail::NetFD;
 using detail::no_socket;
 using weft::detail::PollMode;
+using weft::detail::PollOp;
 
-struct ExpireOnDone {
+struct CancelOnDone {
   NetFD* fd;
   PollMode mode;
+  PollOp op;
   static void fire(void* self) {
-    auto* e = static_cast<ExpireOnDone*>(self);
-    weft::detail::poll_set_deadline(e->fd->pd(), weft::detail::kDeadlineLongPast, e->mode);
+    auto* c = static_cast<CancelOnDone*>(self);
+    // An accept backing off after EMFILE sleeps on the listener's write
+    // side: wake it too, so that it sees its read side cancelled.
+    if (weft::detail::poll_op_cancel(c->fd->pd(), c->mode, &c->op) && c->mode == PollMode::read) {
+      c->fd->poke_backoff();
+    }
   }
 };
 
@@ -46,24 +54,27 @@ Result<Conn> failed<Result<Conn>>(OpError e) {
   return Result<Conn>(std::move(e));
 }
 
-// Runs `op` (an operation on fd in `mode`) so that ctx's cancellation ends it.
+// Runs `op` (an operation on fd in `mode`, given the PollOp to run as) so
+// that ctx's cancellation ends it and nothing else.
 template <class R, class Op>
 R bound_to(const Context& ctx, NetFD* fd, PollMode mode, const char* opname, Op op) {
   if (std::error_code e = ctx.err()) return failed<R>(fd->op_error(opname, e));
   // A reference keeps the desc ours while the hook may touch it.
-  if (!fd->incref()) return op();  // closed: op reports it as usual
-  ExpireOnDone expire{fd, mode};
-  weft::detail::DoneHook hook(&ExpireOnDone::fire, &expire);
+  if (!fd->incref()) return op(nullptr);  // closed: op reports it as usual
+  CancelOnDone cancel{fd, mode, {}};
+  weft::detail::DoneHook hook(&CancelOnDone::fire, &cancel);
   if (std::error_code e = weft::detail::attach_done_hook(ctx, &hook)) {
     fd->decref();
     return failed<R>(fd->op_error(opname, e));
   }
-  R r = op();
+  R r = op(&cancel.op);
+  // Only our own hook cancels cancel.op, so `operation_canceled` from the
+  // op means it ran: report ctx's error instead. An op that completed
+  // before the hook ran keeps its result, and the fd needs no repair.
   if (!weft::detail::detach_done_hook(ctx, &hook)) {
-    // The hook ran (and has finished): undo the expired deadline.
-    weft::detail::poll_set_deadline(fd->pd(), fd->user_deadline(mode), mode);
-    // The timeout our own expired deadline caused becomes ctx's error.
-    if (OpError* err = error_of(r); err && err->err == weft::errc::timeout) err->err = ctx.err();
+    if (OpError* err = error_of(r); err && err->err == weft::errc::operation_canceled) {
+      err->err = ctx.err();
+    }
   }
   fd->decref();
   return r;
@@ -74,7 +85,7 @@ R bound_to(const Context& ctx, NetFD* fd, PollMode mode, const char* opname, Op 
 IoResult Conn::read(const Context& ctx, void* buf, std::size_t n) {
   if (!fd_) return {0, no_socket("read")};
   return bound_to<IoResult>(ctx, fd_.get(), PollMode::read, "read",
-                            [&] { return fd_->read(buf, n); });
+                            [&](PollOp* op) { return fd_->read(buf, n, op); });
 }
 
 IoResult Conn::read_full(const Context& ctx, void* buf, std::size_t n) {
@@ -94,12 +105,19 @@ IoResult Conn::read_full(const Context& ctx, void* buf, std::size_t n) {
 IoResult Conn::write(const Context& ctx, const void* buf, std::size_t n) {
   if (!fd_) return {0, no_socket("write")};
   return bound_to<IoResult>(ctx, fd_.get(), PollMode::write, "write",
-                            [&] { return fd_->write(buf, n); });
+                            [&](PollOp* op) { return fd_->write(buf, n, op); });
 }
 
 Result<Conn> Listener::accept(const Context& ctx) {
   if (!fd_) return no_socket("accept");
-  return bound_to<Result<Conn>>(ctx, fd_.get(), PollMode::read, "accept", [&] { return accept(); });
+  return bound_to<Result<Conn>>(
+      ctx, fd_.get(), PollMode::read, "accept", [&](PollOp* op) -> Result<Conn> {
+        auto r = fd_->accept(op);  // Listener::accept() with the PollOp
+        if (!r) return std::move(r).error();
+        std::unique_ptr<NetFD> conn = std::move(*r);
+        detail::setup_tcp_conn(*conn, fd_->accept_keep_alive);
+        return SocketAccess::make<Conn>(std::move(conn));
+      });
 }
 
 std::error_code detail::map_context_error(std::error_code ctx_err) noexcept {

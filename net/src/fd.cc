@@ -21,8 +21,14 @@ std::atomic<std::uint64_t> g_accept_backoffs{0};
 struct RwGuard {
   NetFD* fd;
   PollMode mode;
-  ~RwGuard() { fd->rw_unlock(mode); }
+  PollOp* op = nullptr;
+  ~RwGuard() { fd->rw_unlock(mode, op); }
 };
+
+// The statuses that end an operation before its syscall.
+bool fails_early(PollStatus st) noexcept {
+  return st == PollStatus::closed || st == PollStatus::timeout || st == PollStatus::canceled;
+}
 
 }  // namespace
 
@@ -44,6 +50,8 @@ std::error_code status_code(PollStatus st) noexcept {
       return net_errc::not_pollable;
     case PollStatus::no_runtime:
       return weft::errc::no_runtime;
+    case PollStatus::canceled:  // context_io.cc reports the context's error
+      return weft::errc::operation_canceled;
     case PollStatus::ready:
       break;
   }
@@ -128,20 +136,22 @@ void NetFD::decref() noexcept {
   done.send(1);
 }
 
-std::error_code NetFD::rw_lock(PollMode mode) {
+std::error_code NetFD::rw_lock(PollMode mode, PollOp* op) {
   // Before the direction's lock: an operation abandoned with its runtime
   // may hold it forever.
   if (weft::detail::poll_runtime_gone(pd_)) return weft::errc::no_runtime;
   if (!incref()) return weft::errc::closed;
   (mode == PollMode::read ? rmu_ : wmu_).lock();
   if (closed()) {  // closed while this op queued behind another
-    rw_unlock(mode);
+    rw_unlock(mode);  // no op begun yet
     return weft::errc::closed;
   }
+  if (op) weft::detail::poll_op_begin(pd_, mode, op);
   return {};
 }
 
-void NetFD::rw_unlock(PollMode mode) noexcept {
+void NetFD::rw_unlock(PollMode mode, PollOp* op) noexcept {
+  if (op) weft::detail::poll_op_end(pd_, mode, op);
   (mode == PollMode::read ? rmu_ : wmu_).unlock();
   decref();
 }
@@ -180,10 +190,7 @@ Result<void> NetFD::set_deadline(Clock::time_point t, PollMode mode) {
   // A deadline is a runtime timer.
   if (weft::detail::poll_runtime_gone(pd_)) return op_error("set", weft::errc::no_runtime);
   if (!incref()) return op_error("set", weft::errc::closed);
-  const std::int64_t when = to_poll_ns(t);
-  if (mode != PollMode::write) user_read_deadline_.store(when, std::memory_order_relaxed);
-  if (mode != PollMode::read) user_write_deadline_.store(when, std::memory_order_relaxed);
-  weft::detail::poll_set_deadline(pd_, when, mode);
+  weft::detail::poll_set_deadline(pd_, to_poll_ns(t), mode);
   if (listener_ && mode != PollMode::write) poke_backoff();
   decref();
   return {};
@@ -207,13 +214,13 @@ Result<void> NetFD::shutdown(int how) {
   return {};
 }
 
-IoResult NetFD::read(void* buf, std::size_t n) {
-  if (auto e = rw_lock(PollMode::read)) return {0, op_error("read", e)};
-  RwGuard guard{this, PollMode::read};
+IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
+  if (auto e = rw_lock(PollMode::read, op)) return {0, op_error("read", e)};
+  RwGuard guard{this, PollMode::read, op};
   if (n == 0) return IoResult(0);  // Go: (0, nil) at once, no wait, no EOF
   if (stream() && n > kMaxRW) n = kMaxRW;
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
-  if (st == PollStatus::closed || st == PollStatus::timeout) {
+  if (fails_early(st)) {
     return {0, op_error("read", status_code(st))};
   }
   bool after_error_event = false;
@@ -238,11 +245,11 @@ IoResult NetFD::read(void* buf, std::size_t n) {
   }
 }
 
-IoResult NetFD::write(const void* buf, std::size_t n) {
-  if (auto e = rw_lock(PollMode::write)) return {0, op_error("write", e)};
-  RwGuard guard{this, PollMode::write};
+IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
+  if (auto e = rw_lock(PollMode::write, op)) return {0, op_error("write", e)};
+  RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
-  if (st == PollStatus::closed || st == PollStatus::timeout) {
+  if (fails_early(st)) {
     return {0, op_error("write", status_code(st))};
   }
   if (n == 0 && stream()) return IoResult(0);
@@ -274,7 +281,7 @@ Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {
   if (auto e = rw_lock(PollMode::read)) return op_error("read", e);
   RwGuard guard{this, PollMode::read};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
-  if (st == PollStatus::closed || st == PollStatus::timeout) {
+  if (fails_early(st)) {
     return op_error("read", status_code(st));
   }
   bool after_error_event = false;
@@ -315,7 +322,7 @@ IoResult NetFD::write_to(const void* buf, std::size_t n, const Addr& to) {
   const socklen_t len = to.to_sockaddr(&ss, family_, &why);
   if (len == 0) return fail(why);
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
-  if (st == PollStatus::closed || st == PollStatus::timeout) return fail(status_code(st));
+  if (fails_early(st)) return fail(status_code(st));
   for (;;) {
     const ssize_t r =
         ::sendto(sysfd_, buf, n, MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&ss), len);
@@ -345,9 +352,7 @@ PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
   weft::detail::poll_set_deadline(pd_, to_poll_ns(weft::detail::add_saturated(Clock::now(), delay)),
                                   PollMode::write);
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
-  if (st != PollStatus::closed && st != PollStatus::timeout) {
-    st = weft::detail::poll_wait(pd_, PollMode::write);
-  }
+  if (!fails_early(st)) st = weft::detail::poll_wait(pd_, PollMode::write);
   backoff_.store(false, std::memory_order_seq_cst);
   weft::detail::poll_set_deadline(pd_, 0, PollMode::write);
   if (st == PollStatus::closed) return st;
@@ -355,11 +360,11 @@ PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
   return st == PollStatus::not_pollable ? PollStatus::ready : st;
 }
 
-Result<std::unique_ptr<NetFD>> NetFD::accept() {
-  if (auto e = rw_lock(PollMode::read)) return op_error("accept", e);
-  RwGuard guard{this, PollMode::read};
+Result<std::unique_ptr<NetFD>> NetFD::accept(PollOp* op) {
+  if (auto e = rw_lock(PollMode::read, op)) return op_error("accept", e);
+  RwGuard guard{this, PollMode::read, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
-  if (st == PollStatus::closed || st == PollStatus::timeout) {
+  if (fails_early(st)) {
     return op_error("accept", status_code(st));
   }
   std::chrono::nanoseconds delay{0};
@@ -415,7 +420,7 @@ std::error_code NetFD::wait_connect(std::optional<Clock::time_point> deadline, D
   }
   while (!result) {
     const PollStatus st = weft::detail::poll_wait(pd_, PollMode::write);
-    if (st == PollStatus::closed || st == PollStatus::timeout) {
+    if (fails_early(st)) {
       result = status_code(st);
       break;
     }

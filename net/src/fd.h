@@ -20,13 +20,15 @@ namespace weft::net::detail {
 
 using weft::detail::PollDesc;
 using weft::detail::PollMode;
+using weft::detail::PollOp;
 using weft::detail::PollStatus;
 
 // Go's maxRW: one syscall moves at most 1 GiB (issues #7812, #16266).
 inline constexpr std::size_t kMaxRW = std::size_t{1} << 30;
 
 std::error_code errno_code(int e) noexcept;
-// errc::closed / errc::timeout for a PollStatus that is not `ready`.
+// errc::closed / errc::timeout / errc::operation_canceled for a PollStatus
+// that is not `ready`.
 std::error_code status_code(PollStatus st) noexcept;
 // steady_clock instant -> the poller's CLOCK_MONOTONIC ns (0 clears).
 std::int64_t to_poll_ns(Clock::time_point t) noexcept;
@@ -70,20 +72,24 @@ class NetFD {
   bool incref() noexcept;
   void decref() noexcept;
   // Reference plus the direction's lock; errc::closed if closed, or
-  // errc::no_runtime once the runtime it was opened in has ended.
-  std::error_code rw_lock(PollMode mode);
-  void rw_unlock(PollMode mode) noexcept;
+  // errc::no_runtime once the runtime it was opened in has ended. With `op`
+  // (a cancellable operation), it becomes the direction's current op
+  // (poll_op_begin) until rw_unlock; a plain op passes none and pays nothing.
+  std::error_code rw_lock(PollMode mode, PollOp* op = nullptr);
+  void rw_unlock(PollMode mode, PollOp* op = nullptr) noexcept;
 
   Result<void> close();
   Result<void> set_deadline(Clock::time_point t, PollMode mode);
   Result<void> setsockopt_int(int level, int name, int value);
   Result<void> shutdown(int how);
 
-  IoResult read(void* buf, std::size_t n);
-  IoResult write(const void* buf, std::size_t n);
+  // `op`: set for an operation a context may cancel (context_io.cc); such
+  // an op fails with errc::operation_canceled once poll_op_cancel reaches it.
+  IoResult read(void* buf, std::size_t n, PollOp* op = nullptr);
+  IoResult write(const void* buf, std::size_t n, PollOp* op = nullptr);
   Result<PacketConn::Datagram> read_from(void* buf, std::size_t n);
   IoResult write_to(const void* buf, std::size_t n, const Addr& to);
-  Result<std::unique_ptr<NetFD>> accept();
+  Result<std::unique_ptr<NetFD>> accept(PollOp* op = nullptr);
   // Wakes an accept backing off after EMFILE, so it re-checks its deadline.
   void poke_backoff();
 
@@ -95,14 +101,6 @@ class NetFD {
                                const char** syscall);
 
   PollDesc* pd() const noexcept { return pd_; }
-
-  // The deadline the user last set for `mode` (poller ns, 0 none): what a
-  // context-bound operation puts back after its cancellation borrowed the
-  // direction's deadline.
-  std::int64_t user_deadline(PollMode mode) const noexcept {
-    return (mode == PollMode::write ? user_write_deadline_ : user_read_deadline_)
-        .load(std::memory_order_relaxed);
-  }
 
   // A listener's keep-alive setting for the connections it accepts
   // (0 Go's default, < 0 off).
@@ -132,7 +130,6 @@ class NetFD {
   // Set by close() when others still hold references; the last one signals.
   std::optional<weft::Channel<int>> close_wait_;
   std::atomic<bool> backoff_{false};
-  std::atomic<std::int64_t> user_read_deadline_{0}, user_write_deadline_{0};
 };
 
 // The error of an operation on a moved-from socket object.
@@ -142,6 +139,10 @@ inline OpError no_socket(const char* op) {
   e.err = weft::errc::closed;
   return e;
 }
+
+// TCP defaults of a fresh connection: no Nagle, keep-alive per `period`
+// (conn.cc).
+void setup_tcp_conn(NetFD& fd, std::chrono::nanoseconds keep_alive);
 
 // Creates a non-blocking, close-on-exec socket. -1 with `ec` set on error.
 int new_socket(int family, int sotype, int proto, std::error_code* ec);

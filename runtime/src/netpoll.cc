@@ -8,6 +8,10 @@
 //   bumps it, so a timer that fires late for an old deadline does nothing.
 // - Tokens carry the desc's generation (fdseq): readiness for a closed fd
 //   never wakes the next user of the same desc.
+// - A cancellation scoped to one operation (poll_op_*) is a third kind of
+//   expiry beside the user's deadline and close: a per-direction "current
+//   op cancelled" bit in `info`, set only while the cancelled op holds the
+//   direction, and published and unblocked the way a deadline is.
 // - Descs are type-stable: recycled, never freed, so a late event or timer
 //   never touches freed memory.
 #include "netpoll.h"
@@ -33,7 +37,8 @@ namespace {
 
 constexpr std::uintptr_t kNil = 0, kReady = 1, kWait = 2;
 
-constexpr std::uint32_t kClosing = 1, kExpiredRead = 2, kExpiredWrite = 4, kEventErr = 8;
+constexpr std::uint32_t kClosing = 1, kExpiredRead = 2, kExpiredWrite = 4, kEventErr = 8,
+                        kCanceledRead = 16, kCanceledWrite = 32;
 
 constexpr unsigned kTokenSeqShift = 48;
 constexpr std::uint64_t kTokenPtrMask = (std::uint64_t{1} << kTokenSeqShift) - 1;
@@ -61,6 +66,12 @@ struct PollDesc {
   std::uint64_t rseq = 0, wseq = 0;
   bool rt_armed = false, wt_armed = false;
   TimerNode rt, wt;
+  // The cancellable operation holding each direction (its PollOp::seq; 0
+  // none or a plain one), whether it was cancelled, and the last number
+  // handed out. A cancel for any other op leaves these alone.
+  std::uint64_t rop = 0, wop = 0;
+  bool rop_canceled = false, wop_canceled = false;
+  std::uint64_t op_seq = 0;
   PollDesc* next_free = nullptr;
 
   std::atomic<std::uintptr_t>& slot(PollMode mode) { return mode == PollMode::read ? rg : wg; }
@@ -71,6 +82,8 @@ struct PollDesc {
     if (rd < 0) bits |= kExpiredRead;
     if (wd < 0) bits |= kExpiredWrite;
     if (event_err) bits |= kEventErr;
+    if (rop_canceled) bits |= kCanceledRead;
+    if (wop_canceled) bits |= kCanceledWrite;
     info.store(bits, std::memory_order_seq_cst);  // Dekker pair: see unblock()
   }
 
@@ -117,6 +130,12 @@ PollStatus check_error(const PollDesc* pd, PollMode mode) {
   // seq_cst: the waiter's half of the Dekker pair in unblock().
   const std::uint32_t bits = pd->info.load(std::memory_order_seq_cst);
   if (bits & kClosing) return PollStatus::closed;
+  // Before the deadline: a cancelled op reports its cancel even when the
+  // user's deadline has also passed.
+  if ((mode == PollMode::read && (bits & kCanceledRead)) ||
+      (mode == PollMode::write && (bits & kCanceledWrite))) {
+    return PollStatus::canceled;
+  }
   if ((mode == PollMode::read && (bits & kExpiredRead)) ||
       (mode == PollMode::write && (bits & kExpiredWrite))) {
     return PollStatus::timeout;
@@ -238,6 +257,8 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
     ++pd->rseq;
     ++pd->wseq;
     pd->rt_armed = pd->wt_armed = false;
+    pd->rop = pd->wop = 0;
+    pd->rop_canceled = pd->wop_canceled = false;
     pd->rg.store(kNil, std::memory_order_relaxed);
     pd->wg.store(kNil, std::memory_order_relaxed);
     pd->publish_info();
@@ -314,6 +335,54 @@ PollStatus poll_wait(PollDesc* pd, PollMode mode) {
   }
 }
 
+void poll_op_begin(PollDesc* pd, PollMode mode, PollOp* op) {
+  std::lock_guard guard(pd->lock);
+  op->seq = ++pd->op_seq;
+  const bool read = mode == PollMode::read;
+  (read ? pd->rop : pd->wop) = op->seq;
+  // Cancelled while it queued for the direction's lock: it fails at once
+  // (poll_prepare reports `canceled`), as Go's fdMutex waiter does.
+  if (op->canceled) {
+    (read ? pd->rop_canceled : pd->wop_canceled) = true;
+    pd->publish_info();
+  }
+}
+
+void poll_op_end(PollDesc* pd, PollMode mode, PollOp* op) {
+  std::lock_guard guard(pd->lock);
+  const bool read = mode == PollMode::read;
+  std::uint64_t& cur = read ? pd->rop : pd->wop;
+  if (cur != op->seq) return;
+  cur = 0;
+  bool& canceled = read ? pd->rop_canceled : pd->wop_canceled;
+  if (canceled) {
+    canceled = false;  // the next op on the direction starts clean
+    pd->publish_info();
+  }
+}
+
+bool poll_op_cancel(PollDesc* pd, PollMode mode, PollOp* op) {
+  Fiber* f = nullptr;
+  bool current = false;
+  {
+    std::lock_guard guard(pd->lock);
+    op->canceled = true;  // a queued op finds this in poll_op_begin
+    const bool read = mode == PollMode::read;
+    current = op->seq != 0 && (read ? pd->rop : pd->wop) == op->seq;
+    if (current) {
+      (read ? pd->rop_canceled : pd->wop_canceled) = true;
+      // The cancel's half of a Dekker pair, as a deadline's: publish_info()
+      // stores the bits (seq_cst), then unblock() loads the slot (seq_cst);
+      // the partner is block(), which stores kWait (seq_cst) and then loads
+      // the bits in check_error() (seq_cst). Neither can miss the other.
+      pd->publish_info();
+      f = unblock(pd, mode, false);
+    }
+  }
+  if (f) ready(f);
+  return current;
+}
+
 void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
   chaos::at(chaos::Point::timer_change);
   std::int64_t d = when;
@@ -359,6 +428,11 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
   }
   if (r) ready(r);
   if (w) ready(w);
+}
+
+std::int64_t poll_deadline(PollDesc* pd, PollMode mode) {
+  std::lock_guard guard(pd->lock);
+  return mode == PollMode::write ? pd->wd : pd->rd;
 }
 
 void netpoll_dispatch(const poll::Event* events, int n) {

@@ -5,15 +5,18 @@
 #include <netdb.h>
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fd.h"
 #include "net_internal.h"
 #include "net_test_util.h"
 #include "weft/channel.h"
 #include "weft/context.h"
 #include "weft/sync.h"
+#include "weft/time.h"
 
 namespace {
 
@@ -396,6 +399,177 @@ TEST_P(NetContextTest, CancelReturnsFromALookupAtOnce) {
     weft::net::detail::set_getaddrinfo_for_tests(nullptr);
     // Let the abandoned lookup's fiber deliver into its channel and end.
     for (int i = 0; i < 100; ++i) weft::yield();
+  });
+}
+
+// A cancellation reaches only the operation bound to its context. Two
+// accepts on one listener: B queues behind A (parked) on the direction's
+// lock; cancelling B's context neither wakes nor fails A. B, like Go's
+// fdMutex waiter, fails as soon as it takes the lock.
+TEST_P(NetContextTest, CancelReachesOnlyItsOwnQueuedAccept) {
+  run([] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    auto a = weft::with_cancel(weft::background());
+    auto b = weft::with_cancel(weft::background());
+    weft::Channel<std::string> a_done(1), b_done(1);
+    auto outcome = [](const weft::net::Result<Conn>& c) {
+      return c ? std::string("conn") : c.error().to_string();
+    };
+    weft::go([&, ctx = a.ctx] { a_done.send(outcome(ln->accept(ctx))); });
+    ASSERT_TRUE(wait_parked());
+    weft::go([&, ctx = b.ctx] { b_done.send(outcome(ln->accept(ctx))); });
+    weft::sleep_for(5ms);  // B reaches the direction's lock and queues
+    b.cancel();
+    weft::sleep_for(20ms);
+    std::optional<std::string> early = a_done.try_recv();
+    EXPECT_FALSE(early) << "A woke, though ctx_a was never cancelled: " << *early;
+    auto c = weft::net::dial("tcp", ln->addr().to_string());
+    ASSERT_TRUE(c);
+    EXPECT_EQ(early ? *early : *a_done.recv(), "conn");
+    const std::string berr = *b_done.recv();
+    EXPECT_EQ(berr, "accept tcp " + ln->addr().to_string() + ": context canceled");
+  });
+}
+
+// The same for reads, in both orders: the context-bound read parked with a
+// plain one queued, and the plain read parked with the context-bound one
+// queued. Only the context-bound read fails; the plain one gets the data.
+TEST_P(NetContextTest, CancelReachesOnlyItsOwnRead) {
+  run([] {
+    auto p = tcp_pair();
+    for (int order = 0; order < 2; ++order) {
+      auto made = weft::with_cancel(weft::background());
+      weft::Channel<IoResult> ctx_done(1), plain_done(1);
+      char cb = 0, pb = 0;
+      auto start_ctx = [&] {
+        weft::go([&, ctx = made.ctx] { ctx_done.send(p.client.read(ctx, &cb, 1)); });
+      };
+      auto start_plain = [&] { weft::go([&] { plain_done.send(p.client.read(&pb, 1)); }); };
+      if (order == 0) {
+        start_ctx();
+        ASSERT_TRUE(wait_parked());
+        start_plain();
+      } else {
+        start_plain();
+        ASSERT_TRUE(wait_parked());
+        start_ctx();
+      }
+      weft::sleep_for(5ms);  // the second read queues on the direction's lock
+      made.cancel();
+      if (order == 0) {  // parked: the cancel wakes it at once
+        IoResult r = *ctx_done.recv();
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+      }
+      weft::sleep_for(20ms);
+      std::optional<IoResult> early = plain_done.try_recv();
+      ASSERT_FALSE(early) << "the plain read ended, order " << order << ": "
+                          << early->error().to_string();
+      ASSERT_TRUE(p.server.write("x"));
+      IoResult plain = *plain_done.recv();
+      ASSERT_TRUE(plain) << plain.error().to_string();
+      EXPECT_EQ(pb, 'x');
+      if (order == 1) {  // queued: fails once it takes the lock, reading nothing
+        IoResult r = *ctx_done.recv();
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+      }
+    }
+  });
+}
+
+// A plain read beside a context-bound read that is cancelled, over and over
+// in both orders: the plain read never fails and always gets a byte.
+TEST_P(NetContextTest, APlainReadBesideCancelledContextReadsNeverFails) {
+  run([] {
+    auto p = tcp_pair();
+    const int n = weft::test::stress_iterations(10000);
+    for (int i = 0; i < n; ++i) {
+      auto made = weft::with_cancel(weft::background());
+      weft::Channel<IoResult> ctx_done(1), plain_done(1);
+      char cb = 0, pb = 0;
+      auto start_ctx = [&] {
+        weft::go([&, ctx = made.ctx] { ctx_done.send(p.client.read(ctx, &cb, 1)); });
+      };
+      auto start_plain = [&] { weft::go([&] { plain_done.send(p.client.read(&pb, 1)); }); };
+      if (i % 2) {
+        start_ctx();
+        start_plain();
+      } else {
+        start_plain();
+        start_ctx();
+      }
+      for (int y = 0; y < i % 4; ++y) weft::yield();
+      made.cancel();
+      ASSERT_TRUE(p.server.write("x"));
+      // The context-bound read ends first: cancelled, or (with 2 workers)
+      // past its check and into the syscall as the cancel came, with the byte.
+      IoResult r = *ctx_done.recv();
+      if (r) {
+        ASSERT_TRUE(p.server.write("x"));  // then the plain read needs another
+      }
+      IoResult plain = *plain_done.recv();
+      ASSERT_TRUE(plain) << "iteration " << i << ": " << plain.error().to_string();
+      ASSERT_EQ(pb, 'x');
+      if (!r) {
+        ASSERT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+      }
+    }
+  });
+}
+
+// set_read_deadline racing the cancel of a context-bound read (parked or
+// not yet): the user's deadline always survives, exactly as set. Odd
+// iterations set one already past (a plain read afterwards then times out
+// though a byte is waiting); even ones a future one, which the cancelled
+// read must not wait for.
+TEST_P(NetContextTest, SetDeadlineRacingACancelledReadSurvives) {
+  run([] {
+    auto p = tcp_pair();
+    weft::detail::PollDesc* pd = weft::net::SocketAccess::fd(p.client)->pd();
+    const int n = weft::test::stress_iterations(10000);
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(p.client.set_read_deadline(std::chrono::steady_clock::time_point{}));
+      const bool past = i % 2;
+      const auto when = past ? weft::test::in(-1ms) : weft::test::in(3s);
+      auto made = weft::with_cancel(weft::background());
+      weft::Channel<IoResult> ctx_done(1);
+      weft::WaitGroup setter;
+      char cb = 0;
+      const auto start = std::chrono::steady_clock::now();
+      weft::go([&, ctx = made.ctx] { ctx_done.send(p.client.read(ctx, &cb, 1)); });
+      if (i % 4 < 2) {
+        ASSERT_TRUE(wait_parked());
+      }
+      setter.add(1);
+      weft::go([&] {
+        if (i % 3 == 0) weft::yield();
+        EXPECT_TRUE(p.client.set_read_deadline(when));
+        setter.done();
+      });
+      if (i % 5 == 0) weft::yield();
+      made.cancel();
+      IoResult r = *ctx_done.recv();
+      setter.wait();
+      ASSERT_LT(std::chrono::steady_clock::now() - start, 2s)
+          << "iteration " << i << ": the cancelled read waited for the user's deadline";
+      ASSERT_FALSE(r);
+      ASSERT_TRUE(r.error().err == errc::canceled || (past && r.error().err == errc::timeout))
+          << r.error().to_string();
+      ASSERT_EQ(weft::detail::poll_deadline(pd, weft::detail::PollMode::read),
+                past ? -1 : weft::net::detail::to_poll_ns(when))
+          << "iteration " << i << ": the user's deadline was lost";
+      if (past) {
+        ASSERT_TRUE(p.server.write("x"));
+        char b = 0;
+        IoResult later = p.client.read(&b, 1);
+        ASSERT_FALSE(later) << "iteration " << i << ": the user's expired deadline was lost";
+        ASSERT_EQ(later.error().err, errc::timeout) << later.error().to_string();
+        ASSERT_TRUE(p.client.set_read_deadline(std::chrono::steady_clock::time_point{}));
+        ASSERT_TRUE(p.client.read(&b, 1));  // drain it
+      }
+    }
   });
 }
 

@@ -19,6 +19,15 @@ enum class PollStatus : std::uint8_t {
   timeout,       // the deadline for this direction has passed
   not_pollable,  // the poller reported an error condition on the fd
   no_runtime,    // the runtime it was registered with has ended
+  canceled,      // the operation itself was cancelled (poll_op_cancel)
+};
+
+// One operation's claim on a direction, for a cancellation scoped to it (a
+// context-bound read, write or accept). Lives on the operation's stack. Its
+// fields belong to the desc's lock: only the poll_op_* calls touch them.
+struct PollOp {
+  std::uint64_t seq = 0;  // this op's number on the desc; 0 before poll_op_begin
+  bool canceled = false;  // poll_op_cancel has run for it
 };
 
 // Registers a non-blocking fd with the runtime's poller, once, for both
@@ -35,12 +44,27 @@ void poll_close(PollDesc* pd);
 // abandoned with it and never return.
 bool poll_runtime_gone(const PollDesc* pd) noexcept;
 
-// At the start of an operation: `closed` or `timeout` if it must fail before
-// the syscall, else `ready` (and any stale readiness is dropped).
+// At the start of an operation: `closed`, `canceled` or `timeout` if it must
+// fail before the syscall, else `ready` (and any stale readiness is dropped).
 PollStatus poll_prepare(PollDesc* pd, PollMode mode);
 // After EAGAIN: parks until the fd is ready in `mode` (read or write), the
 // deadline passes, or the desc is closed. One waiter per direction.
 PollStatus poll_wait(PollDesc* pd, PollMode mode);
+// After the operation has taken the direction's lock (so it is the one
+// operation that may wait in `mode`): numbers `op` and makes it the
+// direction's current operation. If `op` was cancelled while it queued for
+// the lock, the direction reports `canceled` to it from now on. Only
+// operations that can be cancelled call this; the others never touch it.
+void poll_op_begin(PollDesc* pd, PollMode mode, PollOp* op);
+// Before the operation releases the direction's lock: it is no longer the
+// current one, and its cancellation (if any) ends with it.
+void poll_op_end(PollDesc* pd, PollMode mode, PollOp* op);
+// Cancels `op` and nothing else: marks it, and if it is the direction's
+// current operation, makes check/wait report `canceled` to it and wakes it
+// if parked. A queued op sees the mark in poll_op_begin. The deadlines and
+// every other operation are untouched. True if `op` was the current one.
+bool poll_op_cancel(PollDesc* pd, PollMode mode, PollOp* op);
+
 // A deadline long past, for interrupting a parked operation (a cancel);
 // like any value below one second of uptime it expires without a clock read.
 inline constexpr std::int64_t kDeadlineLongPast = 1;
@@ -48,5 +72,8 @@ inline constexpr std::int64_t kDeadlineLongPast = 1;
 // Absolute CLOCK_MONOTONIC deadline in ns: 0 clears it, a time not in the
 // future expires it at once. Applies to an operation already parked.
 void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode);
+// The deadline the desc holds for `mode` (read or write): 0 none, -1
+// expired, else absolute ns. For tests.
+std::int64_t poll_deadline(PollDesc* pd, PollMode mode);
 
 }  // namespace weft::detail
