@@ -110,14 +110,14 @@ IoResult Conn::write(const Context& ctx, const void* buf, std::size_t n) {
 
 Result<Conn> Listener::accept(const Context& ctx) {
   if (!fd_) return no_socket("accept");
-  return bound_to<Result<Conn>>(
-      ctx, fd_.get(), PollMode::read, "accept", [&](PollOp* op) -> Result<Conn> {
-        auto r = fd_->accept(op);  // Listener::accept() with the PollOp
-        if (!r) return std::move(r).error();
-        std::unique_ptr<NetFD> conn = std::move(*r);
-        detail::setup_tcp_conn(*conn, fd_->accept_keep_alive);
-        return SocketAccess::make<Conn>(std::move(conn));
-      });
+  return bound_to<Result<Conn>>(ctx, fd_.get(), PollMode::read, "accept",
+                                [&](PollOp* op) -> Result<Conn> {
+                                  auto r = fd_->accept(op);  // Listener::accept() with the PollOp
+                                  if (!r) return std::move(r).error();
+                                  std::unique_ptr<NetFD> conn = std::move(*r);
+                                  detail::setup_tcp_conn(*conn, fd_->accept_keep_alive);
+                                  return SocketAccess::make<Conn>(std::move(conn));
+                                });
 }
 
 std::error_code detail::map_context_error(std::error_code ctx_err) noexcept {

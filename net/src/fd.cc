@@ -142,7 +142,7 @@ std::error_code NetFD::rw_lock(PollMode mode, PollOp* op) {
   if (weft::detail::poll_runtime_gone(pd_)) return weft::errc::no_runtime;
   if (!incref()) return weft::errc::closed;
   (mode == PollMode::read ? rmu_ : wmu_).lock();
-  if (closed()) {  // closed while this op queued behind another
+  if (closed()) {     // closed while this op queued behind another
     rw_unlock(mode);  // no op begun yet
     return weft::errc::closed;
   }
