@@ -432,6 +432,22 @@ TEST_P(NetContextTest, CancelReachesOnlyItsOwnQueuedAccept) {
   });
 }
 
+// A context-bound read and a plain read of one byte each on one
+// connection, each in a fiber of its own; both results are always received
+// before this goes out of scope.
+struct TwoReads {
+  weft::net::Conn& conn;
+  weft::Context ctx;
+  weft::Channel<IoResult> ctx_done{1}, plain_done{1};
+  char ctx_byte = 0, plain_byte = 0;
+  void start_ctx() {
+    weft::go([this] { ctx_done.send(conn.read(ctx, &ctx_byte, 1)); });
+  }
+  void start_plain() {
+    weft::go([this] { plain_done.send(conn.read(&plain_byte, 1)); });
+  }
+};
+
 // The same for reads, in both orders: the context-bound read parked with a
 // plain one queued, and the plain read parked with the context-bound one
 // queued. Only the context-bound read fails; the plain one gets the data.
@@ -440,38 +456,33 @@ TEST_P(NetContextTest, CancelReachesOnlyItsOwnRead) {
     auto p = tcp_pair();
     for (int order = 0; order < 2; ++order) {
       auto made = weft::with_cancel(weft::background());
-      weft::Channel<IoResult> ctx_done(1), plain_done(1);
-      char cb = 0, pb = 0;
-      auto start_ctx = [&] {
-        weft::go([&, ctx = made.ctx] { ctx_done.send(p.client.read(ctx, &cb, 1)); });
-      };
-      auto start_plain = [&] { weft::go([&] { plain_done.send(p.client.read(&pb, 1)); }); };
+      TwoReads reads{p.client, made.ctx};
       if (order == 0) {
-        start_ctx();
+        reads.start_ctx();
         ASSERT_TRUE(wait_parked());
-        start_plain();
+        reads.start_plain();
       } else {
-        start_plain();
+        reads.start_plain();
         ASSERT_TRUE(wait_parked());
-        start_ctx();
+        reads.start_ctx();
       }
       weft::sleep_for(5ms);  // the second read queues on the direction's lock
       made.cancel();
       if (order == 0) {  // parked: the cancel wakes it at once
-        IoResult r = *ctx_done.recv();
+        IoResult r = *reads.ctx_done.recv();
         ASSERT_FALSE(r);
         EXPECT_EQ(r.error().err, errc::canceled) << r.error().to_string();
       }
       weft::sleep_for(20ms);
-      std::optional<IoResult> early = plain_done.try_recv();
+      std::optional<IoResult> early = reads.plain_done.try_recv();
       ASSERT_FALSE(early) << "the plain read ended, order " << order << ": "
                           << early->error().to_string();
       ASSERT_TRUE(p.server.write("x"));
-      IoResult plain = *plain_done.recv();
+      IoResult plain = *reads.plain_done.recv();
       ASSERT_TRUE(plain) << plain.error().to_string();
-      EXPECT_EQ(pb, 'x');
+      EXPECT_EQ(reads.plain_byte, 'x');
       if (order == 1) {  // queued: fails once it takes the lock, reading nothing
-        IoResult r = *ctx_done.recv();
+        IoResult r = *reads.ctx_done.recv();
         ASSERT_FALSE(r);
         EXPECT_EQ(r.error().err, errc::canceled) << r.error().to_string();
       }
@@ -487,31 +498,26 @@ TEST_P(NetContextTest, APlainReadBesideCancelledContextReadsNeverFails) {
     const int n = weft::test::stress_iterations(10000);
     for (int i = 0; i < n; ++i) {
       auto made = weft::with_cancel(weft::background());
-      weft::Channel<IoResult> ctx_done(1), plain_done(1);
-      char cb = 0, pb = 0;
-      auto start_ctx = [&] {
-        weft::go([&, ctx = made.ctx] { ctx_done.send(p.client.read(ctx, &cb, 1)); });
-      };
-      auto start_plain = [&] { weft::go([&] { plain_done.send(p.client.read(&pb, 1)); }); };
+      TwoReads reads{p.client, made.ctx};
       if (i % 2) {
-        start_ctx();
-        start_plain();
+        reads.start_ctx();
+        reads.start_plain();
       } else {
-        start_plain();
-        start_ctx();
+        reads.start_plain();
+        reads.start_ctx();
       }
       for (int y = 0; y < i % 4; ++y) weft::yield();
       made.cancel();
       ASSERT_TRUE(p.server.write("x"));
       // The context-bound read ends first: cancelled, or (with 2 workers)
       // past its check and into the syscall as the cancel came, with the byte.
-      IoResult r = *ctx_done.recv();
+      IoResult r = *reads.ctx_done.recv();
       if (r) {
         ASSERT_TRUE(p.server.write("x"));  // then the plain read needs another
       }
-      IoResult plain = *plain_done.recv();
+      IoResult plain = *reads.plain_done.recv();
       ASSERT_TRUE(plain) << "iteration " << i << ": " << plain.error().to_string();
-      ASSERT_EQ(pb, 'x');
+      ASSERT_EQ(reads.plain_byte, 'x');
       if (!r) {
         ASSERT_EQ(r.error().err, errc::canceled) << r.error().to_string();
       }
