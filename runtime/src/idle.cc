@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include "asymmetric_fence.h"
 #include "chaos.h"
 #include "netpoll.h"
 #include "scheduler_internal.h"
@@ -18,8 +19,10 @@ bool Idle::wakep() {
   // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
   // pair: without this fence the publisher's store may still sit in its
   // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
-  // reads the old queues, and the work waits for sysmon.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // reads the old queues, and the work waits for sysmon. The pair is
+  // asymmetric: this side runs on every spawn and ready, the sleeper's
+  // heavy_fence() in sleep() once per sleep.
+  light_fence();
   if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
   int zero = 0;
   if (!nspinning_.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return false;
@@ -82,7 +85,8 @@ bool Idle::anything_to_watch() const {
   return sched_.earliest_timer() != kNever || netpoll_waiters() > 0;
 }
 
-// Every load is seq_cst: the publishers' halves are the fence in wakep().
+// After heavy_fence() in sleep(): the publishers' halves are the
+// light_fence() in wakep().
 bool Idle::any_queued_work(Worker* self) const {
   if (sched_.gq.size_seq_cst() != 0) return true;
   bool runnext_elsewhere = false;
@@ -134,6 +138,9 @@ void Idle::sleep(Worker* w) {
     nspinning_.fetch_sub(1, std::memory_order_seq_cst);
   }
   chaos::at(chaos::Point::sleep);  // between counting ourselves idle and the last look
+  // Pairs with wakep()'s light_fence(): a publisher that read nidle before
+  // this has its queue store visible to the last look below.
+  heavy_fence();
   // Work published before our nidle increment found nobody to wake (its
   // wakep saw nidle == 0 or a spinner that was us): look once more.
   bool wait = !any_queued_work(w);

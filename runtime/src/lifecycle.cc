@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "asymmetric_fence.h"
 #include "log.h"
 #include "records.h"
 #include "scheduler.h"
@@ -127,6 +128,7 @@ void Scheduler::shutdown() {
 
 int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   const int n = opts.workers > 0 ? opts.workers : default_workers();
+  init_asymmetric_fences();  // before any worker runs a light fence
   auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
   Scheduler* none = nullptr;
   if (!g_sched.compare_exchange_strong(none, s)) {
