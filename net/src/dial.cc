@@ -152,7 +152,9 @@ Result<Conn> dial_serial(const Dialer& d, const NetworkInfo& n, const std::vecto
     std::optional<Clock::time_point> per = deadline;
     if (deadline) {
       const auto now = Clock::now();
-      const auto remaining = *deadline - now;
+      // Saturating: Dialer::deadline may be time_point::min().
+      const auto remaining =
+          weft::detail::add_saturated(deadline->time_since_epoch(), -now.time_since_epoch());
       if (remaining <= Clock::duration::zero()) {
         if (!first_err) first_err = dial_error(d, n, addrs[i], weft::errc::timeout);
         break;

@@ -77,6 +77,29 @@ TEST_P(NetDialTest, ExpiredDeadlineFailsBeforeConnecting) {
   });
 }
 
+// The earliest representable deadline and the most negative timeout are long
+// expired, not an overflow: deadline - now was once computed unchecked
+// (UBSan: signed overflow) and wrapped to a deadline far in the future.
+TEST_P(NetDialTest, TheEarliestDeadlineAndTimeoutAreExpired) {
+  run([] {
+    auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(ln);
+    const std::string port = std::to_string(ln->addr().port());
+    for (const std::string& address : {"127.0.0.1:" + port, "localhost:" + port}) {
+      Dialer by_deadline;
+      by_deadline.deadline = Clock::time_point::min();
+      auto c = by_deadline.dial("tcp", address);
+      ASSERT_FALSE(c) << address;
+      EXPECT_TRUE(c.error().is_timeout()) << c.error().to_string();
+      Dialer by_timeout;
+      by_timeout.timeout = std::chrono::nanoseconds::min();
+      auto c2 = by_timeout.dial("tcp", address);
+      ASSERT_FALSE(c2) << address;
+      EXPECT_TRUE(c2.error().is_timeout()) << c2.error().to_string();
+    }
+  });
+}
+
 TEST_P(NetDialTest, ConnectDeadlineIsClearedAfterSuccess) {
   run([] {
     auto ln = weft::net::listen("tcp", "127.0.0.1:0");
