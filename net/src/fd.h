@@ -101,6 +101,10 @@ class NetFD {
                                const char** syscall);
 
   PollDesc* pd() const noexcept { return pd_; }
+  // For tests: whether an operation waits for the direction's lock.
+  bool queued_on_lock(PollMode mode) const noexcept {
+    return weft::detail::mutex_has_waiters(mode == PollMode::read ? rmu_ : wmu_);
+  }
 
   // A listener's keep-alive setting for the connections it accepts
   // (0 Go's default, < 0 off).

@@ -419,7 +419,9 @@ TEST_P(NetContextTest, CancelReachesOnlyItsOwnQueuedAccept) {
     weft::go([&, ctx = a.ctx] { a_done.send(outcome(ln->accept(ctx))); });
     ASSERT_TRUE(wait_parked());
     weft::go([&, ctx = b.ctx] { b_done.send(outcome(ln->accept(ctx))); });
-    weft::sleep_for(5ms);  // B reaches the direction's lock and queues
+    ASSERT_TRUE(weft::test::eventually([&] {  // B queues on the direction's lock
+      return weft::net::SocketAccess::fd(*ln)->queued_on_lock(weft::detail::PollMode::read);
+    }));
     b.cancel();
     weft::sleep_for(20ms);
     std::optional<std::string> early = a_done.try_recv();
@@ -466,7 +468,9 @@ TEST_P(NetContextTest, CancelReachesOnlyItsOwnRead) {
         ASSERT_TRUE(wait_parked());
         reads.start_ctx();
       }
-      weft::sleep_for(5ms);  // the second read queues on the direction's lock
+      ASSERT_TRUE(weft::test::eventually([&] {  // the second read queues on the lock
+        return weft::net::SocketAccess::fd(p.client)->queued_on_lock(weft::detail::PollMode::read);
+      }));
       made.cancel();
       if (order == 0) {  // parked: the cancel wakes it at once
         IoResult r = *reads.ctx_done.recv();

@@ -53,6 +53,11 @@ class WaiterList {
 void wake_all(QueuedWaiter* chain) noexcept;
 }  // namespace detail
 
+class Mutex;
+namespace detail {
+bool mutex_has_waiters(const Mutex& m) noexcept;
+}  // namespace detail
+
 // Go's sync.Mutex: an uncontended lock or unlock is one CAS. Under
 // contention a running fiber may take the lock ahead of a woken waiter (that
 // keeps throughput), until some waiter has waited over 1 ms; from then on
@@ -89,7 +94,17 @@ class Mutex {
 
   std::atomic<std::uint32_t> state_{0};
   detail::WaiterList queue_;  // under kQueueLock
+
+  friend bool detail::mutex_has_waiters(const Mutex&) noexcept;
 };
+
+namespace detail {
+// Whether fibers or threads are queued on `m`: for tests that must know a
+// lock() reached the queue (a snapshot; relaxed).
+inline bool mutex_has_waiters(const Mutex& m) noexcept {
+  return (m.state_.load(std::memory_order_relaxed) & Mutex::kWaiters) != 0;
+}
+}  // namespace detail
 
 // Go's sync.Cond, used with std::unique_lock<weft::Mutex>.
 class CondVar {
