@@ -216,6 +216,13 @@ struct Dialer {
   // Dials addresses already resolved, in order (Happy Eyeballs for "tcp"
   // when both families are present; the first address picks the primary).
   Result<Conn> dial_addrs(std::string_view network, std::vector<Addr> addrs) const;
+  // The same bound to ctx, with dial(ctx, ...)'s rules: the earliest of
+  // timeout, deadline and ctx's deadline bounds it; a context already done
+  // fails before any socket exists, naming the first address ("dial tcp
+  // 127.0.0.1:80: operation was canceled"); a cancel interrupts a connect in
+  // progress.
+  Result<Conn> dial_addrs(const Context& ctx, std::string_view network,
+                          std::vector<Addr> addrs) const;
 
   // The effective deadline: the earlier of now + timeout and `deadline`,
   // or nullopt for none.
