@@ -184,10 +184,22 @@ struct ListenConfig {
 
   // tcp, tcp4, tcp6, unix, unixpacket. "tcp" with an empty host listens on
   // both families ([::] with IPV6_V6ONLY off) when the host has IPv6.
-  // A Unix socket file is removed again by close().
+  // A Unix socket file is removed again by close(). A name listens on its
+  // first IPv4 address, else its first address, as Go.
   Result<Listener> listen(std::string_view network, std::string_view address) const;
+  // Go's ListenConfig.Listen: ctx bounds the name's resolution only. A
+  // lookup it cancels, or one begun with ctx already done, fails before any
+  // socket exists with Go's text, "listen tcp: lookup HOST: operation was
+  // canceled" ("... i/o timeout" for a deadline). A numeric or empty host
+  // and a Unix address need no lookup, so ctx does not affect them, done or
+  // not (Go: L-2). ctx does not bound the listener's lifetime.
+  Result<Listener> listen(const Context& ctx, std::string_view network,
+                          std::string_view address) const;
   // udp, udp4, udp6, unixgram.
   Result<PacketConn> listen_packet(std::string_view network, std::string_view address) const;
+  // Go's ListenConfig.ListenPacket: ctx bounds the resolution, as listen(ctx, ...).
+  Result<PacketConn> listen_packet(const Context& ctx, std::string_view network,
+                                   std::string_view address) const;
 };
 
 Result<Listener> listen(std::string_view network, std::string_view address);
