@@ -240,7 +240,7 @@ Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, const Contex
   if (n->family == AF_UNIX) {
     la = Addr::unix_name(n->name, std::string(address));  // empty: autobind
   } else {
-    auto list = detail::resolve_list(*n, address, ctx);
+    auto list = detail::resolve_list(*n, address, ctx, cfg.resolver.get());
     if (!list) return listen_error(network, std::nullopt, std::move(list).error());
     la = list->front();
     for (const Addr& a : *list) {  // Go: the first IPv4 address if there are several

@@ -285,7 +285,7 @@ Result<Conn> Dialer::dial_impl(std::string_view network, std::string_view addres
   // fails it before any socket, naming the address (DL-5a). A lookup that
   // ctx cancels midway returns at once (its getaddrinfo finishes in the
   // background).
-  auto list = detail::resolve_list(*n, address, ctx);
+  auto list = detail::resolve_list(*n, address, ctx, resolver.get());
   if (!list) return wrap_dial(*n, std::move(list).error());
   return dial_addrs_impl(network, std::move(*list), deadline, cancel);
 }

@@ -33,6 +33,7 @@
 #include "weft/context.h"
 #include "weft/detail/spinlock.h"
 #include "weft/net/addr.h"
+#include "weft/net/resolve.h"
 #include "weft/net/result.h"
 
 namespace weft::net {
@@ -181,6 +182,9 @@ struct ListenConfig {
   bool reuse_port = false;    // SO_REUSEPORT
   // For accepted TCP connections: 0 Go's default (15 s), < 0 off.
   std::chrono::nanoseconds keep_alive{0};
+  // Resolves a host name in `address` (see Resolver); null: the default
+  // resolver. (Go's ListenConfig always uses its DefaultResolver.)
+  std::shared_ptr<const Resolver> resolver;
 
   // tcp, tcp4, tcp6, unix, unixpacket. "tcp" with an empty host listens on
   // both families ([::] with IPV6_V6ONLY off) when the host has IPv6.
@@ -218,6 +222,10 @@ struct Dialer {
   // Happy Eyeballs ("tcp" only): how long the first family gets before the
   // other one is tried too; 0 the default (300 ms), < 0 no racing.
   std::chrono::nanoseconds fallback_delay{0};
+  // Resolves a host name in `address` (Go's Dialer.Resolver; see Resolver);
+  // null: the default resolver. Its answer takes the same path as the
+  // default's (family filter, Happy Eyeballs, serial dial).
+  std::shared_ptr<const Resolver> resolver;
 
   // tcp, tcp4, tcp6, udp, udp4, udp6, unix, unixgram, unixpacket.
   Result<Conn> dial(std::string_view network, std::string_view address) const;
@@ -245,7 +253,8 @@ struct Dialer {
   // (may be null): the canceler's cancel() interrupts a connect in progress
   // through an expired write deadline; dial(ctx, ...) cancels it from a
   // DoneHook on ctx.
-  // `ctx` bounds the name lookup (a lookup cannot be interrupted otherwise).
+  // `ctx` bounds the name lookup (a lookup cannot be interrupted otherwise),
+  // which goes through `resolver` when it is set.
   Result<Conn> dial_impl(std::string_view network, std::string_view address,
                          std::optional<Clock::time_point> deadline,
                          const std::shared_ptr<detail::DialCanceler>& cancel,
