@@ -226,9 +226,11 @@ OpError listen_error(std::string_view network, std::optional<Addr> addr, OpError
   return cause;
 }
 
-// A bound (and for streams, listening) socket for `network`/`address`.
-Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, std::string_view network,
-                                           std::string_view address, bool packet) {
+// A bound (and for streams, listening) socket for `network`/`address`; ctx
+// bounds the name's lookup only (Go's ListenConfig).
+Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, const Context& ctx,
+                                           std::string_view network, std::string_view address,
+                                           bool packet) {
   auto n = detail::parse_network(network);
   const bool stream_kind = n && n->sotype != SOCK_DGRAM;
   if (!n || stream_kind == packet) {
@@ -238,7 +240,7 @@ Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, std::string_
   if (n->family == AF_UNIX) {
     la = Addr::unix_name(n->name, std::string(address));  // empty: autobind
   } else {
-    auto list = detail::resolve_list(*n, address);
+    auto list = detail::resolve_list(*n, address, ctx, cfg.resolver.get());
     if (!list) return listen_error(network, std::nullopt, std::move(list).error());
     la = list->front();
     for (const Addr& a : *list) {  // Go: the first IPv4 address if there are several
@@ -317,14 +319,24 @@ Result<std::unique_ptr<NetFD>> bind_socket(const ListenConfig& cfg, std::string_
 }  // namespace
 
 Result<Listener> ListenConfig::listen(std::string_view network, std::string_view address) const {
-  auto fd = bind_socket(*this, network, address, false);
+  return listen(weft::background(), network, address);
+}
+
+Result<Listener> ListenConfig::listen(const Context& ctx, std::string_view network,
+                                      std::string_view address) const {
+  auto fd = bind_socket(*this, ctx, network, address, false);
   if (!fd) return std::move(fd).error();
   return SocketAccess::make<Listener>(std::move(*fd));
 }
 
 Result<PacketConn> ListenConfig::listen_packet(std::string_view network,
                                                std::string_view address) const {
-  auto fd = bind_socket(*this, network, address, true);
+  return listen_packet(weft::background(), network, address);
+}
+
+Result<PacketConn> ListenConfig::listen_packet(const Context& ctx, std::string_view network,
+                                               std::string_view address) const {
+  auto fd = bind_socket(*this, ctx, network, address, true);
   if (!fd) return std::move(fd).error();
   return SocketAccess::make<PacketConn>(std::move(*fd));
 }

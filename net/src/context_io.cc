@@ -7,6 +7,8 @@
 // still queued for the lock, it fails as soon as it takes it. The user's
 // deadline and every other operation on the fd are never touched, so there
 // is nothing to put back afterwards; the call reports the context's error.
+#include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "fd.h"
@@ -139,18 +141,19 @@ struct CancelDialOnDone {
   }
 };
 
-}  // namespace
-
-Result<Conn> Dialer::dial(const Context& ctx, std::string_view network,
-                          std::string_view address) const {
+// Runs `dial(deadline, canceler)` (dial_impl or dial_addrs_impl) bound to
+// ctx: the earliest of the Dialer's bounds and ctx's deadline is the
+// deadline, and ctx's cancellation reaches the canceler through a DoneHook.
+// Already done: the canceler starts out canceled, so the dial fails before
+// any socket exists, as Go's does. A name that needs a lookup fails in it
+// ("dial tcp: lookup HOST: operation was canceled"); an address needs none
+// and fails in the serial dial, naming it ("dial tcp 127.0.0.1:80:
+// operation was canceled", or "... i/o timeout" for a deadline).
+template <class Dial>
+Result<Conn> bound_dial(const Dialer& d, const Context& ctx, Dial dial) {
   auto canceler = detail::DialCanceler::make();
-  // Already done: the dial fails before any socket exists, as Go's does. A
-  // name that needs a lookup fails in it ("dial tcp: lookup HOST: operation
-  // was canceled"); a literal address needs none and fails in the serial
-  // dial, naming it ("dial tcp 127.0.0.1:80: operation was canceled", or
-  // "... i/o timeout" for a deadline).
   if (std::error_code e = ctx.err()) canceler->cancel(map_context_error(e));
-  std::optional<Clock::time_point> deadline = effective_deadline(Clock::now());
+  std::optional<Clock::time_point> deadline = d.effective_deadline(Clock::now());
   if (auto ctx_deadline = ctx.deadline()) {
     deadline = deadline ? std::min(*deadline, *ctx_deadline) : *ctx_deadline;
   }
@@ -158,10 +161,26 @@ Result<Conn> Dialer::dial(const Context& ctx, std::string_view network,
   weft::detail::DoneHook hook(&CancelDialOnDone::fire, &on_done);
   const bool attached = !weft::detail::attach_done_hook(ctx, &hook);
   if (!attached && !canceler->err()) canceler->cancel(map_context_error(ctx.err()));
-  auto r = dial_impl(network, address, deadline, canceler, ctx);
+  auto r = dial(deadline, canceler);
   // After this, the hook has run to completion or never will: `on_done` may go.
   if (attached) weft::detail::detach_done_hook(ctx, &hook);
   return r;
+}
+
+}  // namespace
+
+Result<Conn> Dialer::dial(const Context& ctx, std::string_view network,
+                          std::string_view address) const {
+  return bound_dial(*this, ctx, [&](auto deadline, const auto& canceler) {
+    return dial_impl(network, address, deadline, canceler, ctx);
+  });
+}
+
+Result<Conn> Dialer::dial_addrs(const Context& ctx, std::string_view network,
+                                std::vector<Addr> addrs) const {
+  return bound_dial(*this, ctx, [&](auto deadline, const auto& canceler) {
+    return dial_addrs_impl(network, std::move(addrs), deadline, canceler);
+  });
 }
 
 Result<Conn> dial(const Context& ctx, std::string_view network, std::string_view address) {

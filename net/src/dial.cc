@@ -3,10 +3,11 @@
 // "tcp", non-blocking connect parked as a writer.
 //
 // Contexts (net/src/context_io.cc) reach this file in two ways only:
-//  - Dialer::dial(const Context& ctx, ...) maps ctx's error (Go's mapErr),
-//    folds ctx.deadline() into the deadline given to dial_impl, bridges ctx's
-//    cancellation into a DialCanceler through a DoneHook, and passes ctx on
-//    to bound the name lookup.
+//  - Dialer::dial(const Context& ctx, ...) and dial_addrs(ctx, ...) map
+//    ctx's error (Go's mapErr), fold ctx.deadline() into the deadline given
+//    to dial_impl / dial_addrs_impl, and bridge ctx's cancellation into a
+//    DialCanceler through a DoneHook (one helper, bound_dial); dial passes
+//    ctx on to bound the name lookup.
 //  - Nothing below knows about contexts: every step checks the canceler
 //    before creating a socket, and a connect in progress is interrupted
 //    through the canceler (an expired write deadline).
@@ -286,7 +287,7 @@ Result<Conn> Dialer::dial_impl(std::string_view network, std::string_view addres
   // fails it before any socket, naming the address (DL-5a). A lookup that
   // ctx cancels midway returns at once (its getaddrinfo finishes in the
   // background).
-  auto list = detail::resolve_list(*n, address, ctx);
+  auto list = detail::resolve_list(*n, address, ctx, resolver.get());
   if (!list) return wrap_dial(*n, std::move(list).error());
   return dial_addrs_impl(network, std::move(*list), deadline, cancel);
 }

@@ -13,6 +13,7 @@
 #include "weft/context.h"
 
 #include "weft/net/addr.h"
+#include "weft/net/resolve.h"
 #include "weft/net/result.h"
 
 namespace weft::net::detail {
@@ -51,7 +52,10 @@ void set_getaddrinfo_for_tests(GetAddrInfoFn fn) noexcept;
 std::error_code map_context_error(std::error_code ctx_err) noexcept;
 
 // With a context, a name lookup it cancels returns at once (see lookup_ip).
+// Names go through `resolver` when given (null: the default lookup); the
+// answer is filtered to n's family either way.
 Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address,
-                                       const Context& ctx = weft::background());
+                                       const Context& ctx = weft::background(),
+                                       const Resolver* resolver = nullptr);
 
 }  // namespace weft::net::detail

@@ -147,24 +147,100 @@ Result<std::uint16_t> parse_port(std::string_view network, std::string_view port
   return dns_error(base + "/" + name, net_errc::unknown_port, "unknown port");
 }
 
+namespace {
+
+using Ips = Result<std::vector<IP>>;
+
+bool keep_family(const IP& ip, int family) {
+  return family == AF_UNSPEC || (family == AF_INET) == ip.is_v4();
+}
+
+// Go: "lookup HOST: operation was canceled", or "... i/o timeout".
+OpError context_done_error(const Context& ctx, std::string_view host) {
+  const std::error_code e = detail::map_context_error(ctx.err());
+  return dns_error(host, e, e.message());
+}
+
+// Runs `work` (returning Ips) in a fiber of its own and waits for its answer
+// or for ctx to be done, whichever comes first. A lookup cannot be
+// interrupted (getaddrinfo, or a hook that ignores ctx), so one abandoned by
+// its context finishes in the background and its answer is dropped with the
+// channel. A context that can never be done (background) needs no fiber:
+// the caller runs `work` itself. Needs a runtime.
+template <class Work>
+Ips await_lookup(const Context& ctx, std::string_view host, Work work) {
+  static_assert(weft::detail::channel_value<Ips>);
+  if (!ctx.done()) return work();
+  auto answers = std::make_shared<weft::Channel<Ips>>(1);
+  weft::go([answers, work = std::move(work)]() mutable { answers->send(work()); });
+  std::optional<Ips> answer;
+  weft::select(weft::on_recv(*answers, [&](std::optional<Ips> a) { answer = std::move(a); }),
+               weft::on_done(ctx, [] {}));
+  if (!answer) return context_done_error(ctx, host);
+  return std::move(*answer);
+}
+
+// getaddrinfo on the blocking pool (AI_ADDRCONFIG off: loopback-only hosts
+// must still resolve ::1).
+Ips getaddrinfo_lookup(const std::string& name, int family) {
+  int rc = 0;
+  std::vector<IP> ips;
+  weft::blocking([&] {
+    addrinfo hints{};
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    rc = detail::getaddrinfo_hook.load()(name.c_str(), nullptr, &hints, &res);
+    if (rc != 0) return;
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      Addr addr = Addr::from_sockaddr(ai->ai_addr, ai->ai_addrlen, "ip");
+      if (addr.is_ip() && addr.ip().valid() &&
+          std::find(ips.begin(), ips.end(), addr.ip()) == ips.end()) {
+        ips.push_back(addr.ip());
+      }
+    }
+    freeaddrinfo(res);
+  });
+  if (rc == EAI_NONAME || rc == EAI_NODATA || (rc == 0 && ips.empty())) {
+    return dns_error(name, net_errc::no_such_host, "no such host");
+  }
+  if (rc != 0) return dns_error(name, net_errc::no_such_host, gai_strerror(rc));
+  return ips;
+}
+
+// A custom lookup's answer as Resolver documents it.
+Ips custom_answer(std::string_view host, int family, Ips answer) {
+  if (!answer) {
+    OpError& e = answer.error();
+    std::string text = e.to_string();
+    std::string prefix = "lookup ";
+    prefix += host;
+    prefix += ": ";
+    if (text.compare(0, prefix.size(), prefix) == 0) return std::move(e);
+    return dns_error(host, e.err, e.cause());
+  }
+  std::vector<IP> out;
+  for (IP& ip : *answer) {
+    if (keep_family(ip, family) && std::find(out.begin(), out.end(), ip) == out.end()) {
+      out.push_back(std::move(ip));
+    }
+  }
+  if (out.empty()) return dns_error(host, net_errc::no_such_host, "no such host");
+  return out;
+}
+
+}  // namespace
+
 Result<std::vector<IP>> lookup_ip(std::string_view host, int family) {
   return lookup_ip(weft::background(), host, family);
 }
 
 Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int family) {
-  auto keep = [family](const IP& ip) {
-    return family == AF_UNSPEC || (family == AF_INET) == ip.is_v4();
-  };
   if (auto ip = IP::parse(host)) return std::vector<IP>{*ip};
-  // Go: "lookup HOST: operation was canceled", or "... i/o timeout".
-  const auto done = [&] {
-    const std::error_code e = detail::map_context_error(ctx.err());
-    return dns_error(host, e, e.message());
-  };
-  if (ctx.err()) return done();
+  if (ctx.err()) return context_done_error(ctx, host);
   std::vector<IP> out;
   for (IP& ip : lookup_hosts_file(host)) {
-    if (keep(ip)) out.push_back(std::move(ip));
+    if (keep_family(ip, family)) out.push_back(std::move(ip));
   }
   if (!out.empty()) return out;
   if (iequal(host, "localhost")) {
@@ -174,48 +250,24 @@ Result<std::vector<IP>> lookup_ip(const Context& ctx, std::string_view host, int
     return out;
   }
   if (std::error_code e = detail::need_runtime()) return dns_error(host, e, e.message());
-  // getaddrinfo blocks (DNS) and cannot be interrupted: it runs on the
-  // blocking pool, from a fiber of its own that reports into a channel the
-  // caller may stop waiting on. A lookup abandoned by its context finishes in
-  // the background and its answer is dropped with the channel.
-  // AI_ADDRCONFIG stays off (loopback-only hosts must still resolve ::1).
-  struct Answer {
-    int rc = 0;
-    std::vector<IP> ips;
-  };
-  auto answers = std::make_shared<weft::Channel<Answer>>(1);
-  weft::go([answers, name = std::string(host), family] {
-    answers->send(weft::blocking([&]() {
-      Answer a;
-      addrinfo hints{};
-      hints.ai_family = family;
-      hints.ai_socktype = SOCK_STREAM;
-      addrinfo* res = nullptr;
-      a.rc = detail::getaddrinfo_hook.load()(name.c_str(), nullptr, &hints, &res);
-      if (a.rc != 0) return a;
-      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-        Addr addr = Addr::from_sockaddr(ai->ai_addr, ai->ai_addrlen, "ip");
-        if (addr.is_ip() && addr.ip().valid() &&
-            std::find(a.ips.begin(), a.ips.end(), addr.ip()) == a.ips.end()) {
-          a.ips.push_back(addr.ip());
-        }
-      }
-      freeaddrinfo(res);
-      return a;
-    }));
+  return await_lookup(
+      ctx, host, [name = std::string(host), family] { return getaddrinfo_lookup(name, family); });
+}
+
+Result<std::vector<IP>> Resolver::lookup_ip(std::string_view host, int family) const {
+  return lookup_ip(weft::background(), host, family);
+}
+
+Result<std::vector<IP>> Resolver::lookup_ip(const Context& ctx, std::string_view host,
+                                            int family) const {
+  if (!lookup) return net::lookup_ip(ctx, host, family);
+  // Go never asks a resolver about a literal address.
+  if (auto ip = IP::parse(host)) return std::vector<IP>{*ip};
+  if (ctx.err()) return context_done_error(ctx, host);
+  if (detail::need_runtime()) return custom_answer(host, family, lookup(ctx, host, family));
+  return await_lookup(ctx, host, [fn = lookup, ctx, name = std::string(host), family]() {
+    return custom_answer(name, family, fn(ctx, name, family));
   });
-  std::optional<Answer> answer;
-  weft::select(weft::on_recv(*answers, [&](std::optional<Answer> a) { answer = std::move(a); }),
-               weft::on_done(ctx, [] {}));
-  if (!answer) return done();
-  if (answer->rc == EAI_NONAME || answer->rc == EAI_NODATA ||
-      (answer->rc == 0 && answer->ips.empty())) {
-    return dns_error(host, net_errc::no_such_host, "no such host");
-  }
-  if (answer->rc != 0) {
-    return dns_error(host, net_errc::no_such_host, gai_strerror(answer->rc));
-  }
-  return std::move(answer->ips);
 }
 
 namespace detail {
@@ -290,7 +342,7 @@ bool ipv6_supported() {
 }
 
 Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view address,
-                                       const Context& ctx) {
+                                       const Context& ctx, const Resolver* resolver) {
   if (n.family == AF_UNIX) {
     if (address.empty()) return OpError(weft::errc::missing_address);
     return std::vector<Addr>{Addr::unix_name(n.name, std::string(address))};
@@ -307,7 +359,8 @@ Result<std::vector<Addr>> resolve_list(const NetworkInfo& n, std::string_view ad
   if (auto ip = IP::parse(host)) {
     ips.push_back(*ip);
   } else {
-    auto found = lookup_ip(ctx, host, n.family);
+    auto found =
+        resolver ? resolver->lookup_ip(ctx, host, n.family) : lookup_ip(ctx, host, n.family);
     if (!found) return std::move(found).error();
     ips = std::move(*found);
   }

@@ -33,6 +33,7 @@
 #include "weft/context.h"
 #include "weft/detail/spinlock.h"
 #include "weft/net/addr.h"
+#include "weft/net/resolve.h"
 #include "weft/net/result.h"
 
 namespace weft::net {
@@ -181,13 +182,28 @@ struct ListenConfig {
   bool reuse_port = false;    // SO_REUSEPORT
   // For accepted TCP connections: 0 Go's default (15 s), < 0 off.
   std::chrono::nanoseconds keep_alive{0};
+  // Resolves a host name in `address` (see Resolver); null: the default
+  // resolver. (Go's ListenConfig always uses its DefaultResolver.)
+  std::shared_ptr<const Resolver> resolver;
 
   // tcp, tcp4, tcp6, unix, unixpacket. "tcp" with an empty host listens on
   // both families ([::] with IPV6_V6ONLY off) when the host has IPv6.
-  // A Unix socket file is removed again by close().
+  // A Unix socket file is removed again by close(). A name listens on its
+  // first IPv4 address, else its first address, as Go.
   Result<Listener> listen(std::string_view network, std::string_view address) const;
+  // Go's ListenConfig.Listen: ctx bounds the name's resolution only. A
+  // lookup it cancels, or one begun with ctx already done, fails before any
+  // socket exists with Go's text, "listen tcp: lookup HOST: operation was
+  // canceled" ("... i/o timeout" for a deadline). A numeric or empty host
+  // and a Unix address need no lookup, so ctx does not affect them, done or
+  // not (Go: L-2). ctx does not bound the listener's lifetime.
+  Result<Listener> listen(const Context& ctx, std::string_view network,
+                          std::string_view address) const;
   // udp, udp4, udp6, unixgram.
   Result<PacketConn> listen_packet(std::string_view network, std::string_view address) const;
+  // Go's ListenConfig.ListenPacket: ctx bounds the resolution, as listen(ctx, ...).
+  Result<PacketConn> listen_packet(const Context& ctx, std::string_view network,
+                                   std::string_view address) const;
 };
 
 Result<Listener> listen(std::string_view network, std::string_view address);
@@ -206,6 +222,10 @@ struct Dialer {
   // Happy Eyeballs ("tcp" only): how long the first family gets before the
   // other one is tried too; 0 the default (300 ms), < 0 no racing.
   std::chrono::nanoseconds fallback_delay{0};
+  // Resolves a host name in `address` (Go's Dialer.Resolver; see Resolver);
+  // null: the default resolver. Its answer takes the same path as the
+  // default's (family filter, Happy Eyeballs, serial dial).
+  std::shared_ptr<const Resolver> resolver;
 
   // tcp, tcp4, tcp6, udp, udp4, udp6, unix, unixgram, unixpacket.
   Result<Conn> dial(std::string_view network, std::string_view address) const;
@@ -216,6 +236,13 @@ struct Dialer {
   // Dials addresses already resolved, in order (Happy Eyeballs for "tcp"
   // when both families are present; the first address picks the primary).
   Result<Conn> dial_addrs(std::string_view network, std::vector<Addr> addrs) const;
+  // The same bound to ctx, with dial(ctx, ...)'s rules: the earliest of
+  // timeout, deadline and ctx's deadline bounds it; a context already done
+  // fails before any socket exists, naming the first address ("dial tcp
+  // 127.0.0.1:80: operation was canceled"); a cancel interrupts a connect in
+  // progress.
+  Result<Conn> dial_addrs(const Context& ctx, std::string_view network,
+                          std::vector<Addr> addrs) const;
 
   // The effective deadline: the earlier of now + timeout and `deadline`,
   // or nullopt for none.
@@ -226,7 +253,8 @@ struct Dialer {
   // (may be null): the canceler's cancel() interrupts a connect in progress
   // through an expired write deadline; dial(ctx, ...) cancels it from a
   // DoneHook on ctx.
-  // `ctx` bounds the name lookup (a lookup cannot be interrupted otherwise).
+  // `ctx` bounds the name lookup (a lookup cannot be interrupted otherwise),
+  // which goes through `resolver` when it is set.
   Result<Conn> dial_impl(std::string_view network, std::string_view address,
                          std::optional<Clock::time_point> deadline,
                          const std::shared_ptr<detail::DialCanceler>& cancel,
