@@ -59,7 +59,7 @@ struct Latch {
     }
   }
   void wait() {
-    weft::detail::park_with([this](weft::detail::Fiber* self) {
+    weft::detail::park_with(weft::detail::WaitReason::unknown, [this](weft::detail::Fiber* self) {
       weft::detail::Fiber* none = nullptr;
       return waiter.compare_exchange_strong(none, self);  // fails once counted down
     });
@@ -76,7 +76,7 @@ struct Baton {
   }
   void take() {
     while (!token.exchange(false)) {
-      weft::detail::park_with([this](weft::detail::Fiber* self) {
+      weft::detail::park_with(weft::detail::WaitReason::unknown, [this](weft::detail::Fiber* self) {
         std::atomic<weft::detail::Fiber*>& slot = parked;
         std::atomic<bool>& tok = token;
         slot.store(self);
@@ -230,10 +230,11 @@ TEST_P(RuntimeTest, ReadyFromForeignThread) {
             while (!(w = me.load())) std::this_thread::yield();
             weft::detail::ready(w);
           });
-          weft::detail::park_with([&](weft::detail::Fiber* self) {
-            me.store(self);
-            return true;
-          });
+          weft::detail::park_with(weft::detail::WaitReason::unknown,
+                                  [&](weft::detail::Fiber* self) {
+                                    me.store(self);
+                                    return true;
+                                  });
           t.join();
         }
       },
@@ -263,11 +264,12 @@ TEST_P(RuntimeTest, PlainThreadCanParkAndBeReadied) {
         std::atomic<bool> woke{false};
         std::thread t([&] {
           EXPECT_FALSE(weft::detail::on_fiber());
-          weft::detail::park_with([&](weft::detail::Fiber* self) {
-            EXPECT_EQ(weft::detail::waiter_id(self), 0u);
-            thread_waiter.store(self);
-            return true;
-          });
+          weft::detail::park_with(weft::detail::WaitReason::unknown,
+                                  [&](weft::detail::Fiber* self) {
+                                    EXPECT_EQ(weft::detail::waiter_id(self), 0u);
+                                    thread_waiter.store(self);
+                                    return true;
+                                  });
           woke.store(true);
         });
         while (!thread_waiter.load()) weft::yield();
@@ -368,9 +370,10 @@ TEST(RuntimeDeathTest, ExceptionFromAParkCommitIsFatalWithItsText) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(weft::run(
                    [] {
-                     weft::detail::park_with([](weft::detail::Fiber*) -> bool {
-                       throw std::runtime_error("commit boom");
-                     });
+                     weft::detail::park_with(weft::detail::WaitReason::unknown,
+                                             [](weft::detail::Fiber*) -> bool {
+                                               throw std::runtime_error("commit boom");
+                                             });
                    },
                    weft::RunOptions{.workers = 1}),
                "weft: a park commit threw std::runtime_error: commit boom");
@@ -404,10 +407,11 @@ TEST(RuntimeMigration, FiberMovesBetweenWorkersMidFunction) {
             while (!(w = me.load())) std::this_thread::yield();
             weft::detail::ready(w);
           });
-          weft::detail::park_with([&](weft::detail::Fiber* self) {
-            me.store(self);
-            return true;
-          });
+          weft::detail::park_with(weft::detail::WaitReason::unknown,
+                                  [&](weft::detail::Fiber* self) {
+                                    me.store(self);
+                                    return true;
+                                  });
           t.join();
           const pid_t now_tid = gettid_now();
           const int now_worker = weft::worker_index();

@@ -95,11 +95,12 @@ TEST(Stack, ManyParkedFibersBeyondTheGuardPageBudget) {
         std::atomic<int> parked_count{0};
         for (int i = 0; i < n; ++i) {
           weft::go([&, i] {
-            weft::detail::park_with([&, i](weft::detail::Fiber* self) {
-              parked[static_cast<std::size_t>(i)].store(self);
-              parked_count.fetch_add(1);
-              return true;
-            });
+            weft::detail::park_with(weft::detail::WaitReason::unknown,
+                                    [&, i](weft::detail::Fiber* self) {
+                                      parked[static_cast<std::size_t>(i)].store(self);
+                                      parked_count.fetch_add(1);
+                                      return true;
+                                    });
             woke.fetch_add(1);
           });
         }

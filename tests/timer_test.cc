@@ -199,7 +199,7 @@ TEST_P(SleepTest, EarlierTimerWakesTheTimerSleeper) {
           });
           while (!fired.load()) std::this_thread::yield();
         });
-        weft::detail::park_with([&](weft::detail::Fiber* self) {
+        weft::detail::park_with(weft::detail::WaitReason::unknown, [&](weft::detail::Fiber* self) {
           main_fiber.store(self);
           return true;
         });

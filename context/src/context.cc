@@ -280,7 +280,7 @@ std::string Context::to_string() const {
 void Done::wait() const {
   if (!signal_) {
     detail::Waiter never;  // Go's receive from a nil channel
-    never.wait();
+    never.wait(detail::WaitReason::chan_receive_nil);
     return;
   }
   if (ready()) return;
@@ -291,7 +291,7 @@ void Done::wait() const {
   }
   detail::ChanWaiter me;
   signal_->waiters.push_back(&me);
-  detail::park_on_channel(&me, &signal_->lock);
+  detail::park_on_channel(&me, &signal_->lock, detail::WaitReason::context_done);
 }
 
 // ---- cancel handles --------------------------------------------------------

@@ -101,7 +101,7 @@ void run_blocking(void (*fn)(void*), void* arg) {
     return;
   }
   Task task{fn, arg, nullptr, nullptr};
-  park_with([&task](Fiber* self) {
+  park_with(WaitReason::blocking, [&task](Fiber* self) {
     task.waiter = self;
     pool().submit(&task);
     return true;

@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <source_location>
 
+#include "weft/detail/park.h"
 #include "weft/runtime.h"
 
 namespace weft::detail {
@@ -19,6 +21,14 @@ struct Stack {
   char* hi() const { return lo + size; }
 };
 
+// The last event a fiber recorded in its record (see Fiber::state).
+enum class FiberState : std::uint8_t {
+  fresh,    // spawned, and has not parked or yielded since
+  parked,   // parked (it may have been readied since)
+  yielded,  // yielded: runnable
+  dead,     // ended after it had parked or yielded (a fresh one that ended stays fresh)
+};
+
 // How a fiber record was allocated, so that it goes back the same way.
 enum class RecordKind : std::uint8_t { pooled, heap, heap_aligned };
 
@@ -29,6 +39,16 @@ struct Fiber {
   // Written when the fiber parks or yields (while it runs, its worker holds
   // it; see Worker::running_stack), returned when it ends.
   Stack stack;
+  // For dumps, metrics and deadlock reports (registry.h), written where the
+  // fiber writes its record anyway: at spawn, and when it parks or yields
+  // (beside sp and stack). Never when it merely runs or exits (records.h
+  // says why), so `state` is the last of those events, not the present.
+  FiberState state = FiberState::fresh;
+  WaitReason wait_reason = WaitReason::unknown;
+  std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
+  std::uint64_t wait_detail = 0;      // the fd for I/O
+  const char* name = nullptr;         // a copy of SpawnOptions::name (owned), or null
+  std::source_location spawn_site;
   std::uint64_t id = 0;
   std::uint32_t run_gen = 0;  // the runtime that spawned it (Scheduler::gen)
   std::uint32_t stack_request = 0;

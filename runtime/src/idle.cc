@@ -8,6 +8,7 @@
 #include "asymmetric_fence.h"
 #include "chaos.h"
 #include "netpoll.h"
+#include "registry.h"
 #include "scheduler_internal.h"
 #include "timer.h"
 
@@ -143,7 +144,9 @@ void Idle::sleep(Worker* w) {
   heavy_fence();
   // Work published before our nidle increment found nobody to wake (its
   // wakep saw nidle == 0 or a spinner that was us): look once more.
-  bool wait = !any_queued_work(w);
+  // A dump stopping the world poked the idle workers before we joined them
+  // (it stored stw, then took mu_ to walk the list): stop instead.
+  bool wait = !any_queued_work(w) && !sched_.stw.load(std::memory_order_acquire);
   // One idle worker waits for the earliest timer; the others until woken.
   bool timer_role = false;
   std::int64_t deadline = kNever;
@@ -191,11 +194,23 @@ void Idle::sleep(Worker* w) {
       *link = w->next_idle;
       w->on_idle_list = false;
       nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      advance_coarse_clock();
       return;
     }
   }
   // wakep took us off the idle list and counted us as spinning.
+  advance_coarse_clock();  // sysmon may have slept as long as we did
   w->spinning = !sched_.stopping.load(std::memory_order_acquire);
+}
+
+void Idle::poke_all() {
+  std::lock_guard lock(mu_);
+  for (Worker* w = head_; w; w = w->next_idle) {
+    std::uint32_t asleep = kAsleep;
+    if (w->wake_word.compare_exchange_strong(asleep, kPoked, std::memory_order_seq_cst)) {
+      wake_worker(w);
+    }
+  }
 }
 
 void Idle::wake_all() {

@@ -112,6 +112,10 @@ class Idle {
 
   // Shutdown, once Scheduler::stopping is set: wakes every sleeping worker.
   void wake_all();
+  // A dump, once Scheduler::stw is set: gets every sleeping worker back to
+  // its scheduling loop, where it stops (as a timer poke does: nobody counts
+  // it as spinning).
+  void poke_all();
 
   bool all_idle() const { return nidle_.load(std::memory_order_seq_cst) == nworkers_; }
   // Whether the role's holder is blocked in the poller (a hint: others then

@@ -24,6 +24,7 @@
 #include "asymmetric_fence.h"
 #include "log.h"
 #include "records.h"
+#include "registry.h"
 #include "scheduler.h"
 #include "scheduler_internal.h"
 #include "stack.h"
@@ -129,6 +130,7 @@ void Scheduler::shutdown() {
 int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   const int n = opts.workers > 0 ? opts.workers : default_workers();
   init_asymmetric_fences();  // before any worker runs a light fence
+  advance_coarse_clock();    // fibers that park before sysmon's first round
   auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
   Scheduler* none = nullptr;
   if (!g_sched.compare_exchange_strong(none, s)) {
@@ -138,6 +140,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     std::abort();
   }
   install_overflow_handler();
+  install_sigquit_handler();
   if (std::terminate_handler previous = std::set_terminate(&on_terminate);
       previous != &on_terminate) {
     previous_terminate.store(previous, std::memory_order_relaxed);
@@ -188,6 +191,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
                 spawned - exited);
   }
   delete s;
+  restore_sigquit_handler();
   if (std::get_terminate() == &on_terminate) {
     std::set_terminate(previous_terminate.load(std::memory_order_relaxed));
   }

@@ -186,16 +186,19 @@ bool block(PollDesc* pd, PollMode mode) {
     // Counted until whoever unblocks it takes it out of the slot (unblock).
     waiters.fetch_add(1, std::memory_order_relaxed);
     std::atomic<std::uintptr_t>* slot_ptr = &slot;
-    park_with([slot_ptr](Fiber* self) {
-      std::uintptr_t expected = kWait;
-      // Fails if readiness, a deadline or close came first: then don't sleep.
-      if (slot_ptr->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(self),
-                                            std::memory_order_acq_rel)) {
-        return true;
-      }
-      waiters.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    });
+    park_with(
+        mode == PollMode::read ? WaitReason::io_read : WaitReason::io_write,
+        [slot_ptr](Fiber* self) {
+          std::uintptr_t expected = kWait;
+          // Fails if readiness, a deadline or close came first: then don't sleep.
+          if (slot_ptr->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(self),
+                                                std::memory_order_acq_rel)) {
+            return true;
+          }
+          waiters.fetch_sub(1, std::memory_order_relaxed);
+          return false;
+        },
+        static_cast<std::uint64_t>(pd->fd));
   }
   const std::uintptr_t old = slot.exchange(kNil, std::memory_order_acq_rel);
   if (old > kWait) fatal("poll desc slot corrupted: still holds a waiter after waking");

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <type_traits>
 
@@ -19,7 +20,13 @@ namespace weft::detail {
 
 static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled without destruction");
 
+void free_fiber_name(Fiber* f) noexcept {
+  std::free(const_cast<char*>(f->name));
+  f->name = nullptr;
+}
+
 void free_abandoned(Fiber* f) {
+  free_fiber_name(f);
   // Never ran or parked forever: its closure may be mid-call, so only the
   // record and stack are reclaimed, as Go reclaims nothing at exit.
   if (f->stack.lo) {
@@ -38,8 +45,20 @@ void free_depot(RecordDepot& depot) {
   }
 }
 
+Fiber* allocate_record(RecordKind kind, std::size_t size) {
+  const std::size_t room = links_room(kind);
+  void* mem = kind == RecordKind::heap_aligned ? ::operator new (room + size, std::align_val_t{64})
+                                               : ::operator new(room + size);
+  auto* links = ::new (mem) RecordLinks();
+  auto* f = ::new (static_cast<char*>(mem) + room) Fiber();
+  f->kind = kind;
+  links->fiber = f;
+  fiber_registry().add(links);
+  return f;
+}
+
 Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
-                 void** closure_storage) {
+                 std::source_location site, void** closure_storage) {
   if (g_sched.load(std::memory_order_acquire) == nullptr) {
     std::fprintf(stderr, "weft::go: no runtime is running; spawn fibers inside weft::run\n");
     std::abort();
@@ -51,21 +70,21 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
   const std::size_t align = std::max<std::size_t>(closure_align, alignof(Fiber));
   const std::size_t offset = (sizeof(Fiber) + align - 1) / align * align;
   const std::size_t total = offset + closure_size;
-  void* mem = nullptr;
+  Fiber* f = nullptr;
   RecordKind kind = RecordKind::heap;
   if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ && total <= kPooledRecordSize) {
     kind = RecordKind::pooled;
     Worker* w = current_worker();
-    mem = w ? w->take_record() : nullptr;
-    if (!mem) mem = ::operator new(kPooledRecordSize);
-  } else if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
-    mem = ::operator new(total);
+    f = w ? w->take_record() : nullptr;
+    if (!f) f = allocate_record(kind, kPooledRecordSize);
   } else {
-    kind = RecordKind::heap_aligned;
-    mem = ::operator new (total, std::align_val_t{64});
+    if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) kind = RecordKind::heap_aligned;
+    f = allocate_record(kind, total);
   }
-  auto* f = ::new (mem) Fiber();
+  ::new (f) Fiber();
   f->kind = kind;
+  f->spawn_site = site;
+  if (!opts.name.empty()) f->name = strndup(opts.name.data(), opts.name.size());
   f->stack_request = static_cast<std::uint32_t>(round_stack_size(opts.stack_size));
   f->closure_offset = static_cast<std::uint16_t>(offset);
   *closure_storage = f->closure_storage();
@@ -73,6 +92,7 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
 }
 
 void free_unstarted_fiber(Fiber* f) noexcept {
+  free_fiber_name(f);
   // On top of the free array it most likely came from, so the next spawn
   // reuses it while its lines are still in this core's cache.
   Worker* w = current_worker();

@@ -24,6 +24,7 @@
 #include <new>
 
 #include "fiber.h"
+#include "registry.h"
 #include "weft/detail/spinlock.h"
 
 namespace weft::detail {
@@ -68,17 +69,36 @@ struct RecordDepot {
   std::size_t batches = 0;
 };
 
+// Every record's allocation starts with its registry links (registry.h),
+// then the Fiber, then the closure. The links take a whole alignment unit,
+// so that the Fiber keeps the allocation's alignment.
+inline std::size_t links_room(RecordKind kind) noexcept {
+  return kind == RecordKind::heap_aligned ? 64 : 32;
+}
+static_assert(sizeof(RecordLinks) <= 32);
+inline RecordLinks* links_of(Fiber* f) noexcept {
+  return reinterpret_cast<RecordLinks*>(reinterpret_cast<char*>(f) - links_room(f->kind));
+}
+
+// A record's memory with its links set and registered; for pooled records,
+// kPooledRecordSize bytes from the Fiber on. Its Fiber is constructed (so
+// that a registry reader finds a record of no runtime, run_gen 0, in it).
+Fiber* allocate_record(RecordKind kind, std::size_t size);
+
 inline void free_pooled_records(Fiber* const* records, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) ::operator delete(records[i]);
+  fiber_registry().remove_batch(records, n, &links_of);
+  for (std::size_t i = 0; i < n; ++i) ::operator delete(links_of(records[i]));
 }
 
 inline void delete_record(Fiber* f) {
+  RecordLinks* links = links_of(f);
+  fiber_registry().remove(links);
   const RecordKind kind = f->kind;
   f->~Fiber();
   if (kind == RecordKind::heap_aligned) {
-    ::operator delete (f, std::align_val_t{64});
+    ::operator delete (links, std::align_val_t{64});
   } else {
-    ::operator delete(f);
+    ::operator delete(links);
   }
 }
 
@@ -86,6 +106,8 @@ inline void delete_record(Fiber* f) {
 // forever, loses its record and stack (not its closure, which may be
 // mid-call), and the depot's batches are freed.
 void free_abandoned(Fiber* f);
+// A fiber's name goes when the fiber does (its record may stay, recycled).
+void free_fiber_name(Fiber* f) noexcept;
 void free_depot(RecordDepot& depot);
 
 }  // namespace weft::detail

@@ -79,6 +79,16 @@ class RunQueue {
     }
   }
 
+  // The queued fibers, for a dump with the world stopped (the owner does not
+  // run; a thief may still take some meanwhile, so this is a snapshot).
+  template <class F>
+  void for_each_queued(F&& fn) const {
+    const std::uint32_t h = head_.load(std::memory_order_acquire);
+    const std::uint32_t t = tail_.load(std::memory_order_acquire);
+    if (t - h > kSize) return;  // torn read
+    for (std::uint32_t i = h; i != t; ++i) fn(slots_[i % kSize].load(std::memory_order_relaxed));
+  }
+
   // Takes `portion` (half, rounded up) of the queue; for thieves and for the
   // owner moving overflow to the global queue.
   std::uint32_t grab_half(Fiber** out) {
@@ -152,6 +162,13 @@ class GlobalQueue {
     }
     size_.store(size - n, std::memory_order_seq_cst);
     return n;
+  }
+
+  // For a dump: under the lock, as a worker left running may still queue.
+  template <class F>
+  void for_each_locked(F&& fn) {
+    std::lock_guard lock(mu_);
+    for_each(fn);
   }
 
   // For teardown, with every worker stopped.

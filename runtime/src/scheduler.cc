@@ -283,9 +283,18 @@ bool Worker::run_timers(bool others_too) {
   return fired != 0;
 }
 
+void Worker::stop_for_world() {
+  stopped_for_world.store(true, std::memory_order_relaxed);
+  sched->stw_stopped.fetch_add(1, std::memory_order_seq_cst);  // dump.cc waits for the count
+  while (sched->stw.load(std::memory_order_acquire)) futex_wait(&sched->stw_word, 1);
+  sched->stw_stopped.fetch_sub(1, std::memory_order_seq_cst);
+  stopped_for_world.store(false, std::memory_order_relaxed);
+}
+
 Fiber* Worker::find_runnable() {
   for (;;) {
     if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
+    if (sched->stw.load(std::memory_order_acquire)) stop_for_world();
     run_timers(true);
     const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
     if (tick % kFairnessTicks == 0) {
@@ -308,8 +317,10 @@ Fiber* Worker::find_runnable() {
           if (Fiber* f = global_get(sched, this, 0)) return found(f);
         }
         if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
+        if (sched->stw.load(std::memory_order_relaxed)) break;
         cpu_relax();
       } while (now_ns() < until);
+      if (sched->stw.load(std::memory_order_relaxed)) continue;  // stop at the top
     }
     sched->idle.sleep(this);
   }
@@ -356,6 +367,11 @@ void Worker::finish(Fiber* f) {
   release_stack(prev_stack);
   san::tsan_destroy(f->tsan_fiber);
   bump(exited);
+  if (f->name) free_fiber_name(f);
+  // A fiber that never parked or yielded ends without writing its record (a
+  // fresh record that is neither queued nor running reads as ended); one
+  // that did wrote it then, so this write finds the line in its state.
+  if (f->state != FiberState::fresh) f->state = FiberState::dead;
   if (f->kind != RecordKind::pooled) {
     delete_record(f);
     return;
@@ -386,14 +402,16 @@ Fiber* Worker::take_record() {
     {
       std::lock_guard lock(sched->depot.lock);
       batch = sched->depot.head;
-      if (!batch) return nullptr;
-      sched->depot.head = batch->next;
-      if (!sched->depot.head) sched->depot.tail = nullptr;
-      --sched->depot.batches;
+      if (batch) {
+        sched->depot.head = batch->next;
+        if (!sched->depot.head) sched->depot.tail = nullptr;
+        --sched->depot.batches;
+      }
     }
+    if (!batch) return nullptr;
     std::memcpy(free_records, batch->records, sizeof batch->records);
-    free_record_count = kRecordBatch;
     delete batch;
+    free_record_count = kRecordBatch;
   }
   Fiber* f = free_records[--free_record_count];
   // Fetch a record a few spawns ahead, for writing: it was most likely last
@@ -447,7 +465,9 @@ void Worker::leave(Fiber* self, Action action) {
   } else {
     self->stack = running_stack;  // its stack pointer follows in the switch
   }
-  Fiber* next = pick_local();
+  // A dump stopping the world: switch to g0, which stops there once this
+  // fiber's context is saved and its park committed.
+  Fiber* next = sched->stw.load(std::memory_order_relaxed) ? nullptr : pick_local();
   while (next && next->run_gen != sched->gen) {
     drop_late_ready(next);
     next = pick_local();
@@ -492,6 +512,10 @@ void Worker::run_from_g0(Fiber* f) {
     // Abandoned by an earlier runtime and readied in this one (a socket or
     // channel that outlived it): it never runs again.
     drop_late_ready(f);
+    return;
+  }
+  if (sched->stw.load(std::memory_order_relaxed)) {  // found just as a dump began
+    runq_put(f);
     return;
   }
   enter(f);
@@ -603,9 +627,14 @@ std::uint64_t waiter_id(const Fiber* waiter) noexcept {
   return waiter->is_thread ? 0 : waiter->id;
 }
 
-void park(ParkCommit commit, void* arg) noexcept {
+void park(ParkCommit commit, void* arg, WaitReason reason, std::uint64_t detail) noexcept {
   Worker* w = current_worker();
   if (w && w->current && !w->in_commit) {
+    Fiber* self = w->current;
+    self->state = FiberState::parked;
+    self->wait_reason = reason;
+    self->wait_detail = detail;
+    self->parked_since_ms = coarse_now_ms();
     w->commit = commit;
     w->commit_arg = arg;
     w->leave(w->current, Action::park);
@@ -746,6 +775,7 @@ void yield() noexcept {
       w->runq.empty() && w->sched->gq.size() == 0) {
     return;
   }
+  w->current->state = FiberState::yielded;
   w->leave(w->current, Action::yield);
 }
 

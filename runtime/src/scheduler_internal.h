@@ -25,6 +25,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -85,6 +86,15 @@ struct Scheduler {
   alignas(64) GlobalQueue gq;
 
   alignas(64) std::atomic<bool> stopping{false};
+  // Stop-the-world for a dump (dump.cc): while `stw` is set, a worker runs
+  // no fiber. It stops on g0 at its next scheduling point (Worker::
+  // stop_for_world) and counts itself in stw_stopped; a worker running a
+  // fiber that never yields is not waited for beyond a bound. Read on every
+  // switch (relaxed), written only by a dump.
+  std::atomic<bool> stw{false};
+  std::atomic<int> stw_stopped{0};
+  std::atomic<std::uint32_t> stw_word{0};  // 1 while stopped workers wait
+  std::mutex stw_mu;                       // one dump at a time
 
   std::unique_ptr<poll::Poller> poller;
   std::atomic<std::int64_t> last_poll{0};
@@ -193,6 +203,15 @@ class RuntimeRef {
   Scheduler* sched_ = nullptr;
   std::optional<ForeignEntry> entry_;
 };
+
+// Writes every fiber of `s` to `out`, stopping the world meanwhile
+// (dump.cc; weft::dump_fibers).
+void dump_fibers_of(Scheduler* s, std::FILE* out);
+// SIGQUIT writes a dump and exits with status 2, as Go: the handler marks it
+// pending and wakes sysmon, which calls sigquit_if_pending (dump.cc).
+void install_sigquit_handler();
+void restore_sigquit_handler();
+void sigquit_if_pending(Scheduler* s);
 
 // A fiber of a runtime that has ended, readied now: whoever readied it made
 // its last touch (ready() always is one), and it will never run again, so

@@ -73,7 +73,7 @@ void Mutex::lock_slow() {
     if (waiting_since && detail::mono_now_ns() - waiting_since > kStarvationNs) next |= kHandoff;
     state_.store(next, std::memory_order_release);
     if (!waiting_since) waiting_since = detail::mono_now_ns();
-    w.waiter.wait();
+    w.waiter.wait(detail::WaitReason::mutex_lock);
     if (w.handed) return;  // unlock passed ownership to us
     requeue = true;
   }
@@ -279,7 +279,7 @@ void WaitGroup::wait() {
     }
     queue_.push_back(&w);
   }
-  w.waiter.wait();
+  w.waiter.wait(detail::WaitReason::wait_group);
 }
 
 }  // namespace weft
@@ -384,7 +384,8 @@ int select_cases(SelectCase* const* cases, int n) {
     cases[i]->enqueue(&w);
   }
   unlock_all();
-  group.waiter.wait();  // select{} with no cases parks forever, as in Go
+  // select{} with no cases parks forever, as in Go.
+  group.waiter.wait(active == 0 ? WaitReason::select_no_cases : WaitReason::select);
 
   const int winner = group.winner.load(std::memory_order_acquire);
   lock_all();

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "log.h"
+#include "registry.h"
 #include "scheduler_internal.h"
 
 namespace weft::detail {
@@ -27,6 +28,8 @@ constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 
 void Scheduler::sysmon_loop() {
   while (!stopping.load(std::memory_order_acquire)) {
+    advance_coarse_clock();
+    sigquit_if_pending(this);
     if (idle.all_idle()) {
       // Fully idle: sleep until a worker is woken, so that an idle runtime
       // costs nothing. Our store of sysmon_sleeping then all_idle() pair

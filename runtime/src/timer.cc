@@ -161,7 +161,7 @@ void sleep_until(std::chrono::steady_clock::time_point t) {
   node.fire = [](void* fiber, std::uint64_t) { detail::ready(static_cast<detail::Fiber*>(fiber)); };
   // Armed only once parked (Go's resetForSleep): a short timer could
   // otherwise fire before the fiber is off its stack.
-  detail::park_with([&node, when](detail::Fiber* self) {
+  detail::park_with(detail::WaitReason::sleep, [&node, when](detail::Fiber* self) {
     detail::TimerNode* n = &node;
     n->context = self;
     detail::add_timer(n, when);

@@ -107,6 +107,9 @@ struct alignas(64) Worker {
   std::thread thread;
 
   void loop();
+  // Waits on g0 while a dump stops the world (Scheduler::stw).
+  void stop_for_world();
+  std::atomic<bool> stopped_for_world{false};
   Fiber* find_runnable();
   Fiber* found(Fiber* f);
   Fiber* local_get();

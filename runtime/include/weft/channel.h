@@ -93,8 +93,8 @@ inline void wake_peer(ChanWaiter* w) {
 
 // Parks a plain channel operation already queued under `lock`; the lock is
 // released once the caller is off its stack (Go's chanparkcommit).
-inline void park_on_channel(ChanWaiter* me, SpinLock* lock) {
-  park_with([me, lock](Fiber* self) {
+inline void park_on_channel(ChanWaiter* me, SpinLock* lock, WaitReason reason) {
+  park_with(reason, [me, lock](Fiber* self) {
     me->fiber = self;  // still ours: nobody can reach `me` before the unlock
     lock->unlock();
     return true;
@@ -129,7 +129,7 @@ class Channel {
     detail::ChanWaiter me;
     me.value = &value;
     s.sendq.push_back(&me);
-    detail::park_on_channel(&me, &s.lock);
+    detail::park_on_channel(&me, &s.lock, detail::WaitReason::chan_send);
     return me.ok;
   }
 
@@ -148,7 +148,7 @@ class Channel {
     detail::ChanWaiter me;
     me.value = &out;
     s.recvq.push_back(&me);
-    detail::park_on_channel(&me, &s.lock);
+    detail::park_on_channel(&me, &s.lock, detail::WaitReason::chan_receive);
     return out;
   }
 

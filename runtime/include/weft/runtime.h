@@ -7,6 +7,8 @@
 #include <functional>
 #include <new>
 #include <optional>
+#include <source_location>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -21,6 +23,9 @@ struct RunOptions {
 struct SpawnOptions {
   // Usable stack bytes, rounded up to whole pages; a guard page sits below.
   std::size_t stack_size = std::size_t{64} * 1024;
+  // Names the fiber in dumps and in every message about it (copied; empty:
+  // none). Costs an allocation per spawn, so name long-lived fibers.
+  std::string_view name{};
 };
 
 namespace detail {
@@ -31,7 +36,7 @@ struct Closure {
 };
 // Allocates a fiber record with `closure_size` bytes for the closure after it.
 Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
-                 void** closure_storage);
+                 std::source_location site, void** closure_storage);
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable);
 // Takes back a record from new_fiber whose closure was never built.
 void free_unstarted_fiber(Fiber* f) noexcept;
@@ -64,15 +69,17 @@ int run(F&& main_fn, const RunOptions& opts = {}) {
 // in throws, nothing is spawned and the exception propagates. An exception
 // escaping fn ends the process at its throw site (std::terminate, with a
 // message naming the fiber), as a panic in a goroutine does.
+// The call's source location is kept for dumps ("created by ...").
 template <class F>
-std::uint64_t go(F&& fn, const SpawnOptions& opts = {}) {
+std::uint64_t go(F&& fn, const SpawnOptions& opts = {},
+                 std::source_location site = std::source_location::current()) {
   using Fn = std::decay_t<F>;
   static constexpr detail::Closure vtable{
       [](void* p) { (*static_cast<Fn*>(p))(); },
       std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* p) { static_cast<Fn*>(p)->~Fn(); },
   };
   void* storage = nullptr;
-  detail::Fiber* f = detail::new_fiber(sizeof(Fn), alignof(Fn), opts, &storage);
+  detail::Fiber* f = detail::new_fiber(sizeof(Fn), alignof(Fn), opts, site, &storage);
   try {
     ::new (storage) Fn(std::forward<F>(fn));
   } catch (...) {

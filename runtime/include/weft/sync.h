@@ -117,7 +117,7 @@ class CondVar {
       queue_.push_back(&w);
     }
     lock.unlock();
-    w.waiter.wait();  // a notify between unlock and here is not lost
+    w.waiter.wait(detail::WaitReason::cond_wait);  // a notify between unlock and here is not lost
     lock.lock();
   }
   template <class Lock, class Pred>

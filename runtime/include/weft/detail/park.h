@@ -10,6 +10,27 @@ namespace weft::detail {
 
 struct Fiber;
 
+// Why a fiber is parked, for dumps, metrics and deadlock reports (the texts
+// follow Go's waitReason strings where Go has one). A park site passes its
+// reason and, for I/O, the fd as `detail`.
+enum class WaitReason : std::uint8_t {
+  unknown,
+  chan_send,
+  chan_receive,
+  chan_receive_nil,  // a default-constructed (never-signalled) done channel
+  select,
+  select_no_cases,
+  mutex_lock,
+  cond_wait,
+  wait_group,
+  sleep,
+  io_read,
+  io_write,
+  blocking,
+  context_done,
+};
+const char* wait_reason_text(WaitReason r) noexcept;
+
 // The caller's waiter identity: its fiber when on a fiber, otherwise a record
 // owned by the calling OS thread (which then waits on a futex). Stable for as
 // long as the fiber or thread lives.
@@ -30,12 +51,12 @@ bool on_fiber() noexcept;
 // read what commit needs into locals first, and touch nothing on the parked
 // fiber's stack after publishing.
 using ParkCommit = bool (*)(Fiber* waiter, void* arg);
-void park(ParkCommit commit, void* arg) noexcept;
+void park(ParkCommit commit, void* arg, WaitReason reason, std::uint64_t detail = 0) noexcept;
 
 template <class F>
-void park_with(F&& commit) noexcept {
+void park_with(WaitReason reason, F&& commit, std::uint64_t detail = 0) noexcept {
   park([](Fiber* w, void* a) -> bool { return (*static_cast<std::remove_reference_t<F>*>(a))(w); },
-       &commit);
+       &commit, reason, detail);
 }
 
 // Makes a parked waiter runnable. Any thread may call it; call it once per

@@ -14,9 +14,9 @@ namespace weft::detail {
 // Park until wake(), which may come before the park: a one-shot event.
 class Waiter {
  public:
-  void wait() noexcept {
+  void wait(WaitReason reason) noexcept {
     if (state_.load(std::memory_order_acquire) == kWoken) return;
-    park_with([this](Fiber*) {
+    park_with(reason, [this](Fiber*) {
       std::atomic<std::uint32_t>& state = state_;
       std::uint32_t idle = kIdle;
       // Fails when wake() came first: then don't sleep.

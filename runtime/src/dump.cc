@@ -1,0 +1,551 @@
+// Fiber dumps (weft/debug.h): every fiber of the running runtime, grouped by
+// state and wait reason, each with its stack, as Go's goroutine dump.
+//
+// How a dump is taken:
+// 1. Stop the world (Scheduler::stw): set the flag, poke the sleeping workers,
+//    and wait until every worker has stopped on g0 at a scheduling point
+//    (Worker::stop_for_world), except one that runs a fiber which does not
+//    park or yield within kStopWaitMs: that fiber keeps running and is
+//    listed as running, without a stack. A dump called from a fiber counts
+//    its own worker as stopped.
+// 2. Snapshot, with the world stopped: the running fibers (each worker's
+//    current), the queued ones (runnext, run queues, the global queue), and
+//    every record in the registry (registry.h) that belongs to this runtime
+//    and says it parked or yielded. A parked fiber's stack is walked with
+//    the unwinder from its saved context (weft_call_on_parked_stack, on its
+//    own stack: no parked fiber can run while the world is stopped).
+// 3. Restart the world, then symbolize (libdw when built with it, else
+//    dladdr) and print: symbolizing is slow and needs no stopped world.
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <unwind.h>
+
+#include <arpa/inet.h>
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#if defined(WEFT_HAVE_LIBDW)
+#include <dwarf.h>
+#include <elfutils/libdw.h>
+#include <elfutils/libdwfl.h>
+#endif
+
+#include "registry.h"
+#include "scheduler_internal.h"
+#include "weft/debug.h"
+#include "weft/runtime.h"
+
+#if defined(__x86_64__)
+// unwind_x86_64.S
+extern "C" void weft_call_on_parked_stack(void* fiber_sp, void (*fn)(void*), void* arg);
+#endif
+
+namespace weft::detail {
+namespace {
+
+constexpr int kStopWaitMs = 100;
+constexpr std::size_t kMaxFrames = 64;
+// The walk runs on the parked fiber's stack, below its saved frame: it needs
+// this much room left (the unwinder's state and the frames it calls).
+constexpr std::size_t kWalkRoom = 16 * 1024;
+
+struct Walk {
+  std::uintptr_t pcs[kMaxFrames];
+  std::size_t n = 0;
+};
+
+_Unwind_Reason_Code collect_frame(_Unwind_Context* ctx, void* arg) {
+  auto* walk = static_cast<Walk*>(arg);
+  const std::uintptr_t pc = _Unwind_GetIP(ctx);
+  if (pc == 0 || walk->n == kMaxFrames) return _URC_END_OF_STACK;
+  walk->pcs[walk->n++] = pc;
+  return _URC_NO_REASON;
+}
+
+void walk_here(void* arg) {
+  _Unwind_Backtrace(&collect_frame, arg);
+}
+
+// The first frames are the walk's own (walk_here, and on a parked stack the
+// call into it): drop everything up to and including the switch back into
+// the runtime, which a parked fiber's walk shows as its first frame.
+void drop_walk_frames(Walk& walk, std::size_t own) {
+  const std::size_t skip = std::min(own, walk.n);
+  std::memmove(walk.pcs, walk.pcs + skip, (walk.n - skip) * sizeof walk.pcs[0]);
+  walk.n -= skip;
+}
+
+// False if the stack has too little room left to walk it (or, on AArch64,
+// where the walk is not written yet, always).
+bool walk_parked(const Fiber* f, Walk& walk) {
+#if !defined(__x86_64__)
+  (void)f;
+  (void)walk;
+  return false;
+#else
+  if (!f->sp || !f->stack.lo) return false;
+  const auto sp = reinterpret_cast<std::uintptr_t>(f->sp);
+  const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
+  if (sp < lo + kWalkRoom || sp > lo + f->stack.size) return false;
+  weft_call_on_parked_stack(f->sp, &walk_here, &walk);
+  drop_walk_frames(walk, 2);  // walk_here, weft_call_on_parked_stack's call
+  return true;
+#endif
+}
+
+enum class Shown : std::uint8_t { running, runnable, parked };
+
+struct Entry {
+  std::uint64_t id = 0;
+  Shown shown = Shown::parked;
+  WaitReason reason = WaitReason::unknown;
+  std::uint64_t detail = 0;
+  std::uint32_t since_ms = 0;
+  int worker = -1;
+  std::string name;
+  std::source_location site;
+  Walk walk;
+  const char* no_stack = nullptr;  // why there is no stack, if there is none
+};
+
+class World {
+ public:
+  World(Scheduler* s, Worker* self) : s_(s), self_(self) {
+    s_->stw_mu.lock();
+    s_->stw_word.store(1, std::memory_order_relaxed);
+    s_->stw.store(true, std::memory_order_seq_cst);
+    s_->idle.poke_all();
+    const int want = s_->nworkers - (self_ ? 1 : 0);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(kStopWaitMs);
+    // Pairs with stop_for_world's increment: what a stopped worker wrote
+    // before it stopped is visible from here on.
+    while (s_->stw_stopped.load(std::memory_order_seq_cst) < want &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  ~World() {
+    s_->stw.store(false, std::memory_order_seq_cst);
+    s_->stw_word.store(0, std::memory_order_release);
+    futex_wake(&s_->stw_word, INT_MAX);
+    s_->stw_mu.unlock();
+  }
+  World(const World&) = delete;
+  World& operator=(const World&) = delete;
+
+ private:
+  Scheduler* s_;
+  Worker* self_;
+};
+
+std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
+  std::vector<Entry> out;
+  std::map<const Fiber*, int> running;  // fiber -> worker
+  std::set<const Fiber*> queued;
+  for (const auto& w : s->workers) {
+    if (w.get() == self) {
+      if (w->current) running[w->current] = w->index;
+    } else if (!w->stopped_for_world.load(std::memory_order_relaxed)) {
+      if (Fiber* c = w->current) running[c] = w->index;
+    }
+    if (Fiber* f = w->runnext.load(std::memory_order_relaxed)) queued.insert(f);
+    w->runq.for_each_queued([&](const Fiber* f) { queued.insert(f); });
+  }
+  s->gq.for_each_locked([&](const Fiber* f) { queued.insert(f); });
+
+  fiber_registry().for_each([&](Fiber* f) {
+    if (f->run_gen != s->gen || f->is_thread) return;
+    Entry e;
+    const auto run = running.find(f);
+    if (run != running.end()) {
+      e.shown = Shown::running;
+      e.worker = run->second;
+    } else if (queued.count(f) || f->state == FiberState::yielded) {
+      e.shown = Shown::runnable;
+    } else if (f->state == FiberState::parked) {
+      e.shown = Shown::parked;
+    } else {
+      return;  // ended (or a spawn not yet queued)
+    }
+    e.id = f->id;
+    e.reason = f->wait_reason;
+    e.detail = f->wait_detail;
+    e.since_ms = f->parked_since_ms;
+    if (f->name) e.name = f->name;
+    e.site = f->spawn_site;
+    if (e.shown == Shown::running) {
+      if (self && self->current == f) {
+        walk_here(&e.walk);
+        drop_walk_frames(e.walk, 3);  // walk_here, snapshot, dump_fibers
+      } else {
+        e.no_stack = "running: its stack is not walked while it runs";
+      }
+    } else if (f->state == FiberState::fresh) {
+      e.no_stack = "not started";
+    } else if (!walk_parked(f, e.walk)) {
+      e.no_stack = "its stack could not be walked (too little room left on it)";
+    }
+    out.push_back(std::move(e));
+  });
+  return out;
+}
+
+// ---- printing ----------------------------------------------------------------
+
+// Appends the parts in turn: GCC 12 at -O3 reports a false -Wrestrict
+// overlap in operator+ on a literal and a std::string temporary.
+std::string concat(std::initializer_list<std::string_view> parts) {
+  std::string out;
+  for (std::string_view p : parts) out.append(p);
+  return out;
+}
+
+std::string demangle(const char* name) {
+  if (!name) return "??";
+  int status = 0;
+  char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  if (status != 0 || !d) return name;
+  std::string out(d);
+  std::free(d);
+  return out;
+}
+
+class Symbolizer {
+ public:
+  Symbolizer() {
+#if defined(WEFT_HAVE_LIBDW)
+    static const Dwfl_Callbacks callbacks = {
+        .find_elf = dwfl_linux_proc_find_elf,
+        .find_debuginfo = dwfl_standard_find_debuginfo,
+        .section_address = nullptr,
+        .debuginfo_path = nullptr,
+    };
+    dwfl_ = dwfl_begin(&callbacks);
+    if (dwfl_ && (dwfl_linux_proc_report(dwfl_, getpid()) != 0 ||
+                  dwfl_report_end(dwfl_, nullptr, nullptr) != 0)) {
+      dwfl_end(dwfl_);
+      dwfl_ = nullptr;
+    }
+#endif
+  }
+  ~Symbolizer() {
+#if defined(WEFT_HAVE_LIBDW)
+    if (dwfl_) dwfl_end(dwfl_);
+#endif
+  }
+  Symbolizer(const Symbolizer&) = delete;
+  Symbolizer& operator=(const Symbolizer&) = delete;
+
+  // The frames at a return address (looked up one byte earlier, inside the
+  // call): the functions inlined there, innermost first, then the function
+  // itself, each "name\n\t    file:line".
+  std::vector<std::string> describe(std::uintptr_t pc) {
+    const std::uintptr_t at = pc - 1;
+#if defined(WEFT_HAVE_LIBDW)
+    if (dwfl_) {
+      if (Dwfl_Module* mod = dwfl_addrmodule(dwfl_, at)) return describe_dwarf(mod, at);
+    }
+#endif
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(at), &info) && info.dli_sname) {
+      return {demangle(info.dli_sname)};
+    }
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "?? (%#lx)", static_cast<unsigned long>(pc));
+    return {buf};
+  }
+
+ private:
+#if defined(WEFT_HAVE_LIBDW)
+  static std::string die_name(Dwarf_Die* die) {
+    Dwarf_Attribute attr;
+    if (dwarf_attr_integrate(die, DW_AT_linkage_name, &attr) ||
+        dwarf_attr_integrate(die, DW_AT_MIPS_linkage_name, &attr)) {
+      if (const char* n = dwarf_formstring(&attr)) return demangle(n);
+    }
+    if (dwarf_attr_integrate(die, DW_AT_name, &attr)) {
+      if (const char* n = dwarf_formstring(&attr)) return n;
+    }
+    return "??";
+  }
+
+  static std::string at_line(const char* file, int line) {
+    if (!file) return "";
+    return concat({"\n\t    ", file, ":", std::to_string(line)});
+  }
+
+  std::vector<std::string> describe_dwarf(Dwfl_Module* mod, std::uintptr_t at) {
+    std::vector<std::string> frames;
+    const char* file = nullptr;
+    int line = 0;
+    if (Dwfl_Line* l = dwfl_module_getsrc(mod, at)) {
+      file = dwfl_lineinfo(l, nullptr, &line, nullptr, nullptr, nullptr);
+    }
+    Dwarf_Addr bias = 0;
+    Dwarf_Die* cu = dwfl_module_addrdie(mod, at, &bias);
+    Dwarf_Die* scopes = nullptr;
+    const int n = cu ? dwarf_getscopes(cu, at - bias, &scopes) : 0;
+    Dwarf_Files* files = nullptr;
+    std::size_t nfiles = 0;
+    if (cu) dwarf_getsrcfiles(cu, &files, &nfiles);
+    bool named_outer = false;
+    for (int i = 0; i < n; ++i) {
+      Dwarf_Die* scope = &scopes[i];
+      const int tag = dwarf_tag(scope);
+      if (tag == DW_TAG_inlined_subroutine) {
+        frames.push_back(die_name(scope) + at_line(file, line));
+        // On to where it was inlined: the caller's file and line.
+        Dwarf_Attribute attr;
+        Dwarf_Word idx = 0, call_line = 0;
+        file = nullptr;
+        if (files && dwarf_formudata(dwarf_attr(scope, DW_AT_call_file, &attr), &idx) == 0) {
+          file = dwarf_filesrc(files, idx, nullptr, nullptr);
+        }
+        if (dwarf_formudata(dwarf_attr(scope, DW_AT_call_line, &attr), &call_line) == 0) {
+          line = static_cast<int>(call_line);
+        }
+      } else if (tag == DW_TAG_subprogram) {
+        frames.push_back(die_name(scope) + at_line(file, line));
+        named_outer = true;
+        break;
+      }
+    }
+    std::free(scopes);
+    if (!named_outer)
+      frames.push_back(demangle(dwfl_module_addrname(mod, at)) + at_line(file, line));
+    return frames;
+  }
+
+  Dwfl* dwfl_ = nullptr;
+#endif
+};
+
+std::string sockaddr_text(const sockaddr_storage& ss, socklen_t len) {
+  char host[INET6_ADDRSTRLEN] = "";
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    return concat({host, ":", std::to_string(ntohs(a->sin_port))});
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    return concat({"[", host, "]:", std::to_string(ntohs(a->sin6_port))});
+  }
+  if (ss.ss_family == AF_UNIX) {
+    const auto* a = reinterpret_cast<const sockaddr_un*>(&ss);
+    const std::size_t n =
+        len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+    std::string path(a->sun_path, strnlen(a->sun_path, n));
+    return path.empty() ? "@" : path;
+  }
+  return "?";
+}
+
+// "fd 7, 127.0.0.1:80 <- 127.0.0.1:5123" (local, then peer, when it has one).
+std::string fd_text(int fd) {
+  std::string text = concat({"fd ", std::to_string(fd)});
+  sockaddr_storage local{}, peer{};
+  socklen_t llen = sizeof local, plen = sizeof peer;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) == 0) {
+    text += concat({", ", sockaddr_text(local, llen)});
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
+      text += concat({" <- ", sockaddr_text(peer, plen)});
+    }
+  }
+  return text;
+}
+
+std::string duration_text(std::uint32_t ms) {
+  char buf[32];
+  if (ms < 1000) {
+    std::snprintf(buf, sizeof buf, "%u ms", ms);
+  } else if (ms < 120'000) {
+    std::snprintf(buf, sizeof buf, "%.1f s", ms / 1000.0);
+  } else {
+    std::snprintf(buf, sizeof buf, "%u minutes", ms / 60'000);
+  }
+  return buf;
+}
+
+// Frames every fiber has, which say nothing about it: the park itself and
+// the fiber's entry (Go elides its runtime's frames the same way).
+bool runtime_internal(const std::string& frame) {
+  static constexpr const char* kInternal[] = {
+      "weft::detail::park(",
+      "park_with<",
+      "weft::detail::park_with<",
+      "weft::detail::(anonymous namespace)::fiber_main(",
+      "fiber_main\n",
+      "weft_fiber_trampoline",
+  };
+  for (const char* prefix : kInternal) {
+    if (frame.rfind(prefix, 0) == 0) return true;
+  }
+  return false;
+}
+
+std::string reason_text(const Entry& e) {
+  switch (e.shown) {
+    case Shown::running:
+      return concat({"running on worker ", std::to_string(e.worker)});
+    case Shown::runnable:
+      return "runnable";
+    case Shown::parked:
+      break;
+  }
+  return wait_reason_text(e.reason);
+}
+
+void print(std::FILE* out, std::vector<Entry>& entries) {
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return std::tie(a.shown, a.reason, a.id) < std::tie(b.shown, b.reason, b.id);
+  });
+  std::size_t counts[3] = {};
+  for (const Entry& e : entries) ++counts[static_cast<int>(e.shown)];
+  std::fprintf(out, "weft: %zu fibers: %zu running, %zu runnable, %zu parked\n", entries.size(),
+               counts[0], counts[1], counts[2]);
+  Symbolizer symbols;
+  const std::uint32_t now_ms = coarse_now_ms();
+  std::string group;
+  for (const Entry& e : entries) {
+    const std::string what = reason_text(e);
+    if (what != group) {
+      group = what;
+      std::size_t n = 0;
+      for (const Entry& o : entries) n += reason_text(o) == what;
+      std::fprintf(out, "\n=== %s: %zu fiber%s ===\n", what.c_str(), n, n == 1 ? "" : "s");
+    }
+    std::string header = concat({"\nfiber ", std::to_string(e.id)});
+    if (!e.name.empty()) header += concat({" \"", e.name, "\""});
+    header += concat({" [", what});
+    if (e.shown == Shown::parked) {
+      if (e.reason == WaitReason::io_read || e.reason == WaitReason::io_write) {
+        header += concat({", ", fd_text(static_cast<int>(e.detail))});
+      }
+      if (e.since_ms != 0) {
+        header += concat({", ", duration_text(now_ms - std::min(now_ms, e.since_ms))});
+      }
+    }
+    header += "]:\n";
+    std::fputs(header.c_str(), out);
+    if (e.no_stack) std::fprintf(out, "\t(%s)\n", e.no_stack);
+    for (std::size_t i = 0; i < e.walk.n; ++i) {
+      for (const std::string& frame : symbols.describe(e.walk.pcs[i])) {
+        if (runtime_internal(frame)) continue;
+        std::fprintf(out, "\t%s\n", frame.c_str());
+      }
+    }
+    if (e.site.line() != 0) {
+      std::fprintf(out, "created at %s:%u\n\tin %s\n", e.site.file_name(),
+                   static_cast<unsigned>(e.site.line()), e.site.function_name());
+    }
+  }
+  std::fflush(out);
+}
+
+std::atomic<bool> g_sigquit{false};
+struct sigaction g_previous_sigquit;
+
+// WEFT_TRACEBACK, as Go's GOTRACEBACK: none writes no fibers on SIGQUIT;
+// single (the default) and all write every fiber (a SIGQUIT has no fiber of
+// its own, as in Go).
+bool traceback_wanted() {
+  const char* v = std::getenv("WEFT_TRACEBACK");
+  if (!v || !*v) return true;
+  if (strcasecmp(v, "none") == 0) return false;
+  if (strcasecmp(v, "single") == 0 || strcasecmp(v, "all") == 0) return true;
+  std::fprintf(stderr, "weft: WEFT_TRACEBACK='%s' is not one of none, single, all; using single\n",
+               v);
+  return true;
+}
+
+void on_sigquit(int) {
+  // Async-signal-safe: an atomic store and sysmon's futex. sysmon writes the
+  // dump and exits (sysmon_loop).
+  Scheduler* s = g_sched.load(std::memory_order_acquire);
+  if (!s) {
+    sigaction(SIGQUIT, &g_previous_sigquit, nullptr);
+    raise(SIGQUIT);
+    return;
+  }
+  g_sigquit.store(true, std::memory_order_seq_cst);
+  s->sysmon_word.store(1, std::memory_order_release);
+  futex_wake(&s->sysmon_word, 1);
+}
+
+}  // namespace
+
+void install_sigquit_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = &on_sigquit;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGQUIT, &sa, &g_previous_sigquit);
+}
+
+void restore_sigquit_handler() {
+  sigaction(SIGQUIT, &g_previous_sigquit, nullptr);
+}
+
+void sigquit_if_pending(Scheduler* s) {
+  if (!g_sigquit.load(std::memory_order_relaxed)) return;
+  static constexpr char kQuit[] = "SIGQUIT: quit\n";
+  (void)!write(STDERR_FILENO, kQuit, sizeof kQuit - 1);
+  if (traceback_wanted()) dump_fibers_of(s, stderr);
+  std::fflush(stderr);
+  _exit(2);
+}
+
+void dump_fibers_of(Scheduler* s, std::FILE* out) {
+  Worker* self = current_worker();
+  if (self && self->sched != s) self = nullptr;
+  std::vector<Entry> entries;
+  advance_coarse_clock();
+  {
+    World stopped(s, self);
+    entries = snapshot(s, self);
+  }
+  print(out, entries);
+}
+
+}  // namespace weft::detail
+
+namespace weft {
+
+void dump_fibers(std::FILE* out) {
+  using namespace detail;
+  const RuntimeRef runtime;
+  if (!runtime.sched()) {
+    std::fputs("weft: no runtime is running; no fibers to dump\n", out);
+    return;
+  }
+  // Not on the caller's fiber: the unwinder and libdw need more stack than
+  // a fiber may have, and the caller's worker can then stop with the rest.
+  // The caller is listed as parked in a blocking call.
+  Scheduler* s = runtime.sched();
+  if (on_fiber()) {
+    weft::blocking([s, out] { dump_fibers_of(s, out); });
+  } else {
+    dump_fibers_of(s, out);
+  }
+}
+
+}  // namespace weft

@@ -1,0 +1,195 @@
+// Fiber dumps (weft/debug.h): every fiber with its state, wait reason and a
+// stack that reaches the function it parked in.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "test_util.h"
+#include "weft/channel.h"
+#include "weft/debug.h"
+#include "weft/runtime.h"
+#include "weft/sync.h"
+#include "weft/time.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string dump_to_string() {
+  char* buf = nullptr;
+  std::size_t len = 0;
+  std::FILE* f = open_memstream(&buf, &len);
+  weft::dump_fibers(f);
+  std::fclose(f);
+  std::string out(buf, len);
+  std::free(buf);
+  return out;
+}
+
+// The text of one fiber's entry: from its header to the next blank line.
+std::string entry_of(const std::string& dump, const std::string& header_start) {
+  const auto at = dump.find(header_start);
+  if (at == std::string::npos) return "";
+  const auto end = dump.find("\n\n", at);
+  return dump.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+// Named functions to park in, so that the stack can be checked for them.
+[[gnu::noinline]] void park_in_channel_receive(weft::Channel<int>& ch) {
+  ch.recv();
+  asm volatile("");  // keep the call a call, not a tail jump
+}
+[[gnu::noinline]] void park_in_mutex_lock(weft::Mutex& mu) {
+  mu.lock();
+  mu.unlock();
+  asm volatile("");
+}
+[[gnu::noinline]] void park_in_sleep() {
+  weft::sleep_for(std::chrono::hours(1));
+  asm volatile("");
+}
+
+class DumpTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
+  weft::run(
+      [] {
+        weft::Channel<int> ch;
+        weft::Mutex mu;
+        mu.lock();
+        weft::WaitGroup started;
+        started.add(3);
+        weft::go(
+            [&] {
+              started.done();
+              park_in_channel_receive(ch);
+            },
+            {.name = "receiver"});
+        weft::go(
+            [&] {
+              started.done();
+              park_in_mutex_lock(mu);
+            },
+            {.name = "locker"});
+        weft::go([&] {
+          started.done();
+          park_in_sleep();
+        });
+        started.wait();
+        // Each has counted itself started and is on its way to park.
+        std::string dump;
+        for (int i = 0; i < 10'000; ++i) {
+          dump = dump_to_string();
+          if (dump.find("[chan receive") != std::string::npos &&
+              dump.find("[Mutex.lock") != std::string::npos &&
+              dump.find("[sleep") != std::string::npos) {
+            break;
+          }
+          weft::sleep_for(1ms);
+        }
+        SCOPED_TRACE(dump);
+        const std::string recv = entry_of(dump, "\"receiver\" [chan receive");
+        EXPECT_NE(recv.find("park_in_channel_receive"), std::string::npos);
+        EXPECT_NE(recv.find("created at"), std::string::npos);
+        EXPECT_NE(recv.find("dump_test.cc"), std::string::npos);
+        const std::string lock = entry_of(dump, "\"locker\" [Mutex.lock");
+        EXPECT_NE(lock.find("park_in_mutex_lock"), std::string::npos);
+        const auto sleeper = dump.find("[sleep, ");
+        ASSERT_NE(sleeper, std::string::npos);
+        EXPECT_NE(dump.find("park_in_sleep", sleeper), std::string::npos);
+        // The caller waits for the dump in a blocking call, and its stack
+        // shows the call.
+        const std::string me = entry_of(dump, "[blocking call");
+        EXPECT_NE(me.find("dump_to_string"), std::string::npos);
+        EXPECT_NE(dump.find("parked"), std::string::npos);
+        mu.unlock();
+        ch.close();
+      },
+      {.workers = GetParam()});
+}
+
+// Dumps racing a workload that parks, readies, spawns and ends fibers on
+// every worker: every dump stops and restarts the world, and no wake-up,
+// fiber or value may be lost to one.
+TEST_P(DumpTest, DumpsRacingAWorkloadLoseNothing) {
+  weft::run(
+      [] {
+        weft::Channel<int> ping, pong;
+        const int kRounds = weft::test::stress_iterations(3000);
+        weft::go([&] {
+          for (int i = 0; i < kRounds; ++i) {
+            const int v = *ping.recv();
+            weft::WaitGroup wg;
+            wg.add(1);
+            weft::go([&] { wg.done(); });
+            wg.wait();
+            pong.send(v + 1);
+          }
+        });
+        std::atomic<bool> stop{false};
+        std::atomic<int> dumps{0};
+        weft::WaitGroup dumper;
+        dumper.add(1);
+        weft::go([&] {
+          while (!stop.load()) {
+            std::FILE* null = std::fopen("/dev/null", "w");
+            weft::dump_fibers(null);
+            std::fclose(null);
+            dumps.fetch_add(1);
+            weft::yield();
+          }
+          dumper.done();
+        });
+        for (int i = 0; i < kRounds; ++i) {
+          ping.send(i);
+          ASSERT_EQ(*pong.recv(), i + 1);
+        }
+        stop = true;
+        dumper.wait();
+        EXPECT_GT(dumps.load(), 0);
+      },
+      {.workers = GetParam()});
+}
+
+// A program whose fibers wait on each other forever, sent SIGQUIT (as a
+// user does at a hung process): the dump, then exit status 2, as Go.
+void hang_then_sigquit() {
+  weft::run([] {
+    weft::Channel<int> never;
+    weft::go([&] { park_in_channel_receive(never); }, {.name = "stuck"});
+    weft::sleep_for(10ms);
+    std::raise(SIGQUIT);
+    park_in_sleep();
+  });
+}
+
+TEST(Dump, SigquitWritesTheDumpAndExitsWithStatus2) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(hang_then_sigquit(), ::testing::ExitedWithCode(2),
+              "SIGQUIT: quit\n(.|\n)*\"stuck\" \\[chan receive(.|\n)*park_in_channel_receive");
+}
+
+TEST(Dump, SigquitWithTracebackNoneWritesNoFibers) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        setenv("WEFT_TRACEBACK", "NONE", 1);
+        hang_then_sigquit();
+      },
+      ::testing::ExitedWithCode(2), "^SIGQUIT: quit\n$");
+}
+
+TEST(Dump, OutsideARuntimeSaysSo) {
+  EXPECT_NE(dump_to_string().find("no runtime is running"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, DumpTest, ::testing::Values(1, 2), [](const auto& info) {
+  std::string name = "w";
+  name += std::to_string(info.param);
+  return name;
+});
+
+}  // namespace
