@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "test_util.h"
 #include "weft/channel.h"
@@ -191,5 +192,66 @@ INSTANTIATE_TEST_SUITE_P(Workers, DumpTest, ::testing::Values(1, 2), [](const au
   name += std::to_string(info.param);
   return name;
 });
+
+}  // namespace
+
+namespace {
+
+// Go's "all goroutines are asleep - deadlock!": main waits on a channel that
+// nothing can send to, beside a fiber that waits on a Mutex main holds.
+void deadlock(int workers) {
+  weft::run(
+      [] {
+        weft::Mutex mu;
+        mu.lock();
+        weft::go([&] { park_in_mutex_lock(mu); }, {.name = "locker"});
+        weft::Channel<int> never;
+        park_in_channel_receive(never);
+      },
+      {.workers = workers});
+}
+
+TEST(Deadlock, AllFibersAsleepIsReportedWithADumpAndStatus2) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  for (int workers : {1, 2}) {
+    EXPECT_EXIT(deadlock(workers), ::testing::ExitedWithCode(2),
+                "^weft: all fibers are asleep - deadlock!\n(.|\n)*\\[chan "
+                "receive(.|\n)*park_in_channel_receive(.|\n)*\"locker\" \\[Mutex.lock");
+  }
+}
+
+// Waits that something can still end are not deadlocks: a sleep, a
+// blocking job, a socket-free timer chain; each ends and the run returns.
+TEST(Deadlock, WaitsThatCanEndAreNotReported) {
+  for (int workers : {1, 2}) {
+    weft::run(
+        [] {
+          weft::Channel<int> ch;
+          weft::go([&] {
+            weft::sleep_for(50ms);
+            ch.send(1);
+          });
+          EXPECT_EQ(*ch.recv(), 1);
+          weft::go([&] {
+            weft::blocking([] { std::this_thread::sleep_for(50ms); });
+            ch.send(2);
+          });
+          EXPECT_EQ(*ch.recv(), 2);
+        },
+        {.workers = workers});
+  }
+}
+
+// A thread the runtime does not know of that calls in late: with detection
+// off, the wait it ends is not a deadlock.
+TEST(Deadlock, DetectionCanBeTurnedOffForLateForeignThreads) {
+  weft::Channel<int> ch;
+  std::thread late([&] {
+    std::this_thread::sleep_for(100ms);
+    ch.send(7);
+  });
+  weft::run([&] { EXPECT_EQ(*ch.recv(), 7); }, {.detect_deadlocks = false});
+  late.join();
+}
 
 }  // namespace

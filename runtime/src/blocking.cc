@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "log.h"
+#include "scheduler.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
 
@@ -20,6 +21,8 @@ struct Task {
   Fiber* waiter;
   Task* next;
 };
+
+std::atomic<std::int64_t> g_in_flight{0};
 
 int max_threads() {
   if (const char* env = std::getenv("WEFT_BLOCKING_THREADS")) {
@@ -57,6 +60,7 @@ class BlockingPool {
 
  private:
   void serve() {
+    set_runtime_thread(true);
     std::unique_lock lock(mu_);
     for (;;) {
       while (!head_) {
@@ -74,6 +78,9 @@ class BlockingPool {
       lock.unlock();
       t->fn(t->arg);
       ready(t->waiter);  // t lives on the waiter's stack: last touch
+      // After the ready: a deadlock check that finds no job in flight
+      // finds this one's fiber readied (sysmon.cc).
+      g_in_flight.fetch_sub(1, std::memory_order_seq_cst);
       lock.lock();
     }
   }
@@ -101,11 +108,16 @@ void run_blocking(void (*fn)(void*), void* arg) {
     return;
   }
   Task task{fn, arg, nullptr, nullptr};
+  g_in_flight.fetch_add(1, std::memory_order_seq_cst);
   park_with(WaitReason::blocking, [&task](Fiber* self) {
     task.waiter = self;
     pool().submit(&task);
     return true;
   });
+}
+
+std::int64_t blocking_jobs_in_flight() noexcept {
+  return g_in_flight.load(std::memory_order_seq_cst);
 }
 
 }  // namespace weft::detail

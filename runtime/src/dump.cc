@@ -514,6 +514,17 @@ void sigquit_if_pending(Scheduler* s) {
   _exit(2);
 }
 
+void die_of_deadlock(Scheduler* s) {
+  static constexpr char kDeadlock[] = "weft: all fibers are asleep - deadlock!\n";
+  (void)!write(STDERR_FILENO, kDeadlock, sizeof kDeadlock - 1);
+  if (traceback_wanted()) {
+    std::fputc('\n', stderr);
+    dump_fibers_of(s, stderr);
+  }
+  std::fflush(stderr);
+  _exit(2);
+}
+
 void dump_fibers_of(Scheduler* s, std::FILE* out) {
   Worker* self = current_worker();
   if (self && self->sched != s) self = nullptr;

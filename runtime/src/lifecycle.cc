@@ -146,6 +146,9 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     previous_terminate.store(previous, std::memory_order_relaxed);
   }
   s->poller = make_runtime_poller();
+  s->detect_deadlocks = opts.detect_deadlocks;
+  // This thread spawns main: that is not a foreign thread's use.
+  set_runtime_thread(true);
   int exit_code = 0;
   // Main's exception goes to run()'s caller, once the runtime is torn down.
   std::exception_ptr main_error;
@@ -165,6 +168,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     s->done_cv.wait(lock, [s] { return s->done; });
   }
   for (auto& w : s->workers) w->thread.join();
+  set_runtime_thread(false);
   s->sysmon.join();
   // From here on, threads that ready a fiber of this runtime drop it; those
   // already inside an entry point finish queueing first (ForeignEntry).

@@ -67,6 +67,7 @@ constexpr std::uint64_t kIdBatch = 64;
 // call (libweft is linked at start-up, not dlopen'ed).
 #define WEFT_TLS __attribute__((tls_model("initial-exec"))) thread_local
 WEFT_TLS Worker* tls_worker = nullptr;
+WEFT_TLS bool tls_runtime_thread = false;
 WEFT_TLS const Fiber* tls_fiber = nullptr;
 
 Fiber* thread_waiter() {
@@ -142,6 +143,13 @@ WEFT_READS_CURRENT_WORKER Worker* current_worker() noexcept {
   Worker* w = tls_worker;
   asm volatile("" ::: "memory");
   return w;
+}
+
+void set_runtime_thread(bool yes) noexcept {
+  tls_runtime_thread = yes;
+}
+bool is_runtime_thread() noexcept {
+  return tls_runtime_thread;
 }
 
 const Fiber* signal_current_fiber(Stack* stack) noexcept {

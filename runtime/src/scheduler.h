@@ -38,6 +38,14 @@ std::uint32_t runtime_generation() noexcept;
 // replaced by a later one) and were dropped; process-wide, for tests.
 std::uint64_t late_readies_dropped() noexcept;
 
+// Jobs on the blocking pool that have not yet readied their fiber
+// (blocking.cc): a deadlock is not declared while one runs.
+std::int64_t blocking_jobs_in_flight() noexcept;
+// Marks the calling thread as the runtime's own (a blocking-pool thread,
+// sysmon): its readies are not a foreign thread's use of the runtime.
+void set_runtime_thread(bool yes) noexcept;
+bool is_runtime_thread() noexcept;
+
 // Counters of the running runtime (zero when none runs); for tests.
 SchedulerStats scheduler_stats() noexcept;
 

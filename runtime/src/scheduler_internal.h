@@ -124,6 +124,16 @@ struct Scheduler {
   std::atomic<std::uint64_t> timer_rescues{0};
   std::atomic<std::uint64_t> sysmon_wakeups{0};
 
+  // Deadlock detection (sysmon.cc, Go's checkdead): off when RunOptions
+  // says so, and from the first call into the runtime by a thread that is
+  // not its own (ForeignEntry).
+  bool detect_deadlocks = true;
+  std::atomic<bool> foreign_used{false};
+  // True if no fiber can ever be made runnable again: every worker idle,
+  // no timer, no fiber waiting for I/O, no blocking job, no foreign thread.
+  bool nothing_can_wake() const;
+  void check_deadlock();  // sysmon.cc
+
   std::mutex done_mu;
   std::condition_variable done_cv;
   bool done = false;
@@ -172,6 +182,11 @@ class ForeignEntry {
   ForeignEntry() noexcept {
     g_foreign_entries.fetch_add(1, std::memory_order_seq_cst);
     sched_ = g_sched.load(std::memory_order_seq_cst);
+    // A thread of the program's own may call in again at any time: from
+    // now on no deadlock can be declared (sysmon.cc).
+    if (sched_ && !sched_->foreign_used.load(std::memory_order_relaxed) && !is_runtime_thread()) {
+      sched_->foreign_used.store(true, std::memory_order_seq_cst);
+    }
   }
   ~ForeignEntry() { g_foreign_entries.fetch_sub(1, std::memory_order_release); }
   ForeignEntry(const ForeignEntry&) = delete;
@@ -212,6 +227,9 @@ void dump_fibers_of(Scheduler* s, std::FILE* out);
 void install_sigquit_handler();
 void restore_sigquit_handler();
 void sigquit_if_pending(Scheduler* s);
+// "all fibers are asleep - deadlock!", a dump (unless WEFT_TRACEBACK=none),
+// and exit status 2, as Go.
+[[noreturn]] void die_of_deadlock(Scheduler* s);
 
 // A fiber of a runtime that has ended, readied now: whoever readied it made
 // its last touch (ready() always is one), and it will never run again, so

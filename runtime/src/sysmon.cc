@@ -26,11 +26,43 @@ constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 
 }  // namespace
 
+bool Scheduler::nothing_can_wake() const {
+  return idle.all_idle() && !stopping.load(std::memory_order_acquire) &&
+         earliest_timer() == kNever && netpoll_waiters() == 0 && blocking_jobs_in_flight() == 0 &&
+         !foreign_used.load(std::memory_order_seq_cst);
+}
+
+namespace {
+
+std::uint64_t total_schedticks(const Scheduler& s) {
+  std::uint64_t sum = 0;
+  for (const auto& w : s.workers) sum += w->schedtick.load(std::memory_order_relaxed);
+  return sum;
+}
+
+}  // namespace
+
+// Go's checkdead. Every worker idle and nothing left that could ready a
+// fiber: but a ready may be on its way (a blocking job's fiber readied just
+// before its count drops, a wake-up not yet taken), so the state must hold
+// twice, 10 ms apart, with no worker woken and nothing run in between.
+void Scheduler::check_deadlock() {
+  if (!detect_deadlocks || !nothing_can_wake()) return;
+  const std::uint64_t ticks = total_schedticks(*this);
+  const std::uint64_t wakes = idle.wakeups();
+  timespec pause{0, 10'000'000};
+  nanosleep(&pause, nullptr);
+  if (!nothing_can_wake() || total_schedticks(*this) != ticks || idle.wakeups() != wakes) return;
+  die_of_deadlock(this);
+}
+
 void Scheduler::sysmon_loop() {
+  set_runtime_thread(true);
   while (!stopping.load(std::memory_order_acquire)) {
     advance_coarse_clock();
     sigquit_if_pending(this);
     if (idle.all_idle()) {
+      check_deadlock();
       // Fully idle: sleep until a worker is woken, so that an idle runtime
       // costs nothing. Our store of sysmon_sleeping then all_idle() pair
       // with wakep's nidle decrement then load of sysmon_sleeping.

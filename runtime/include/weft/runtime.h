@@ -18,6 +18,14 @@ struct RunOptions {
   // Worker threads. 0 means the WEFT_PROCS environment variable, or else the
   // number of CPUs this process may run on.
   int workers = 0;
+  // When every fiber waits for something nothing can bring (no timer, no
+  // socket, no blocking job, and no thread outside the runtime has called
+  // into it), print "all fibers are asleep - deadlock!" with a fiber dump
+  // and exit with status 2, as Go. Turn it off where threads the runtime
+  // does not know of may call in later (a runtime embedded in a larger
+  // program): the first such call turns it off by itself, but one that has
+  // not happened yet cannot be foreseen.
+  bool detect_deadlocks = true;
 };
 
 struct SpawnOptions {
