@@ -9,6 +9,8 @@
 //   records.cc    fiber records: allocating, reclaiming at teardown
 //                 (records.h)
 //   sysmon.cc     the monitor thread: watchdog, stuck work, timer backstop
+//   registry.cc   the fiber registry (registry.h)
+//   dump.cc       stopping the world, fiber dumps, SIGQUIT, deadlocks
 //   lifecycle.cc  run_main: start-up, shutdown and teardown
 // with run_queue.h and worker.h.
 //
