@@ -2,6 +2,9 @@
 // stack that reaches the function it parked in.
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +14,7 @@
 #include "test_util.h"
 #include "weft/channel.h"
 #include "weft/debug.h"
+#include "weft/net.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
 #include "weft/time.h"
@@ -253,5 +257,106 @@ TEST(Deadlock, DetectionCanBeTurnedOffForLateForeignThreads) {
   weft::run([&] { EXPECT_EQ(*ch.recv(), 7); }, {.detect_deadlocks = false});
   late.join();
 }
+
+}  // namespace
+
+namespace {
+
+std::uint64_t parked_for(const weft::Metrics& m, const std::string& reason) {
+  for (const auto& [r, n] : m.parked_by_reason) {
+    if (r == reason) return n;
+  }
+  return 0;
+}
+
+class MetricsTest : public ::testing::TestWithParam<int> {};
+
+// Counts after a known workload: parked fibers by reason, I/O waiters,
+// timers, and both latency histograms filling.
+TEST_P(MetricsTest, CountAKnownWorkload) {
+  weft::run(
+      [] {
+        weft::Channel<int> ch;
+        weft::WaitGroup parked;
+        constexpr int kReceivers = 10, kSleepers = 3;
+        for (int i = 0; i < kReceivers; ++i) weft::go([&] { ch.recv(); });
+        for (int i = 0; i < kSleepers; ++i)
+          weft::go([] { weft::sleep_for(std::chrono::hours(1)); });
+        int fds[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+        auto conn = weft::net::adopt_conn(fds[0], "unix");
+        ASSERT_TRUE(conn);
+        weft::Channel<int> read_done(1);
+        weft::go([&] {
+          char b = 0;
+          (void)conn->read(&b, 1);
+          read_done.send(b);
+        });
+        weft::Metrics m;
+        for (int i = 0; i < 10'000; ++i) {
+          m = weft::metrics();
+          if (parked_for(m, "chan receive") == kReceivers && parked_for(m, "sleep") == kSleepers &&
+              m.io_waiters == 1) {
+            break;
+          }
+          weft::sleep_for(1ms);
+        }
+        SCOPED_TRACE(m.to_string());
+        EXPECT_EQ(parked_for(m, "chan receive"), std::uint64_t{kReceivers});
+        EXPECT_EQ(parked_for(m, "sleep"), std::uint64_t{kSleepers});
+        EXPECT_EQ(parked_for(m, "IO wait (read)"), 1u);
+        EXPECT_EQ(m.io_waiters, 1u);
+        EXPECT_GE(m.timers_pending, std::uint64_t{kSleepers});
+        EXPECT_GE(m.fibers_live, std::uint64_t{kReceivers + kSleepers + 2});
+        EXPECT_EQ(m.fibers_running, 1u);  // the caller
+        EXPECT_EQ(m.workers, GetParam());
+
+        // A poller wake-up is timed, every one.
+        const std::uint64_t polled = m.poller_latency.count();
+        ASSERT_EQ(::write(fds[1], "x", 1), 1);
+        EXPECT_EQ(*read_done.recv(), 'x');
+        const weft::Metrics after = weft::metrics();
+        EXPECT_GT(after.poller_latency.count(), polled);
+        EXPECT_GT(after.poller_wakeups, m.poller_wakeups);
+        EXPECT_GT(after.poller_latency.quantile(0.5).count(), 0);
+
+        // One ready in 64 is timed: a ping-pong of 1,000 rounds fills it.
+        weft::Channel<int> ping, pong;
+        weft::go([&] {
+          for (int i = 0; i < 1000; ++i) pong.send(*ping.recv());
+        });
+        for (int i = 0; i < 1000; ++i) {
+          ping.send(i);
+          pong.recv();
+        }
+        EXPECT_GT(weft::metrics().scheduling_latency.count(), 0u);
+        ch.close();
+        ::close(fds[1]);
+      },
+      {.workers = GetParam()});
+}
+
+TEST(Metrics, HistogramQuantilesAreBucketUpperEdges) {
+  weft::LatencyHistogram h;
+  EXPECT_EQ(h.quantile(0.5).count(), 0);
+  h.buckets[10] = 90;  // [1024, 2048) ns
+  h.buckets[20] = 10;  // [1 Mi, 2 Mi) ns
+  EXPECT_EQ(h.count(), 100u);
+  EXPECT_EQ(h.quantile(0.5).count(), 2048);
+  EXPECT_EQ(h.quantile(0.9).count(), 2048);
+  EXPECT_EQ(h.quantile(0.99).count(), 2 << 20);
+}
+
+TEST(Metrics, OutsideARuntimeAllZero) {
+  const weft::Metrics m = weft::metrics();
+  EXPECT_EQ(m.workers, 0);
+  EXPECT_EQ(m.fibers_live, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, MetricsTest, ::testing::Values(1, 2), [](const auto& info) {
+  std::string name = "w";
+  name += std::to_string(info.param);
+  return name;
+});
 
 }  // namespace

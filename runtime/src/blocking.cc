@@ -58,6 +58,12 @@ class BlockingPool {
     }
   }
 
+ public:
+  int threads() {
+    std::lock_guard lock(mu_);
+    return threads_;
+  }
+
  private:
   void serve() {
     set_runtime_thread(true);
@@ -114,6 +120,10 @@ void run_blocking(void (*fn)(void*), void* arg) {
     pool().submit(&task);
     return true;
   });
+}
+
+int blocking_pool_threads() {
+  return pool().threads();
 }
 
 std::int64_t blocking_jobs_in_flight() noexcept {

@@ -28,6 +28,7 @@
 
 #include <arpa/inet.h>
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -47,6 +48,7 @@
 #include <elfutils/libdwfl.h>
 #endif
 
+#include "netpoll.h"
 #include "registry.h"
 #include "scheduler_internal.h"
 #include "weft/debug.h"
@@ -537,9 +539,130 @@ void dump_fibers_of(Scheduler* s, std::FILE* out) {
   print(out, entries);
 }
 
+Metrics metrics_of(Scheduler* s) {
+  Metrics m;
+  Worker* self = current_worker();
+  if (self && self->sched != s) self = nullptr;
+  std::array<std::uint64_t, 256> by_reason{};
+  {
+    World stopped(s, self);
+    std::set<const Fiber*> running;
+    for (const auto& w : s->workers) {
+      m.fibers_spawned += w->spawned.load(std::memory_order_relaxed);
+      m.fibers_live +=
+          w->spawned.load(std::memory_order_relaxed) - w->exited.load(std::memory_order_relaxed);
+      if (Fiber* c = w->current; c && (w.get() == self || !w->stopped_for_world.load())) {
+        running.insert(c);
+      }
+      if (w->runnext.load(std::memory_order_relaxed)) ++m.fibers_runnable;
+      w->runq.for_each_queued([&](const Fiber*) { ++m.fibers_runnable; });
+      for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
+        m.scheduling_latency.buckets[static_cast<std::size_t>(b)] +=
+            w->sched_latency[b].load(std::memory_order_relaxed);
+        m.poller_latency.buckets[static_cast<std::size_t>(b)] +=
+            w->poll_latency[b].load(std::memory_order_relaxed);
+      }
+      std::lock_guard lock(w->timers.lock);
+      m.timers_pending += w->timers.nodes.size();
+    }
+    const std::uint64_t foreign = s->foreign_spawned.load(std::memory_order_relaxed);
+    m.fibers_spawned += foreign;
+    m.fibers_live += foreign;
+    m.fibers_runnable += s->gq.size();
+    m.fibers_running = running.size();
+    fiber_registry().for_each([&](Fiber* f) {
+      if (f->run_gen != s->gen || f->is_thread || running.count(f)) return;
+      if (f->state == FiberState::parked) ++by_reason[static_cast<std::size_t>(f->wait_reason)];
+    });
+  }
+  // A parked-state record that was readied since is queued: counted runnable.
+  m.fibers_parked = m.fibers_live - std::min(m.fibers_live, m.fibers_running + m.fibers_runnable);
+  for (std::size_t r = 0; r < by_reason.size(); ++r) {
+    if (by_reason[r] != 0) {
+      m.parked_by_reason.emplace_back(wait_reason_text(static_cast<WaitReason>(r)), by_reason[r]);
+    }
+  }
+  m.workers = s->nworkers;
+  m.workers_idle = s->idle.idle_workers();
+  m.workers_spinning = s->idle.spinning_workers();
+  m.io_waiters = static_cast<std::uint64_t>(std::max(0, netpoll_waiters()));
+  m.poller_wakeups = netpoll_wakeups();
+  m.blocking_threads = blocking_pool_threads();
+  m.blocking_jobs = blocking_jobs_in_flight();
+  return m;
+}
+
 }  // namespace weft::detail
 
 namespace weft {
+
+std::uint64_t LatencyHistogram::count() const noexcept {
+  std::uint64_t n = 0;
+  for (std::uint64_t b : buckets) n += b;
+  return n;
+}
+
+std::chrono::nanoseconds LatencyHistogram::quantile(double q) const noexcept {
+  const std::uint64_t n = count();
+  if (n == 0) return std::chrono::nanoseconds(0);
+  const auto rank = static_cast<std::uint64_t>(std::max(1.0, q * static_cast<double>(n) + 0.5));
+  std::uint64_t seen = 0;
+  for (int b = 0; b < kBuckets; ++b) {
+    seen += buckets[static_cast<std::size_t>(b)];
+    if (seen >= rank) return std::chrono::nanoseconds(std::int64_t{2} << b);
+  }
+  return std::chrono::nanoseconds(std::int64_t{2} << (kBuckets - 1));
+}
+
+std::string Metrics::to_string() const {
+  std::string out;
+  auto line = [&](const char* name, auto value) {
+    out += name;
+    out += ' ';
+    out += std::to_string(value);
+    out += '\n';
+  };
+  line("fibers.spawned", fibers_spawned);
+  line("fibers.live", fibers_live);
+  line("fibers.running", fibers_running);
+  line("fibers.runnable", fibers_runnable);
+  line("fibers.parked", fibers_parked);
+  for (const auto& [reason, n] : parked_by_reason) {
+    out += "fibers.parked[";
+    out += reason;
+    out += "] ";
+    out += std::to_string(n);
+    out += '\n';
+  }
+  line("workers", workers);
+  line("workers.idle", workers_idle);
+  line("workers.spinning", workers_spinning);
+  line("poller.io_waiters", io_waiters);
+  line("poller.wakeups", poller_wakeups);
+  line("timers.pending", timers_pending);
+  line("blocking.threads", blocking_threads);
+  line("blocking.jobs", blocking_jobs);
+  for (const auto& [name, h] : {std::pair{"latency.scheduling", &scheduling_latency},
+                                std::pair{"latency.poller", &poller_latency}}) {
+    out += name;
+    out += " n=" + std::to_string(h->count());
+    for (double q : {0.5, 0.9, 0.99}) {
+      char buf[48];
+      std::snprintf(buf, sizeof buf, " p%g<=%lldns", q * 100,
+                    static_cast<long long>(h->quantile(q).count()));
+      out += buf;
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+Metrics metrics() {
+  using namespace detail;
+  const RuntimeRef runtime;
+  if (!runtime.sched()) return {};
+  return metrics_of(runtime.sched());
+}
 
 void dump_fibers(std::FILE* out) {
   using namespace detail;

@@ -122,6 +122,7 @@ class Idle {
   // need not poll).
   bool poller_blocked() const { return blocked_in_poll_.load(std::memory_order_relaxed); }
   int idle_workers() const { return nidle_.load(std::memory_order_relaxed); }
+  int spinning_workers() const { return nspinning_.load(std::memory_order_relaxed); }
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
  private:

@@ -12,6 +12,8 @@ void netpoll_dispatch(const poll::Event* events, int n);
 
 // Parked I/O waiters; the scheduler only polls when there are some.
 int netpoll_waiters() noexcept;
+// Fibers the poller has readied (readiness or a deadline), process-wide.
+std::uint64_t netpoll_wakeups() noexcept;
 
 // The token a desc is registered under (for tests of stale events).
 std::uint64_t poll_token(const PollDesc* pd);

@@ -192,6 +192,7 @@ Fiber* global_get(Scheduler* s, Worker* w, std::uint32_t max) {
 }  // namespace
 
 void Worker::ready_local(Fiber* f) {
+  if (f->ready_ns == 0) maybe_stamp_ready(f);
   // Thieves only ever empty runnext, so an empty slot stays empty until we
   // fill it: a plain store suffices. A full one may be stolen meanwhile.
   Fiber* old = runnext.load(std::memory_order_relaxed);
@@ -449,8 +450,22 @@ Fiber* Worker::pick_local() {
   return nullptr;
 }
 
+void Worker::record_latency(Fiber* f) {
+  const std::int64_t waited = std::max<std::int64_t>(0, mono_now_ns() - f->ready_ns);
+  const int bucket =
+      waited < 2
+          ? 0
+          : std::min(kLatencyBuckets - 1, 63 - __builtin_clzll(static_cast<std::uint64_t>(waited)));
+  bump((f->ready_from_poller ? poll_latency : sched_latency)[bucket]);
+  f->ready_ns = 0;
+  f->ready_from_poller = false;
+}
+
 void Worker::enter(Fiber* f) {
   schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (f->ready_ns != 0) [[unlikely]] {
+    record_latency(f);
+  }
   if (f->sp) {  // it parked or yielded before: resume it
     running_stack = f->stack;
     next_sp = f->sp;
@@ -566,6 +581,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     f->run_gen = s->gen;
     f->id = w->next_fiber_id();
     Worker::bump(w->spawned);
+    w->maybe_stamp_ready(f);
     const std::uint64_t id = f->id;
     // runnext only while it is free: a fiber spawning in a loop would
     // otherwise swap it (a locked instruction) on every spawn. Go gives it

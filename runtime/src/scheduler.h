@@ -41,6 +41,7 @@ std::uint64_t late_readies_dropped() noexcept;
 // Jobs on the blocking pool that have not yet readied their fiber
 // (blocking.cc): a deadlock is not declared while one runs.
 std::int64_t blocking_jobs_in_flight() noexcept;
+int blocking_pool_threads();
 // Marks the calling thread as the runtime's own (a blocking-pool thread,
 // sysmon): its readies are not a foreign thread's use of the runtime.
 void set_runtime_thread(bool yes) noexcept;

@@ -82,6 +82,16 @@ struct alignas(64) Worker {
 
   // Counters written by the owner only, read by stats.
   std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0};
+  // Latency samples (weft::metrics): runnable -> running, and poller
+  // wake-up -> running; log2 buckets of ns, owner-written.
+  static constexpr int kLatencyBuckets = 40;
+  std::atomic<std::uint64_t> sched_latency[kLatencyBuckets] = {};
+  std::atomic<std::uint64_t> poll_latency[kLatencyBuckets] = {};
+  std::uint32_t latency_sample_tick = 0;
+  // One ready in 64 is timed (a clock read each).
+  void maybe_stamp_ready(Fiber* f) {
+    if ((++latency_sample_tick & 63) == 0) f->ready_ns = mono_now_ns();
+  }
 
   void* g0_sp = nullptr;
   void* tsan_g0 = nullptr;
@@ -118,6 +128,7 @@ struct alignas(64) Worker {
   Fiber* pick_local();
   bool run_timers(bool others_too);
   void enter(Fiber* f);
+  void record_latency(Fiber* f);
   void leave(Fiber* self, Action action);
   void after_switch();
   void run_from_g0(Fiber* f);

@@ -1,7 +1,13 @@
 // Seeing inside a running program.
 #pragma once
 
+#include <array>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace weft {
 
@@ -17,5 +23,50 @@ namespace weft {
 // Callable from fibers and threads; SIGQUIT writes one to stderr and exits
 // with status 2, as Go (WEFT_TRACEBACK=none writes no fibers).
 void dump_fibers(std::FILE* out);
+
+// Latencies in log2 buckets: bucket i counts samples of [2^i, 2^(i+1)) ns
+// (bucket 0 also counts 0 and 1 ns).
+struct LatencyHistogram {
+  static constexpr int kBuckets = 40;
+  std::array<std::uint64_t, kBuckets> buckets{};
+
+  std::uint64_t count() const noexcept;
+  // The upper edge of the bucket that holds quantile q (0 < q <= 1): the
+  // true value is at most that and more than half of it. Zero if empty.
+  std::chrono::nanoseconds quantile(double q) const noexcept;
+};
+
+// A snapshot of the running runtime (Go's runtime/metrics). Taking it stops
+// the world briefly (as a dump does, without walking stacks): for a
+// monitoring endpoint, a signal handler's fiber or shutdown, not a hot loop.
+struct Metrics {
+  std::uint64_t fibers_spawned = 0;  // since run() began
+  std::uint64_t fibers_live = 0;
+  std::uint64_t fibers_running = 0;
+  std::uint64_t fibers_runnable = 0;
+  std::uint64_t fibers_parked = 0;
+  // Parked fibers by what they wait for ("chan receive", "IO wait (read)",
+  // ... as in a dump), reasons with none left out.
+  std::vector<std::pair<std::string, std::uint64_t>> parked_by_reason;
+  int workers = 0;
+  int workers_idle = 0;
+  int workers_spinning = 0;
+  std::uint64_t io_waiters = 0;      // fibers parked on a socket now
+  std::uint64_t poller_wakeups = 0;  // fibers the poller has readied (process total)
+  std::uint64_t timers_pending = 0;  // sleeps, Timers, deadlines
+  int blocking_threads = 0;          // the blocking pool's threads
+  std::int64_t blocking_jobs = 0;    // jobs queued or running there
+  // Made runnable -> running (one in 64 sampled), and a poller wake-up
+  // (readiness or an I/O deadline) -> running (every one): Go's
+  // /sched/latencies:seconds and the wake-up latency weft exists for.
+  LatencyHistogram scheduling_latency;
+  LatencyHistogram poller_latency;
+
+  // Several lines of "name value", for logs and the examples' SIGUSR1.
+  std::string to_string() const;
+};
+
+// All zero where no runtime runs.
+Metrics metrics();
 
 }  // namespace weft
