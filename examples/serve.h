@@ -1,5 +1,6 @@
-// What the example servers share: Go's signal.NotifyContext, and the accept
-// loop that runs a handler in a fiber per connection until shutdown.
+// What the example servers share: Go's signal.NotifyContext, the runtime's
+// metrics on SIGUSR1 and at shutdown, and the accept loop that runs a
+// handler in a fiber per connection until shutdown.
 #pragma once
 
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <utility>
 
 #include "weft/context.h"
+#include "weft/debug.h"
 #include "weft/net/conn.h"
 #include "weft/weft.h"
 
@@ -21,7 +23,11 @@ inline weft::Context shutdown_on_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // SIGUSR1 too (metrics_on_sigusr1), before any thread starts: a thread
+  // that left one unblocked would take it and die of its default action.
+  sigset_t blocked = set;
+  sigaddset(&blocked, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
   auto made = weft::with_cancel(weft::background());
   auto cancel = std::make_shared<weft::CancelFunc>(std::move(made.cancel));
   std::thread([set, cancel] {
@@ -32,6 +38,22 @@ inline weft::Context shutdown_on_signals() {
   return made.ctx;
 }
 
+// `kill -USR1 <pid>` prints weft::metrics() (fibers by state and wait
+// reason, wake-up latencies) to stderr. Call after shutdown_on_signals,
+// which blocks SIGUSR1 in every thread.
+inline void metrics_on_sigusr1() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  std::thread([set] {
+    for (;;) {
+      int sig = 0;
+      sigwait(&set, &sig);
+      std::fprintf(stderr, "%s", weft::metrics().to_string().c_str());
+    }
+  }).detach();
+}
+
 // Listens on `addr` (printing "listening on HOST:PORT" once it does), runs
 // handler(conn, shutdown) in a fiber per connection, and on SIGINT/SIGTERM
 // stops accepting and waits for the handlers: they see `shutdown` canceled
@@ -40,6 +62,7 @@ inline weft::Context shutdown_on_signals() {
 template <class Handler>
 int serve(const char* addr, Handler handler) {
   const weft::Context shutdown = shutdown_on_signals();
+  metrics_on_sigusr1();
   return weft::run([&] {
     auto ln = weft::net::listen("tcp", addr);
     if (!ln) {
@@ -58,6 +81,7 @@ int serve(const char* addr, Handler handler) {
       });
     }
     connections.wait();
+    std::fprintf(stderr, "%s", weft::metrics().to_string().c_str());
     return 0;
   });
 }
