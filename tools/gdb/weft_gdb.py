@@ -53,6 +53,10 @@ def _unwrap(value, want):
     if t.code not in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
         return None
     for field in t.fields():
+        # Static members (std::atomic's _S_alignment) have no bitpos and
+        # are not the value.
+        if not hasattr(field, "bitpos"):
+            continue
         if field.is_base_class or field.name:
             try:
                 inner = value.cast(field.type) if field.is_base_class else value[field.name]
