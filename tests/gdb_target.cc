@@ -1,7 +1,8 @@
 // The program tests/gdb_test.cc debugs with the gdb extension
 // (tools/gdb/weft_gdb.py): one worker, four named fibers parked on a
 // channel, a Mutex, a sleep and a socket read, each in a function of its own
-// that the backtraces must show; then the main fiber stops the process with
+// that the backtraces must show, and one queued that has not started; then
+// the main fiber stops the process with
 // SIGTRAP, which gdb (the test runs it under gdb) takes as a stop. Run alone,
 // the SIGTRAP ends it.
 #include <sys/socket.h>
@@ -88,6 +89,9 @@ int main() {
         weft::go([] { park_in_sleep(); }, {.name = "sleeper"});
         weft::go([&] { park_in_socket_read(*conn); }, {.name = "socket-reader"});
         while (parked_named_fibers() < 4) weft::yield();
+        // Queued (in runnext) and never run: the worker is stopped before
+        // main yields to it.
+        weft::go([] { g_sink = 5; }, {.name = "not-started"});
         std::printf("gdb-target: 4 fibers parked, socket fd %d\n", fds[0]);
         std::fflush(stdout);
         stop_for_gdb();

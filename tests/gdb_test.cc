@@ -85,12 +85,15 @@ bool has(const std::string& text, const std::string& pattern) {
 void expect_fibers_and_stacks(const std::string& out, const std::string& fd, const char* where) {
   SCOPED_TRACE(where);
   const std::string fibers = section(out, "weft fibers");
-  EXPECT_TRUE(has(fibers, "weft: 5 fibers: 1 running, 0 runnable, 4 parked")) << out;
-  EXPECT_TRUE(has(fibers, R"(\d+ +chan-receiver +chan receive .*gdb_target\.cc:\d+)")) << out;
-  EXPECT_TRUE(has(fibers, R"(\d+ +mutex-waiter +Mutex\.lock )")) << out;
-  EXPECT_TRUE(has(fibers, R"(\d+ +sleeper +sleep )")) << out;
+  EXPECT_TRUE(has(fibers, "weft: 6 fibers: 1 running, 1 runnable, 4 parked")) << out;
+  EXPECT_TRUE(has(fibers, R"(\d+ +chan-receiver +chan receive[ ,].*gdb_target\.cc:\d+)")) << out;
+  EXPECT_TRUE(has(fibers, R"(\d+ +mutex-waiter +Mutex\.lock[ ,])")) << out;
+  EXPECT_TRUE(has(fibers, R"(\d+ +sleeper +sleep[ ,])")) << out;
   EXPECT_TRUE(has(fibers, R"(\d+ +socket-reader +IO wait \(read\), fd )" + fd + "[ ,]")) << out;
   EXPECT_TRUE(has(fibers, R"(running on worker 0 \(thread \d+, LWP \d+\))")) << out;
+  EXPECT_TRUE(has(fibers, R"(\d+ +not-started +runnable \(not started\))")) << out;
+  EXPECT_TRUE(has(section(out, "weft bt not-started"), "has not started: it has no stack yet"))
+      << out;
 
   const std::string chan = section(out, "weft bt chan-receiver");
   EXPECT_TRUE(has(chan, R"(fiber \d+ "chan-receiver" \[chan receive\])")) << out;
@@ -135,6 +138,7 @@ const std::vector<std::string> kInspect = {
     "bt",
     "weft frame off",
     "bt 3",
+    "weft bt not-started",
 };
 
 TEST(GdbExtensionTest, LiveProcessAndCoreFile) {
