@@ -145,6 +145,9 @@ TEST(GdbExtensionTest, LiveProcessAndCoreFile) {
 #if defined(WEFT_ASAN) || defined(WEFT_TSAN)
   GTEST_SKIP() << "not in sanitizer builds (a sanitized process's core holds its shadow memory)";
 #endif
+#if !defined(__x86_64__)
+  GTEST_SKIP() << "the gdb extension walks parked stacks on x86-64 only";
+#endif
   if (run_shell("command -v gdb").status != 0) {
     GTEST_SKIP() << "gdb is not installed (./weft test installs it): the gdb extension is untested";
   }
