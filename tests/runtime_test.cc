@@ -364,6 +364,21 @@ TEST(RuntimeDeathTest, ExceptionEscapingAFiberAbortsAtItsThrowSite) {
               "weft: fiber [0-9]+: uncaught exception std::runtime_error: fiber boom");
 }
 
+// The fiber's name (SpawnOptions::name) is in the message.
+TEST(RuntimeDeathTest, AnUncaughtExceptionNamesTheFiber) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(weft::run(
+                  [] {
+                    weft::go([] { throw std::runtime_error("named boom"); },
+                             {.name = "request-handler"});
+                    weft::sleep_for(std::chrono::nanoseconds::max());
+                  },
+                  weft::RunOptions{.workers = 1}),
+              ::testing::KilledBySignal(SIGABRT),
+              "weft: fiber [0-9]+ \"request-handler\": uncaught exception std::runtime_error: "
+              "named boom");
+}
+
 // A park commit runs on whichever fiber resumed next, or on the worker's own
 // stack, where an exception has nobody to reach: it is fatal, with its text.
 TEST(RuntimeDeathTest, ExceptionFromAParkCommitIsFatalWithItsText) {

@@ -50,10 +50,15 @@ std::atomic<std::terminate_handler> previous_terminate{nullptr};
   if (const std::uint64_t fiber = weft::fiber_id()) {
     const auto id = static_cast<unsigned long long>(fiber);
     const std::string what = current_exception_text();
+    // The running fiber's own record: its name cannot go while it runs.
+    const Worker* w = current_worker();
+    const char* name = w && w->current && w->current->name ? w->current->name : nullptr;
+    std::string who = "fiber " + std::to_string(id);
+    if (name) who += std::string(" \"") + name + "\"";
     if (what.empty()) {
-      std::fprintf(stderr, "weft: fiber %llu: std::terminate called\n", id);
+      std::fprintf(stderr, "weft: %s: std::terminate called\n", who.c_str());
     } else {
-      std::fprintf(stderr, "weft: fiber %llu: uncaught exception %s\n", id, what.c_str());
+      std::fprintf(stderr, "weft: %s: uncaught exception %s\n", who.c_str(), what.c_str());
     }
   }
   if (std::terminate_handler previous = previous_terminate.load(std::memory_order_relaxed)) {
