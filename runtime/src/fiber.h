@@ -46,6 +46,7 @@ struct Fiber {
   FiberState state = FiberState::fresh;
   WaitReason wait_reason = WaitReason::unknown;
   bool ready_from_poller = false;     // ready_ns is a poller wake-up's
+  bool stack_kept = false;            // abandoned parked: a LeakSanitizer root (records.cc)
   std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
   std::uint64_t wait_detail = 0;      // the fd for I/O
   const char* name = nullptr;         // a copy of SpawnOptions::name (owned), or null

@@ -194,6 +194,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
   }
   for (Fiber* f : abandoned) free_abandoned(f);
+  keep_abandoned_parked(s->gen);
   free_depot(s->depot);
   if (spawned > exited) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",

@@ -25,8 +25,22 @@ void free_fiber_name(Fiber* f) noexcept {
   f->name = nullptr;
 }
 
+void keep_abandoned_parked(std::uint32_t gen) {
+  fiber_registry().for_each([gen](Fiber* f) {
+    if (f->run_gen != gen || f->is_thread || f->state != FiberState::parked || !f->stack.lo) {
+      return;
+    }
+    san::lsan_keep_stack(f->stack.lo, f->stack.size);
+    f->stack_kept = true;
+  });
+}
+
 void free_abandoned(Fiber* f) {
   free_fiber_name(f);
+  if (f->stack_kept) {
+    san::lsan_forget_stack(f->stack.lo, f->stack.size);
+    f->stack_kept = false;
+  }
   // Never ran or parked forever: its closure may be mid-call, so only the
   // record and stack are reclaimed, as Go reclaims nothing at exit.
   if (f->stack.lo) {

@@ -106,6 +106,11 @@ inline void delete_record(Fiber* f) {
 // forever, loses its record and stack (not its closure, which may be
 // mid-call), and the depot's batches are freed.
 void free_abandoned(Fiber* f);
+// For teardown: the fibers of runtime `gen` still parked (abandoned, as Go
+// abandons goroutines) keep their stacks and records, which a late
+// completion reclaims (drop_late_ready); until then their stacks are
+// LeakSanitizer roots, for what their frames hold is still referenced.
+void keep_abandoned_parked(std::uint32_t gen);
 // A fiber's name goes when the fiber does (its record may stay, recycled).
 void free_fiber_name(Fiber* f) noexcept;
 void free_depot(RecordDepot& depot);

@@ -22,6 +22,7 @@
 #ifdef WEFT_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#include <sanitizer/lsan_interface.h>
 #endif
 #ifdef WEFT_TSAN
 #include <sanitizer/tsan_interface.h>
@@ -52,6 +53,26 @@ inline void asan_finish_switch(void* fake_stack, const void** old_bottom, std::s
   __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);
 #else
   (void)fake_stack, (void)old_bottom, (void)old_size;
+#endif
+}
+
+// A fiber abandoned while parked keeps its stack (a late completion may
+// still reach it, and then reclaims it): what its frames point to is live,
+// and LeakSanitizer, which scans thread stacks but not fiber stacks, is told.
+inline void lsan_keep_stack(const void* lo, std::size_t size) {
+#ifdef WEFT_ASAN
+  __lsan_register_root_region(lo, size);
+#else
+  (void)lo;
+  (void)size;
+#endif
+}
+inline void lsan_forget_stack(const void* lo, std::size_t size) {
+#ifdef WEFT_ASAN
+  __lsan_unregister_root_region(lo, size);
+#else
+  (void)lo;
+  (void)size;
 #endif
 }
 
