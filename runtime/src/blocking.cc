@@ -3,11 +3,10 @@
 // started on demand up to a cap and retire after a while idle.
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <mutex>
 #include <thread>
 
-#include "log.h"
+#include "env.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
 
@@ -22,13 +21,9 @@ struct Task {
 };
 
 int max_threads() {
-  if (const char* env = std::getenv("WEFT_BLOCKING_THREADS")) {
-    char* end = nullptr;
-    long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n <= 4096) return static_cast<int>(n);
-    log().error("WEFT_BLOCKING_THREADS='{}' is not a thread count from 1 to 4096; using 256", env);
-  }
-  return 256;
+  const auto n =
+      env_number("WEFT_BLOCKING_THREADS", 1, 4096, "a thread count from 1 to 4096", "using 256");
+  return n ? static_cast<int>(*n) : 256;
 }
 
 class BlockingPool {

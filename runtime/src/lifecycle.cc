@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "asymmetric_fence.h"
+#include "env.h"
 #include "log.h"
 #include "records.h"
 #include "scheduler.h"
@@ -63,22 +64,24 @@ std::atomic<std::terminate_handler> previous_terminate{nullptr};
 
 // WEFT_POLLER if set, else the best backend this kernel allows (the first in
 // available_backends()), else the next; why a backend was refused (io_uring
-// under a seccomp policy, say) is logged once per process.
+// under a seccomp policy, say) is logged once per process. A name that is no
+// backend built in here is rejected (env.h), as if unset.
 std::unique_ptr<poll::Poller> make_runtime_poller() {
   static std::once_flag logged;
   std::string why;
-  if (const char* wanted = std::getenv("WEFT_POLLER"); wanted && *wanted) {
-    if (auto p = poll::make_poller(wanted, &why)) return p;
-    std::call_once(logged,
-                   [&] { log().error("WEFT_POLLER={}: {}; using another backend", wanted, why); });
+  const char* const* names = poll::available_backends();
+  if (const auto wanted = env_word("WEFT_POLLER", names, "using the first this kernel allows")) {
+    if (auto p = poll::make_poller(names[*wanted], &why)) return p;
+    std::call_once(logged, [&] {
+      log().error("WEFT_POLLER={}: {}; using another backend", names[*wanted], why);
+    });
   }
   std::string refused;
-  for (const char* const* name = poll::available_backends(); *name; ++name) {
+  for (const char* const* name = names; *name; ++name) {
     if (auto p = poll::make_poller(*name, &why)) {
       if (!refused.empty()) {
         std::call_once(logged, [&] { log().info("{}; using {}", refused, p->name()); });
       }
-      log().debug("poller backend: {}", p->name());
       return p;
     }
     refused += (refused.empty() ? "" : "; ") + std::string(*name) + " refused: " + why;
@@ -88,11 +91,9 @@ std::unique_ptr<poll::Poller> make_runtime_poller() {
 }
 
 int default_workers() {
-  if (const char* env = std::getenv("WEFT_PROCS")) {
-    char* end = nullptr;
-    long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<int>(n);
-    log().error("WEFT_PROCS='{}' is not a worker count from 1 to 1024; using the CPU count", env);
+  if (const auto n = env_number("WEFT_PROCS", 1, 1024, "a worker count from 1 to 1024",
+                                "using the CPU count")) {
+    return static_cast<int>(*n);
   }
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
@@ -154,7 +155,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     }
     s->shutdown();
   });
-  log().debug("runtime starting with {} workers", n);
+  log().info("starting: {} worker{}, poller {}", n, n == 1 ? "" : "s", s->poller->name());
   for (auto& w : s->workers) w->thread = std::thread([w = w.get()] { w->loop(); });
   s->sysmon = std::thread([s] { s->sysmon_loop(); });
   {
