@@ -1,12 +1,15 @@
 // The blocking-work pool: threads outside the workers that run whatever
 // would stall a worker (file I/O, getaddrinfo, CPU-heavy work). Threads are
 // started on demand up to a cap and retire after a while idle.
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "env.h"
+#include "scheduler.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
 
@@ -45,13 +48,25 @@ class BlockingPool {
     }
     if (threads_ < max_) {
       ++threads_;
+      const int slot = take_slot();
       lock.unlock();
-      std::thread([this] { serve(); }).detach();
+      std::thread([this, slot] { serve(slot); }).detach();
     }
   }
 
  private:
-  void serve() {
+  // The lowest number no live pool thread has, so that names stay short and
+  // stable however often threads retire and start (weft-block-4095 is the
+  // longest, 15 characters, the kernel's limit). Under mu_.
+  int take_slot() {
+    auto free = std::find(slot_used_.begin(), slot_used_.end(), false);
+    if (free == slot_used_.end()) free = slot_used_.insert(free, false);
+    *free = true;
+    return static_cast<int>(free - slot_used_.begin());
+  }
+
+  void serve(int slot) {
+    name_this_thread("weft-block-", slot);
     std::unique_lock lock(mu_);
     for (;;) {
       while (!head_) {
@@ -60,6 +75,7 @@ class BlockingPool {
         if (!woke) {
           --idle_;
           --threads_;
+          slot_used_[static_cast<std::size_t>(slot)] = false;
           return;
         }
       }
@@ -79,6 +95,7 @@ class BlockingPool {
   Task* tail_ = nullptr;
   int idle_ = 0;
   int threads_ = 0;
+  std::vector<bool> slot_used_;
   const int max_ = max_threads();
 };
 

@@ -9,6 +9,7 @@
 //   g_sched, then waits for them before it frees the scheduler.
 // - An exception escaping a fiber reaches on_terminate at its throw site;
 //   one escaping main is caught and rethrown from run_main after teardown.
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -102,6 +103,16 @@ int default_workers() {
 
 }  // namespace
 
+void name_this_thread(const char* prefix, int n) noexcept {
+  char name[16];  // the kernel's limit, with the terminating NUL
+  if (n < 0) {
+    std::snprintf(name, sizeof name, "%s", prefix);
+  } else {
+    std::snprintf(name, sizeof name, "%s%d", prefix, n);
+  }
+  pthread_setname_np(pthread_self(), name);
+}
+
 Scheduler::Scheduler(int n, std::uint32_t generation)
     : idle(*this, n), nworkers(n), gen(generation) {
   for (int i = 0; i < n; ++i) {
@@ -156,8 +167,16 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     s->shutdown();
   });
   log().info("starting: {} worker{}, poller {}", n, n == 1 ? "" : "s", s->poller->name());
-  for (auto& w : s->workers) w->thread = std::thread([w = w.get()] { w->loop(); });
-  s->sysmon = std::thread([s] { s->sysmon_loop(); });
+  for (auto& w : s->workers) {
+    w->thread = std::thread([w = w.get()] {
+      name_this_thread("weft-w", w->index);
+      w->loop();
+    });
+  }
+  s->sysmon = std::thread([s] {
+    name_this_thread("weft-sysmon", -1);
+    s->sysmon_loop();
+  });
   {
     std::unique_lock lock(s->done_mu);
     s->done_cv.wait(lock, [s] { return s->done; });
