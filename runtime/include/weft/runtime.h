@@ -19,7 +19,8 @@ struct RunOptions {
 };
 
 struct SpawnOptions {
-  // Usable stack bytes, rounded up to whole pages; a guard page sits below.
+  // Usable stack bytes, rounded up to whole pages; 1 MiB that faults sits
+  // below (address space only), so an overflow is reported, not silent.
   std::size_t stack_size = std::size_t{64} * 1024;
 };
 
