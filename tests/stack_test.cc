@@ -86,9 +86,9 @@ TEST(StackDeathTest, OtherFaultsNameTheFiberAndKeepTheirSignal) {
         },
         weft::RunOptions{.workers = 1});
   };
-#if defined(__SANITIZE_ADDRESS__)
-  // ASan's handler was there first, and keeps the faults that are not ours
-  // (UBSan, halting on error, may stop at the null store before it).
+#if defined(WEFT_ASAN) || defined(WEFT_TSAN)
+  // The sanitizer's handler was there first, and keeps the faults that are
+  // not ours (UBSan, halting on error, may stop at the null store before).
   EXPECT_DEATH(null_write(), "SEGV|null pointer");
 #else
   EXPECT_EXIT(null_write(), ::testing::KilledBySignal(SIGSEGV),
