@@ -1,4 +1,6 @@
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -7,9 +9,11 @@
 #include <cfenv>
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <random>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -629,6 +633,51 @@ TEST(RuntimeStealing, IdleWorkersStealUnderLoad) {
   int busy_workers = 0;
   for (auto& n : on_worker) busy_workers += n.load() > 0;
   EXPECT_GE(busy_workers, 2);
+}
+
+// The runtime's threads carry names (top -H, gdb, /proc/PID/task/*/comm).
+std::set<std::string> thread_names() {
+  std::set<std::string> names;
+  DIR* dir = opendir("/proc/self/task");
+  if (!dir) return names;
+  while (const dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+    if (std::string name; std::getline(comm, name)) names.insert(name);
+  }
+  closedir(dir);
+  return names;
+}
+
+TEST(RuntimeThreads, WorkersSysmonAndBlockingThreadsAreNamed) {
+  std::set<std::string> names;
+  std::string blocking_name;
+  weft::run(
+      [&] {
+        // Each thread names itself as it starts, which main does not wait
+        // for: look until every name is there (or give up after 10 s).
+        const std::set<std::string> want{"weft-w0", "weft-w1", "weft-sysmon"};
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        do {
+          names = thread_names();
+          weft::yield();
+        } while (!std::includes(names.begin(), names.end(), want.begin(), want.end()) &&
+                 std::chrono::steady_clock::now() < give_up);
+        blocking_name = weft::blocking([] {
+          char name[16] = {};
+          prctl(PR_GET_NAME, name);
+          return std::string(name);
+        });
+      },
+      weft::RunOptions{.workers = 2});
+  EXPECT_EQ(names.count("weft-w0"), 1u);
+  EXPECT_EQ(names.count("weft-w1"), 1u);
+  EXPECT_EQ(names.count("weft-sysmon"), 1u);
+  EXPECT_EQ(names.count("weft-w2"), 0u);
+  EXPECT_TRUE(blocking_name.rfind("weft-block-", 0) == 0 &&
+              blocking_name.find_first_not_of("0123456789", 11) == std::string::npos &&
+              blocking_name.size() > 11)
+      << blocking_name;
 }
 
 }  // namespace

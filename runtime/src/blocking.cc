@@ -1,12 +1,14 @@
 // The blocking-work pool: threads outside the workers that run whatever
 // would stall a worker (file I/O, getaddrinfo, CPU-heavy work). Threads are
 // started on demand up to a cap and retire after a while idle.
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <vector>
 
+#include "env.h"
 #include "log.h"
 #include "scheduler.h"
 #include "weft/detail/park.h"
@@ -25,13 +27,9 @@ struct Task {
 std::atomic<std::int64_t> g_in_flight{0};
 
 int max_threads() {
-  if (const char* env = std::getenv("WEFT_BLOCKING_THREADS")) {
-    char* end = nullptr;
-    long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n <= 4096) return static_cast<int>(n);
-    log().error("WEFT_BLOCKING_THREADS='{}' is not a thread count from 1 to 4096; using 256", env);
-  }
-  return 256;
+  const auto n =
+      env_number("WEFT_BLOCKING_THREADS", 1, 4096, "a thread count from 1 to 4096", "using 256");
+  return n ? static_cast<int>(*n) : 256;
 }
 
 class BlockingPool {
@@ -53,8 +51,9 @@ class BlockingPool {
     }
     if (threads_ < max_) {
       ++threads_;
+      const int slot = take_slot();
       lock.unlock();
-      std::thread([this] { serve(); }).detach();
+      std::thread([this, slot] { serve(slot); }).detach();
     }
   }
 
@@ -65,7 +64,18 @@ class BlockingPool {
   }
 
  private:
-  void serve() {
+  // The lowest number no live pool thread has, so that names stay short and
+  // stable however often threads retire and start (weft-block-4095 is the
+  // longest, 15 characters, the kernel's limit). Under mu_.
+  int take_slot() {
+    auto free = std::find(slot_used_.begin(), slot_used_.end(), false);
+    if (free == slot_used_.end()) free = slot_used_.insert(free, false);
+    *free = true;
+    return static_cast<int>(free - slot_used_.begin());
+  }
+
+  void serve(int slot) {
+    name_this_thread("weft-block-", slot);
     set_runtime_thread(true);
     std::unique_lock lock(mu_);
     for (;;) {
@@ -75,6 +85,7 @@ class BlockingPool {
         if (!woke) {
           --idle_;
           --threads_;
+          slot_used_[static_cast<std::size_t>(slot)] = false;
           return;
         }
       }
@@ -97,6 +108,7 @@ class BlockingPool {
   Task* tail_ = nullptr;
   int idle_ = 0;
   int threads_ = 0;
+  std::vector<bool> slot_used_;
   const int max_ = max_threads();
 };
 

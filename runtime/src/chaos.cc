@@ -3,8 +3,9 @@
 #include <sched.h>
 #include <time.h>
 
-#include <cstdlib>
+#include <cstdint>
 
+#include "env.h"
 #include "log.h"
 #include "weft/detail/spinlock.h"
 
@@ -12,14 +13,10 @@ namespace weft::detail::chaos {
 namespace {
 
 std::uint64_t parse_seed() noexcept {
-  const char* env = std::getenv("WEFT_CHAOS");
-  if (!env || !*env) return 0;
-  char* end = nullptr;
-  const unsigned long long v = std::strtoull(env, &end, 10);
-  if (end == env || *end != '\0' || v == 0) {
-    log().error("WEFT_CHAOS='{}' is not a seed (a positive integer); no perturbation", env);
-    return 0;
-  }
+  const auto seed =
+      env_number("WEFT_CHAOS", 1, UINT64_MAX, "a seed, a whole number from 1", "no perturbation");
+  if (!seed) return 0;
+  const std::uint64_t v = *seed;
 #if defined(WEFT_CHAOS_BUILD)
   log().warn("WEFT_CHAOS={}: perturbing the schedule at interleaving points", v);
 #else

@@ -12,7 +12,7 @@
 namespace weft::detail {
 
 struct Stack {
-  char* lo = nullptr;      // lowest usable byte; the guard page (if any) is just below
+  char* lo = nullptr;      // lowest usable byte; the guard (if any) is just below
   std::uint32_t size = 0;  // usable bytes
   bool guarded = false;    // false: carved from a slab, overflow caught at switches
   // Named padding: a Stack is copied as two whole words, not as 13 bytes

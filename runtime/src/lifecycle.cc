@@ -9,6 +9,7 @@
 //   g_sched, then waits for them before it frees the scheduler.
 // - An exception escaping a fiber reaches on_terminate at its throw site;
 //   one escaping main is caught and rethrown from run_main after teardown.
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "asymmetric_fence.h"
+#include "env.h"
 #include "log.h"
 #include "records.h"
 #include "registry.h"
@@ -69,22 +71,24 @@ std::atomic<std::terminate_handler> previous_terminate{nullptr};
 
 // WEFT_POLLER if set, else the best backend this kernel allows (the first in
 // available_backends()), else the next; why a backend was refused (io_uring
-// under a seccomp policy, say) is logged once per process.
+// under a seccomp policy, say) is logged once per process. A name that is no
+// backend built in here is rejected (env.h), as if unset.
 std::unique_ptr<poll::Poller> make_runtime_poller() {
   static std::once_flag logged;
   std::string why;
-  if (const char* wanted = std::getenv("WEFT_POLLER"); wanted && *wanted) {
-    if (auto p = poll::make_poller(wanted, &why)) return p;
-    std::call_once(logged,
-                   [&] { log().error("WEFT_POLLER={}: {}; using another backend", wanted, why); });
+  const char* const* names = poll::available_backends();
+  if (const auto wanted = env_word("WEFT_POLLER", names, "using the first this kernel allows")) {
+    if (auto p = poll::make_poller(names[*wanted], &why)) return p;
+    std::call_once(logged, [&] {
+      log().error("WEFT_POLLER={}: {}; using another backend", names[*wanted], why);
+    });
   }
   std::string refused;
-  for (const char* const* name = poll::available_backends(); *name; ++name) {
+  for (const char* const* name = names; *name; ++name) {
     if (auto p = poll::make_poller(*name, &why)) {
       if (!refused.empty()) {
         std::call_once(logged, [&] { log().info("{}; using {}", refused, p->name()); });
       }
-      log().debug("poller backend: {}", p->name());
       return p;
     }
     refused += (refused.empty() ? "" : "; ") + std::string(*name) + " refused: " + why;
@@ -94,11 +98,9 @@ std::unique_ptr<poll::Poller> make_runtime_poller() {
 }
 
 int default_workers() {
-  if (const char* env = std::getenv("WEFT_PROCS")) {
-    char* end = nullptr;
-    long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n > 0 && n <= 1024) return static_cast<int>(n);
-    log().error("WEFT_PROCS='{}' is not a worker count from 1 to 1024; using the CPU count", env);
+  if (const auto n = env_number("WEFT_PROCS", 1, 1024, "a worker count from 1 to 1024",
+                                "using the CPU count")) {
+    return static_cast<int>(*n);
   }
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
@@ -106,6 +108,16 @@ int default_workers() {
 }
 
 }  // namespace
+
+void name_this_thread(const char* prefix, int n) noexcept {
+  char name[16];  // the kernel's limit, with the terminating NUL
+  if (n < 0) {
+    std::snprintf(name, sizeof name, "%s", prefix);
+  } else {
+    std::snprintf(name, sizeof name, "%s%d", prefix, n);
+  }
+  pthread_setname_np(pthread_self(), name);
+}
 
 Scheduler::Scheduler(int n, std::uint32_t generation)
     : idle(*this, n), nworkers(n), gen(generation) {
@@ -165,9 +177,17 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     }
     s->shutdown();
   });
-  log().debug("runtime starting with {} workers", n);
-  for (auto& w : s->workers) w->thread = std::thread([w = w.get()] { w->loop(); });
-  s->sysmon = std::thread([s] { s->sysmon_loop(); });
+  log().info("starting: {} worker{}, poller {}", n, n == 1 ? "" : "s", s->poller->name());
+  for (auto& w : s->workers) {
+    w->thread = std::thread([w = w.get()] {
+      name_this_thread("weft-w", w->index);
+      w->loop();
+    });
+  }
+  s->sysmon = std::thread([s] {
+    name_this_thread("weft-sysmon", -1);
+    s->sysmon_loop();
+  });
   {
     std::unique_lock lock(s->done_mu);
     s->done_cv.wait(lock, [s] { return s->done; });

@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include "env.h"
+
 #include <cxxabi.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
@@ -14,8 +16,14 @@ spdlog::logger& log() {
   static spdlog::logger* logger = [] {
     auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
     auto* l = new spdlog::logger("weft", sink);  // lives for the whole process
-    const char* level = std::getenv("WEFT_LOG");
-    l->set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
+    // In spdlog's order, so that the index is the level. Not
+    // spdlog::level::from_str: it turns any word it does not know ("WARN",
+    // "bogus") into "off", which silenced every warning.
+    static const char* const levels[] = {"trace", "debug",    "info", "warn",
+                                         "error", "critical", "off",  nullptr};
+    static_assert(spdlog::level::off == 6);
+    const auto level = env_word("WEFT_LOG", levels, "using warn");
+    l->set_level(level ? static_cast<spdlog::level::level_enum>(*level) : spdlog::level::warn);
     l->set_pattern("[%H:%M:%S.%f] [weft] [%l] %v");
     return l;
   }();

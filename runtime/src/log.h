@@ -1,6 +1,9 @@
 // The runtime's logger. Level from WEFT_LOG (trace, debug, info, warn, error,
-// critical, off); default warn. spdlog checks the level before formatting,
-// so a disabled level costs one branch.
+// critical, off, in any case; default warn). spdlog checks the level before
+// formatting, so a disabled level costs one branch. Nothing fatal goes
+// through it: a message that ends the process is written to stderr whatever
+// the level (fprintf, or write(2) in a signal handler), and so is a rejected
+// setting (env.h).
 #pragma once
 
 #include <spdlog/spdlog.h>

@@ -516,7 +516,7 @@ void Worker::after_switch() {
     return;
   }
   if (!p->stack.guarded && !saved_sp_in_bounds(p)) {
-    report_overflow(p->id, p->stack, "found at a switch: the stack had no guard page");
+    report_overflow(p, p->stack, "found at a switch: the stack had no guard page");
   }
   if (prev_action == Action::yield) {
     runq_put(p);

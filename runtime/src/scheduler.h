@@ -19,6 +19,11 @@ Worker* current_worker() noexcept;
 // (async-signal-safe).
 const Fiber* signal_current_fiber(Stack* stack) noexcept;
 
+// Names the calling thread `prefix` followed by `n` (none when n < 0), cut
+// to the kernel's 15 characters, for top -H, gdb and /proc/PID/task/*/comm:
+// weft-w0..., weft-sysmon, weft-block-N.
+void name_this_thread(const char* prefix, int n) noexcept;
+
 struct SchedulerStats {
   std::uint64_t spawned;
   std::uint64_t steals;

@@ -103,16 +103,27 @@ LiveRegistry& live_registry() {
   return *r;
 }
 
+// Below every guarded stack: 1 MiB that faults, not one page. Code built
+// without -fstack-clash-protection moves the stack pointer past a whole
+// frame before it touches any of it, so a frame larger than the guard (a
+// 128 KiB array in a 64 KiB stack) lands below it: in another mapping,
+// which it then corrupts silently, or in none, an anonymous SIGSEGV. 1 MiB
+// is the gap Linux keeps below a main thread's stack since Stack Clash
+// (stack_guard_gap), for the same reason. It costs address space only: no
+// memory, no page tables until touched, and still two VMAs.
+constexpr std::size_t kGuardBytes = std::size_t{1} << 20;
+
 bool map_guarded(std::size_t usable, Stack* out) {
-  const std::size_t guard = page_size();
-  void* mem = mmap(nullptr, usable + guard, PROT_READ | PROT_WRITE,
+  // All of it inaccessible first, then the stack opened: only the writable
+  // part counts against strict overcommit (vm.overcommit_memory=2).
+  void* mem = mmap(nullptr, usable + kGuardBytes, PROT_NONE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (mem == MAP_FAILED) return false;
-  if (mprotect(mem, guard, PROT_NONE) != 0) {
-    munmap(mem, usable + guard);
+  if (mprotect(static_cast<char*>(mem) + kGuardBytes, usable, PROT_READ | PROT_WRITE) != 0) {
+    munmap(mem, usable + kGuardBytes);
     return false;
   }
-  out->lo = static_cast<char*>(mem) + guard;
+  out->lo = static_cast<char*>(mem) + kGuardBytes;
   out->size = static_cast<std::uint32_t>(usable);
   out->guarded = true;
   guarded_mapped.fetch_add(1, std::memory_order_relaxed);
@@ -149,7 +160,7 @@ Stack map_from_slab(std::size_t usable) {
 }
 
 void unmap_guarded(const Stack& s) {
-  munmap(s.lo - page_size(), s.size + page_size());
+  munmap(s.lo - kGuardBytes, s.size + kGuardBytes);
   guarded_mapped.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -189,22 +200,87 @@ void write_u64(std::uint64_t v) {
   write_str(buf + i);
 }
 
+void write_hex(std::uintptr_t v) {
+  char buf[2 + 2 * sizeof v + 1];
+  int i = sizeof buf;
+  buf[--i] = '\0';
+  do {
+    buf[--i] = "0123456789abcdef"[v % 16];
+    v /= 16;
+  } while (v != 0);
+  buf[--i] = 'x';
+  buf[--i] = '0';
+  write_str(buf + i);
+}
+
+// "fiber N \"name\" (created at file.cc:42)". Only for the fiber running on
+// this thread (or one that just stopped here): its name is freed when it
+// ends, and the spawn site is static data.
+void write_fiber(const Fiber* f) {
+  write_str("fiber ");
+  write_u64(f->id);
+  if (f->name) {
+    write_str(" \"");
+    write_str(f->name);
+    write_str("\"");
+  }
+  if (f->spawn_site.line() != 0) {
+    write_str(" (created at ");
+    write_str(f->spawn_site.file_name());
+    write_str(":");
+    write_u64(f->spawn_site.line());
+    write_str(")");
+  }
+}
+
+const char* fault_cause(int sig, int code) {
+  if (sig == SIGSEGV && code == SEGV_MAPERR) return "address not mapped";
+  if (sig == SIGSEGV && code == SEGV_ACCERR) return "access not permitted";
+  if (sig == SIGBUS && code == BUS_ADRALN) return "misaligned address";
+  if (sig == SIGBUS && code == BUS_ADRERR) return "no such physical address (a truncated file?)";
+  return nullptr;
+}
+
+// Async-signal-safe throughout: write(2) only, no allocation, no locks.
 void on_fault(int sig, siginfo_t* info, void* uctx) {
   Stack stack;
   const Fiber* f = signal_current_fiber(&stack);
-  if (f != nullptr && stack.guarded) {
-    const char* addr = static_cast<const char*>(info->si_addr);
-    // Only the guard page itself: a fault anywhere else is not ours to name.
-    if (addr < stack.lo && addr >= stack.lo - page_size()) report_overflow(f->id, stack, nullptr);
+  // A fault in the guard below the running fiber's stack is that fiber's
+  // overflow, wherever in the guard a large frame put it. (An unguarded
+  // stack has another stack below it, which never faults.)
+  const char* addr = static_cast<const char*>(info->si_addr);
+  if (f != nullptr && stack.guarded && addr < stack.lo && addr >= stack.lo - kGuardBytes) {
+    report_overflow(f, stack, nullptr);
   }
-  // Not a stack overflow: hand it to whoever was installed before us.
+  // Not a stack overflow: a handler installed before ours owns it (it may
+  // even recover, as sanitizers and WebAssembly runtimes do), so it gets it
+  // untouched.
   const struct sigaction& prev = sig == SIGSEGV ? previous_segv : previous_bus;
   if (prev.sa_flags & SA_SIGINFO) {
     if (prev.sa_sigaction) return prev.sa_sigaction(sig, info, uctx);
   } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
     return prev.sa_handler(sig);
   }
-  signal(sig, SIG_DFL);  // returning re-executes the access, which now kills us
+  // The default action follows: say which fiber first.
+  if (f != nullptr) {
+    write_str("weft: ");
+    write_fiber(f);
+    write_str(sig == SIGSEGV ? " got SIGSEGV" : " got SIGBUS");
+    if (info->si_code > 0) {  // from the kernel, for an access: it has an address
+      write_str(" at ");
+      write_hex(reinterpret_cast<std::uintptr_t>(addr));
+      if (const char* cause = fault_cause(sig, info->si_code)) {
+        write_str(" (");
+        write_str(cause);
+        write_str(")");
+      }
+    }
+    write_str("\n");
+  }
+  signal(sig, SIG_DFL);
+  // Returning re-executes a faulting access, which now kills us with the
+  // signal (and its core dump); one sent by kill(2) would not come back.
+  if (info->si_code <= 0) raise(sig);
 }
 
 }  // namespace
@@ -351,9 +427,9 @@ StackStats stack_stats() {
                     p.pooled, guarded_mapped.load()};
 }
 
-void report_overflow(std::uint64_t fiber_id, const Stack& stack, const char* how) {
-  write_str("weft: fiber ");
-  write_u64(fiber_id);
+void report_overflow(const Fiber* fiber, const Stack& stack, const char* how) {
+  write_str("weft: ");
+  write_fiber(fiber);
   write_str(" overflowed its ");
   write_u64(stack.size / 1024);
   write_str(" KiB stack");

@@ -1,5 +1,5 @@
-// Fiber stacks: mmap'd, guard page below, committed lazily by the kernel,
-// pooled warm. When vm.max_map_count leaves no room for more guard pages,
+// Fiber stacks: mmap'd, 1 MiB of guard below, committed lazily by the
+// kernel, pooled warm. When vm.max_map_count leaves no room for more guards,
 // stacks come from unguarded slabs, checked at every switch instead.
 #pragma once
 
@@ -27,12 +27,14 @@ void detach_stack_cache();
 // the only check an unguarded stack gets.
 bool saved_sp_in_bounds(const Fiber* f);
 
-// SIGSEGV/SIGBUS handler that names the fiber whose guard page was hit.
+// SIGSEGV/SIGBUS handler: a fault in the guard below the running fiber's
+// stack is its overflow; any other fault while a fiber runs names the fiber
+// before the signal's default action (unless an earlier handler takes it).
 void install_overflow_handler();
 // Each thread that runs fibers needs an alternate signal stack for it.
 void* enter_signal_stack();
 void leave_signal_stack(void* handle);
-[[noreturn]] void report_overflow(std::uint64_t fiber_id, const Stack& stack, const char* how);
+[[noreturn]] void report_overflow(const Fiber* fiber, const Stack& stack, const char* how);
 
 struct StackStats {
   std::size_t guarded_live;

@@ -29,7 +29,8 @@ struct RunOptions {
 };
 
 struct SpawnOptions {
-  // Usable stack bytes, rounded up to whole pages; a guard page sits below.
+  // Usable stack bytes, rounded up to whole pages; 1 MiB that faults sits
+  // below (address space only), so an overflow is reported, not silent.
   std::size_t stack_size = std::size_t{64} * 1024;
   // Names the fiber in dumps and in every message about it (copied; empty:
   // none). Costs an allocation per spawn, so name long-lived fibers.
