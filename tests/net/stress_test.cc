@@ -159,6 +159,11 @@ int emfile_scenario() {
           if (!c) return 11;
           clients.push_back(std::move(*c));
         }
+        // Made before the descriptor table is full: UBSan checks the vptr of
+        // a polymorphic type (a shared_ptr's control block) the first time
+        // it meets it, through a pipe(2), and with no fd left it reports
+        // the object as invalid.
+        weft::Channel<int> done(1), done2(1), done3(1);
         // Fill the descriptor table.
         rlimit rl{};
         getrlimit(RLIMIT_NOFILE, &rl);
@@ -178,9 +183,8 @@ int emfile_scenario() {
 
         // 1. accept backs off and retries; it succeeds once an fd is free.
         const auto base = weft::net::detail::accept_backoffs();
-        std::vector<weft::net::Conn> accepted;  // kept open: each holds a slot
-        weft::Channel<int> done(1);
-        weft::go([&] {
+        std::vector<weft::net::Conn> accepted;       // kept open: each holds a slot
+        weft::go([&ln, &accepted, done]() mutable {  // the channel by handle: main may return first
           auto c = ln->accept();
           if (c) accepted.push_back(std::move(*c));
           done.send(c ? 1 : 0);
@@ -197,12 +201,12 @@ int emfile_scenario() {
 
         // 2. A deadline set while backing off ends the accept.
         const auto base2 = weft::net::detail::accept_backoffs();
-        weft::Channel<int> done2(1);
-        weft::go([&] {
-          auto c = ln->accept();
-          if (c) accepted.push_back(std::move(*c));
-          done2.send(c ? 1 : c.error().is_timeout() ? 2 : 0);
-        });
+        weft::go(
+            [&ln, &accepted, done2]() mutable {  // the channel by handle: main may return first
+              auto c = ln->accept();
+              if (c) accepted.push_back(std::move(*c));
+              done2.send(c ? 1 : c.error().is_timeout() ? 2 : 0);
+            });
         if (!weft::test::eventually(
                 [&] { return weft::net::detail::accept_backoffs() >= base2 + 5; })) {
           return 17;
@@ -213,12 +217,12 @@ int emfile_scenario() {
 
         // 3. Close while backing off ends the accept with `closed`.
         const auto base3 = weft::net::detail::accept_backoffs();
-        weft::Channel<int> done3(1);
-        weft::go([&] {
-          auto c = ln->accept();
-          if (c) accepted.push_back(std::move(*c));
-          done3.send(c ? 1 : c.error() == weft::errc::closed ? 2 : 0);
-        });
+        weft::go(
+            [&ln, &accepted, done3]() mutable {  // the channel by handle: main may return first
+              auto c = ln->accept();
+              if (c) accepted.push_back(std::move(*c));
+              done3.send(c ? 1 : c.error() == weft::errc::closed ? 2 : 0);
+            });
         if (!weft::test::eventually(
                 [&] { return weft::net::detail::accept_backoffs() >= base3 + 5; })) {
           return 19;
