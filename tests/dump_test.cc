@@ -52,6 +52,11 @@ std::string entry_of(const std::string& dump, const std::string& header_start) {
   mu.unlock();
   asm volatile("");
 }
+[[gnu::noinline]] void park_in_socket_read(weft::net::Conn& conn) {
+  char b = 0;
+  (void)conn.read(&b, 1);
+  asm volatile("");
+}
 [[gnu::noinline]] void park_in_sleep() {
   weft::sleep_for(std::chrono::hours(1));
   asm volatile("");
@@ -83,6 +88,20 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
           started.done();
           park_in_sleep();
         });
+        auto ln = weft::net::listen("tcp", "127.0.0.1:0");
+        ASSERT_TRUE(ln);
+        auto client = weft::net::dial("tcp", ln->addr().to_string());
+        ASSERT_TRUE(client);
+        auto server = ln->accept();
+        ASSERT_TRUE(server);
+        weft::WaitGroup read_done;
+        read_done.add(1);
+        weft::go(
+            [&] {
+              park_in_socket_read(*server);
+              read_done.done();
+            },
+            {.name = "reader"});
         started.wait();
         // Each has counted itself started and is on its way to park.
         std::string dump;
@@ -90,28 +109,38 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
           dump = dump_to_string();
           if (dump.find("[chan receive") != std::string::npos &&
               dump.find("[Mutex.lock") != std::string::npos &&
-              dump.find("[sleep") != std::string::npos) {
+              dump.find("[sleep") != std::string::npos &&
+              dump.find("[IO wait (read)") != std::string::npos) {
             break;
           }
           weft::sleep_for(1ms);
         }
-        SCOPED_TRACE(dump);
-        const std::string recv = entry_of(dump, "\"receiver\" [chan receive");
-        EXPECT_NE(recv.find("park_in_channel_receive"), std::string::npos);
-        EXPECT_NE(recv.find("created at"), std::string::npos);
-        EXPECT_NE(recv.find("dump_test.cc"), std::string::npos);
-        const std::string lock = entry_of(dump, "\"locker\" [Mutex.lock");
-        EXPECT_NE(lock.find("park_in_mutex_lock"), std::string::npos);
-        const auto sleeper = dump.find("[sleep, ");
-        ASSERT_NE(sleeper, std::string::npos);
-        EXPECT_NE(dump.find("park_in_sleep", sleeper), std::string::npos);
-        // The caller waits for the dump in a blocking call, and its stack
-        // shows the call.
-        const std::string me = entry_of(dump, "[blocking call");
-        EXPECT_NE(me.find("dump_to_string"), std::string::npos);
-        EXPECT_NE(dump.find("parked"), std::string::npos);
+        {  // gtest's trace stack is thread-local: nothing in here may park
+          SCOPED_TRACE(dump);
+          const std::string recv = entry_of(dump, "\"receiver\" [chan receive");
+          EXPECT_NE(recv.find("park_in_channel_receive"), std::string::npos);
+          EXPECT_NE(recv.find("created at"), std::string::npos);
+          EXPECT_NE(recv.find("dump_test.cc"), std::string::npos);
+          const std::string lock = entry_of(dump, "\"locker\" [Mutex.lock");
+          EXPECT_NE(lock.find("park_in_mutex_lock"), std::string::npos);
+          // The socket's fd and both addresses, and the function it parked in.
+          const std::string reader = entry_of(dump, "\"reader\" [IO wait (read), fd ");
+          EXPECT_NE(reader.find(ln->addr().to_string() + " <- " + client->local_addr().to_string()),
+                    std::string::npos);
+          EXPECT_NE(reader.find("park_in_socket_read"), std::string::npos);
+          const auto sleeper = dump.find("[sleep, ");
+          ASSERT_NE(sleeper, std::string::npos);
+          EXPECT_NE(dump.find("park_in_sleep", sleeper), std::string::npos);
+          // The caller waits for the dump in a blocking call, and its stack
+          // shows the call.
+          const std::string me = entry_of(dump, "[blocking call");
+          EXPECT_NE(me.find("dump_to_string"), std::string::npos);
+          EXPECT_NE(dump.find("parked"), std::string::npos);
+        }
         mu.unlock();
         ch.close();
+        (void)client->close();
+        read_done.wait();
       },
       {.workers = GetParam()});
 }
@@ -301,15 +330,17 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
           }
           weft::sleep_for(1ms);
         }
-        SCOPED_TRACE(m.to_string());
-        EXPECT_EQ(parked_for(m, "chan receive"), std::uint64_t{kReceivers});
-        EXPECT_EQ(parked_for(m, "sleep"), std::uint64_t{kSleepers});
-        EXPECT_EQ(parked_for(m, "IO wait (read)"), 1u);
-        EXPECT_EQ(m.io_waiters, 1u);
-        EXPECT_GE(m.timers_pending, std::uint64_t{kSleepers});
-        EXPECT_GE(m.fibers_live, std::uint64_t{kReceivers + kSleepers + 2});
-        EXPECT_EQ(m.fibers_running, 1u);  // the caller
-        EXPECT_EQ(m.workers, GetParam());
+        {  // gtest's trace stack is thread-local: nothing in here may park
+          SCOPED_TRACE(m.to_string());
+          EXPECT_EQ(parked_for(m, "chan receive"), std::uint64_t{kReceivers});
+          EXPECT_EQ(parked_for(m, "sleep"), std::uint64_t{kSleepers});
+          EXPECT_EQ(parked_for(m, "IO wait (read)"), 1u);
+          EXPECT_EQ(m.io_waiters, 1u);
+          EXPECT_GE(m.timers_pending, std::uint64_t{kSleepers});
+          EXPECT_GE(m.fibers_live, std::uint64_t{kReceivers + kSleepers + 2});
+          EXPECT_EQ(m.fibers_running, 1u);  // the caller
+          EXPECT_EQ(m.workers, GetParam());
+        }
 
         // A poller wake-up is timed, every one.
         const std::uint64_t polled = m.poller_latency.count();

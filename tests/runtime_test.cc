@@ -368,19 +368,44 @@ TEST(RuntimeDeathTest, ExceptionEscapingAFiberAbortsAtItsThrowSite) {
               "weft: fiber [0-9]+: uncaught exception std::runtime_error: fiber boom");
 }
 
-// The fiber's name (SpawnOptions::name) is in the message.
-TEST(RuntimeDeathTest, AnUncaughtExceptionNamesTheFiber) {
+[[gnu::noinline]] void throw_named_boom() {
+  throw std::runtime_error("named boom");
+}
+
+void crash_a_named_fiber() {
+  weft::run(
+      [] {
+        weft::go([] { throw_named_boom(); }, {.name = "request-handler"});
+        weft::sleep_for(std::chrono::nanoseconds::max());
+      },
+      weft::RunOptions{.workers = 1});
+}
+
+// The fiber's name (SpawnOptions::name) is in the message, and its stack
+// from the throw site follows (WEFT_TRACEBACK=single, the default), as a
+// panicking goroutine's does.
+TEST(RuntimeDeathTest, AnUncaughtExceptionNamesTheFiberAndShowsItsStack) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(weft::run(
-                  [] {
-                    weft::go([] { throw std::runtime_error("named boom"); },
-                             {.name = "request-handler"});
-                    weft::sleep_for(std::chrono::nanoseconds::max());
-                  },
-                  weft::RunOptions{.workers = 1}),
-              ::testing::KilledBySignal(SIGABRT),
+  EXPECT_EXIT(crash_a_named_fiber(), ::testing::KilledBySignal(SIGABRT),
               "weft: fiber [0-9]+ \"request-handler\": uncaught exception std::runtime_error: "
-              "named boom");
+              "named boom\n(.|\n)*\"request-handler\" \\[running(.|\n)*throw_named_boom");
+}
+
+// WEFT_TRACEBACK=all: every other fiber too; none: no stack at all.
+TEST(RuntimeDeathTest, TracebackLevelsOnACrash) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        setenv("WEFT_TRACEBACK", "all", 1);
+        crash_a_named_fiber();
+      },
+      ::testing::KilledBySignal(SIGABRT), "throw_named_boom(.|\n)*\\[sleep");
+  EXPECT_EXIT(
+      {
+        setenv("WEFT_TRACEBACK", "none", 1);
+        crash_a_named_fiber();
+      },
+      ::testing::KilledBySignal(SIGABRT), "named boom\n$");
 }
 
 // A park commit runs on whichever fiber resumed next, or on the worker's own

@@ -48,6 +48,7 @@
 #include <elfutils/libdwfl.h>
 #endif
 
+#include "env.h"
 #include "netpoll.h"
 #include "registry.h"
 #include "scheduler_internal.h"
@@ -466,17 +467,18 @@ void print(std::FILE* out, std::vector<Entry>& entries) {
 std::atomic<bool> g_sigquit{false};
 struct sigaction g_previous_sigquit;
 
-// WEFT_TRACEBACK, as Go's GOTRACEBACK: none writes no fibers on SIGQUIT;
-// single (the default) and all write every fiber (a SIGQUIT has no fiber of
-// its own, as in Go).
+// WEFT_TRACEBACK, as Go's GOTRACEBACK. none: no stacks. single (the
+// default): a crash in a fiber writes that fiber's stack; SIGQUIT and a
+// deadlock, which have no fiber of their own, write every fiber. all: a
+// crash writes every fiber too.
+enum class Traceback { none, single, all };
+Traceback traceback_level() {
+  static constexpr const char* kLevels[] = {"none", "single", "all", nullptr};
+  const auto level = env_word("WEFT_TRACEBACK", kLevels, "using single");
+  return level ? static_cast<Traceback>(*level) : Traceback::single;
+}
 bool traceback_wanted() {
-  const char* v = std::getenv("WEFT_TRACEBACK");
-  if (!v || !*v) return true;
-  if (strcasecmp(v, "none") == 0) return false;
-  if (strcasecmp(v, "single") == 0 || strcasecmp(v, "all") == 0) return true;
-  std::fprintf(stderr, "weft: WEFT_TRACEBACK='%s' is not one of none, single, all; using single\n",
-               v);
-  return true;
+  return traceback_level() != Traceback::none;
 }
 
 void on_sigquit(int) {
@@ -514,6 +516,32 @@ void sigquit_if_pending(Scheduler* s) {
   if (traceback_wanted()) dump_fibers_of(s, stderr);
   std::fflush(stderr);
   _exit(2);
+}
+
+void traceback_on_crash() {
+  const Traceback level = traceback_level();
+  if (level == Traceback::none) return;
+  Worker* w = current_worker();
+  const Fiber* f = w ? w->current : nullptr;
+  if (!f) return;
+  Entry e;
+  e.id = f->id;
+  e.shown = Shown::running;
+  e.worker = w->index;
+  if (f->name) e.name = f->name;
+  e.site = f->spawn_site;
+  walk_here(&e.walk);  // this fiber's own stack: only the walk, which needs little room
+  drop_walk_frames(e.walk, 1);
+  Scheduler* s = w->sched;
+  // Symbolizing (and a dump) needs more stack than a fiber may have left.
+  std::thread([&] {
+    std::vector<Entry> crashed{std::move(e)};
+    print(stderr, crashed);
+    if (level == Traceback::all) {
+      std::fputs("\n", stderr);
+      dump_fibers_of(s, stderr);  // the crashing fiber's worker does not stop: listed running
+    }
+  }).join();
 }
 
 void die_of_deadlock(Scheduler* s) {

@@ -62,6 +62,7 @@ std::atomic<std::terminate_handler> previous_terminate{nullptr};
     } else {
       std::fprintf(stderr, "weft: %s: uncaught exception %s\n", who.c_str(), what.c_str());
     }
+    traceback_on_crash();
   }
   if (std::terminate_handler previous = previous_terminate.load(std::memory_order_relaxed)) {
     previous();

@@ -232,6 +232,9 @@ void sigquit_if_pending(Scheduler* s);
 // "all fibers are asleep - deadlock!", a dump (unless WEFT_TRACEBACK=none),
 // and exit status 2, as Go.
 [[noreturn]] void die_of_deadlock(Scheduler* s);
+// For a fiber that is about to end the process (an uncaught exception):
+// its stack, and every fiber's with WEFT_TRACEBACK=all (dump.cc).
+void traceback_on_crash();
 
 // A fiber of a runtime that has ended, readied now: whoever readied it made
 // its last touch (ready() always is one), and it will never run again, so
