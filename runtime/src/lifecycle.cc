@@ -198,6 +198,10 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   s->sysmon.join();
   // From here on, threads that ready a fiber of this runtime drop it; those
   // already inside an entry point finish queueing first (ForeignEntry).
+  // Before g_sched is cleared: from then on a late ready frees its fiber
+  // on the readying thread, and it reads stack_kept after seeing null there
+  // (seq_cst), which orders this write before that read.
+  keep_abandoned_parked(s->gen);
   g_sched.store(nullptr, std::memory_order_seq_cst);
   while (g_foreign_entries.load(std::memory_order_seq_cst) != 0) sched_yield();
 
@@ -215,7 +219,6 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
   }
   for (Fiber* f : abandoned) free_abandoned(f);
-  keep_abandoned_parked(s->gen);
   free_depot(s->depot);
   if (spawned > exited) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",
