@@ -23,6 +23,18 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Parked fibers' stacks are walked on x86-64 only (dump.cc); elsewhere a
+// dump lists them without frames.
+#if defined(__x86_64__)
+constexpr bool kParkedStacks = true;
+#else
+constexpr bool kParkedStacks = false;
+#endif
+// The frame a parked fiber's entry must show, or anything where none is.
+std::string parked_frame(const char* function) {
+  return kParkedStacks ? function : "";
+}
+
 std::string dump_to_string() {
   char* buf = nullptr;
   std::size_t len = 0;
@@ -118,19 +130,19 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
         {  // gtest's trace stack is thread-local: nothing in here may park
           SCOPED_TRACE(dump);
           const std::string recv = entry_of(dump, "\"receiver\" [chan receive");
-          EXPECT_NE(recv.find("park_in_channel_receive"), std::string::npos);
+          EXPECT_NE(recv.find(parked_frame("park_in_channel_receive")), std::string::npos);
           EXPECT_NE(recv.find("created at"), std::string::npos);
           EXPECT_NE(recv.find("dump_test.cc"), std::string::npos);
           const std::string lock = entry_of(dump, "\"locker\" [Mutex.lock");
-          EXPECT_NE(lock.find("park_in_mutex_lock"), std::string::npos);
+          EXPECT_NE(lock.find(parked_frame("park_in_mutex_lock")), std::string::npos);
           // The socket's fd and both addresses, and the function it parked in.
           const std::string reader = entry_of(dump, "\"reader\" [IO wait (read), fd ");
           EXPECT_NE(reader.find(ln->addr().to_string() + " <- " + client->local_addr().to_string()),
                     std::string::npos);
-          EXPECT_NE(reader.find("park_in_socket_read"), std::string::npos);
+          EXPECT_NE(reader.find(parked_frame("park_in_socket_read")), std::string::npos);
           const auto sleeper = dump.find("[sleep, ");
           ASSERT_NE(sleeper, std::string::npos);
-          EXPECT_NE(dump.find("park_in_sleep", sleeper), std::string::npos);
+          EXPECT_NE(dump.find(parked_frame("park_in_sleep"), sleeper), std::string::npos);
           // The caller waits for the dump in a blocking call, and its stack
           // shows the call.
           const std::string me = entry_of(dump, "[blocking call");
@@ -203,7 +215,9 @@ void hang_then_sigquit() {
 TEST(Dump, SigquitWritesTheDumpAndExitsWithStatus2) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(hang_then_sigquit(), ::testing::ExitedWithCode(2),
-              "SIGQUIT: quit\n(.|\n)*\"stuck\" \\[chan receive(.|\n)*park_in_channel_receive");
+              kParkedStacks
+                  ? "SIGQUIT: quit\n(.|\n)*\"stuck\" \\[chan receive(.|\n)*park_in_channel_receive"
+                  : "SIGQUIT: quit\n(.|\n)*\"stuck\" \\[chan receive");
 }
 
 TEST(Dump, SigquitWithTracebackNoneWritesNoFibers) {
@@ -248,8 +262,11 @@ TEST(Deadlock, AllFibersAsleepIsReportedWithADumpAndStatus2) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   for (int workers : {1, 2}) {
     EXPECT_EXIT(deadlock(workers), ::testing::ExitedWithCode(2),
-                "^weft: all fibers are asleep - deadlock!\n(.|\n)*\\[chan "
-                "receive(.|\n)*park_in_channel_receive(.|\n)*\"locker\" \\[Mutex.lock");
+                kParkedStacks
+                    ? "^weft: all fibers are asleep - deadlock!\n(.|\n)*\\[chan "
+                      "receive(.|\n)*park_in_channel_receive(.|\n)*\"locker\" \\[Mutex.lock"
+                    : "^weft: all fibers are asleep - deadlock!\n(.|\n)*\\[chan "
+                      "receive(.|\n)*\"locker\" \\[Mutex.lock");
   }
 }
 
