@@ -14,17 +14,7 @@
 
 namespace weft::detail {
 
-bool Idle::wakep() {
-  // The caller has just published work (a run queue or runnext store, a
-  // global-queue put) and now reads nidle; a sleeper counts itself in
-  // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
-  // pair: without this fence the publisher's store may still sit in its
-  // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
-  // reads the old queues, and the work waits for sysmon. The pair is
-  // asymmetric: this side runs on every spawn and ready, the sleeper's
-  // heavy_fence() in sleep() once per sleep.
-  light_fence();
-  if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
+bool Idle::wake_one() {
   int zero = 0;
   if (!nspinning_.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return false;
   Worker* w = nullptr;

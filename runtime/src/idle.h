@@ -67,6 +67,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "asymmetric_fence.h"
 #include "worker.h"
 
 namespace weft::detail {
@@ -84,8 +85,21 @@ class Idle {
 
   // Wakes one sleeping worker to look for work, unless one is already
   // looking (spinning) or none sleeps. True if it woke one. For whoever has
-  // just queued work.
-  bool wakep();
+  // just queued work. Inline up to the check that anyone sleeps: every
+  // spawn and ready makes it, and mostly nobody does.
+  bool wakep() {
+    // The caller has just published work (a run queue or runnext store, a
+    // global-queue put) and now reads nidle; a sleeper counts itself in
+    // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
+    // pair: without a fence the publisher's store may still sit in its
+    // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
+    // reads the old queues, and the work waits for sysmon. The pair is
+    // asymmetric: this side runs on every spawn and ready, the sleeper's
+    // heavy_fence() in sleep() once per sleep.
+    light_fence();
+    if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
+    return wake_one();
+  }
 
   // A timer now expires at `when`: make sure some worker will be awake then.
   void timer_added(std::int64_t when);
@@ -126,6 +140,8 @@ class Idle {
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
  private:
+  // wakep() once it saw a sleeper.
+  bool wake_one();
   // Wakes a worker that sleeps (on its futex, or in the poller).
   void wake_worker(Worker* w);
   // Timers on any heap, or fibers parked on I/O: what the timer role watches.

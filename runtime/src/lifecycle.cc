@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -111,12 +112,17 @@ int default_workers() {
 }  // namespace
 
 void name_this_thread(const char* prefix, int n) noexcept {
-  char name[16];  // the kernel's limit, with the terminating NUL
+  // Formatted into room for any int, then cut to the kernel's limit of 15
+  // characters (GCC at -O3 rejects a snprintf it sees may truncate).
+  char full[64];
   if (n < 0) {
-    std::snprintf(name, sizeof name, "%s", prefix);
+    std::snprintf(full, sizeof full, "%s", prefix);
   } else {
-    std::snprintf(name, sizeof name, "%s%d", prefix, n);
+    std::snprintf(full, sizeof full, "%s%d", prefix, n);
   }
+  char name[16];
+  std::memcpy(name, full, sizeof name - 1);
+  name[sizeof name - 1] = '\0';
   pthread_setname_np(pthread_self(), name);
 }
 

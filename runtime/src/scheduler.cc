@@ -207,8 +207,9 @@ void Worker::ready_local(Fiber* f) {
   // be the only work while a worker sleeps, and that sleeper may be the one
   // that must take over the timer role (a ping-pong that only ever fills an
   // empty runnext would otherwise leave every other heap unwatched). Cheap
-  // when nobody sleeps or somebody already spins.
-  sched->idle.wakep();
+  // when nobody sleeps or somebody already spins; the only worker, running
+  // this, has nobody to wake.
+  if (!solo) sched->idle.wakep();
 }
 
 Fiber* Worker::local_get() {
@@ -591,7 +592,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     } else {
       w->runq_put(f);
     }
-    s->idle.wakep();
+    if (!w->solo) s->idle.wakep();  // the only worker is this one, running
     return id;
   }
   ForeignEntry entry;
