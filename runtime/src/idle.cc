@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <mutex>
 
-#include "asymmetric_fence.h"
 #include "chaos.h"
 #include "netpoll.h"
 #include "registry.h"
@@ -76,8 +75,7 @@ bool Idle::anything_to_watch() const {
   return sched_.earliest_timer() != kNever || netpoll_waiters() > 0;
 }
 
-// After heavy_fence() in sleep(): the publishers' halves are the
-// light_fence() in wakep().
+// Every load is seq_cst: the publishers' halves are the fence in wakep().
 bool Idle::any_queued_work(Worker* self) const {
   if (sched_.gq.size_seq_cst() != 0) return true;
   bool runnext_elsewhere = false;
@@ -129,9 +127,6 @@ void Idle::sleep(Worker* w) {
     nspinning_.fetch_sub(1, std::memory_order_seq_cst);
   }
   chaos::at(chaos::Point::sleep);  // between counting ourselves idle and the last look
-  // Pairs with wakep()'s light_fence(): a publisher that read nidle before
-  // this has its queue store visible to the last look below.
-  heavy_fence();
   // Work published before our nidle increment found nobody to wake (its
   // wakep saw nidle == 0 or a spinner that was us): look once more.
   // A dump stopping the world poked the idle workers before we joined them

@@ -24,7 +24,7 @@
 // 3. A fiber made runnable while a worker is idle and none spins wakes one.
 //    Every ready and spawn calls wakep() once the fiber is queued (a
 //    ReadyBatch once for its batch, a thread once it has put the fiber in
-//    the global queue); wakep() fences (light_fence) before it reads nidle_. A sleeper
+//    the global queue); wakep() fences before it reads nidle_. A sleeper
 //    increments nidle_, then looks at every queue once more (its last look)
 //    before it sleeps. A Dekker pair: one of them sees the other. wakep()
 //    wakes nobody while a worker spins: the spinner finds the work, or
@@ -40,11 +40,10 @@
 //    it) on two of its rounds in a row gets a worker woken (wake_for_timers).
 //
 // Memory orders (every pair named again where it is used):
-// - nidle_ and the queues: the light_fence() in wakep() after the caller's
-//   queue store, against the sleeper's seq_cst nidle_ increment, its
-//   heavy_fence() and the loads of its last look (RunQueue::empty_seq_cst,
-//   GlobalQueue::size_seq_cst, runnext). Asymmetric (asymmetric_fence.h):
-//   a compiler barrier on the hot side, membarrier(2) on the sleeper's.
+// - nidle_ and the queues: the fence in wakep() after the caller's queue
+//   store, against the sleeper's seq_cst nidle_ increment and the seq_cst
+//   loads of its last look (RunQueue::empty_seq_cst,
+//   GlobalQueue::size_seq_cst, runnext).
 // - A worker's wake_word and in_poll: a waker stores wake_word (kWoken under
 //   mu_, or kPoked by CAS) and then reads in_poll; the holder of the role
 //   stores in_poll and then reads wake_word; all seq_cst. The waker then
@@ -67,7 +66,6 @@
 #include <cstdint>
 #include <mutex>
 
-#include "asymmetric_fence.h"
 #include "worker.h"
 
 namespace weft::detail {
@@ -93,10 +91,12 @@ class Idle {
     // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
     // pair: without a fence the publisher's store may still sit in its
     // store buffer while it reads nidle == 0 (x86 allows it), the sleeper
-    // reads the old queues, and the work waits for sysmon. The pair is
-    // asymmetric: this side runs on every spawn and ready, the sleeper's
-    // heavy_fence() in sleep() once per sleep.
-    light_fence();
+    // reads the old queues, and the work waits for sysmon. (membarrier(2)
+    // on the sleeper's side instead, with a compiler barrier here, was
+    // measured: every sleep then interrupts the busy core, and a 2-worker
+    // ping-pong, whose idle worker sleeps and wakes all the time, slowed
+    // by a third.)
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
     return wake_one();
   }

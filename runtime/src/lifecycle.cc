@@ -23,7 +23,6 @@
 #include <thread>
 #include <vector>
 
-#include "asymmetric_fence.h"
 #include "env.h"
 #include "log.h"
 #include "records.h"
@@ -153,8 +152,7 @@ void Scheduler::shutdown() {
 
 int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   const int n = opts.workers > 0 ? opts.workers : default_workers();
-  init_asymmetric_fences();  // before any worker runs a light fence
-  advance_coarse_clock();    // fibers that park before sysmon's first round
+  advance_coarse_clock();  // fibers that park before sysmon's first round
   auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
   Scheduler* none = nullptr;
   if (!g_sched.compare_exchange_strong(none, s)) {

@@ -14,14 +14,13 @@
 // - Slots are atomics because a thief may read a slot that the owner is
 //   about to reuse; its CAS on head then fails and it reads again.
 // - empty_seq_cst() is a sleeper's last look (Idle::sleep); its partner is
-//   the light_fence() in Idle::wakep() after the push, with the sleeper's
-//   heavy_fence() (asymmetric_fence.h).
+//   the seq_cst fence in Idle::wakep() after the push.
 //
 // GlobalQueue: fiber pointers in linked arrays of 128 behind a spin lock,
 // for fibers queued from other threads and for run-queue overflow.
 // - size_ is written only under the lock; its seq_cst store in put() and
 //   size_seq_cst() are the queue's half of the Dekker pair with a sleeper
-//   (Idle::sleep's last look against the light_fence() in Idle::wakep()). size() is
+//   (Idle::sleep's last look against the fence in Idle::wakep()). size() is
 //   a relaxed hint for the lock-free check before taking the lock.
 #pragma once
 
@@ -46,8 +45,7 @@ class RunQueue {
   bool empty() const {
     return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
   }
-  // For a sleeper's last look, after its heavy_fence(): pairs with the
-  // light_fence() in Idle::wakep().
+  // For a sleeper's last look: seq_cst pairs with the fence in Idle::wakep().
   bool empty_seq_cst() const {
     return head_.load(std::memory_order_seq_cst) == tail_.load(std::memory_order_seq_cst);
   }
