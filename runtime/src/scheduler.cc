@@ -192,7 +192,7 @@ Fiber* global_get(Scheduler* s, Worker* w, std::uint32_t max) {
 }  // namespace
 
 void Worker::ready_local(Fiber* f) {
-  if (f->ready_ns == 0) maybe_stamp_ready(f);
+  maybe_stamp_ready(f);
   // Thieves only ever empty runnext, so an empty slot stays empty until we
   // fill it: a plain store suffices. A full one may be stolen meanwhile.
   Fiber* old = runnext.load(std::memory_order_relaxed);

@@ -88,9 +88,11 @@ struct alignas(64) Worker {
   std::atomic<std::uint64_t> sched_latency[kLatencyBuckets] = {};
   std::atomic<std::uint64_t> poll_latency[kLatencyBuckets] = {};
   std::uint32_t latency_sample_tick = 0;
-  // One ready in 64 is timed (a clock read each).
+  // One ready in 64 is timed (a clock read each). The record is touched
+  // only then: on another core's fiber it is a cache miss on the readier.
+  // One already stamped (a poller wake-up) keeps its stamp.
   void maybe_stamp_ready(Fiber* f) {
-    if ((++latency_sample_tick & 63) == 0) f->ready_ns = mono_now_ns();
+    if ((++latency_sample_tick & 63) == 0 && f->ready_ns == 0) f->ready_ns = mono_now_ns();
   }
 
   void* g0_sp = nullptr;
