@@ -123,7 +123,7 @@ struct Entry {
   std::uint32_t since_ms = 0;
   int worker = -1;
   std::string name;
-  std::source_location site;
+  SpawnSite site;
   Walk walk;
   const char* no_stack = nullptr;  // why there is no stack, if there is none
 };
@@ -456,9 +456,8 @@ void print(std::FILE* out, std::vector<Entry>& entries) {
         std::fprintf(out, "\t%s\n", frame.c_str());
       }
     }
-    if (e.site.line() != 0) {
-      std::fprintf(out, "created at %s:%u\n\tin %s\n", e.site.file_name(),
-                   static_cast<unsigned>(e.site.line()), e.site.function_name());
+    if (e.site.line != 0) {
+      std::fprintf(out, "created at %s:%u\n\tin %s\n", e.site.file, e.site.line, e.site.function);
     }
   }
   std::fflush(out);

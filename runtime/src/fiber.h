@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <source_location>
 
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
@@ -50,7 +49,7 @@ struct Fiber {
   std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
   std::uint64_t wait_detail = 0;      // the fd for I/O
   const char* name = nullptr;         // a copy of SpawnOptions::name (owned), or null
-  std::source_location spawn_site;
+  SpawnSite spawn_site;
   std::uint64_t id = 0;
   // When it was made runnable, for the latency histograms (weft::metrics):
   // set on one ready in 64 and on every poller wake-up, 0 otherwise; read

@@ -72,7 +72,7 @@ Fiber* allocate_record(RecordKind kind, std::size_t size) {
 }
 
 Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
-                 std::source_location site, void** closure_storage) {
+                 const SpawnSite& site, void** closure_storage) {
   if (g_sched.load(std::memory_order_acquire) == nullptr) {
     std::fprintf(stderr, "weft::go: no runtime is running; spawn fibers inside weft::run\n");
     std::abort();

@@ -224,11 +224,11 @@ void write_fiber(const Fiber* f) {
     write_str(f->name);
     write_str("\"");
   }
-  if (f->spawn_site.line() != 0) {
+  if (f->spawn_site.line != 0) {
     write_str(" (created at ");
-    write_str(f->spawn_site.file_name());
+    write_str(f->spawn_site.file);
     write_str(":");
-    write_u64(f->spawn_site.line());
+    write_u64(f->spawn_site.line);
     write_str(")");
   }
 }

@@ -168,12 +168,11 @@ class FiberInfo:
 
     def spawn_site(self):
         site = self.fiber["spawn_site"]
-        impl = _unwrap(site, lambda v: v.type.strip_typedefs().code == gdb.TYPE_CODE_PTR)
-        if impl is None or int(impl) == 0:
-            return ""
-        impl = impl.dereference()
         try:
-            return "%s:%d" % (_string(impl["_M_file_name"]), int(impl["_M_line"]))
+            line = int(site["line"])
+            if line == 0:
+                return ""
+            return "%s:%d" % (_string(site["file"]), line)
         except gdb.error:
             return ""
 

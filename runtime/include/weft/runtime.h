@@ -7,7 +7,6 @@
 #include <functional>
 #include <new>
 #include <optional>
-#include <source_location>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -39,13 +38,27 @@ struct SpawnOptions {
 
 namespace detail {
 struct Fiber;
+// Where go() was called, for dumps and fault reports. Not
+// std::source_location: libstdc++ 12 defines that only for compilers with
+// __builtin_source_location, which Clang 14 lacks; these builtins, as
+// default arguments, take the caller's location in both GCC and Clang.
+struct SpawnSite {
+  const char* file = nullptr;
+  const char* function = nullptr;
+  unsigned line = 0;
+  static constexpr SpawnSite here(const char* file = __builtin_FILE(),
+                                  const char* function = __builtin_FUNCTION(),
+                                  unsigned line = __builtin_LINE()) noexcept {
+    return {file, function, line};
+  }
+};
 struct Closure {
   void (*invoke)(void* self);
   void (*destroy)(void* self);  // null when there is nothing to destroy
 };
 // Allocates a fiber record with `closure_size` bytes for the closure after it.
 Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
-                 std::source_location site, void** closure_storage);
+                 const SpawnSite& site, void** closure_storage);
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable);
 // Takes back a record from new_fiber whose closure was never built.
 void free_unstarted_fiber(Fiber* f) noexcept;
@@ -81,7 +94,7 @@ int run(F&& main_fn, const RunOptions& opts = {}) {
 // The call's source location is kept for dumps ("created by ...").
 template <class F>
 std::uint64_t go(F&& fn, const SpawnOptions& opts = {},
-                 std::source_location site = std::source_location::current()) {
+                 detail::SpawnSite site = detail::SpawnSite::here()) {
   using Fn = std::decay_t<F>;
   static constexpr detail::Closure vtable{
       [](void* p) { (*static_cast<Fn*>(p))(); },
