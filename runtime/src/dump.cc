@@ -643,7 +643,7 @@ std::chrono::nanoseconds LatencyHistogram::quantile(double q) const noexcept {
 
 std::string Metrics::to_string() const {
   std::string out;
-  auto line = [&](const char* name, auto value) {
+  auto line = [&](std::string_view name, auto value) {
     out += name;
     out += ' ';
     out += std::to_string(value);
@@ -654,13 +654,8 @@ std::string Metrics::to_string() const {
   line("fibers.running", fibers_running);
   line("fibers.runnable", fibers_runnable);
   line("fibers.parked", fibers_parked);
-  for (const auto& [reason, n] : parked_by_reason) {
-    out += "fibers.parked[";
-    out += reason;
-    out += "] ";
-    out += std::to_string(n);
-    out += '\n';
-  }
+  for (const auto& [reason, n] : parked_by_reason)
+    line(detail::concat({"fibers.parked[", reason, "]"}), n);
   line("workers", workers);
   line("workers.idle", workers_idle);
   line("workers.spinning", workers_spinning);

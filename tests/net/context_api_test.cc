@@ -70,6 +70,18 @@ std::string outcome(const weft::net::Result<Conn>& c) {
            : c.error().to_string() + (c.error().is_canceled() ? "" : " (not canceled)");
 }
 
+// Cancels `made` from another fiber once the hook says it has been entered;
+// `canceler` is done after the cancel (the caller joins it: `made` is its).
+void cancel_once_entered(weft::Channel<int> entered, weft::WithCancelResult<weft::CancelFunc>& made,
+                         weft::WaitGroup& canceler) {
+  canceler.add(1);
+  weft::go([&made, &canceler, entered]() mutable {
+    (void)entered.recv();
+    made.cancel();
+    canceler.done();
+  });
+}
+
 // The default lookup must not be reached where the hook answers.
 std::atomic<int> getaddrinfo_calls{0};
 int no_such_host_getaddrinfo(const char*, const char*, const addrinfo*, addrinfo** res) {
@@ -141,12 +153,7 @@ TEST_P(NetContextApiTest, ListenCanceledWhileTheHookWaitsOnTheContext) {
     cfg.resolver = r;
     auto made = weft::with_cancel(weft::background());
     weft::WaitGroup canceler;  // joined below: it uses `made`
-    canceler.add(1);
-    weft::go([&, entered]() mutable {
-      (void)entered.recv();
-      made.cancel();
-      canceler.done();
-    });
+    cancel_once_entered(entered, made, canceler);
     const int fds_before = open_fds();
     auto ln = cfg.listen(made.ctx, "tcp", "example.test:0");
     ASSERT_FALSE(ln);
@@ -208,12 +215,7 @@ TEST_P(NetContextApiTest, ALookupThatIgnoresItsContextIsAbandonedOnCancel) {
     d.resolver = r;
     auto made = weft::with_cancel(weft::background());
     weft::WaitGroup canceler;  // joined below: it uses `made`
-    canceler.add(1);
-    weft::go([&, entered]() mutable {
-      (void)entered.recv();
-      made.cancel();
-      canceler.done();
-    });
+    cancel_once_entered(entered, made, canceler);
     auto c = d.dial(made.ctx, "tcp", "example.test:80");
     EXPECT_EQ(outcome(c), "dial tcp: lookup example.test: operation was canceled");
     EXPECT_FALSE(finished.try_recv()) << "the dial waited for the hook";
