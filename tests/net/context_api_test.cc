@@ -82,14 +82,6 @@ void cancel_once_entered(weft::Channel<int> entered, weft::WithCancelResult<weft
   });
 }
 
-// The default lookup must not be reached where the hook answers.
-std::atomic<int> getaddrinfo_calls{0};
-int no_such_host_getaddrinfo(const char*, const char*, const addrinfo*, addrinfo** res) {
-  *res = nullptr;
-  ++getaddrinfo_calls;
-  return EAI_NONAME;
-}
-
 // Go: ListenConfig.Listen's resolution fails as OpError{listen, net, Addr:
 // nil}: "listen tcp: lookup HOST: operation was canceled", and no socket was
 // made. A literal or empty host needs no lookup, so a done ctx changes
@@ -119,14 +111,14 @@ TEST_P(NetContextApiTest, ListenWithADoneContextFailsInTheLookupBeforeAnySocket)
     EXPECT_EQ(open_fds(), fds_before);
 
     // The default resolver: the same, and getaddrinfo is never asked.
-    getaddrinfo_calls = 0;
-    weft::net::detail::set_getaddrinfo_for_tests(&no_such_host_getaddrinfo);
+    weft::test::counted_lookups = 0;
+    weft::net::detail::set_getaddrinfo_for_tests(&weft::test::counting_no_such_host);
     auto d = ListenConfig{}.listen(made.ctx, "tcp", "weft-test-host.invalid:0");
     weft::net::detail::set_getaddrinfo_for_tests(nullptr);
     ASSERT_FALSE(d);
     EXPECT_EQ(d.error().to_string(),
               "listen tcp: lookup weft-test-host.invalid: operation was canceled");
-    EXPECT_EQ(getaddrinfo_calls.load(), 0);
+    EXPECT_EQ(weft::test::counted_lookups.load(), 0);
     EXPECT_EQ(open_fds(), fds_before);
 
     // No lookup, so the done ctx does not matter.
@@ -464,8 +456,8 @@ TEST_P(NetContextApiTest, TheHooksErrorIsWrappedAsGoDoes) {
 
     // A hook that hands names it does not know to the default lookup: that
     // lookup's error already names the host and is not wrapped twice.
-    getaddrinfo_calls = 0;
-    weft::net::detail::set_getaddrinfo_for_tests(&no_such_host_getaddrinfo);
+    weft::test::counted_lookups = 0;
+    weft::net::detail::set_getaddrinfo_for_tests(&weft::test::counting_no_such_host);
     auto r = std::make_shared<Resolver>();
     r->lookup = [](const weft::Context& ctx, std::string_view host, int family) {
       return weft::net::lookup_ip(ctx, host, family);
@@ -475,7 +467,7 @@ TEST_P(NetContextApiTest, TheHooksErrorIsWrappedAsGoDoes) {
     weft::net::detail::set_getaddrinfo_for_tests(nullptr);
     ASSERT_FALSE(c);
     EXPECT_EQ(c.error().to_string(), "dial tcp: lookup weft-test-host.invalid: no such host");
-    EXPECT_EQ(getaddrinfo_calls.load(), 1);
+    EXPECT_EQ(weft::test::counted_lookups.load(), 1);
   });
 }
 

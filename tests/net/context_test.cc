@@ -210,17 +210,10 @@ TEST_P(NetContextTest, ADoneContextFailsADialBeforeAnySocketNamingTheAddress) {
 // at once; Go prints "dial tcp: lookup HOST: operation was canceled" (the
 // address is not known yet), and "... lookup HOST: i/o timeout" for a
 // deadline.
-std::atomic<int> counted_lookups{0};
-int counting_getaddrinfo(const char*, const char*, const addrinfo*, addrinfo** res) {
-  *res = nullptr;
-  ++counted_lookups;
-  return EAI_NONAME;
-}
-
 TEST_P(NetContextTest, ADoneContextFailsADialInTheLookup) {
   run([] {
-    counted_lookups = 0;
-    weft::net::detail::set_getaddrinfo_for_tests(&counting_getaddrinfo);
+    weft::test::counted_lookups = 0;
+    weft::net::detail::set_getaddrinfo_for_tests(&weft::test::counting_no_such_host);
     auto made = weft::with_cancel(weft::background());
     made.cancel();
     const int fds_before = open_fds();
@@ -235,7 +228,7 @@ TEST_P(NetContextTest, ADoneContextFailsADialInTheLookup) {
     EXPECT_TRUE(t.error().is_timeout());
     EXPECT_EQ(t.error().to_string(), "dial tcp: lookup weft-test-host.invalid: i/o timeout");
     EXPECT_EQ(open_fds(), fds_before);
-    EXPECT_EQ(counted_lookups.load(), 0);
+    EXPECT_EQ(weft::test::counted_lookups.load(), 0);
     weft::net::detail::set_getaddrinfo_for_tests(nullptr);
   });
 }

@@ -3,10 +3,12 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <ostream>
@@ -158,6 +160,15 @@ struct FullBacklog {
 
 inline std::chrono::steady_clock::time_point in(std::chrono::nanoseconds d) {
   return std::chrono::steady_clock::now() + d;
+}
+
+// A getaddrinfo for set_getaddrinfo_for_tests that knows no host and counts
+// its calls: where a test expects no lookup, or exactly one.
+inline std::atomic<int> counted_lookups{0};
+inline int counting_no_such_host(const char*, const char*, const addrinfo*, addrinfo** res) {
+  *res = nullptr;
+  ++counted_lookups;
+  return EAI_NONAME;
 }
 
 }  // namespace weft::test
