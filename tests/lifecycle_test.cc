@@ -96,6 +96,22 @@ TEST(Lifecycle, ForeignReadyRacingTeardown) {
   }
 }
 
+// Fibers spawned but never run when main returns: their closures never ran,
+// so teardown destroys them, and what they captured is released.
+TEST(Lifecycle, AbandonedFibersThatNeverRanDestroyTheirClosures) {
+  auto token = std::make_shared<int>(0);
+  weft::run(
+      [&] {
+        // One worker and no yield: none of them runs before main returns.
+        for (int i = 0; i < 10; ++i) {
+          weft::go([token] { ++*token; });
+        }
+      },
+      weft::RunOptions{.workers = 1});
+  EXPECT_EQ(*token, 0);
+  EXPECT_EQ(token.use_count(), 1);
+}
+
 TEST(Lifecycle, RunCanBeCalledAgain) {
   for (int workers : {1, 2, 1, 2}) {
     int sum = 0;
@@ -135,6 +151,29 @@ TEST(Lifecycle, AbandonedParkedFibersAreNotLeaks) {
     });
     weft::yield();
   });
+  EXPECT_EQ(__lsan_do_recoverable_leak_check(), 0);
+}
+
+// Fibers that had run and were runnable again when main returned (one that
+// yields forever, one readied but not yet resumed): mid-call like a parked
+// one, so what their frames hold is still referenced, not leaked.
+TEST(Lifecycle, AbandonedRunnableFibersAreNotLeaks) {
+  weft::run(
+      [] {
+        auto ch = std::make_shared<weft::Channel<int>>();
+        weft::go([] {
+          std::string held(1000, 'y');
+          for (;;) weft::yield();
+        });
+        weft::go([ch] {
+          std::string held(1000, 'r');
+          ch->recv();
+          EXPECT_EQ(held.size(), 1000u);  // never reached
+        });
+        weft::yield();  // one worker: both run now, one yields, one parks
+        ch->send(1);    // readies the receiver, which main's return abandons
+      },
+      weft::RunOptions{.workers = 1});
   EXPECT_EQ(__lsan_do_recoverable_leak_check(), 0);
 }
 

@@ -1,6 +1,9 @@
 // A runtime's life: run_main starts the workers and sysmon around main's
 // fiber, and when main returns tears everything down, as Go exits: other
-// fibers are abandoned (records and stacks reclaimed, closures not run).
+// fibers are abandoned: one that never ran has its closure destroyed and is
+// freed; one mid-call (parked or runnable) keeps its stack and record
+// (records.h, keep_abandoned_started says why), reclaimed if a late
+// completion readies it.
 // - Only one runtime runs at a time (g_sched, set by CAS); each has its own
 //   generation, which its fibers carry, so that a fiber of an earlier one
 //   readied now is dropped (late_readies_dropped).
@@ -205,7 +208,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   // Before g_sched is cleared: from then on a late ready frees its fiber
   // on the readying thread, and it reads stack_kept after seeing null there
   // (seq_cst), which orders this write before that read.
-  keep_abandoned_parked(s->gen);
+  keep_abandoned_started(s->gen);
   g_sched.store(nullptr, std::memory_order_seq_cst);
   while (g_foreign_entries.load(std::memory_order_seq_cst) != 0) sched_yield();
 
@@ -222,7 +225,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     std::lock_guard lock(w->timers.lock);
     w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
   }
-  for (Fiber* f : abandoned) free_abandoned(f);
+  for (Fiber* f : abandoned) abandon_runnable(f);
   free_depot(s->depot);
   if (spawned > exited) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",

@@ -25,9 +25,10 @@ void free_fiber_name(Fiber* f) noexcept {
   f->name = nullptr;
 }
 
-void keep_abandoned_parked(std::uint32_t gen) {
+void keep_abandoned_started(std::uint32_t gen) {
   fiber_registry().for_each([gen](Fiber* f) {
-    if (f->run_gen != gen || f->is_thread || f->state != FiberState::parked || !f->stack.lo) {
+    if (f->run_gen != gen || f->is_thread || f->state == FiberState::fresh ||
+        f->state == FiberState::dead || !f->stack.lo) {
       return;
     }
     san::lsan_keep_stack(f->stack.lo, f->stack.size);
@@ -41,14 +42,20 @@ void free_abandoned(Fiber* f) {
     san::lsan_forget_stack(f->stack.lo, f->stack.size);
     f->stack_kept = false;
   }
-  // Never ran or parked forever: its closure may be mid-call, so only the
-  // record and stack are reclaimed, as Go reclaims nothing at exit.
   if (f->stack.lo) {
     san::asan_unpoison_stack(f->stack.lo, f->stack.size);
     release_stack(f->stack);
   }
   san::tsan_destroy(f->tsan_fiber);
   delete_record(f);
+}
+
+void abandon_runnable(Fiber* f) {
+  if (f->state != FiberState::fresh) return;  // kept: it is mid-call
+  // Its destructors run here, on the thread that called weft::run, after
+  // the runtime is gone: what they do with weft takes the late-use paths.
+  if (f->closure && f->closure->destroy) f->closure->destroy(f->closure_storage());
+  free_abandoned(f);
 }
 
 void free_depot(RecordDepot& depot) {

@@ -102,15 +102,22 @@ inline void delete_record(Fiber* f) {
   }
 }
 
-// For teardown, with every worker stopped: a fiber that never ran, or parked
-// forever, loses its record and stack (not its closure, which may be
-// mid-call), and the depot's batches are freed.
+// A fiber dropped for good (a late completion of an abandoned one, or one
+// teardown found never ran) loses its record and stack, not its closure.
 void free_abandoned(Fiber* f);
-// For teardown: the fibers of runtime `gen` still parked (abandoned, as Go
-// abandons goroutines) keep their stacks and records, which a late
-// completion reclaims (drop_late_ready); until then their stacks are
-// LeakSanitizer roots, for what their frames hold is still referenced.
-void keep_abandoned_parked(std::uint32_t gen);
+// For teardown: the fibers of runtime `gen` that have run and not ended
+// (parked, or runnable again; abandoned, as Go abandons goroutines) keep
+// their stacks and records: they are mid-call, and unwinding them would run
+// their destructors through noexcept frames and wait primitives that were
+// never written to be left that way. A late completion reclaims a parked one
+// (drop_late_ready); until then their stacks are LeakSanitizer roots, for
+// what their frames hold is still referenced.
+void keep_abandoned_started(std::uint32_t gen);
+// For teardown, with every worker stopped and the runtime pointer cleared: a
+// fiber found in a run queue. One that never ran has its closure destroyed
+// (what it captured is released, as Tokio drops a task that never ran) and
+// is freed; one that ran is kept (keep_abandoned_started).
+void abandon_runnable(Fiber* f);
 // A fiber's name goes when the fiber does (its record may stay, recycled).
 void free_fiber_name(Fiber* f) noexcept;
 void free_depot(RecordDepot& depot);
