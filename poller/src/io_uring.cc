@@ -98,6 +98,13 @@ class UringPoller final : public Poller {
       io_uring_enter2(ring_.ring_fd, 0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
                       reinterpret_cast<sigset_t*>(&arg), sizeof arg);
     }
+    // Completions that found the ring full wait in the kernel until someone
+    // enters it, and a busy runtime polls without ever blocking: without
+    // this, one fd that completes on every send (a UDP socket's POLLOUT)
+    // filled the ring once and every readiness after it stayed there.
+    if (io_uring_cq_has_overflow(&ring_)) {
+      io_uring_enter2(ring_.ring_fd, 0, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+    }
     std::unique_lock cq(cq_mu_, std::defer_lock);
     if (timeout_ns == 0) {
       if (!cq.try_lock()) return 0;  // someone is reaping already
