@@ -194,6 +194,47 @@ TEST_P(SelectTest, SameChannelInTwoCases) {
       opts());
 }
 
+// The cooperative budget (weft/detail/coop.h) on the channel paths: one
+// fiber per worker polling with select-and-default never parks, beside a
+// fiber that sleeps. Nothing but a turn's end runs a busy worker's timers,
+// so before the budget the sleeper woke only when the pollers hit their cap.
+TEST_P(SelectTest, PollingLoopsDoNotStarveASleeper) {
+  weft::run(
+      [] {
+        weft::Channel<int> never;
+        std::atomic<bool> stop{false};
+        std::atomic<int> capped{0};
+        weft::WaitGroup pollers;
+        for (int i = 0; i < weft::num_workers(); ++i) {
+          pollers.add(1);
+          weft::go([&] {
+            const auto cap = std::chrono::steady_clock::now() + 10s;
+            for (std::uint64_t n = 1; !stop.load(std::memory_order_relaxed); ++n) {
+              weft::select(weft::on_recv(never, [](std::optional<int>) {}),
+                           weft::on_default([] {}));
+              if (n % 4096 == 0 && std::chrono::steady_clock::now() > cap) {
+                capped.fetch_add(1);
+                break;
+              }
+            }
+            pollers.done();
+          });
+        }
+        weft::yield();  // the pollers start
+        auto slowest = std::chrono::steady_clock::duration::zero();
+        for (int i = 0; i < 20; ++i) {
+          const auto start = std::chrono::steady_clock::now();
+          weft::sleep_for(1ms);
+          slowest = std::max(slowest, std::chrono::steady_clock::now() - start);
+        }
+        stop.store(true);
+        pollers.wait();
+        EXPECT_EQ(capped.load(), 0) << "the sleeps ended only after the pollers' 10 s cap";
+        EXPECT_LT(slowest, 2s);  // liberal: a budget of polls is microseconds
+      },
+      opts());
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, SelectTest, ::testing::Values(1, 2, 4), weft::test::workers_name);
 
 }  // namespace

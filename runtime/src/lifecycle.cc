@@ -111,6 +111,15 @@ int default_workers() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+// WEFT_COOP_BUDGET: operations per turn before a fiber yields (coop.h).
+std::int32_t coop_budget_setting() {
+  const auto n =
+      env_number("WEFT_COOP_BUDGET", 0, 1'000'000,
+                 "an operation count from 1 to 1000000, or 0 for no budget", "using 128");
+  if (!n) return 128;
+  return *n == 0 ? INT32_MAX : static_cast<std::int32_t>(*n);
+}
+
 }  // namespace
 
 void name_this_thread(const char* prefix, int n) noexcept {
@@ -157,6 +166,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   const int n = opts.workers > 0 ? opts.workers : default_workers();
   advance_coarse_clock();  // fibers that park before sysmon's first round
   auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
+  s->coop_budget = coop_budget_setting();
   Scheduler* none = nullptr;
   if (!g_sched.compare_exchange_strong(none, s)) {
     std::fprintf(stderr,

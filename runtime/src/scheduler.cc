@@ -25,6 +25,7 @@
 #include "scheduler_internal.h"
 #include "stack.h"
 #include "timer.h"
+#include "weft/detail/coop.h"
 
 extern "C" void weft_switch(void** save_sp, void* load_sp);
 extern "C" void weft_fiber_trampoline();
@@ -451,6 +452,35 @@ Fiber* Worker::pick_local() {
   return nullptr;
 }
 
+// The budget is spent: let the poller's and the timers' fibers in, then
+// give way if anything can run (weft/detail/coop.h). Polling here, not only
+// every kFairnessTicks switches, is what reaches a fiber whose socket became
+// ready while every worker streams: its readiness is only seen by a poll.
+void Worker::coop_yield() {
+  coop_left = sched->coop_budget;
+  bump(coop_yields);
+  sched->poll_now();
+  run_timers(true);
+  // A turn ends here even when nothing else can run, as in weft::yield: the
+  // watchdog watches the tick, and a fiber that reaches this point is not
+  // keeping anything from running.
+  schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (runnext.load(std::memory_order_relaxed) == nullptr && runq.empty() && sched->gq.size() == 0) {
+    return;
+  }
+  current->state = FiberState::yielded;
+  leave(current, Action::yield);
+}
+
+void coop_spend() noexcept {
+  Worker* w = current_worker();
+  if (w == nullptr || w->current == nullptr) return;
+  if (--w->coop_left > 0) [[likely]] {
+    return;
+  }
+  w->coop_yield();
+}
+
 void Worker::record_latency(Fiber* f) {
   const std::int64_t waited = std::max<std::int64_t>(0, mono_now_ns() - f->ready_ns);
   const int bucket =
@@ -464,6 +494,7 @@ void Worker::record_latency(Fiber* f) {
 
 void Worker::enter(Fiber* f) {
   schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  coop_left = sched->coop_budget;
   if (f->ready_ns != 0) [[unlikely]] {
     record_latency(f);
   }
@@ -774,6 +805,7 @@ SchedulerStats scheduler_stats() noexcept {
   st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
+  for (auto& w : s->workers) st.coop_yields += w->coop_yields.load(std::memory_order_relaxed);
   st.idle_workers = s->idle.idle_workers();
   st.live_fibers = static_cast<std::int64_t>(spawned - exited);
   return st;

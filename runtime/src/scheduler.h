@@ -31,6 +31,7 @@ struct SchedulerStats {
   std::uint64_t watchdog_reports;
   std::uint64_t timer_rescues;   // overdue timers sysmon had to wake a worker for
   std::uint64_t sysmon_wakeups;  // workers sysmon woke for work stuck behind a busy fiber
+  std::uint64_t coop_yields;     // fibers that spent their budget and yielded (coop.h)
   int idle_workers;
   std::uint64_t schedticks;  // summed over workers: what the watchdog watches
   std::int64_t live_fibers;

@@ -124,6 +124,9 @@ struct Scheduler {
   std::atomic<std::uint64_t> foreign_spawned{0};
   std::atomic<std::uint64_t> watchdog_reports{0};
   std::atomic<std::uint64_t> timer_rescues{0};
+  // Operations a fiber may complete per turn before it yields (coop.h);
+  // INT32_MAX when WEFT_COOP_BUDGET=0 turned the budget off.
+  std::int32_t coop_budget = 128;
   std::atomic<std::uint64_t> sysmon_wakeups{0};
 
   // Deadlock detection (sysmon.cc, Go's checkdead): off when RunOptions

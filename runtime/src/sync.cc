@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "timer.h"
+#include "weft/detail/coop.h"
 #include "weft/runtime.h"
 #include "weft/select.h"
 
@@ -357,12 +358,14 @@ int select_cases(SelectCase* const* cases, int n) {
     if (ok >= 0) {
       unlock_all();
       wake_peer(peer);
+      coop_spend();  // completed without a switch
       cases[i]->run(ok != 0);
       return i;
     }
   }
   if (default_index >= 0) {
     unlock_all();
+    coop_spend();  // a polling loop of selects must let others run too
     cases[default_index]->run(true);
     return default_index;
   }

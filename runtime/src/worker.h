@@ -57,6 +57,9 @@ struct alignas(64) Worker {
   std::atomic<std::uint32_t> schedtick{0};
   std::atomic<std::uint64_t> running_id{0};
   std::uint32_t runnext_streak = 0;
+  // Operations the running fiber may still complete before coop_spend()
+  // makes it yield (weft/detail/coop.h); refilled on every switch in.
+  std::int32_t coop_left = 0;
   bool spinning = false;         // looking for work, counted in Idle's nspinning
   bool left_timer_role = false;  // woke from the timer role; hand it on once busy
   bool solo = false;             // the runtime's only worker: nobody steals from it
@@ -81,7 +84,7 @@ struct alignas(64) Worker {
   std::uint32_t free_record_count = 0;
 
   // Counters written by the owner only, read by stats.
-  std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0};
+  std::atomic<std::uint64_t> spawned{0}, exited{0}, steals{0}, coop_yields{0};
   // Latency samples (weft::metrics): runnable -> running, and poller
   // wake-up -> running; log2 buckets of ns, owner-written.
   static constexpr int kLatencyBuckets = 40;
@@ -128,6 +131,7 @@ struct alignas(64) Worker {
   Fiber* steal_work();
   Fiber* steal_from(Worker* victim, bool take_runnext);
   Fiber* pick_local();
+  void coop_yield();
   bool run_timers(bool others_too);
   void enter(Fiber* f);
   void record_latency(Fiber* f);

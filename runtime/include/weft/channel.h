@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "weft/detail/coop.h"
 #include "weft/detail/spinlock.h"
 #include "weft/detail/wait_queue.h"
 
@@ -124,6 +125,7 @@ class Channel {
     if (result != detail::ChanTry::would_block) {
       s.lock.unlock();
       detail::wake_peer(peer);
+      detail::coop_spend();  // completed without a switch
       return result == detail::ChanTry::done;
     }
     detail::ChanWaiter me;
@@ -143,6 +145,7 @@ class Channel {
     if (result != detail::ChanTry::would_block) {
       s.lock.unlock();
       detail::wake_peer(peer);
+      detail::coop_spend();  // completed without a switch
       return out;
     }
     detail::ChanWaiter me;
