@@ -216,7 +216,7 @@ Result<void> NetFD::shutdown(int how) {
 }
 
 IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
-  weft::detail::coop_spend();
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   if (auto e = rw_lock(PollMode::read, op)) return {0, op_error("read", e)};
   RwGuard guard{this, PollMode::read, op};
   if (n == 0) return IoResult(0);  // Go: (0, nil) at once, no wait, no EOF
@@ -248,7 +248,7 @@ IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
 }
 
 IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
-  weft::detail::coop_spend();
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   if (auto e = rw_lock(PollMode::write, op)) return {0, op_error("write", e)};
   RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
@@ -281,7 +281,7 @@ IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
 }
 
 Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {
-  weft::detail::coop_spend();
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   if (auto e = rw_lock(PollMode::read)) return op_error("read", e);
   RwGuard guard{this, PollMode::read};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
@@ -314,7 +314,7 @@ Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {
 }
 
 IoResult NetFD::write_to(const void* buf, std::size_t n, const Addr& to) {
-  weft::detail::coop_spend();
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   auto fail = [&](std::error_code ec, const char* syscall = "") {
     OpError e = op_error("write", ec, syscall);
     e.addr = to;  // Go names the destination
@@ -366,7 +366,7 @@ PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
 }
 
 Result<std::unique_ptr<NetFD>> NetFD::accept(PollOp* op) {
-  weft::detail::coop_spend();
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   if (auto e = rw_lock(PollMode::read, op)) return op_error("accept", e);
   RwGuard guard{this, PollMode::read, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);

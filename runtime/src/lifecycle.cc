@@ -111,11 +111,10 @@ int default_workers() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-// WEFT_COOP_BUDGET: operations per turn before a fiber yields (coop.h).
+// WEFT_COOP_BUDGET: units a fiber may spend per turn before it yields (coop.h).
 std::int32_t coop_budget_setting() {
-  const auto n =
-      env_number("WEFT_COOP_BUDGET", 0, 1'000'000,
-                 "an operation count from 1 to 1000000, or 0 for no budget", "using 128");
+  const auto n = env_number("WEFT_COOP_BUDGET", 0, 1'000'000,
+                            "a budget from 1 to 1000000 units, or 0 for none", "using 128");
   if (!n) return 128;
   return *n == 0 ? INT32_MAX : static_cast<std::int32_t>(*n);
 }

@@ -472,10 +472,11 @@ void Worker::coop_yield() {
   leave(current, Action::yield);
 }
 
-void coop_spend() noexcept {
+void coop_spend(int units) noexcept {
   Worker* w = current_worker();
   if (w == nullptr || w->current == nullptr) return;
-  if (--w->coop_left > 0) [[likely]] {
+  w->coop_left -= units;
+  if (w->coop_left > 0) [[likely]] {
     return;
   }
   w->coop_yield();

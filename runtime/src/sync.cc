@@ -358,14 +358,14 @@ int select_cases(SelectCase* const* cases, int n) {
     if (ok >= 0) {
       unlock_all();
       wake_peer(peer);
-      coop_spend();  // completed without a switch
+      coop_spend(kCoopChannelOp);  // completed without a switch
       cases[i]->run(ok != 0);
       return i;
     }
   }
   if (default_index >= 0) {
     unlock_all();
-    coop_spend();  // a polling loop of selects must let others run too
+    coop_spend(kCoopChannelOp);  // a polling loop of selects must let others run too
     cases[default_index]->run(true);
     return default_index;
   }

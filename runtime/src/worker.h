@@ -57,7 +57,7 @@ struct alignas(64) Worker {
   std::atomic<std::uint32_t> schedtick{0};
   std::atomic<std::uint64_t> running_id{0};
   std::uint32_t runnext_streak = 0;
-  // Operations the running fiber may still complete before coop_spend()
+  // Budget units the running fiber may still spend before coop_spend()
   // makes it yield (weft/detail/coop.h); refilled on every switch in.
   std::int32_t coop_left = 0;
   bool spinning = false;         // looking for work, counted in Idle's nspinning

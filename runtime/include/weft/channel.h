@@ -125,7 +125,7 @@ class Channel {
     if (result != detail::ChanTry::would_block) {
       s.lock.unlock();
       detail::wake_peer(peer);
-      detail::coop_spend();  // completed without a switch
+      detail::coop_spend(detail::kCoopChannelOp);  // completed without a switch
       return result == detail::ChanTry::done;
     }
     detail::ChanWaiter me;
@@ -145,7 +145,7 @@ class Channel {
     if (result != detail::ChanTry::would_block) {
       s.lock.unlock();
       detail::wake_peer(peer);
-      detail::coop_spend();  // completed without a switch
+      detail::coop_spend(detail::kCoopChannelOp);  // completed without a switch
       return out;
     }
     detail::ChanWaiter me;
