@@ -13,10 +13,11 @@ namespace weft::detail {
 struct Stack {
   char* lo = nullptr;      // lowest usable byte; the guard (if any) is just below
   std::uint32_t size = 0;  // usable bytes
-  bool guarded = false;    // false: carved from a slab, overflow caught at switches
-  // Named padding: a Stack is copied as two whole words, not as 13 bytes
+  bool guarded = false;    // faults below: false only on slabs without guard markers
+  bool slab = false;       // carved from a slab: never unmapped, no VMAs of its own
+  // Named padding: a Stack is copied as two whole words, not as 14 bytes
   // through overlapping moves that stall store-to-load forwarding.
-  std::uint8_t padding[3] = {};
+  std::uint8_t padding[2] = {};
   char* hi() const { return lo + size; }
 };
 

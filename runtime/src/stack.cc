@@ -18,6 +18,12 @@
 #include "log.h"
 #include "scheduler.h"
 
+// Linux 6.13's guard markers (madvise(2)): pages that fault like PROT_NONE
+// without a VMA of their own. Debian 12's headers predate them.
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
 namespace weft::detail {
 namespace {
 
@@ -85,7 +91,7 @@ struct ThreadStacks {
   Stack cache[2 * kStackBatch];
   std::uint32_t cached = 0;
   bool attached = false;
-  std::atomic<std::int64_t> live_guarded{0}, live_unguarded{0};
+  std::atomic<std::int64_t> live_mapped{0}, live_slab{0};
   ThreadStacks* next = nullptr;  // in the registry while attached
 };
 static_assert(std::is_trivially_destructible_v<ThreadStacks>);
@@ -96,7 +102,7 @@ struct LiveRegistry {
   ThreadStacks* attached = nullptr;
   // Threads that never attached (teardown frees abandoned fibers' stacks),
   // and what detached threads left behind.
-  std::atomic<std::int64_t> other_guarded{0}, other_unguarded{0};
+  std::atomic<std::int64_t> other_mapped{0}, other_slab{0};
 };
 LiveRegistry& live_registry() {
   static LiveRegistry* r = new LiveRegistry;  // outlives every thread
@@ -130,33 +136,65 @@ bool map_guarded(std::size_t usable, Stack* out) {
   return true;
 }
 
-// Carves a slab into unguarded stacks; all but the first go to the pool.
-// Slab stacks are never unmapped: unmapping a piece would split the VMA.
-Stack map_from_slab(std::size_t usable) {
-  static std::once_flag warned;
-  std::call_once(warned, [] {
-    log().warn(
-        "fiber stacks past {} lose their guard page (vm.max_map_count is too low); overflow is "
-        "then detected at the next switch, not at the faulting access. Raise it with: sysctl -w "
-        "vm.max_map_count=1048576",
-        guarded_budget());
-  });
-  void* mem = mmap(nullptr, usable * kSlabStacks, PROT_READ | PROT_WRITE,
+// False once the kernel has refused guard markers (before Linux 6.13).
+std::atomic<bool> guard_markers_work{true};
+
+void* map_slab(std::size_t bytes) {
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (mem == MAP_FAILED) {
-    std::fprintf(stderr, "weft: cannot map fiber stacks (%zu bytes): %s\n", usable * kSlabStacks,
+    std::fprintf(stderr, "weft: cannot map fiber stacks (%zu bytes): %s\n", bytes,
                  std::strerror(errno));
     std::abort();
   }
-  char* base = static_cast<char*>(mem);
+  return mem;
+}
+
+// Past the guarded budget: a slab of kSlabStacks stacks in one mapping, one
+// VMA for all of them. Each gets the same 1 MiB guard below it, as guard
+// markers, which cost page-table entries, not VMAs, so no fiber's overflow
+// reaches its neighbour at any fiber count. A kernel without them gets the
+// stacks packed back to back, checked only at switches, and a warning.
+// Slab stacks are never unmapped: unmapping a piece would split the VMA.
+Stack map_from_slab(std::size_t usable) {
+  if (guard_markers_work.load(std::memory_order_relaxed)) {
+    const std::size_t stride = kGuardBytes + usable;
+    char* base = static_cast<char*>(map_slab(stride * kSlabStacks));
+    bool guarded = true;
+    for (std::size_t i = 0; i < kSlabStacks && guarded; ++i) {
+      guarded = madvise(base + i * stride, kGuardBytes, MADV_GUARD_INSTALL) == 0;
+    }
+    if (guarded) {
+      Pool& p = pool();
+      std::lock_guard lock(p.mu);
+      auto& list = p.free_by_size[usable];
+      for (std::size_t i = 1; i < kSlabStacks; ++i) {
+        list.push_back(
+            Stack{base + i * stride + kGuardBytes, static_cast<std::uint32_t>(usable), true, true});
+        ++p.pooled;
+      }
+      return Stack{base + kGuardBytes, static_cast<std::uint32_t>(usable), true, true};
+    }
+    munmap(base, stride * kSlabStacks);
+    guard_markers_work.store(false, std::memory_order_relaxed);
+  }
+  static std::once_flag warned;
+  std::call_once(warned, [] {
+    log().warn(
+        "fiber stacks past {} lose their guard (vm.max_map_count is too low, and this kernel has "
+        "no guard markers, Linux 6.13); overflow is then detected at the next switch, not at the "
+        "faulting access. Raise it with: sysctl -w vm.max_map_count=1048576",
+        guarded_budget());
+  });
+  char* base = static_cast<char*>(map_slab(usable * kSlabStacks));
   Pool& p = pool();
   std::lock_guard lock(p.mu);
   auto& list = p.free_by_size[usable];
   for (std::size_t i = 1; i < kSlabStacks; ++i) {
-    list.push_back(Stack{base + i * usable, static_cast<std::uint32_t>(usable), false});
+    list.push_back(Stack{base + i * usable, static_cast<std::uint32_t>(usable), false, true});
     ++p.pooled;
   }
-  return Stack{base, static_cast<std::uint32_t>(usable), false};
+  return Stack{base, static_cast<std::uint32_t>(usable), false, true};
 }
 
 void unmap_guarded(const Stack& s) {
@@ -168,11 +206,11 @@ void count_live(const Stack& s, int delta) {
   ThreadStacks& t = tls_stacks;
   if (!t.attached) {
     LiveRegistry& r = live_registry();
-    (s.guarded ? r.other_guarded : r.other_unguarded).fetch_add(delta, std::memory_order_relaxed);
+    (s.slab ? r.other_slab : r.other_mapped).fetch_add(delta, std::memory_order_relaxed);
     return;
   }
   // Written by this thread only (read by stack_stats): no locked instruction.
-  auto& counter = s.guarded ? t.live_guarded : t.live_unguarded;
+  auto& counter = s.slab ? t.live_slab : t.live_mapped;
   counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
 }
 
@@ -338,7 +376,7 @@ void pool_put(const Stack* stacks, std::size_t n) {
   std::lock_guard lock(p.mu);
   auto& list = p.free_by_size[stacks[0].size];
   for (std::size_t i = 0; i < n; ++i) {
-    if (!stacks[i].guarded || list.size() < kPoolMaxPerSize) {
+    if (stacks[i].slab || list.size() < kPoolMaxPerSize) {
       list.push_back(stacks[i]);
       ++p.pooled;
     } else {
@@ -396,8 +434,8 @@ void detach_stack_cache() {
   t.cached = 0;
   LiveRegistry& r = live_registry();
   std::lock_guard lock(r.mu);
-  r.other_guarded.fetch_add(t.live_guarded.exchange(0), std::memory_order_relaxed);
-  r.other_unguarded.fetch_add(t.live_unguarded.exchange(0), std::memory_order_relaxed);
+  r.other_mapped.fetch_add(t.live_mapped.exchange(0), std::memory_order_relaxed);
+  r.other_slab.fetch_add(t.live_slab.exchange(0), std::memory_order_relaxed);
   ThreadStacks** link = &r.attached;
   while (*link != &t) link = &(*link)->next;
   *link = t.next;
@@ -418,13 +456,13 @@ StackStats stack_stats() {
   std::lock_guard lock(p.mu);
   LiveRegistry& r = live_registry();
   std::lock_guard live_lock(r.mu);
-  std::int64_t guarded = r.other_guarded.load(), unguarded = r.other_unguarded.load();
+  std::int64_t mapped = r.other_mapped.load(), slab = r.other_slab.load();
   for (const ThreadStacks* t = r.attached; t; t = t->next) {
-    guarded += t->live_guarded.load(std::memory_order_relaxed);
-    unguarded += t->live_unguarded.load(std::memory_order_relaxed);
+    mapped += t->live_mapped.load(std::memory_order_relaxed);
+    slab += t->live_slab.load(std::memory_order_relaxed);
   }
-  return StackStats{static_cast<std::size_t>(guarded), static_cast<std::size_t>(unguarded),
-                    p.pooled, guarded_mapped.load()};
+  return StackStats{static_cast<std::size_t>(mapped), static_cast<std::size_t>(slab), p.pooled,
+                    guarded_mapped.load()};
 }
 
 void report_overflow(const Fiber* fiber, const Stack& stack, const char* how) {

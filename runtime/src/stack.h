@@ -1,6 +1,8 @@
 // Fiber stacks: mmap'd, 1 MiB of guard below, committed lazily by the
-// kernel, pooled warm. When vm.max_map_count leaves no room for more guards,
-// stacks come from unguarded slabs, checked at every switch instead.
+// kernel, pooled warm. When vm.max_map_count leaves no room for more
+// mappings, stacks come from slabs, one mapping for 64, each stack still
+// with its 1 MiB guard as guard markers (Linux 6.13); on older kernels
+// unguarded, checked at every switch instead.
 #pragma once
 
 #include <cstddef>
@@ -37,14 +39,14 @@ void leave_signal_stack(void* handle);
 [[noreturn]] void report_overflow(const Fiber* fiber, const Stack& stack, const char* how);
 
 struct StackStats {
-  std::size_t guarded_live;
-  std::size_t unguarded_live;
+  std::size_t mapped_live;  // a mapping (and a guard VMA) of their own
+  std::size_t slab_live;    // carved from slabs
   std::size_t pooled;
   std::size_t guarded_mapped;  // live or pooled: what vm.max_map_count limits
 };
 StackStats stack_stats();
 // Caps guarded stacks below what vm.max_map_count allows (0 restores the
-// default); lets tests reach the unguarded fallback cheaply.
+// default); lets tests reach the slab fallback cheaply.
 void set_guarded_stack_budget(std::size_t stacks);
 
 }  // namespace weft::detail
