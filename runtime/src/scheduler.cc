@@ -333,6 +333,12 @@ Fiber* Worker::find_runnable() {
       } while (now_ns() < until);
       if (sched->stw.load(std::memory_order_relaxed)) continue;  // stop at the top
     }
+    // Once a second at most: a sleeping worker's cached stacks go to the
+    // pool, where the scavenger gives their pages back if it sleeps long.
+    if (coarse_now_ms() - last_stack_spill_ms >= 1000) {
+      last_stack_spill_ms = coarse_now_ms();
+      spill_stack_cache();
+    }
     sched->idle.sleep(this);
   }
 }

@@ -7,15 +7,18 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <type_traits>
 #include <vector>
 
 #include "log.h"
+#include "registry.h"
 #include "scheduler.h"
 
 // Linux 6.13's guard markers (madvise(2)): pages that fault like PROT_NONE
@@ -67,11 +70,40 @@ constexpr std::size_t kPoolMaxPerSize = 65536;
 // pooled stack holds its two VMAs as much as a live one).
 std::atomic<std::size_t> guarded_mapped{0};
 
+// The pooled stacks of one size. `warm` ones may still hold the pages their
+// last fiber touched; the scavenger gives back the pages of those pooled
+// longest and moves them to `cold` (Go's background scavenger, for stacks).
+// Spawns take warm ones first, newest first: their pages are likeliest to
+// be resident and in cache.
+struct PooledStack {
+  Stack stack;
+  std::uint32_t since_ms;  // coarse_now_ms() when pooled
+};
+struct SizePool {
+  std::deque<PooledStack> warm;  // oldest at the front
+  std::vector<Stack> cold;
+  std::size_t size() const { return warm.size() + cold.size(); }
+  bool empty() const { return warm.empty() && cold.empty(); }
+  Stack take() {
+    if (!warm.empty()) {
+      const Stack s = warm.back().stack;
+      warm.pop_back();
+      return s;
+    }
+    const Stack s = cold.back();
+    cold.pop_back();
+    return s;
+  }
+};
+
 struct Pool {
   std::mutex mu;
-  std::map<std::size_t, std::vector<Stack>> free_by_size;
-  std::size_t pooled = 0;
+  std::map<std::size_t, SizePool> free_by_size;
+  std::size_t pooled = 0;     // in the lists, and out with the scavenger
+  std::size_t scavenged = 0;  // stacks whose pages were given back, ever
 };
+
+std::atomic<std::uint32_t> scavenge_delay_ms{5000};
 Pool& pool() {
   static Pool* p = new Pool;  // outlives every thread that may return a stack
   return *p;
@@ -167,7 +199,7 @@ Stack map_from_slab(std::size_t usable) {
     if (guarded) {
       Pool& p = pool();
       std::lock_guard lock(p.mu);
-      auto& list = p.free_by_size[usable];
+      auto& list = p.free_by_size[usable].cold;  // never touched
       for (std::size_t i = 1; i < kSlabStacks; ++i) {
         list.push_back(
             Stack{base + i * stride + kGuardBytes, static_cast<std::uint32_t>(usable), true, true});
@@ -189,7 +221,7 @@ Stack map_from_slab(std::size_t usable) {
   char* base = static_cast<char*>(map_slab(usable * kSlabStacks));
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  auto& list = p.free_by_size[usable];
+  auto& list = p.free_by_size[usable].cold;
   for (std::size_t i = 1; i < kSlabStacks; ++i) {
     list.push_back(Stack{base + i * usable, static_cast<std::uint32_t>(usable), false, true});
     ++p.pooled;
@@ -348,12 +380,10 @@ __attribute__((noinline)) void acquire_stack_slow(std::size_t usable, Stack* out
     auto it = p.free_by_size.find(usable);
     if (it != p.free_by_size.end() && !it->second.empty()) {
       auto& list = it->second;
-      s = list.back();
-      list.pop_back();
+      s = list.take();
       --p.pooled;
       for (std::size_t i = 1; cached_size && t.attached && i < kStackBatch && !list.empty(); ++i) {
-        t.cache[t.cached++] = list.back();
-        list.pop_back();
+        t.cache[t.cached++] = list.take();
         --p.pooled;
       }
     }
@@ -375,9 +405,10 @@ void pool_put(const Stack* stacks, std::size_t n) {
   Pool& p = pool();
   std::lock_guard lock(p.mu);
   auto& list = p.free_by_size[stacks[0].size];
+  const std::uint32_t now = coarse_now_ms();
   for (std::size_t i = 0; i < n; ++i) {
     if (stacks[i].slab || list.size() < kPoolMaxPerSize) {
-      list.push_back(stacks[i]);
+      list.warm.push_back(PooledStack{stacks[i], now});
       ++p.pooled;
     } else {
       unmap_guarded(stacks[i]);
@@ -447,6 +478,43 @@ bool saved_sp_in_bounds(const Fiber* f) {
   return sp >= f->stack.lo && sp <= f->stack.hi();
 }
 
+std::size_t scavenge_pooled_stacks(std::size_t max_stacks) {
+  const std::uint32_t now = coarse_now_ms();
+  const std::uint32_t delay = scavenge_delay_ms.load(std::memory_order_relaxed);
+  Pool& p = pool();
+  std::vector<Stack> taken;
+  {
+    std::lock_guard lock(p.mu);
+    for (auto& [size, list] : p.free_by_size) {
+      while (!list.warm.empty() && taken.size() < max_stacks &&
+             now - list.warm.front().since_ms >= delay) {
+        taken.push_back(list.warm.front().stack);
+        list.warm.pop_front();
+      }
+    }
+  }
+  // Outside the lock: a madvise of a touched stack takes microseconds, and
+  // spawns must not wait for it. The taken stacks stay counted as pooled.
+  for (const Stack& s : taken) madvise(s.lo, s.size, MADV_DONTNEED);
+  if (!taken.empty()) {
+    std::lock_guard lock(p.mu);
+    for (const Stack& s : taken) p.free_by_size[s.size].cold.push_back(s);
+    p.scavenged += taken.size();
+  }
+  return taken.size();
+}
+
+void set_stack_scavenge_delay(std::chrono::milliseconds delay) {
+  scavenge_delay_ms.store(static_cast<std::uint32_t>(delay.count()), std::memory_order_relaxed);
+}
+
+void spill_stack_cache() {
+  ThreadStacks& t = tls_stacks;
+  if (!t.attached || t.cached == 0) return;
+  pool_put(t.cache, t.cached);
+  t.cached = 0;
+}
+
 void set_guarded_stack_budget(std::size_t stacks) {
   budget_override.store(stacks, std::memory_order_relaxed);
 }
@@ -462,7 +530,7 @@ StackStats stack_stats() {
     slab += t->live_slab.load(std::memory_order_relaxed);
   }
   return StackStats{static_cast<std::size_t>(mapped), static_cast<std::size_t>(slab), p.pooled,
-                    guarded_mapped.load()};
+                    guarded_mapped.load(), p.scavenged};
 }
 
 void report_overflow(const Fiber* fiber, const Stack& stack, const char* how) {

@@ -5,6 +5,7 @@
 // unguarded, checked at every switch instead.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -43,8 +44,20 @@ struct StackStats {
   std::size_t slab_live;    // carved from slabs
   std::size_t pooled;
   std::size_t guarded_mapped;  // live or pooled: what vm.max_map_count limits
+  std::size_t scavenged;       // pooled stacks whose pages were given back, ever
 };
 StackStats stack_stats();
+
+// The stack scavenger (sysmon calls it): gives back to the kernel the pages
+// of at most `max_stacks` stacks pooled for longer than the scavenge delay
+// (5 s), oldest first, so that a process's memory returns after a burst of
+// fibers (MADV_DONTNEED: the mapping, its guard and its place in the pool
+// stay; the next fiber on it faults fresh zero pages in). Returns how many.
+std::size_t scavenge_pooled_stacks(std::size_t max_stacks);
+void set_stack_scavenge_delay(std::chrono::milliseconds delay);  // for tests
+// A worker about to sleep for a while hands its cached stacks to the pool,
+// where the scavenger can reach them (it cannot reach a worker's cache).
+void spill_stack_cache();
 // Caps guarded stacks below what vm.max_map_count allows (0 restores the
 // default); lets tests reach the slab fallback cheaply.
 void set_guarded_stack_budget(std::size_t stacks);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "registry.h"
 #include "scheduler_internal.h"
+#include "stack.h"
 
 namespace weft::detail {
 
@@ -20,6 +21,12 @@ namespace {
 
 constexpr std::uint64_t kWatchdogNs = 10'000'000;
 constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
+// The stack scavenger's pace: while any worker runs, at most 256 stacks'
+// pages (a few hundred microseconds of madvise) every 100 ms; when all are
+// idle, up to 16k a round.
+constexpr std::uint32_t kScavengePeriodMs = 100;
+constexpr std::size_t kScavengeBusyStacks = 256;
+constexpr std::size_t kScavengeIdleStacks = 16384;
 // sysmon wakes a worker for a timer this late: the timer role lost track of
 // it, or the OS kept its worker off the CPU.
 constexpr std::int64_t kTimerOverdueNs = 1'000'000;
@@ -58,10 +65,19 @@ void Scheduler::check_deadlock() {
 
 void Scheduler::sysmon_loop() {
   set_runtime_thread(true);
+  std::uint32_t last_scavenge_ms = coarse_now_ms();
   while (!stopping.load(std::memory_order_acquire)) {
     advance_coarse_clock();
     sigquit_if_pending(this);
-    if (idle.all_idle()) {
+    // Pages of stacks pooled for a while go back to the kernel (stack.h):
+    // a little at a time while workers run, all that is due once idle
+    // (this loop then comes round once a second).
+    const bool all_idle = idle.all_idle();
+    if (all_idle || coarse_now_ms() - last_scavenge_ms >= kScavengePeriodMs) {
+      last_scavenge_ms = coarse_now_ms();
+      scavenge_pooled_stacks(all_idle ? kScavengeIdleStacks : kScavengeBusyStacks);
+    }
+    if (all_idle) {
       check_deadlock();
       // Fully idle: sleep until a worker is woken, so that an idle runtime
       // costs nothing. Our store of sysmon_sleeping then all_idle() pair

@@ -73,6 +73,7 @@ struct alignas(64) Worker {
   bool on_idle_list = false;
 
   std::uint64_t rng = 0;
+  std::uint32_t last_stack_spill_ms = 0;  // coarse_now_ms(); see find_runnable
   std::uint64_t id_next = 0, id_end = 0;
   std::vector<std::uint32_t> tick_snapshot;  // one per worker, for Idle::sleep
 
