@@ -58,6 +58,26 @@ void abandon_runnable(Fiber* f) {
   free_abandoned(f);
 }
 
+void trim_depot(RecordDepot& depot, std::size_t keep) {
+  RecordBatch* surplus = nullptr;
+  {
+    std::lock_guard lock(depot.lock);
+    while (depot.batches > keep) {
+      RecordBatch* batch = depot.head;  // the oldest
+      depot.head = batch->next;
+      if (!depot.head) depot.tail = nullptr;
+      --depot.batches;
+      batch->next = surplus;
+      surplus = batch;
+    }
+  }
+  while (RecordBatch* batch = surplus) {
+    surplus = batch->next;
+    free_pooled_records(batch->records, kRecordBatch);
+    delete batch;
+  }
+}
+
 void free_depot(RecordDepot& depot) {
   while (RecordBatch* batch = depot.head) {
     depot.head = batch->next;

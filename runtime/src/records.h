@@ -121,5 +121,7 @@ void abandon_runnable(Fiber* f);
 // A fiber's name goes when the fiber does (its record may stay, recycled).
 void free_fiber_name(Fiber* f) noexcept;
 void free_depot(RecordDepot& depot);
+// Frees the depot's oldest batches beyond `keep` (sysmon, after a burst).
+void trim_depot(RecordDepot& depot, std::size_t keep);
 
 }  // namespace weft::detail

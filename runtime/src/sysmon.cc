@@ -6,6 +6,7 @@
 // - polls for I/O when nobody has for 10 ms;
 // - is the timer role's backstop (idle.h, invariant 5): it wakes a worker
 //   for a timer overdue on any heap that nobody plans to wake for.
+#include <malloc.h>
 #include <time.h>
 
 #include <cstdint>
@@ -27,6 +28,7 @@ constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
 constexpr std::uint32_t kScavengePeriodMs = 100;
 constexpr std::size_t kScavengeBusyStacks = 256;
 constexpr std::size_t kScavengeIdleStacks = 16384;
+constexpr std::size_t kDepotKeptWhenIdle = 4;  // record batches (records.h)
 // sysmon wakes a worker for a timer this late: the timer role lost track of
 // it, or the OS kept its worker off the CPU.
 constexpr std::int64_t kTimerOverdueNs = 1'000'000;
@@ -75,7 +77,15 @@ void Scheduler::sysmon_loop() {
     const bool all_idle = idle.all_idle();
     if (all_idle || coarse_now_ms() - last_scavenge_ms >= kScavengePeriodMs) {
       last_scavenge_ms = coarse_now_ms();
-      scavenge_pooled_stacks(all_idle ? kScavengeIdleStacks : kScavengeBusyStacks);
+      const std::size_t given_back =
+          scavenge_pooled_stacks(all_idle ? kScavengeIdleStacks : kScavengeBusyStacks);
+      // A burst's end, once every worker sleeps: the records it pooled go
+      // too (but a few batches), and what the heap freed (records, sockets,
+      // buffers) sits in malloc's free lists, resident, until trimmed.
+      if (all_idle && given_back != 0) {
+        trim_depot(depot, kDepotKeptWhenIdle);
+        malloc_trim(0);
+      }
     }
     if (all_idle) {
       check_deadlock();
