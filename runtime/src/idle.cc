@@ -134,6 +134,7 @@ void Idle::sleep(Worker* w) {
   bool wait = !any_queued_work(w) && !sched_.stw.load(std::memory_order_acquire);
   // One idle worker waits for the earliest timer; the others until woken.
   bool timer_role = false;
+  bool dispatched = false;
   std::int64_t deadline = kNever;
   if (wait) {
     Worker* none = nullptr;
@@ -158,7 +159,14 @@ void Idle::sleep(Worker* w) {
       sched_.last_poll.store(mono_now_ns(), std::memory_order_relaxed);
       blocked_in_poll_.store(false, std::memory_order_relaxed);
       w->in_poll.store(false, std::memory_order_seq_cst);
-      if (n > 0) netpoll_dispatch(events, n);
+      if (n > 0) {
+        // Counted idle while readying what the poll returned: until the
+        // count drops below, a deadlock check must not mistake this for
+        // nothing left to run (Scheduler::nothing_can_wake).
+        dispatching_.fetch_add(1, std::memory_order_seq_cst);
+        dispatched = true;
+        netpoll_dispatch(events, n);
+      }
     }
     blocked_in_poll_.store(false, std::memory_order_relaxed);
     w->in_poll.store(false, std::memory_order_seq_cst);
@@ -179,11 +187,13 @@ void Idle::sleep(Worker* w) {
       *link = w->next_idle;
       w->on_idle_list = false;
       nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      if (dispatched) dispatching_.fetch_sub(1, std::memory_order_seq_cst);
       advance_coarse_clock();
       return;
     }
   }
   // wakep took us off the idle list and counted us as spinning.
+  if (dispatched) dispatching_.fetch_sub(1, std::memory_order_seq_cst);
   advance_coarse_clock();  // sysmon may have slept as long as we did
   w->spinning = !sched_.stopping.load(std::memory_order_acquire);
 }

@@ -135,6 +135,9 @@ class Idle {
   // Whether the role's holder is blocked in the poller (a hint: others then
   // need not poll).
   bool poller_blocked() const { return blocked_in_poll_.load(std::memory_order_relaxed); }
+  // A sleeping worker is readying what its poll returned and is still
+  // counted idle (sleep() drops this after nidle).
+  bool dispatching() const { return dispatching_.load(std::memory_order_seq_cst) != 0; }
   int idle_workers() const { return nidle_.load(std::memory_order_relaxed); }
   int spinning_workers() const { return nspinning_.load(std::memory_order_relaxed); }
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
@@ -165,6 +168,7 @@ class Idle {
   alignas(64) std::atomic<Worker*> timer_sleeper_{nullptr};
   std::atomic<std::int64_t> timer_sleep_until_{0};
   std::atomic<bool> blocked_in_poll_{false};
+  std::atomic<int> dispatching_{0};
 
   std::atomic<std::uint64_t> wakeups_{0};
 };

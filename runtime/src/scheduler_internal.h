@@ -137,7 +137,8 @@ struct Scheduler {
   // True if no fiber can ever be made runnable again: every worker idle,
   // no timer, no fiber waiting for I/O, no blocking job, no foreign thread.
   bool nothing_can_wake() const;
-  void check_deadlock();  // sysmon.cc
+  bool anything_queued() const;  // any fiber in a run queue, runnext or the global queue
+  void check_deadlock();         // sysmon.cc
 
   std::mutex done_mu;
   std::condition_variable done_cv;

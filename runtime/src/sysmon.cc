@@ -35,10 +35,23 @@ constexpr std::int64_t kTimerOverdueNs = 1'000'000;
 
 }  // namespace
 
+// Every worker counted idle is not enough: a worker counts itself idle a
+// moment before it looks at the queues for the last time and a moment after
+// it readies what its poll returned, and a thread the OS keeps off its CPU
+// there for 10 ms (a loaded machine; TSan with schedule perturbation did)
+// looked like a deadlock with a fiber runnable.
 bool Scheduler::nothing_can_wake() const {
-  return idle.all_idle() && !stopping.load(std::memory_order_acquire) &&
-         earliest_timer() == kNever && netpoll_waiters() == 0 && blocking_jobs_in_flight() == 0 &&
-         !foreign_used.load(std::memory_order_seq_cst);
+  return idle.all_idle() && !stopping.load(std::memory_order_acquire) && !idle.dispatching() &&
+         !anything_queued() && earliest_timer() == kNever && netpoll_waiters() == 0 &&
+         blocking_jobs_in_flight() == 0 && !foreign_used.load(std::memory_order_seq_cst);
+}
+
+bool Scheduler::anything_queued() const {
+  if (gq.size() != 0) return true;
+  for (const auto& w : workers) {
+    if (w->runnext.load(std::memory_order_acquire) != nullptr || !w->runq.empty()) return true;
+  }
+  return false;
 }
 
 namespace {
