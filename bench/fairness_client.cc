@@ -149,15 +149,19 @@ int main(int argc, char** argv) {
   for (;;) {
     const auto t0 = Clock::now();
     if (t0 >= end) break;
-    if (!started && t0 >= measure_from) {
-      started = true;
-      echoed_at_start = echoed.load();
-    }
     if (!write_all(probe, out, sizeof out) || !read_full(probe, in, sizeof in)) {
       fail("the probe connection failed: " + std::string(std::strerror(errno)));
     }
     const auto t1 = Clock::now();
-    if (started) samples.push_back(std::chrono::nanoseconds(t1 - t0).count());
+    // A round trip that ends inside the window counts, even if it began
+    // before it: a starved probe's one long wait is the result.
+    if (t1 >= measure_from) {
+      if (!started) {
+        started = true;
+        echoed_at_start = echoed.load();
+      }
+      samples.push_back(std::chrono::nanoseconds(t1 - t0).count());
+    }
     if (gap_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(gap_us));
   }
   const double mb_s = static_cast<double>(echoed.load() - echoed_at_start) / 1e6 / seconds;
