@@ -357,8 +357,7 @@ int select_cases(SelectCase* const* cases, int n) {
     const int ok = cases[i]->try_complete(&peer);
     if (ok >= 0) {
       unlock_all();
-      wake_peer(peer);
-      coop_spend(kCoopChannelOp);  // completed without a switch
+      charge_or_wake(peer);
       cases[i]->run(ok != 0);
       return i;
     }

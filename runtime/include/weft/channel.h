@@ -92,6 +92,19 @@ inline void wake_peer(ChanWaiter* w) {
   if (w) w->wake();
 }
 
+// After an operation that completed without parking: a handoff wakes its
+// peer; one that only touched the buffer (or found the channel closed) is
+// charged to the cooperative budget (coop.h). A handoff is not charged: a
+// loop of them runs out of parked peers unless another worker runs and
+// re-parks them, and ping-pong, all handoffs, then pays no call for it.
+inline void charge_or_wake(ChanWaiter* peer) {
+  if (peer) {
+    peer->wake();
+  } else {
+    coop_spend(kCoopChannelOp);
+  }
+}
+
 // Parks a plain channel operation already queued under `lock`; the lock is
 // released once the caller is off its stack (Go's chanparkcommit).
 inline void park_on_channel(ChanWaiter* me, SpinLock* lock, WaitReason reason) {
@@ -124,8 +137,7 @@ class Channel {
     const detail::ChanTry result = s.try_send(value, &peer);
     if (result != detail::ChanTry::would_block) {
       s.lock.unlock();
-      detail::wake_peer(peer);
-      detail::coop_spend(detail::kCoopChannelOp);  // completed without a switch
+      detail::charge_or_wake(peer);
       return result == detail::ChanTry::done;
     }
     detail::ChanWaiter me;
@@ -144,8 +156,7 @@ class Channel {
     const detail::ChanTry result = s.try_recv(out, &peer);
     if (result != detail::ChanTry::would_block) {
       s.lock.unlock();
-      detail::wake_peer(peer);
-      detail::coop_spend(detail::kCoopChannelOp);  // completed without a switch
+      detail::charge_or_wake(peer);
       return out;
     }
     detail::ChanWaiter me;

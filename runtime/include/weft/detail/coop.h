@@ -5,8 +5,9 @@
 // hold its worker, and the poller's ready fibers behind it, for as long as
 // the stream lasts. Tokio's answer, taken here: each fiber gets a budget
 // (128 units, WEFT_COOP_BUDGET; 0 turns it off) every time it is switched
-// in; a channel operation costs 1 unit and a socket operation, a system
-// call some 30 times as long, costs 32. The operation that finds the budget
+// in; a channel operation that completes without parking or handing off
+// to a parked peer costs 1 unit, and a socket operation, a system call
+// some 30 times as long, costs 32. The operation that finds the budget
 // spent first polls the network and the timers, so that a fiber whose
 // socket became ready meanwhile is seen, and then yields if anything else
 // can run. A fiber that parks or yields starts afresh, so one that waits
