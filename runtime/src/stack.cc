@@ -504,6 +504,19 @@ std::size_t scavenge_pooled_stacks(std::size_t max_stacks) {
   return taken.size();
 }
 
+bool slab_stacks_guarded() {
+  static const bool supported = [] {
+    const std::size_t page = page_size();
+    void* probe =
+        mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe == MAP_FAILED) return false;
+    const bool ok = madvise(probe, page, MADV_GUARD_INSTALL) == 0;
+    munmap(probe, 2 * page);
+    return ok;
+  }();
+  return supported && guard_markers_work.load(std::memory_order_relaxed);
+}
+
 void set_stack_scavenge_delay(std::chrono::milliseconds delay) {
   scavenge_delay_ms.store(static_cast<std::uint32_t>(delay.count()), std::memory_order_relaxed);
 }

@@ -55,6 +55,8 @@ StackStats stack_stats();
 // stay; the next fiber on it faults fresh zero pages in). Returns how many.
 std::size_t scavenge_pooled_stacks(std::size_t max_stacks);
 void set_stack_scavenge_delay(std::chrono::milliseconds delay);  // for tests
+// Whether slab stacks get their guard as guard markers on this kernel.
+bool slab_stacks_guarded();
 // A worker about to sleep for a while hands its cached stacks to the pool,
 // where the scavenger can reach them (it cannot reach a worker's cache).
 void spill_stack_cache();
