@@ -9,13 +9,18 @@
 
 #include <cctype>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "log.h"
+#include "scheduler.h"
+#include "weft/channel.h"
 #include "weft/poller.h"
 #include "weft/runtime.h"
+#include "weft/select.h"
 #include "weft/time.h"
 
 namespace {
@@ -100,6 +105,42 @@ TEST(EnvDeathTest, BadWorkerCountIsRejectedWhateverTheLogLevel) {
         << "WEFT_PROCS=" << bad;
   }
   unsetenv("WEFT_PROCS");
+  unsetenv("WEFT_LOG");
+}
+
+// WEFT_COOP_BUDGET: 0 turns the budget off (no fiber ever yields for it), a
+// small one makes polling loops yield at that pace, and a bad value is
+// rejected in favour of 128.
+int coop_yields_after_polling(int selects) {
+  int yields = -1;
+  weft::run(
+      [&] {
+        weft::Channel<int> never;
+        const std::uint64_t before = weft::detail::scheduler_stats().coop_yields;
+        for (int i = 0; i < selects; ++i) {
+          weft::select(weft::on_recv(never, [](std::optional<int>) {}), weft::on_default([] {}));
+        }
+        yields = static_cast<int>(weft::detail::scheduler_stats().coop_yields - before);
+      },
+      weft::RunOptions{.workers = 1});
+  return yields;
+}
+
+TEST(EnvDeathTest, CoopBudgetIsReadAndBadValuesRejected) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  setenv("WEFT_COOP_BUDGET", "0", 1);
+  EXPECT_EXIT(_exit(coop_yields_after_polling(10000) == 0 ? 0 : 1), ::testing::ExitedWithCode(0),
+              "");
+  setenv("WEFT_COOP_BUDGET", "2", 1);
+  EXPECT_EXIT(_exit(coop_yields_after_polling(10000) >= 4000 ? 0 : 1), ::testing::ExitedWithCode(0),
+              "");
+  setenv("WEFT_LOG", "off", 1);
+  setenv("WEFT_COOP_BUDGET", "lots", 1);
+  EXPECT_EXIT(_exit(coop_yields_after_polling(128 * 100) >= 50 ? 0 : 1),
+              ::testing::ExitedWithCode(0),
+              "weft: WEFT_COOP_BUDGET='lots' rejected \\(expected a budget from 1 to 1000000 "
+              "units, or 0 for none\\); using 128");
+  unsetenv("WEFT_COOP_BUDGET");
   unsetenv("WEFT_LOG");
 }
 
