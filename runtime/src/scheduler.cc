@@ -282,6 +282,7 @@ Fiber* Worker::found(Fiber* f) {
 bool Worker::run_timers(bool others_too) {
   std::int64_t now = 0;
   int fired = 0;
+  ++no_coop;  // an expiry's channel send must not yield (coop_yield)
   const int n = others_too ? sched->nworkers : 1;
   for (int i = 0; i < n; ++i) {
     TimerHeap& heap =
@@ -291,6 +292,7 @@ bool Worker::run_timers(bool others_too) {
     if (now == 0) now = mono_now_ns();
     if (next <= now) fired += run_due_timers(heap, now);
   }
+  --no_coop;
   return fired != 0;
 }
 
@@ -464,6 +466,14 @@ Fiber* Worker::pick_local() {
 // ready while every worker streams: its readiness is only seen by a poll.
 void Worker::coop_yield() {
   coop_left = sched->coop_budget;
+  // Never where a switch is not allowed: inside a timer's expiry (its owner
+  // may be spinning on this worker for it to finish, and run_timers holds
+  // this worker's pointer), a park commit, or a ReadyBatch's scope. The
+  // first operation after it pays instead.
+  if (no_coop != 0 || in_commit || in_ready_batch()) {
+    coop_left = 1;
+    return;
+  }
   bump(coop_yields);
   sched->poll_now();
   run_timers(true);
@@ -718,6 +728,10 @@ void park(ParkCommit commit, void* arg, WaitReason reason, std::uint64_t detail)
 namespace {
 WEFT_TLS ReadyBatch* tls_ready_batch = nullptr;
 }  // namespace
+
+bool in_ready_batch() noexcept {
+  return tls_ready_batch != nullptr;
+}
 
 ReadyBatch::ReadyBatch() noexcept {
   if (!tls_ready_batch) {

@@ -15,6 +15,10 @@ struct Worker;
 // inline or hoist: a fiber may resume on another thread after any switch.
 Worker* current_worker() noexcept;
 
+// True while this thread is inside a ReadyBatch's scope (where nothing may
+// park or yield).
+bool in_ready_batch() noexcept;
+
 // The fiber running on this thread and its stack, for the fault handler
 // (async-signal-safe).
 const Fiber* signal_current_fiber(Stack* stack) noexcept;

@@ -60,6 +60,7 @@ struct alignas(64) Worker {
   // Budget units the running fiber may still spend before coop_spend()
   // makes it yield (weft/detail/coop.h); refilled on every switch in.
   std::int32_t coop_left = 0;
+  std::uint32_t no_coop = 0;     // > 0 while firing timers: coop_yield must not switch
   bool spinning = false;         // looking for work, counted in Idle's nspinning
   bool left_timer_role = false;  // woke from the timer role; hand it on once busy
   bool solo = false;             // the runtime's only worker: nobody steals from it
