@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load import RunError, Running, Server, free_port  # noqa: E402
+from load import RunError, Server, start  # noqa: E402
 
 
 def rss_mb(pid):
@@ -58,12 +58,12 @@ def main(argv):
     args = p.parse_args(argv)
     for spec in args.server:
         server = Server(spec)
-        port = free_port()
-        run = Running(server.command(f"127.0.0.1:{port}"))
         try:
-            addr = run.wait_listening()
-            if not addr.rsplit(":", 1)[-1].isdigit() or addr.endswith(":0"):
-                addr = f"127.0.0.1:{port}"
+            run, addr = start(server)
+        except RunError as e:
+            print(f"{server.name}: FAILED: {e}", flush=True)
+            continue
+        try:
             time.sleep(1)
             idle = rss_mb(run.proc.pid)
             peaks, afters = [], []

@@ -24,16 +24,15 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load import RunError, Running, Server, free_port, run_client  # noqa: E402
+from load import RunError, Server, run_client, start  # noqa: E402
 
 
 def one_run(args, server, streams):
-    port = free_port()
-    run = Running(server.command(f"127.0.0.1:{port}"))
     try:
-        addr = run.wait_listening()
-        if not addr.rsplit(":", 1)[-1].isdigit() or addr.endswith(":0"):
-            addr = f"127.0.0.1:{port}"
+        run, addr = start(server)
+    except RunError as e:
+        raise RunError(f"{server.name} with {streams} streams: {e}")
+    try:
         argv = [args.client, "--addr", addr, "--streams", str(streams),
                 "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
         out, err, rc = run_client(argv, args.seconds + args.warmup + 60)

@@ -172,6 +172,19 @@ class Running:
         return None
 
 
+def start(server):
+    """Starts `server` on a free port of 127.0.0.1: (Running, the HOST:PORT to
+    reach it). RunError (the process killed) if it never says it listens."""
+    port = free_port()
+    run = Running(server.command(f"127.0.0.1:{port}"))
+    addr = run.wait_listening()
+    # A server that prints the address it was given (port 0 or not) is
+    # reached on the port chosen here.
+    if not re.search(r":[1-9][0-9]*$", addr):
+        addr = f"127.0.0.1:{port}"
+    return run, addr
+
+
 def run_client(argv, timeout):
     """Runs a client to completion within timeout; (stdout, stderr, rc)."""
     try:
@@ -221,14 +234,12 @@ def redis_benchmark(args, addr, requests, expected_seconds):
 
 def measure(args, server):
     """One run: start the server, warm up, measure, stop. Updates server."""
-    port = free_port()
-    run = Running(server.command(f"127.0.0.1:{port}"))
     try:
-        addr = run.wait_listening()
-        # A server that prints the address it was given (port 0 or not)
-        # is reached on the port chosen here.
-        if not re.search(r":[1-9][0-9]*$", addr):
-            addr = f"127.0.0.1:{port}"
+        run, addr = start(server)
+    except RunError as e:
+        server.failures.append(str(e))
+        return f"FAILED: {e}"
+    try:
         if args.client == "wrk":
             if args.warmup > 0:
                 wrk(args, addr, args.warmup)
