@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "net/net_test_util.h"
 #include "test_util.h"
 #include "weft/channel.h"
 #include "weft/debug.h"
@@ -102,15 +103,13 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
         });
         auto ln = weft::net::listen("tcp", "127.0.0.1:0");
         ASSERT_TRUE(ln);
-        auto client = weft::net::dial("tcp", ln->addr().to_string());
-        ASSERT_TRUE(client);
-        auto server = ln->accept();
-        ASSERT_TRUE(server);
+        auto pair = weft::test::tcp_pair(*ln);
+        ASSERT_TRUE(pair.client.valid() && pair.server.valid());
         weft::WaitGroup read_done;
         read_done.add(1);
         weft::go(
             [&] {
-              park_in_socket_read(*server);
+              park_in_socket_read(pair.server);
               read_done.done();
             },
             {.name = "reader"});
@@ -137,8 +136,9 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
           EXPECT_NE(lock.find(parked_frame("park_in_mutex_lock")), std::string::npos);
           // The socket's fd and both addresses, and the function it parked in.
           const std::string reader = entry_of(dump, "\"reader\" [IO wait (read), fd ");
-          EXPECT_NE(reader.find(ln->addr().to_string() + " <- " + client->local_addr().to_string()),
-                    std::string::npos);
+          EXPECT_NE(
+              reader.find(ln->addr().to_string() + " <- " + pair.client.local_addr().to_string()),
+              std::string::npos);
           EXPECT_NE(reader.find(parked_frame("park_in_socket_read")), std::string::npos);
           const auto sleeper = dump.find("[sleep, ");
           ASSERT_NE(sleeper, std::string::npos);
@@ -151,7 +151,7 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
         }
         mu.unlock();
         ch.close();
-        (void)client->close();
+        (void)pair.client.close();
         read_done.wait();
       },
       {.workers = GetParam()});

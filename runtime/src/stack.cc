@@ -168,18 +168,24 @@ bool map_guarded(std::size_t usable, Stack* out) {
   return true;
 }
 
-// False once the kernel has refused guard markers (before Linux 6.13).
-std::atomic<bool> guard_markers_work{true};
+// Whether this kernel has guard markers (Linux 6.13), asked once.
+bool guard_markers_supported() {
+  static const bool supported = [] {
+    const std::size_t page = page_size();
+    void* probe =
+        mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe == MAP_FAILED) return false;
+    const bool ok = madvise(probe, page, MADV_GUARD_INSTALL) == 0;
+    munmap(probe, 2 * page);
+    return ok;
+  }();
+  return supported;
+}
 
-void* map_slab(std::size_t bytes) {
-  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (mem == MAP_FAILED) {
-    std::fprintf(stderr, "weft: cannot map fiber stacks (%zu bytes): %s\n", bytes,
-                 std::strerror(errno));
-    std::abort();
-  }
-  return mem;
+[[noreturn]] void cannot_map_stacks(std::size_t bytes, const char* how) {
+  std::fprintf(stderr, "weft: cannot map fiber stacks (%zu bytes): %s: %s\n", bytes, how,
+               std::strerror(errno));
+  std::abort();
 }
 
 // Past the guarded budget: a slab of kSlabStacks stacks in one mapping, one
@@ -189,44 +195,39 @@ void* map_slab(std::size_t bytes) {
 // stacks packed back to back, checked only at switches, and a warning.
 // Slab stacks are never unmapped: unmapping a piece would split the VMA.
 Stack map_from_slab(std::size_t usable) {
-  if (guard_markers_work.load(std::memory_order_relaxed)) {
-    const std::size_t stride = kGuardBytes + usable;
-    char* base = static_cast<char*>(map_slab(stride * kSlabStacks));
-    bool guarded = true;
-    for (std::size_t i = 0; i < kSlabStacks && guarded; ++i) {
-      guarded = madvise(base + i * stride, kGuardBytes, MADV_GUARD_INSTALL) == 0;
-    }
-    if (guarded) {
-      Pool& p = pool();
-      std::lock_guard lock(p.mu);
-      auto& list = p.free_by_size[usable].cold;  // never touched
-      for (std::size_t i = 1; i < kSlabStacks; ++i) {
-        list.push_back(
-            Stack{base + i * stride + kGuardBytes, static_cast<std::uint32_t>(usable), true, true});
-        ++p.pooled;
-      }
-      return Stack{base + kGuardBytes, static_cast<std::uint32_t>(usable), true, true};
-    }
-    munmap(base, stride * kSlabStacks);
-    guard_markers_work.store(false, std::memory_order_relaxed);
+  const bool guarded = guard_markers_supported();
+  if (!guarded) {
+    static std::once_flag warned;
+    std::call_once(warned, [] {
+      log().warn(
+          "fiber stacks past {} lose their guard (vm.max_map_count is too low, and this kernel "
+          "has no guard markers, Linux 6.13); overflow is then detected at the next switch, not "
+          "at the faulting access. Raise it with: sysctl -w vm.max_map_count=1048576",
+          guarded_budget());
+    });
   }
-  static std::once_flag warned;
-  std::call_once(warned, [] {
-    log().warn(
-        "fiber stacks past {} lose their guard (vm.max_map_count is too low, and this kernel has "
-        "no guard markers, Linux 6.13); overflow is then detected at the next switch, not at the "
-        "faulting access. Raise it with: sysctl -w vm.max_map_count=1048576",
-        guarded_budget());
-  });
-  char* base = static_cast<char*>(map_slab(usable * kSlabStacks));
+  const std::size_t guard = guarded ? kGuardBytes : 0;
+  const std::size_t stride = guard + usable;
+  void* mem = mmap(nullptr, stride * kSlabStacks, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (mem == MAP_FAILED) cannot_map_stacks(stride * kSlabStacks, "mmap");
+  char* base = static_cast<char*>(mem);
+  for (std::size_t i = 0; guarded && i < kSlabStacks; ++i) {
+    if (madvise(base + i * stride, guard, MADV_GUARD_INSTALL) != 0) {
+      cannot_map_stacks(stride * kSlabStacks, "madvise(MADV_GUARD_INSTALL)");
+    }
+  }
+  const auto stack_at = [&](std::size_t i) {
+    return Stack{base + i * stride + guard, static_cast<std::uint32_t>(usable), guarded, true};
+  };
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  auto& list = p.free_by_size[usable].cold;
+  auto& list = p.free_by_size[usable].cold;  // never touched
   for (std::size_t i = 1; i < kSlabStacks; ++i) {
-    list.push_back(Stack{base + i * usable, static_cast<std::uint32_t>(usable), false, true});
+    list.push_back(stack_at(i));
     ++p.pooled;
   }
-  return Stack{base, static_cast<std::uint32_t>(usable), false, true};
+  return stack_at(0);
 }
 
 void unmap_guarded(const Stack& s) {
@@ -505,16 +506,7 @@ std::size_t scavenge_pooled_stacks(std::size_t max_stacks) {
 }
 
 bool slab_stacks_guarded() {
-  static const bool supported = [] {
-    const std::size_t page = page_size();
-    void* probe =
-        mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (probe == MAP_FAILED) return false;
-    const bool ok = madvise(probe, page, MADV_GUARD_INSTALL) == 0;
-    munmap(probe, 2 * page);
-    return ok;
-  }();
-  return supported && guard_markers_work.load(std::memory_order_relaxed);
+  return guard_markers_supported();
 }
 
 void set_stack_scavenge_delay(std::chrono::milliseconds delay) {
