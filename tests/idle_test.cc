@@ -155,6 +155,43 @@ TEST(IdleProtocolTwoWorkers, ReadyWakesASleepingWorker) {
   EXPECT_LE(sysmon_after - sysmon_before, static_cast<std::uint64_t>(trials / 20 + 2));
 }
 
+// A spinner that naps while another worker runs fibers (Idle::nap) is
+// counted as spinning, so a ready wakes nobody else: work that any worker
+// may take must then poke it, or it waits out the nap. The nap is made 10 s
+// long here, so that only a poke can get the work run in time.
+TEST(IdleProtocolTwoWorkers, StealableWorkWakesANappingSpinner) {
+  const int trials = weft::test::stress_iterations(20);
+  weft::detail::set_spin_nap(10s);
+  int napped = 0, stuck = 0;
+  weft::run(
+      [&] {
+        for (int i = 0; i < trials; ++i) {
+          // This fiber keeps its worker busy; the other one runs out of
+          // work, spins, and naps.
+          const auto give_up = Clock::now() + 5s;
+          while (weft::detail::scheduler_stats().napping_workers == 0 && Clock::now() < give_up) {
+            weft::yield();
+          }
+          if (weft::detail::scheduler_stats().napping_workers == 0) continue;
+          ++napped;
+          std::atomic<bool> first{false}, second{false};
+          weft::go([&] { first.store(true); });   // into our runnext: no poke
+          weft::go([&] { second.store(true); });  // into our run queue: stealable
+          // Hold this worker without yielding: the second fiber can only run
+          // on the napping worker.
+          const auto deadline = Clock::now() + 5s;
+          while (!second.load() && Clock::now() < deadline) {
+          }
+          if (!second.load()) ++stuck;
+          while (!first.load() || !second.load()) weft::yield();
+        }
+      },
+      weft::RunOptions{.workers = 2});
+  weft::detail::set_spin_nap(0ns);
+  EXPECT_EQ(stuck, 0) << "of " << napped << " trials with a napping spinner";
+  EXPECT_GT(napped, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, IdleProtocol, ::testing::Values(1, 2), weft::test::workers_name);
 
 }  // namespace

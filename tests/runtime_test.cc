@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "records.h"
 #include "scheduler.h"
 #include "test_util.h"
 #include "weft/detail/park.h"
@@ -152,10 +153,14 @@ TEST_P(RuntimeTest, SpawnWhoseClosureThrowsReturnsItsRecord) {
 // second burst reuses what is left. Every fiber runs exactly once; ASan
 // checks that no record is used after it was freed or freed twice.
 TEST_P(RuntimeTest, RecordsRecycleAcrossBurstsLargerThanTheDepot) {
-  // What the runtime keeps without freeing (scheduler.cc): the depot's 256
+  // The depot holds a million records by default: a smaller one here, so
+  // that a burst overflows it at a cost the sanitizer builds can pay.
+  constexpr std::size_t kDepotBatches = 256;
+  weft::detail::set_record_depot_cap(kDepotBatches);
+  // What the runtime keeps without freeing (scheduler.cc): the depot's
   // batches of 128, and up to two batches in the free array of each worker
   // (4 at most here).
-  constexpr int kKept = 256 * 128 + 4 * 2 * 128;
+  constexpr int kKept = kDepotBatches * 128 + 4 * 2 * 128;
   // 60k in a plain build; never fewer than overflow the depot, where TSan's
   // cost per fiber run would otherwise shrink the burst below it.
   const int n = std::max(kKept + 1000, weft::test::stress_iterations(60'000));
@@ -175,7 +180,61 @@ TEST_P(RuntimeTest, RecordsRecycleAcrossBurstsLargerThanTheDepot) {
         }
       },
       opts());
+  weft::detail::set_record_depot_cap(0);
   for (std::uint8_t r : runs) ASSERT_EQ(r, 2);
+}
+
+// A burst of fibers leaves its records pooled, and the next burst of the
+// same size runs on them: no malloc and free per fiber, burst after burst
+// (with a depot of 256 batches, 60% of this burst's records were freed and
+// allocated again each time). One worker, so that every fiber of a burst
+// is spawned before any runs: its records are all live at once.
+TEST(RecordDepot, RecordsOfABurstAreReusedByTheNext) {
+  constexpr int kBurst = 80'000;
+  std::uint64_t allocated_by_second = 0;
+  weft::run(
+      [&] {
+        auto burst = [] {
+          weft::WaitGroup wg;
+          wg.add(kBurst);
+          for (int i = 0; i < kBurst; ++i) weft::go([&wg] { wg.done(); });
+          wg.wait();
+        };
+        burst();
+        const std::uint64_t before = weft::detail::records_allocated();
+        burst();
+        allocated_by_second = weft::detail::records_allocated() - before;
+      },
+      weft::RunOptions{.workers = 1});
+  // sysmon may give back a little of what sat unused for a whole round.
+  EXPECT_LT(allocated_by_second, static_cast<std::uint64_t>(kBurst / 10));
+}
+
+// What a burst left in the depot goes back to the heap once unused, even
+// while the runtime stays busy (a fiber yields throughout here, so the
+// whole-runtime idle trim never runs): down to the steady reserve. One
+// worker, as above.
+TEST(RecordDepot, UnusedPooledRecordsAreGivenBackWhileBusy) {
+  constexpr int kBurst = 80'000;  // 625 batches, more than the reserve
+  constexpr std::uint64_t kSteady = weft::detail::kDepotSteadyBatches * weft::detail::kRecordBatch;
+  std::uint64_t after_burst = 0, in_the_end = 0;
+  weft::run(
+      [&] {
+        weft::WaitGroup wg;
+        wg.add(kBurst);
+        for (int i = 0; i < kBurst; ++i) weft::go([&wg] { wg.done(); });
+        wg.wait();
+        after_burst = weft::detail::scheduler_stats().records_pooled;
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (weft::detail::scheduler_stats().records_pooled > kSteady &&
+               std::chrono::steady_clock::now() < give_up) {
+          weft::yield();
+        }
+        in_the_end = weft::detail::scheduler_stats().records_pooled;
+      },
+      weft::RunOptions{.workers = 1});
+  EXPECT_GT(after_burst, kSteady);
+  EXPECT_LE(in_the_end, kSteady);
 }
 
 TEST_P(RuntimeTest, ParkAndReadyPingPongStress) {

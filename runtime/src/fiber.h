@@ -33,24 +33,15 @@ enum class FiberState : std::uint8_t {
 enum class RecordKind : std::uint8_t { pooled, heap, heap_aligned };
 
 struct Fiber {
-  void* sp = nullptr;     // saved stack pointer while switched out
-  Fiber* next = nullptr;  // link in a ReadyBatch's chain
+  // The first 64 bytes hold what switching to a fiber reads (Worker::enter
+  // and leave, fiber_main): a record is most likely last written on another
+  // core, and these span at most the two lines that prefetch_record fetches
+  // ahead of the run queue. The rest is written at spawn, park and exit.
+  void* sp = nullptr;  // saved stack pointer while switched out
   const Closure* closure = nullptr;
   // Written when the fiber parks or yields (while it runs, its worker holds
   // it; see Worker::running_stack), returned when it ends.
   Stack stack;
-  // For dumps, metrics and deadlock reports (registry.h), written where the
-  // fiber writes its record anyway: at spawn, and when it parks or yields
-  // (beside sp and stack). Never when it merely runs or exits (records.h
-  // says why), so `state` is the last of those events, not the present.
-  FiberState state = FiberState::fresh;
-  WaitReason wait_reason = WaitReason::unknown;
-  bool ready_from_poller = false;     // ready_ns is a poller wake-up's
-  bool stack_kept = false;            // abandoned parked: a LeakSanitizer root (records.cc)
-  std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
-  std::uint64_t wait_detail = 0;      // the fd for I/O
-  const char* name = nullptr;         // a copy of SpawnOptions::name (owned), or null
-  SpawnSite spawn_site;
   std::uint64_t id = 0;
   // When it was made runnable, for the latency histograms (weft::metrics):
   // set on one ready in 64 and on every poller wake-up, 0 otherwise; read
@@ -60,9 +51,23 @@ struct Fiber {
   std::uint32_t stack_request = 0;
   std::uint16_t closure_offset = 0;  // the closure lives in the same allocation
   RecordKind kind = RecordKind::heap;
+  // For dumps, metrics and deadlock reports (registry.h), written where the
+  // fiber writes its record anyway: at spawn, and when it parks or yields
+  // (beside sp and stack). Never when it merely runs or exits (records.h
+  // says why), so `state` is the last of those events, not the present.
+  FiberState state = FiberState::fresh;
   // Plain threads that wait get a Fiber record of their own; they sleep on
-  // this futex word instead of switching.
+  // thread_wake instead of switching.
   bool is_thread = false;
+  bool ready_from_poller = false;  // ready_ns is a poller wake-up's
+  bool stack_kept = false;         // abandoned parked: a LeakSanitizer root (records.cc)
+  WaitReason wait_reason = WaitReason::unknown;
+
+  Fiber* next = nullptr;       // link in a ReadyBatch's chain
+  const char* name = nullptr;  // a copy of SpawnOptions::name (owned), or null
+  SpawnSite spawn_site;
+  std::uint64_t wait_detail = 0;      // the fd for I/O
+  std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
   std::atomic<std::uint32_t> thread_wake{0};
   // Sanitizer bookkeeping for the switch annotations.
   void* tsan_fiber = nullptr;
@@ -70,5 +75,6 @@ struct Fiber {
 
   void* closure_storage() { return reinterpret_cast<char*>(this) + closure_offset; }
 };
+static_assert(offsetof(Fiber, wait_reason) < 64, "the switch path's fields fit one 64-byte span");
 
 }  // namespace weft::detail

@@ -41,6 +41,37 @@ bool Idle::wake_one() {
   return true;
 }
 
+bool Idle::nap(Worker* w, std::int64_t ns) {
+  // Armed before we are published: a poke that finds us then disarms it.
+  w->nap_word.store(1, std::memory_order_relaxed);
+  Worker* none = nullptr;
+  if (!napper_.compare_exchange_strong(none, w, std::memory_order_seq_cst)) return false;
+  chaos::at(chaos::Point::sleep);  // between publishing ourselves and the last look
+  // Stealable work queued before we published ourselves found no napper to
+  // poke: look once more (seq_cst, against wakep()'s fence), as a sleeper's
+  // last look does; and at shutdown and a dump's stop, which poke a napper
+  // after they are flagged (wake_all, poke_all).
+  bool look_now = sched_.gq.size_seq_cst() != 0 ||
+                  sched_.stopping.load(std::memory_order_seq_cst) ||
+                  sched_.stw.load(std::memory_order_seq_cst);
+  for (const auto& other : sched_.workers) look_now = look_now || !other->runq.empty_seq_cst();
+  if (!look_now) {
+    const timespec timeout{static_cast<time_t>(ns / 1'000'000'000),
+                           static_cast<long>(ns % 1'000'000'000)};
+    futex_wait(&w->nap_word, 1, &timeout);
+  }
+  Worker* self = w;
+  napper_.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst);
+  return true;
+}
+
+void Idle::poke_napper() {
+  if (Worker* w = napper_.exchange(nullptr, std::memory_order_seq_cst)) {
+    w->nap_word.store(0, std::memory_order_release);
+    futex_wake(&w->nap_word, 1);
+  }
+}
+
 // The caller has stored w's wake_word with seq_cst: that store and our load
 // of in_poll pair with the sleeper's store of in_poll and load of wake_word
 // (Dekker), which a release store does not guarantee (on x86 it may still
@@ -94,17 +125,11 @@ bool Idle::any_queued_work(Worker* self) const {
 // is held by one fiber and will not run its runnext soon.
 bool Idle::any_runnext_behind_a_busy_fiber(Worker* self) const {
   const auto& workers = sched_.workers;
-  std::vector<std::uint32_t>& ticks = self->tick_snapshot;  // sized at start: no allocation
-  for (std::size_t i = 0; i < workers.size(); ++i) {
-    ticks[i] = workers[i]->schedtick.load(std::memory_order_relaxed);
-  }
+  self->snapshot_ticks(workers);
   const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
   while (now_ns() < until) cpu_relax();
   for (std::size_t i = 0; i < workers.size(); ++i) {
-    const Worker* w = workers[i].get();
-    if (w == self || !w->runnext.load(std::memory_order_relaxed)) continue;
-    if (w->schedtick.load(std::memory_order_relaxed) == ticks[i] &&
-        w->running_id.load(std::memory_order_relaxed) != 0) {
+    if (workers[i].get() != self && workers[i]->runnext_stuck_since(self->tick_snapshot[i])) {
       return true;
     }
   }
@@ -199,6 +224,7 @@ void Idle::sleep(Worker* w) {
 }
 
 void Idle::poke_all() {
+  poke_napper();  // it then sees stw in its loop
   std::lock_guard lock(mu_);
   for (Worker* w = head_; w; w = w->next_idle) {
     std::uint32_t asleep = kAsleep;
@@ -209,6 +235,7 @@ void Idle::poke_all() {
 }
 
 void Idle::wake_all() {
+  poke_napper();  // it then sees stopping in its loop
   std::lock_guard lock(mu_);
   while (Worker* w = head_) {
     head_ = w->next_idle;

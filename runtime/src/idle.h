@@ -6,9 +6,14 @@
 //
 // Terms. A worker is *idle* while it is on the idle list (counted in nidle_).
 // It is *spinning* while it looks for work to steal (counted in nspinning_);
-// a worker woken by wakep() starts out spinning. It holds the *timer role*
-// while it is timer_sleeper_: it then sleeps in the poller until I/O, the
-// earliest timer across all workers' heaps (timer_sleep_until_), or a
+// a worker woken by wakep() starts out spinning. A spinner that found
+// nothing for a few microseconds while other workers run fibers *naps*
+// (nap(): the napper_, at most one) between its looks: still counted as
+// spinning, but off the CPU (a busy spinner on a core that shares its
+// pipeline with a busy worker's cost a 2-worker ping-pong a third of its
+// speed under Go's wake-up rule, invariant 3). A worker holds the *timer
+// role* while it is timer_sleeper_: it then sleeps in the poller until I/O,
+// the earliest timer across all workers' heaps (timer_sleep_until_), or a
 // wake-up. Every other idle worker sleeps on its own wake word (a futex)
 // until woken. Busy workers run their own heaps every 16 switches.
 //
@@ -30,7 +35,14 @@
 //    wakes nobody while a worker spins: the spinner finds the work, or
 //    sleeps and makes that last look itself, and the last spinner to find
 //    work wakes another (found_work(), Go's rule). A yield requeues its
-//    fiber without wakep(): it was runnable already.
+//    fiber without wakep(): it was runnable already. A napping spinner is
+//    poked by wakep() for work any worker may take (Work::stealable); a
+//    fiber put only in its readier's empty runnext (Work::runnext) waits
+//    for the napper's next look (a nap lasts 50 us at most, and the whole
+//    napping phase 2 ms before the spinner sleeps), and is stolen then if
+//    its worker has not switched since the nap began: its worker runs it
+//    next unless the fiber running there holds on, and a ping-pong that
+//    poked a napper on every ready would keep it awake.
 // 4. A worker leaving the role (woken, poked, or its poll returned) hands it
 //    on once it is busy: found_work() calls wakep() if anything is left to
 //    watch. One that finds nothing goes back to sleep and takes the role
@@ -40,6 +52,12 @@
 //    it) on two of its rounds in a row gets a worker woken (wake_for_timers).
 //
 // Memory orders (every pair named again where it is used):
+// - napper_ and the queues: nap() publishes napper_ (seq_cst CAS) and then
+//   looks at the run queues and the global queue (seq_cst loads), and at
+//   stopping and stw; wakep() fences after the caller's queue store and
+//   then reads napper_ (seq_cst), as shutdown and a dump read it after
+//   their seq_cst stores: one of them sees the other. nap_word is armed
+//   before napper_ is published, so a poke that found the napper disarms it.
 // - nidle_ and the queues: the fence in wakep() after the caller's queue
 //   store, against the sleeper's seq_cst nidle_ increment and the seq_cst
 //   loads of its last look (RunQueue::empty_seq_cst,
@@ -85,7 +103,14 @@ class Idle {
   // looking (spinning) or none sleeps. True if it woke one. For whoever has
   // just queued work. Inline up to the check that anyone sleeps: every
   // spawn and ready makes it, and mostly nobody does.
-  bool wakep() {
+  // What the caller of wakep() queued: a fiber only in its own runnext,
+  // which its worker runs next unless the fiber running there holds on (a
+  // napping spinner looks for that after its nap), or work that any worker
+  // may take (a run queue, the global queue), for which a napping spinner
+  // is poked at once.
+  enum class Work { runnext, stealable };
+
+  bool wakep(Work work = Work::stealable) {
     // The caller has just published work (a run queue or runnext store, a
     // global-queue put) and now reads nidle; a sleeper counts itself in
     // nidle (an RMW) and then reads the queues (any_queued_work). A Dekker
@@ -97,9 +122,20 @@ class Idle {
     // ping-pong, whose idle worker sleeps and wakes all the time, slowed
     // by a third.)
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
-    return wake_one();
+    if (nidle_.load(std::memory_order_seq_cst) != 0 && wake_one()) return true;
+    // Someone spins (or nobody sleeps). One that naps is poked for work it
+    // should take now; the fence above, against nap()'s store of napper_
+    // and its look, makes one of us see the other.
+    if (work == Work::stealable && napper_.load(std::memory_order_seq_cst) != nullptr) {
+      poke_napper();
+    }
+    return false;
   }
+
+  // A spinner's nap, while other workers run fibers (find_runnable): for up
+  // to `ns`, or until wakep() queues stealable work. False, at once, if
+  // another spinner naps already (one is enough; the caller then sleeps).
+  bool nap(Worker* w, std::int64_t ns);
 
   // A timer now expires at `when`: make sure some worker will be awake then.
   void timer_added(std::int64_t when);
@@ -139,12 +175,14 @@ class Idle {
   // counted idle (sleep() drops this after nidle).
   bool dispatching() const { return dispatching_.load(std::memory_order_seq_cst) != 0; }
   int idle_workers() const { return nidle_.load(std::memory_order_relaxed); }
+  bool napping() const { return napper_.load(std::memory_order_relaxed) != nullptr; }
   int spinning_workers() const { return nspinning_.load(std::memory_order_relaxed); }
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
  private:
   // wakep() once it saw a sleeper.
   bool wake_one();
+  void poke_napper();
   // Wakes a worker that sleeps (on its futex, or in the poller).
   void wake_worker(Worker* w);
   // Timers on any heap, or fibers parked on I/O: what the timer role watches.
@@ -161,6 +199,9 @@ class Idle {
   Worker* head_ = nullptr;
   alignas(64) std::atomic<int> nidle_{0};
   alignas(64) std::atomic<int> nspinning_{0};
+  // The spinner that naps (nap()), if any: written at each nap's start and
+  // end, read by every wakep() that queued stealable work.
+  alignas(64) std::atomic<Worker*> napper_{nullptr};
 
   // The one idle worker that sleeps until the earliest timer, blocked in the
   // poller (the others sleep until woken), and that time (0 while it is

@@ -136,10 +136,11 @@ void name_this_thread(const char* prefix, int n) noexcept {
   pthread_setname_np(pthread_self(), name);
 }
 
-Scheduler::Scheduler(int n, std::uint32_t generation)
+Scheduler::Scheduler(int n, std::uint32_t generation, std::int32_t coop_budget)
     : idle(*this, n), nworkers(n), gen(generation) {
+  depot.max_batches = record_depot_cap();
   for (int i = 0; i < n; ++i) {
-    auto w = std::make_unique<Worker>();
+    auto w = std::make_unique<Worker>(generation, coop_budget);
     w->sched = this;
     w->index = i;
     w->solo = n == 1;
@@ -164,8 +165,8 @@ void Scheduler::shutdown() {
 int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   const int n = opts.workers > 0 ? opts.workers : default_workers();
   advance_coarse_clock();  // fibers that park before sysmon's first round
-  auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1);
-  s->coop_budget = coop_budget_setting();
+  auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1,
+                          coop_budget_setting());
   Scheduler* none = nullptr;
   if (!g_sched.compare_exchange_strong(none, s)) {
     std::fprintf(stderr,

@@ -4,6 +4,7 @@
 #include "records.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -58,19 +59,27 @@ void abandon_runnable(Fiber* f) {
   free_abandoned(f);
 }
 
-void trim_depot(RecordDepot& depot, std::size_t keep) {
+namespace {
+
+std::atomic<std::size_t> depot_cap{0};  // set_record_depot_cap; 0: kDepotMaxBatches
+std::atomic<std::uint64_t> allocated{0};
+
+// Takes the `n` oldest batches off the depot, the caller holding its lock.
+RecordBatch* take_oldest(RecordDepot& depot, std::size_t n) {
   RecordBatch* surplus = nullptr;
-  {
-    std::lock_guard lock(depot.lock);
-    while (depot.batches > keep) {
-      RecordBatch* batch = depot.head;  // the oldest
-      depot.head = batch->next;
-      if (!depot.head) depot.tail = nullptr;
-      --depot.batches;
-      batch->next = surplus;
-      surplus = batch;
-    }
+  for (; n != 0 && depot.head; --n) {
+    RecordBatch* batch = depot.head;
+    depot.head = batch->next;
+    if (!depot.head) depot.tail = nullptr;
+    --depot.batches;
+    batch->next = surplus;
+    surplus = batch;
   }
+  depot.low_water = depot.batches;
+  return surplus;
+}
+
+void free_batches(RecordBatch* surplus) {
   while (RecordBatch* batch = surplus) {
     surplus = batch->next;
     free_pooled_records(batch->records, kRecordBatch);
@@ -78,18 +87,50 @@ void trim_depot(RecordDepot& depot, std::size_t keep) {
   }
 }
 
-void free_depot(RecordDepot& depot) {
-  while (RecordBatch* batch = depot.head) {
-    depot.head = batch->next;
-    free_pooled_records(batch->records, kRecordBatch);
-    delete batch;
+}  // namespace
+
+void set_record_depot_cap(std::size_t batches) {
+  depot_cap.store(batches, std::memory_order_relaxed);
+}
+
+std::size_t record_depot_cap() {
+  const std::size_t cap = depot_cap.load(std::memory_order_relaxed);
+  return cap != 0 ? cap : kDepotMaxBatches;
+}
+
+std::uint64_t records_allocated() {
+  return allocated.load(std::memory_order_relaxed);
+}
+
+void trim_depot(RecordDepot& depot, std::size_t keep) {
+  RecordBatch* surplus = nullptr;
+  {
+    std::lock_guard lock(depot.lock);
+    if (depot.batches > keep) surplus = take_oldest(depot, depot.batches - keep);
   }
+  free_batches(surplus);
+}
+
+void trim_unused_depot(RecordDepot& depot) {
+  RecordBatch* surplus = nullptr;
+  {
+    std::lock_guard lock(depot.lock);
+    const std::size_t unused = std::min(depot.low_water, depot.batches);
+    const std::size_t excess = unused > kDepotSteadyBatches ? unused - kDepotSteadyBatches : 0;
+    surplus = take_oldest(depot, (excess + 1) / 2);
+  }
+  free_batches(surplus);
+}
+
+void free_depot(RecordDepot& depot) {
+  free_batches(take_oldest(depot, depot.batches));
 }
 
 Fiber* allocate_record(RecordKind kind, std::size_t size) {
   const std::size_t room = links_room(kind);
   void* mem = kind == RecordKind::heap_aligned ? ::operator new (room + size, std::align_val_t{64})
                                                : ::operator new(room + size);
+  allocated.fetch_add(1, std::memory_order_relaxed);
   auto* links = ::new (mem) RecordLinks();
   auto* f = ::new (static_cast<char*>(mem) + room) Fiber();
   f->kind = kind;

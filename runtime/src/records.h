@@ -10,6 +10,12 @@
 //   then it is freed), and a worker with none takes the depot's oldest back
 //   (Go's gfput/gfget). Fibers spawned on one worker and ending on another
 //   then recycle records without malloc and without cross-thread frees.
+// - The depot holds as many records as a large burst of fibers left (Go
+//   keeps every g it ever made): a program that spawns a million fibers
+//   again and again reuses them instead of a million mallocs and frees each
+//   time. sysmon gives back what a burst left once nobody needs it: each
+//   round, half of what the depot never went below since the last round
+//   (beyond kDepotSteadyBatches), and all but a few once every worker sleeps.
 //   Larger or over-aligned records come from and go to the heap.
 // - Oldest first, and kept in arrays rather than lists, because those records
 //   were last written on another core: the spawner can fetch them several
@@ -31,28 +37,31 @@ namespace weft::detail {
 
 constexpr std::size_t kPooledRecordSize = 192;
 constexpr std::uint32_t kRecordBatch = 128;
-constexpr std::size_t kDepotMaxBatches = 256;
-constexpr std::uint32_t kRecordPrefetch = 4;  // how many spawns ahead of the free list
+constexpr std::size_t kDepotMaxBatches = 8192;    // a million records, about 240 MB
+constexpr std::size_t kDepotSteadyBatches = 256;  // kept while busy, however long unused
+constexpr std::uint32_t kRecordPrefetch = 4;      // how many spawns ahead of the free list
 
-// Starts fetching the lines of a fiber record's header and of a small
-// closure after it: records are most likely last touched on
-// another core, and the worker about to use one should not stall on it. On
-// x86 with PREFETCHW, for ownership: GCC turns __builtin_prefetch(p, 1) into
-// a read prefetch unless told the CPU, and a line the other core still holds
-// then stalls the write anyway. PREFETCHW needs no -march flag (cores
-// without it treat the opcode as a NOP).
+// Starts fetching every line of a fiber record and of a small closure after
+// it (the Fiber spans three lines, and its switch-path fields two): records
+// are most likely last touched on another core, and the worker about to use
+// one should not stall on it. On x86 with PREFETCHW, for ownership: GCC
+// turns __builtin_prefetch(p, 1) into a read prefetch unless told the CPU,
+// and a line the other core still holds then stalls the write anyway.
+// PREFETCHW needs no -march flag (cores without it treat the opcode as a
+// NOP).
 inline void prefetch_record(const void* record) noexcept {
   const char* p = static_cast<const char*>(record);
-  // A small closure right after the header: on a third line for a record
-  // that starts late in its first.
   const char* closure_end = p + sizeof(Fiber) + 15;
+  for (const char* line = p; line < closure_end; line += 64) {
 #if defined(__x86_64__)
-  asm volatile("prefetchw %0" ::"m"(*p));
-  asm volatile("prefetchw %0" ::"m"(*(p + 64)));
+    asm volatile("prefetchw %0" ::"m"(*line));
+#else
+    __builtin_prefetch(line, 1);
+#endif
+  }
+#if defined(__x86_64__)
   asm volatile("prefetchw %0" ::"m"(*closure_end));
 #else
-  __builtin_prefetch(p, 1);
-  __builtin_prefetch(p + 64, 1);
   __builtin_prefetch(closure_end, 1);
 #endif
 }
@@ -67,6 +76,8 @@ struct RecordDepot {
   RecordBatch* head = nullptr;
   RecordBatch* tail = nullptr;
   std::size_t batches = 0;
+  std::size_t low_water = 0;                   // the fewest batches since sysmon's last trim
+  std::size_t max_batches = kDepotMaxBatches;  // record_depot_cap() at the runtime's start
 };
 
 // Every record's allocation starts with its registry links (registry.h),
@@ -121,7 +132,16 @@ void abandon_runnable(Fiber* f);
 // A fiber's name goes when the fiber does (its record may stay, recycled).
 void free_fiber_name(Fiber* f) noexcept;
 void free_depot(RecordDepot& depot);
+// For tests: the depot's capacity in batches for runtimes started from now
+// on; zero restores kDepotMaxBatches.
+void set_record_depot_cap(std::size_t batches);
+std::size_t record_depot_cap();
+// Records allocated so far in this process (not reused): for tests.
+std::uint64_t records_allocated();
 // Frees the depot's oldest batches beyond `keep` (sysmon, after a burst).
 void trim_depot(RecordDepot& depot, std::size_t keep);
+// Frees half the batches that stayed unused in the depot since the last
+// call, beyond kDepotSteadyBatches (sysmon, while workers run).
+void trim_unused_depot(RecordDepot& depot);
 
 }  // namespace weft::detail

@@ -58,15 +58,23 @@ void spin_backoff(unsigned& spins) noexcept {
 
 namespace {
 
-constexpr std::uint32_t kFairnessTicks = 61;    // global queue checked this often
-constexpr std::uint32_t kRunnextCap = 32;       // consecutive runnext picks before the queue
-constexpr std::uint64_t kSpinNs = 50'000;       // spin this long before sleeping
-constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, every N switches
+constexpr std::uint32_t kFairnessTicks = 61;     // global queue checked this often
+constexpr std::uint32_t kRunnextCap = 32;        // consecutive runnext picks before the queue
+constexpr std::uint64_t kSpinNs = 50'000;        // spin this long before sleeping
+constexpr std::uint64_t kBusySpinNs = 5'000;     // of which busy, while others run fibers
+constexpr std::uint64_t kNapSpinNs = 2'000'000;  // then napping, this long in all
+constexpr std::int64_t kSpinNapNs = 50'000;      // one nap at most (set_spin_nap)
+std::atomic<std::int64_t> spin_nap_ns{0};        // set_spin_nap, for tests; 0: kSpinNapNs
+constexpr std::uint32_t kTimerCheckTicks = 16;   // a busy worker's own timers, every N switches
 constexpr std::uint64_t kIdBatch = 64;
 
 // initial-exec: read with one %fs-relative load instead of a __tls_get_addr
 // call (libweft is linked at start-up, not dlopen'ed).
 #define WEFT_TLS __attribute__((tls_model("initial-exec"))) thread_local
+// The switch path's steps, inlined into park, yield and the rest: as calls,
+// each saved and restored the callee-saved registers again, a sixth of a
+// ping-pong's instructions.
+#define WEFT_SWITCH_PATH __attribute__((always_inline)) inline
 WEFT_TLS Worker* tls_worker = nullptr;
 WEFT_TLS bool tls_runtime_thread = false;
 WEFT_TLS const Fiber* tls_fiber = nullptr;
@@ -192,16 +200,20 @@ Fiber* global_get(Scheduler* s, Worker* w, std::uint32_t max) {
 
 }  // namespace
 
-void Worker::ready_local(Fiber* f) {
+WEFT_SWITCH_PATH void Worker::ready_local(Fiber* f) {
   maybe_stamp_ready(f);
   // Thieves only ever empty runnext, so an empty slot stays empty until we
   // fill it: a plain store suffices. A full one may be stolen meanwhile.
   Fiber* old = runnext.load(std::memory_order_relaxed);
+  Idle::Work work = Idle::Work::runnext;
   if (!old) {
     runnext.store(f, std::memory_order_release);
   } else {
     old = runnext.exchange(f, std::memory_order_acq_rel);
-    if (old) runq_put(old);
+    if (old) {
+      runq_put(old);
+      work = Idle::Work::stealable;
+    }
   }
   chaos::at(chaos::Point::ready);  // between publishing and the wake check
   // Always, as Go's ready(): even a fiber that this worker will run next may
@@ -210,10 +222,10 @@ void Worker::ready_local(Fiber* f) {
   // empty runnext would otherwise leave every other heap unwatched). Cheap
   // when nobody sleeps or somebody already spins; the only worker, running
   // this, has nobody to wake.
-  if (!solo) sched->idle.wakep();
+  if (!solo) sched->idle.wakep(work);
 }
 
-Fiber* Worker::local_get() {
+WEFT_SWITCH_PATH Fiber* Worker::local_get() {
   chaos::at(chaos::Point::runnext);
   Fiber* next = runnext.load(std::memory_order_relaxed);
   if (next && (runnext_streak < kRunnextCap || runq.empty())) {
@@ -244,8 +256,7 @@ Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
     const std::uint32_t tick = victim->schedtick.load(std::memory_order_relaxed);
     const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
     while (now_ns() < until) cpu_relax();
-    if (victim->schedtick.load(std::memory_order_relaxed) == tick &&
-        victim->running_id.load(std::memory_order_relaxed) != 0) {
+    if (victim->runnext_stuck_since(tick)) {
       if (Fiber* f = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) {
         bump(steals);
         return f;
@@ -259,17 +270,52 @@ Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
   return batch[n - 1];
 }
 
-Fiber* Worker::steal_work() {
+Fiber* Worker::steal_work(bool watch_runnext) {
   const int n = sched->nworkers;
   for (int round = 0; round < 4; ++round) {
     const int start = static_cast<int>(random() % static_cast<std::uint32_t>(n));
     for (int i = 0; i < n; ++i) {
       Worker* victim = sched->workers[static_cast<std::size_t>((start + i) % n)].get();
       if (victim == this) continue;
-      if (Fiber* f = steal_from(victim, round == 3)) return f;
+      if (Fiber* f = steal_from(victim, watch_runnext && round == 3)) return f;
     }
   }
   return nullptr;
+}
+
+bool Worker::others_running() const {
+  for (const auto& w : sched->workers) {
+    if (w.get() != this && w->running_id.load(std::memory_order_relaxed) != 0) return true;
+  }
+  return false;
+}
+
+// A spinner's nap while other workers run fibers (find_runnable), then its
+// look: what the poller and the timers have readied, then a runnext that
+// stayed stuck behind one fiber for the whole nap (the nap is the thief's
+// wait, as kRunnextStealWaitNs is in steal_from). False if another spinner
+// naps already: one is enough, and this one should sleep.
+bool Worker::nap_and_look(Fiber** found) {
+  *found = nullptr;
+  snapshot_ticks(sched->workers);
+  std::int64_t nap = spin_nap_ns.load(std::memory_order_relaxed);
+  if (nap == 0) nap = kSpinNapNs;
+  if (const std::int64_t due = sched->earliest_timer(); due != kNever) {
+    nap = std::clamp<std::int64_t>(due - mono_now_ns(), 0, nap);
+  }
+  if (!sched->idle.nap(this, nap)) return false;
+  sched->poll_now();
+  run_timers(true);
+  if ((*found = local_get())) return true;
+  for (std::size_t i = 0; i < sched->workers.size(); ++i) {
+    Worker* victim = sched->workers[i].get();
+    if (victim == this || !victim->runnext_stuck_since(tick_snapshot[i])) continue;
+    if ((*found = victim->runnext.exchange(nullptr, std::memory_order_acq_rel))) {
+      bump(steals);
+      return true;
+    }
+  }
+  return true;
 }
 
 Fiber* Worker::found(Fiber* f) {
@@ -323,16 +369,29 @@ Fiber* Worker::find_runnable() {
     sched->poll_now();
     if (Fiber* f = local_get()) return found(f);
     if (sched->nworkers > 1 && sched->idle.start_spinning(this)) {
-      const std::uint64_t until = now_ns() + kSpinNs;
+      // Busy at first; then, while other workers run fibers, in naps (idle.h
+      // says why): a ready that only fills an empty runnext wakes a sleeping
+      // worker every time (invariant 3), and a ping-pong would otherwise
+      // wake one every 50 us to spin beside it.
+      const std::uint64_t start = now_ns();
+      std::uint64_t now = start;
       do {
-        if (Fiber* f = steal_work()) return found(f);
+        const bool nap = now - start >= kBusySpinNs && others_running();
+        if (Fiber* f = steal_work(!nap)) return found(f);
         if (sched->gq.size() != 0) {
           if (Fiber* f = global_get(sched, this, 0)) return found(f);
         }
         if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
         if (sched->stw.load(std::memory_order_relaxed)) break;
-        cpu_relax();
-      } while (now_ns() < until);
+        if (!nap) {
+          cpu_relax();
+        } else {
+          Fiber* f = nullptr;
+          if (!nap_and_look(&f)) break;
+          if (f) return found(f);
+        }
+        now = now_ns();
+      } while (now - start < (others_running() ? kNapSpinNs : kSpinNs));
       if (sched->stw.load(std::memory_order_relaxed)) continue;  // stop at the top
     }
     // Once a second at most: a sleeping worker's cached stacks go to the
@@ -404,7 +463,7 @@ void Worker::finish(Fiber* f) {
   std::memmove(free_records, free_records + kRecordBatch, free_record_count * sizeof(Fiber*));
   {
     std::lock_guard lock(sched->depot.lock);
-    if (sched->depot.batches < kDepotMaxBatches) {
+    if (sched->depot.batches < sched->depot.max_batches) {
       (sched->depot.tail ? sched->depot.tail->next : sched->depot.head) = batch;
       sched->depot.tail = batch;
       ++sched->depot.batches;
@@ -425,6 +484,7 @@ Fiber* Worker::take_record() {
         sched->depot.head = batch->next;
         if (!sched->depot.head) sched->depot.tail = nullptr;
         --sched->depot.batches;
+        sched->depot.low_water = std::min(sched->depot.low_water, sched->depot.batches);
       }
     }
     if (!batch) return nullptr;
@@ -443,7 +503,7 @@ Fiber* Worker::take_record() {
 
 // Cheap sources only (no stealing, no sleeping): what a fiber that is about
 // to park or yield can switch to directly, without a trip through g0.
-Fiber* Worker::pick_local() {
+WEFT_SWITCH_PATH Fiber* Worker::pick_local() {
   if (sched->stopping.load(std::memory_order_relaxed)) return nullptr;
   const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
   if (tick % kTimerCheckTicks == 0 && timers.min_when.load(std::memory_order_relaxed) != kNever) {
@@ -465,7 +525,7 @@ Fiber* Worker::pick_local() {
 // every kFairnessTicks switches, is what reaches a fiber whose socket became
 // ready while every worker streams: its readiness is only seen by a poll.
 void Worker::coop_yield() {
-  coop_left = sched->coop_budget;
+  coop_left = coop_budget;
   // Never where a switch is not allowed: inside a timer's expiry (its owner
   // may be spinning on this worker for it to finish, and run_timers holds
   // this worker's pointer), a park commit, or a ReadyBatch's scope. The
@@ -509,9 +569,9 @@ void Worker::record_latency(Fiber* f) {
   f->ready_from_poller = false;
 }
 
-void Worker::enter(Fiber* f) {
+WEFT_SWITCH_PATH void Worker::enter(Fiber* f) {
   schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  coop_left = sched->coop_budget;
+  coop_left = coop_budget;
   if (f->ready_ns != 0) [[unlikely]] {
     record_latency(f);
   }
@@ -529,7 +589,7 @@ void Worker::enter(Fiber* f) {
 // Called on the fiber that stops running. Switching fiber to fiber keeps the
 // return-stack predictor mostly intact and halves the switches; g0 is only
 // for stealing and sleeping.
-void Worker::leave(Fiber* self, Action action) {
+WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
   prev = self;
   prev_action = action;
   if (action == Action::exit) {
@@ -540,9 +600,8 @@ void Worker::leave(Fiber* self, Action action) {
   // A dump stopping the world: switch to g0, which stops there once this
   // fiber's context is saved and its park committed.
   Fiber* next = sched->stw.load(std::memory_order_relaxed) ? nullptr : pick_local();
-  while (next && next->run_gen != sched->gen) {
-    drop_late_ready(next);
-    next = pick_local();
+  if (next && next->run_gen != gen) [[unlikely]] {
+    next = drop_late_readies(next);
   }
   if (next) {
     enter(next);
@@ -554,6 +613,16 @@ void Worker::leave(Fiber* self, Action action) {
   switch_from_fiber(this, self, next, action == Action::exit);
   // Resumed, possibly on another worker.
   current_worker()->after_switch();
+}
+
+// `next`, picked to run, belongs to an earlier runtime: drops it and every
+// such fiber picked after it; returns the first that may run, or null.
+Fiber* Worker::drop_late_readies(Fiber* next) {
+  while (next && next->run_gen != gen) {
+    drop_late_ready(next);
+    next = pick_local();
+  }
+  return next;
 }
 
 void Worker::after_switch() {
@@ -580,7 +649,7 @@ void Worker::after_switch() {
 }
 
 void Worker::run_from_g0(Fiber* f) {
-  if (f->run_gen != sched->gen) {
+  if (f->run_gen != gen) {
     // Abandoned by an earlier runtime and readied in this one (a socket or
     // channel that outlived it): it never runs again.
     drop_late_ready(f);
@@ -635,12 +704,14 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     // runnext only while it is free: a fiber spawning in a loop would
     // otherwise swap it (a locked instruction) on every spawn. Go gives it
     // to the newest; no order among new fibers is promised either way.
+    Idle::Work work = Idle::Work::runnext;
     if (!w->runnext.load(std::memory_order_relaxed)) {
       w->runnext.store(f, std::memory_order_release);
     } else {
       w->runq_put(f);
+      work = Idle::Work::stealable;
     }
-    if (!w->solo) s->idle.wakep();  // the only worker is this one, running
+    if (!w->solo) s->idle.wakep(work);  // the only worker is this one, running
     return id;
   }
   ForeignEntry entry;
@@ -810,6 +881,10 @@ void ready(Fiber* f) noexcept {
   s->submit_foreign(f);
 }
 
+void set_spin_nap(std::chrono::nanoseconds nap) {
+  spin_nap_ns.store(nap.count(), std::memory_order_relaxed);
+}
+
 SchedulerStats scheduler_stats() noexcept {
   SchedulerStats st{};
   Scheduler* s = g_sched.load(std::memory_order_acquire);
@@ -828,6 +903,11 @@ SchedulerStats scheduler_stats() noexcept {
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
   for (auto& w : s->workers) st.coop_yields += w->coop_yields.load(std::memory_order_relaxed);
   st.idle_workers = s->idle.idle_workers();
+  st.napping_workers = s->idle.napping() ? 1 : 0;
+  {
+    std::lock_guard lock(s->depot.lock);
+    st.records_pooled = s->depot.batches * kRecordBatch;
+  }
   st.live_fibers = static_cast<std::int64_t>(spawned - exited);
   return st;
 }

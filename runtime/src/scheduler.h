@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "fiber.h"
@@ -37,8 +38,10 @@ struct SchedulerStats {
   std::uint64_t sysmon_wakeups;  // workers sysmon woke for work stuck behind a busy fiber
   std::uint64_t coop_yields;     // fibers that spent their budget and yielded (coop.h)
   int idle_workers;
+  int napping_workers;       // spinners napping while others run (Idle::nap)
   std::uint64_t schedticks;  // summed over workers: what the watchdog watches
   std::int64_t live_fibers;
+  std::uint64_t records_pooled;  // free fiber records in the depot (records.h)
 };
 // Which runtime of this process is running (counting from 1), or 0 when
 // none is: what outlives one runtime compares it with its own.
@@ -59,5 +62,9 @@ bool is_runtime_thread() noexcept;
 
 // Counters of the running runtime (zero when none runs); for tests.
 SchedulerStats scheduler_stats() noexcept;
+
+// For tests: the longest nap of a spinner while others run (Idle::nap);
+// zero restores the default. Read at each nap.
+void set_spin_nap(std::chrono::nanoseconds nap);
 
 }  // namespace weft::detail

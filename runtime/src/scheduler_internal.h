@@ -71,7 +71,7 @@ inline void futex_wake(std::atomic<std::uint32_t>* word, int count) {
 }
 
 struct Scheduler {
-  Scheduler(int n, std::uint32_t generation);  // lifecycle.cc
+  Scheduler(int n, std::uint32_t generation, std::int32_t coop_budget);  // lifecycle.cc
 
   // Sleeping, waking and the timer role (idle.h). First, so that its
   // address is the scheduler's: every ready and spawn calls idle.wakep()
@@ -124,9 +124,6 @@ struct Scheduler {
   std::atomic<std::uint64_t> foreign_spawned{0};
   std::atomic<std::uint64_t> watchdog_reports{0};
   std::atomic<std::uint64_t> timer_rescues{0};
-  // Operations a fiber may complete per turn before it yields (coop.h);
-  // INT32_MAX when WEFT_COOP_BUDGET=0 turned the budget off.
-  std::int32_t coop_budget = 128;
   std::atomic<std::uint64_t> sysmon_wakeups{0};
 
   // Deadlock detection (sysmon.cc, Go's checkdead): off when RunOptions

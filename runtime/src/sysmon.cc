@@ -98,6 +98,8 @@ void Scheduler::sysmon_loop() {
       if (all_idle && given_back != 0) {
         trim_depot(depot, kDepotKeptWhenIdle);
         malloc_trim(0);
+      } else if (!all_idle) {
+        trim_unused_depot(depot);
       }
     }
     if (all_idle) {

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -30,6 +31,8 @@ struct Scheduler;
 enum class Action : std::uint8_t { park, yield, exit };
 
 struct alignas(64) Worker {
+  Worker(std::uint32_t generation, std::int32_t budget) : coop_budget(budget), gen(generation) {}
+
   Scheduler* sched = nullptr;
   int index = 0;
   RunQueue runq;
@@ -60,6 +63,12 @@ struct alignas(64) Worker {
   // Budget units the running fiber may still spend before coop_spend()
   // makes it yield (weft/detail/coop.h); refilled on every switch in.
   std::int32_t coop_left = 0;
+  // Operations a fiber may complete per turn before it yields (coop.h);
+  // INT32_MAX when WEFT_COOP_BUDGET=0 turned the budget off.
+  const std::int32_t coop_budget;
+  // Scheduler::gen, read on every switch (a fiber of an earlier runtime is
+  // dropped, not run).
+  const std::uint32_t gen;
   std::uint32_t no_coop = 0;     // > 0 while firing timers: coop_yield must not switch
   bool spinning = false;         // looking for work, counted in Idle's nspinning
   bool left_timer_role = false;  // woke from the timer role; hand it on once busy
@@ -70,13 +79,29 @@ struct alignas(64) Worker {
   // timer now due sooner). Idle-list links under Idle's mutex.
   std::atomic<std::uint32_t> wake_word{0};  // Idle::kAsleep
   std::atomic<bool> in_poll{false};         // blocked in the poller rather than on wake_word
+  std::atomic<std::uint32_t> nap_word{0};   // 1 while napping (Idle::nap); a poke clears it
   Worker* next_idle = nullptr;
   bool on_idle_list = false;
 
   std::uint64_t rng = 0;
   std::uint32_t last_stack_spill_ms = 0;  // coarse_now_ms(); see find_runnable
   std::uint64_t id_next = 0, id_end = 0;
-  std::vector<std::uint32_t> tick_snapshot;  // one per worker, for Idle::sleep
+  // Every worker's schedtick, for a thief deciding whether a runnext is
+  // stuck (Idle::sleep's last look, nap_and_look).
+  std::vector<std::uint32_t> tick_snapshot;
+  void snapshot_ticks(const std::vector<std::unique_ptr<Worker>>& workers) {
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      tick_snapshot[i] = workers[i]->schedtick.load(std::memory_order_relaxed);
+    }
+  }
+  // True if this worker holds a fiber in runnext and has not switched since
+  // its schedtick read `tick`, while running a fiber: that fiber holds it,
+  // and runnext will not run soon (Go steals runnext only then).
+  bool runnext_stuck_since(std::uint32_t tick) const {
+    return runnext.load(std::memory_order_relaxed) != nullptr &&
+           schedtick.load(std::memory_order_relaxed) == tick &&
+           running_id.load(std::memory_order_relaxed) != 0;
+  }
 
   TimerHeap timers;
 
@@ -129,19 +154,24 @@ struct alignas(64) Worker {
   std::atomic<bool> stopped_for_world{false};
   Fiber* find_runnable();
   Fiber* found(Fiber* f);
-  Fiber* local_get();
-  Fiber* steal_work();
+  inline Fiber* local_get();  // as enter
+  // `watch_runnext`: the last round may wait kRunnextStealWaitNs to see
+  // whether a victim's runnext is stuck, and take it.
+  Fiber* steal_work(bool watch_runnext);
   Fiber* steal_from(Worker* victim, bool take_runnext);
-  Fiber* pick_local();
+  bool others_running() const;
+  bool nap_and_look(Fiber** found);
+  inline Fiber* pick_local();  // as enter
   void coop_yield();
   bool run_timers(bool others_too);
-  void enter(Fiber* f);
+  inline void enter(Fiber* f);  // scheduler.cc, its only user, inlines it
   void record_latency(Fiber* f);
-  void leave(Fiber* self, Action action);
+  inline void leave(Fiber* self, Action action);  // as enter
   void after_switch();
+  Fiber* drop_late_readies(Fiber* next);
   void run_from_g0(Fiber* f);
   void prepare(Fiber* f);
-  void ready_local(Fiber* f);
+  inline void ready_local(Fiber* f);  // as enter
   void runq_put(Fiber* f);
   std::uint64_t next_fiber_id();
   void finish(Fiber* f);  // records.h: recycling
