@@ -190,14 +190,16 @@ TEST_P(RuntimeTest, RecordsRecycleAcrossBurstsLargerThanTheDepot) {
 // allocated again each time). One worker, so that every fiber of a burst
 // is spawned before any runs: its records are all live at once.
 TEST(RecordDepot, RecordsOfABurstAreReusedByTheNext) {
-  constexpr int kBurst = 80'000;
+  // Larger than the old depot in a plain build, where the test tells the
+  // two apart; smaller under TSan, whose every fiber run costs ~1 ms.
+  const int burst_size = weft::test::stress_iterations(40'000);
   std::uint64_t allocated_by_second = 0;
   weft::run(
       [&] {
-        auto burst = [] {
+        auto burst = [burst_size] {
           weft::WaitGroup wg;
-          wg.add(kBurst);
-          for (int i = 0; i < kBurst; ++i) weft::go([&wg] { wg.done(); });
+          wg.add(burst_size);
+          for (int i = 0; i < burst_size; ++i) weft::go([&wg] { wg.done(); });
           wg.wait();
         };
         burst();
@@ -207,7 +209,7 @@ TEST(RecordDepot, RecordsOfABurstAreReusedByTheNext) {
       },
       weft::RunOptions{.workers = 1});
   // sysmon may give back a little of what sat unused for a whole round.
-  EXPECT_LT(allocated_by_second, static_cast<std::uint64_t>(kBurst / 10));
+  EXPECT_LT(allocated_by_second, static_cast<std::uint64_t>(burst_size / 10));
 }
 
 // What a burst left in the depot goes back to the heap once unused, even
@@ -215,7 +217,7 @@ TEST(RecordDepot, RecordsOfABurstAreReusedByTheNext) {
 // whole-runtime idle trim never runs): down to the steady reserve. One
 // worker, as above.
 TEST(RecordDepot, UnusedPooledRecordsAreGivenBackWhileBusy) {
-  constexpr int kBurst = 80'000;  // 625 batches, more than the reserve
+  constexpr int kBurst = 40'000;  // 313 batches, more than the reserve
   constexpr std::uint64_t kSteady = weft::detail::kDepotSteadyBatches * weft::detail::kRecordBatch;
   std::uint64_t after_burst = 0, in_the_end = 0;
   weft::run(
