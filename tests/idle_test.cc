@@ -166,10 +166,11 @@ TEST(IdleProtocolTwoWorkers, StealableWorkWakesANappingSpinner) {
   weft::run(
       [&] {
         for (int i = 0; i < trials; ++i) {
-          // This fiber keeps its worker busy; the other one runs out of
-          // work, spins, and naps.
+          // This fiber keeps its worker busy; the other one, woken by a
+          // spawn (a yield wakes nobody), runs out of work, spins, and naps.
           const auto give_up = Clock::now() + 5s;
           while (weft::detail::scheduler_stats().napping_workers == 0 && Clock::now() < give_up) {
+            weft::go([] {});
             weft::yield();
           }
           if (weft::detail::scheduler_stats().napping_workers == 0) continue;
