@@ -1,6 +1,7 @@
 // Schedule perturbation for stress tests: at the points where two threads'
 // steps interleave (a park commit, a ready, a runnext handoff, a steal, a
-// poll, a timer's pop or change, a cancel, a close), a chaos build may yield
+// poll, a timer's pop or change, a cancel, a close, a fiber's name read by
+// the watchdog while the fiber may be ending), a chaos build may yield
 // the OS thread, spin or sleep a few microseconds, so that a 2-core machine
 // reaches orders it would otherwise almost never show. Off unless the build
 // has it (meson -Dchaos=true, which `./weft test` sets) and the process runs
@@ -23,6 +24,7 @@ enum class Point : std::uint8_t {
   timer_change,
   cancel,
   close,
+  name_read,  // the watchdog reading the name of a fiber that may be ending
 };
 
 #if defined(WEFT_CHAOS_BUILD)

@@ -77,4 +77,25 @@ struct Fiber {
 };
 static_assert(offsetof(Fiber, wait_reason) < 64, "the switch path's fields fit one 64-byte span");
 
+// How every message names a fiber: `fiber N "name" (created at file.cc:42)`.
+// `put` receives the pieces, C strings and numbers, so that a fault handler
+// can write them without allocating.
+template <class Put>
+void name_fiber(const Fiber& f, Put&& put) {
+  put("fiber ");
+  put(f.id);
+  if (f.name) {
+    put(" \"");
+    put(f.name);
+    put("\"");
+  }
+  if (f.spawn_site.line != 0) {
+    put(" (created at ");
+    put(f.spawn_site.file);
+    put(":");
+    put(std::uint64_t{f.spawn_site.line});
+    put(")");
+  }
+}
+
 }  // namespace weft::detail

@@ -3,14 +3,20 @@
 // Worker::take_record and Worker::finish, are in scheduler.cc (it says why).
 #include "records.h"
 
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <thread>
 #include <type_traits>
 
+#include "chaos.h"
 #include "sanitizer.h"
 #include "scheduler.h"
 #include "scheduler_internal.h"
@@ -24,6 +30,50 @@ static_assert(std::is_trivially_destructible_v<Fiber>, "records are recycled wit
 void free_fiber_name(Fiber* f) noexcept {
   std::free(const_cast<char*>(f->name));
   f->name = nullptr;
+}
+
+std::atomic<const Fiber*> g_running_fiber_mark{nullptr};
+
+namespace {
+
+std::atomic<std::int64_t> name_read_pause_us{0};  // set_name_read_pause
+
+// membarrier(2)'s private expedited barrier, registered on first use; false
+// where the kernel or a seccomp filter refuses it.
+bool barrier_on_every_thread() noexcept {
+  static const bool registered =
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  return registered && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+}  // namespace
+
+void set_name_read_pause(std::chrono::microseconds pause) {
+  name_read_pause_us.store(pause.count(), std::memory_order_relaxed);
+}
+
+bool mark_running_fiber(const std::atomic<const Fiber*>& running, const Fiber* f) noexcept {
+  g_running_fiber_mark.store(f, std::memory_order_relaxed);
+  // Pairs with the signal fence in wait_until_unmarked (records.h).
+  if (!barrier_on_every_thread()) {
+    unmark_running_fiber();
+    return false;
+  }
+  // acquire: what spawned the fiber (its name) happens before we read it.
+  if (running.load(std::memory_order_acquire) == f) {
+    chaos::at(chaos::Point::name_read);
+    if (const std::int64_t pause = name_read_pause_us.load(std::memory_order_relaxed)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(pause));
+    }
+    return true;
+  }
+  unmark_running_fiber();
+  return false;
+}
+
+void unmark_running_fiber() noexcept {
+  // release: our reads of the record happen before it is reused or freed.
+  g_running_fiber_mark.store(nullptr, std::memory_order_release);
 }
 
 void keep_abandoned_started(std::uint32_t gen) {

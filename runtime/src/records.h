@@ -25,6 +25,8 @@
 //   owner's alone (and teardown's, once the workers stopped).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -131,6 +133,27 @@ void keep_abandoned_started(std::uint32_t gen);
 void abandon_runnable(Fiber* f);
 // A fiber's name goes when the fiber does (its record may stay, recycled).
 void free_fiber_name(Fiber* f) noexcept;
+
+// sysmon's watchdog names the fiber that holds another worker (its id, name
+// and spawn site), and that fiber may end meanwhile, its record then reused
+// or freed. The watchdog marks the record it reads (one mark: sysmon is one
+// thread) if it is still the one running there, and every fiber that ran
+// waits at its end (Worker::finish) until its record is unmarked.
+// Memory orders: the mark, then membarrier(2) (a full barrier on every
+// thread of the process), then the load of `running`, against a switch's
+// store of `running` and, later on the same thread, finish's load of the
+// mark: one of them sees the other. The barrier is the rare side's (a
+// report); the fiber's end pays one load. Without membarrier (a kernel
+// older than 4.14, or a filter that forbids it) reports name no fiber.
+bool mark_running_fiber(const std::atomic<const Fiber*>& running, const Fiber* f) noexcept;
+void unmark_running_fiber() noexcept;
+extern std::atomic<const Fiber*> g_running_fiber_mark;
+inline void wait_until_unmarked(const Fiber* f) noexcept {
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // the membarrier's partner
+  while (g_running_fiber_mark.load(std::memory_order_acquire) == f) cpu_relax();
+}
+// For tests: a pause between marking and reading, as a slow reader's.
+void set_name_read_pause(std::chrono::microseconds pause);
 void free_depot(RecordDepot& depot);
 // For tests: the depot's capacity in batches for runtimes started from now
 // on; zero restores kDepotMaxBatches.

@@ -285,7 +285,7 @@ Fiber* Worker::steal_work(bool watch_runnext) {
 
 bool Worker::others_running() const {
   for (const auto& w : sched->workers) {
-    if (w.get() != this && w->running_id.load(std::memory_order_relaxed) != 0) return true;
+    if (w.get() != this && w->running.load(std::memory_order_relaxed) != nullptr) return true;
   }
   return false;
 }
@@ -442,6 +442,8 @@ void Worker::prepare(Fiber* f) {
 // next on its worker (after_switch): its stack goes back to the pool, its
 // record to this worker's free array.
 void Worker::finish(Fiber* f) {
+  chaos::at(chaos::Point::name_read);
+  wait_until_unmarked(f);  // sysmon may be naming it (records.h)
   release_stack(prev_stack);
   san::tsan_destroy(f->tsan_fiber);
   bump(exited);
@@ -583,7 +585,7 @@ WEFT_SWITCH_PATH void Worker::enter(Fiber* f) {
   }
   current = f;
   tls_fiber = f;
-  running_id.store(f->id, std::memory_order_relaxed);
+  running.store(f, std::memory_order_release);  // pairs with mark_running_fiber
 }
 
 // Called on the fiber that stops running. Switching fiber to fiber keeps the
@@ -608,7 +610,7 @@ WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
   } else {
     current = nullptr;
     tls_fiber = nullptr;
-    running_id.store(0, std::memory_order_relaxed);
+    running.store(nullptr, std::memory_order_relaxed);
   }
   switch_from_fiber(this, self, next, action == Action::exit);
   // Resumed, possibly on another worker.

@@ -284,24 +284,16 @@ void write_hex(std::uintptr_t v) {
   write_str(buf + i);
 }
 
-// "fiber N \"name\" (created at file.cc:42)". Only for the fiber running on
-// this thread (or one that just stopped here): its name is freed when it
-// ends, and the spawn site is static data.
+// Only for the fiber running on this thread (or one that just stopped
+// here): its name is freed when it ends, and the spawn site is static data.
 void write_fiber(const Fiber* f) {
-  write_str("fiber ");
-  write_u64(f->id);
-  if (f->name) {
-    write_str(" \"");
-    write_str(f->name);
-    write_str("\"");
-  }
-  if (f->spawn_site.line != 0) {
-    write_str(" (created at ");
-    write_str(f->spawn_site.file);
-    write_str(":");
-    write_u64(f->spawn_site.line);
-    write_str(")");
-  }
+  name_fiber(*f, [](auto piece) {
+    if constexpr (std::is_same_v<decltype(piece), const char*>) {
+      write_str(piece);
+    } else {
+      write_u64(piece);
+    }
+  });
 }
 
 const char* fault_cause(int sig, int code) {

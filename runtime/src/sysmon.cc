@@ -10,6 +10,8 @@
 #include <time.h>
 
 #include <cstdint>
+#include <string>
+#include <type_traits>
 
 #include "log.h"
 #include "registry.h"
@@ -78,6 +80,26 @@ void Scheduler::check_deadlock() {
   die_of_deadlock(this);
 }
 
+namespace {
+
+// "fiber N \"name\" (created at file:line)", as every message names a
+// fiber; "a fiber" if it stopped running there meanwhile.
+std::string describe_running_fiber(const Worker& w, const Fiber* f) {
+  if (!mark_running_fiber(w.running, f)) return "a fiber";
+  std::string text;
+  name_fiber(*f, [&](auto piece) {
+    if constexpr (std::is_same_v<decltype(piece), const char*>) {
+      text += piece;
+    } else {
+      text += std::to_string(piece);
+    }
+  });
+  unmark_running_fiber();
+  return text;
+}
+
+}  // namespace
+
 void Scheduler::sysmon_loop() {
   set_runtime_thread(true);
   std::uint32_t last_scavenge_ms = coarse_now_ms();
@@ -130,11 +152,11 @@ void Scheduler::sysmon_loop() {
     for (auto& wp : workers) {
       Worker* w = wp.get();
       const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed);
-      const std::uint64_t id = w->running_id.load(std::memory_order_relaxed);
-      if (id == 0 || tick != w->seen_tick) {
+      const Fiber* running = w->running.load(std::memory_order_relaxed);
+      if (running == nullptr || tick != w->seen_tick) {
         w->seen_tick = tick;
         w->seen_since = now;
-        w->seen_cpu_ns = id == 0 ? 0 : w->cpu_ns();
+        w->seen_cpu_ns = running == nullptr ? 0 : w->cpu_ns();
         w->reported = false;
         continue;
       }
@@ -147,8 +169,8 @@ void Scheduler::sysmon_loop() {
       if (!w->reported && held >= kWatchdogNs && ran_for() >= kWatchdogNs) {
         w->reported = true;
         watchdog_reports.fetch_add(1, std::memory_order_relaxed);
-        log().warn("fiber {} has held worker {} for {} ms without parking or yielding", id,
-                   w->index, held / 1'000'000);
+        log().warn("{} has held worker {} for {} ms without parking or yielding",
+                   describe_running_fiber(*w, running), w->index, held / 1'000'000);
       }
       // Work or timers queued behind a stuck fiber: let an idle worker take them.
       if (w->runnext.load(std::memory_order_relaxed) || !w->runq.empty() ||

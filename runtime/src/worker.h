@@ -58,7 +58,10 @@ struct alignas(64) Worker {
   bool in_commit = false;
 
   std::atomic<std::uint32_t> schedtick{0};
-  std::atomic<std::uint64_t> running_id{0};
+  // The fiber running here, null on g0: for thieves (is a runnext stuck?)
+  // and sysmon's watchdog. Stored with release on every switch in, so that
+  // sysmon may read what the spawner wrote into the record.
+  std::atomic<const Fiber*> running{nullptr};
   std::uint32_t runnext_streak = 0;
   // Budget units the running fiber may still spend before coop_spend()
   // makes it yield (weft/detail/coop.h); refilled on every switch in.
@@ -100,7 +103,7 @@ struct alignas(64) Worker {
   bool runnext_stuck_since(std::uint32_t tick) const {
     return runnext.load(std::memory_order_relaxed) != nullptr &&
            schedtick.load(std::memory_order_relaxed) == tick &&
-           running_id.load(std::memory_order_relaxed) != 0;
+           running.load(std::memory_order_relaxed) != nullptr;
   }
 
   TimerHeap timers;
