@@ -55,10 +55,8 @@
 #include "weft/debug.h"
 #include "weft/runtime.h"
 
-#if defined(__x86_64__)
-// unwind_x86_64.S
+// unwind_x86_64.S, unwind_aarch64.S
 extern "C" void weft_call_on_parked_stack(void* fiber_sp, void (*fn)(void*), void* arg);
-#endif
 
 namespace weft::detail {
 namespace {
@@ -95,14 +93,8 @@ void drop_walk_frames(Walk& walk, std::size_t own) {
   walk.n -= skip;
 }
 
-// False if the stack has too little room left to walk it (or, on AArch64,
-// where the walk is not written yet, always).
+// False if the stack has too little room left to walk it.
 bool walk_parked(const Fiber* f, Walk& walk) {
-#if !defined(__x86_64__)
-  (void)f;
-  (void)walk;
-  return false;
-#else
   if (!f->sp || !f->stack.lo) return false;
   const auto sp = reinterpret_cast<std::uintptr_t>(f->sp);
   const auto lo = reinterpret_cast<std::uintptr_t>(f->stack.lo);
@@ -110,7 +102,6 @@ bool walk_parked(const Fiber* f, Walk& walk) {
   weft_call_on_parked_stack(f->sp, &walk_here, &walk);
   drop_walk_frames(walk, 2);  // walk_here, weft_call_on_parked_stack's call
   return true;
-#endif
 }
 
 enum class Shown : std::uint8_t { running, runnable, parked };
