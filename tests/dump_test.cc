@@ -214,14 +214,14 @@ void hang_then_sigquit() {
   });
 }
 
-TEST(Dump, SigquitWritesTheDumpAndExitsWithStatus2) {
+TEST(DumpDeathTest, SigquitWritesTheDumpAndExitsWithStatus2) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(hang_then_sigquit(), ::testing::ExitedWithCode(2),
               "SIGQUIT: quit\n(.|\n)*\"stuck\" \\[chan receive(.|\n)*" PARKED_FRAME(
                   "park_in_channel_receive", "Channel<int>::recv"));
 }
 
-TEST(Dump, SigquitWithTracebackNoneWritesNoFibers) {
+TEST(DumpDeathTest, SigquitWithTracebackNoneWritesNoFibers) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
@@ -259,7 +259,7 @@ void deadlock(int workers) {
       {.workers = workers});
 }
 
-TEST(Deadlock, AllFibersAsleepIsReportedWithADumpAndStatus2) {
+TEST(DeadlockDeathTest, AllFibersAsleepIsReportedWithADumpAndStatus2) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   for (int workers : {1, 2}) {
     EXPECT_EXIT(
