@@ -77,13 +77,25 @@ struct Fiber {
 };
 static_assert(offsetof(Fiber, wait_reason) < 64, "the switch path's fields fit one 64-byte span");
 
+// `v` in decimal, written into the end of `buf`; async-signal-safe.
+inline const char* decimal(std::uint64_t v, char (&buf)[21]) noexcept {
+  char* p = buf + sizeof buf;
+  *--p = '\0';
+  do {
+    *--p = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return p;
+}
+
 // How every message names a fiber: `fiber N "name" (created at file.cc:42)`.
-// `put` receives the pieces, C strings and numbers, so that a fault handler
-// can write them without allocating.
+// `put` receives the pieces as C strings, so that a fault handler can write
+// them without allocating.
 template <class Put>
 void name_fiber(const Fiber& f, Put&& put) {
+  char digits[21];
   put("fiber ");
-  put(f.id);
+  put(decimal(f.id, digits));
   if (f.name) {
     put(" \"");
     put(f.name);
@@ -93,7 +105,7 @@ void name_fiber(const Fiber& f, Put&& put) {
     put(" (created at ");
     put(f.spawn_site.file);
     put(":");
-    put(std::uint64_t{f.spawn_site.line});
+    put(decimal(f.spawn_site.line, digits));
     put(")");
   }
 }

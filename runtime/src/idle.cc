@@ -51,10 +51,8 @@ bool Idle::nap(Worker* w, std::int64_t ns) {
   // poke: look once more (seq_cst, against wakep()'s fence), as a sleeper's
   // last look does; and at shutdown and a dump's stop, which poke a napper
   // after they are flagged (wake_all, poke_all).
-  bool look_now = sched_.gq.size_seq_cst() != 0 ||
-                  sched_.stopping.load(std::memory_order_seq_cst) ||
-                  sched_.stw.load(std::memory_order_seq_cst);
-  for (const auto& other : sched_.workers) look_now = look_now || !other->runq.empty_seq_cst();
+  const bool look_now = any_stealable_work() || sched_.stopping.load(std::memory_order_seq_cst) ||
+                        sched_.stw.load(std::memory_order_seq_cst);
   if (!look_now) {
     const timespec timeout{static_cast<time_t>(ns / 1'000'000'000),
                            static_cast<long>(ns % 1'000'000'000)};
@@ -107,11 +105,18 @@ bool Idle::anything_to_watch() const {
 }
 
 // Every load is seq_cst: the publishers' halves are the fence in wakep().
-bool Idle::any_queued_work(Worker* self) const {
+bool Idle::any_stealable_work() const {
   if (sched_.gq.size_seq_cst() != 0) return true;
-  bool runnext_elsewhere = false;
   for (const auto& w : sched_.workers) {
     if (!w->runq.empty_seq_cst()) return true;
+  }
+  return false;
+}
+
+bool Idle::any_queued_work(Worker* self) const {
+  if (any_stealable_work()) return true;
+  bool runnext_elsewhere = false;
+  for (const auto& w : sched_.workers) {
     if (w.get() != self && w->runnext.load(std::memory_order_seq_cst)) runnext_elsewhere = true;
   }
   // A fiber in another worker's runnext runs next there, unless that

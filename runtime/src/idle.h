@@ -187,6 +187,8 @@ class Idle {
   void wake_worker(Worker* w);
   // Timers on any heap, or fibers parked on I/O: what the timer role watches.
   bool anything_to_watch() const;
+  // Fibers in a run queue or the global queue (seq_cst: a last look).
+  bool any_stealable_work() const;
   // A sleeper's last look, after it counted itself idle.
   bool any_queued_work(Worker* self) const;
   bool any_runnext_behind_a_busy_fiber(Worker* self) const;

@@ -10,13 +10,13 @@
 //   then it is freed), and a worker with none takes the depot's oldest back
 //   (Go's gfput/gfget). Fibers spawned on one worker and ending on another
 //   then recycle records without malloc and without cross-thread frees.
+//   Larger or over-aligned records come from and go to the heap.
 // - The depot holds as many records as a large burst of fibers left (Go
 //   keeps every g it ever made): a program that spawns a million fibers
 //   again and again reuses them instead of a million mallocs and frees each
 //   time. sysmon gives back what a burst left once nobody needs it: each
 //   round, half of what the depot never went below since the last round
 //   (beyond kDepotSteadyBatches), and all but a few once every worker sleeps.
-//   Larger or over-aligned records come from and go to the heap.
 // - Oldest first, and kept in arrays rather than lists, because those records
 //   were last written on another core: the spawner can fetch them several
 //   spawns ahead (prefetch_record), and the older they are the more likely

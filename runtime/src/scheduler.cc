@@ -256,13 +256,7 @@ Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
     const std::uint32_t tick = victim->schedtick.load(std::memory_order_relaxed);
     const std::uint64_t until = now_ns() + kRunnextStealWaitNs;
     while (now_ns() < until) cpu_relax();
-    if (victim->runnext_stuck_since(tick)) {
-      if (Fiber* f = victim->runnext.exchange(nullptr, std::memory_order_acq_rel)) {
-        bump(steals);
-        return f;
-      }
-    }
-    return nullptr;
+    return take_stuck_runnext(victim, tick);
   }
   if (n == 0) return nullptr;
   bump(steals);
@@ -290,32 +284,38 @@ bool Worker::others_running() const {
   return false;
 }
 
-// A spinner's nap while other workers run fibers (find_runnable), then its
-// look: what the poller and the timers have readied, then a runnext that
-// stayed stuck behind one fiber for the whole nap (the nap is the thief's
-// wait, as kRunnextStealWaitNs is in steal_from). False if another spinner
-// naps already: one is enough, and this one should sleep.
-bool Worker::nap_and_look(Fiber** found) {
-  *found = nullptr;
-  snapshot_ticks(sched->workers);
+Fiber* Worker::take_stuck_runnext(Worker* victim, std::uint32_t tick) {
+  if (!victim->runnext_stuck_since(tick)) return nullptr;
+  Fiber* f = victim->runnext.exchange(nullptr, std::memory_order_acq_rel);
+  if (f) bump(steals);
+  return f;
+}
+
+// How long a spinner naps (find_runnable): kSpinNapNs, or less, to fire the
+// earliest timer on time.
+std::int64_t Worker::nap_length() const {
   std::int64_t nap = spin_nap_ns.load(std::memory_order_relaxed);
   if (nap == 0) nap = kSpinNapNs;
   if (const std::int64_t due = sched->earliest_timer(); due != kNever) {
     nap = std::clamp<std::int64_t>(due - mono_now_ns(), 0, nap);
   }
-  if (!sched->idle.nap(this, nap)) return false;
+  return nap;
+}
+
+// A spinner's look after its nap: what the poller and the timers have
+// readied, then a runnext that stayed stuck behind one fiber for the whole
+// nap (the nap is the thief's wait, as kRunnextStealWaitNs is in
+// steal_from; tick_snapshot was taken before it).
+Fiber* Worker::look_after_nap() {
   sched->poll_now();
   run_timers(true);
-  if ((*found = local_get())) return true;
+  if (Fiber* f = local_get()) return f;
   for (std::size_t i = 0; i < sched->workers.size(); ++i) {
     Worker* victim = sched->workers[i].get();
-    if (victim == this || !victim->runnext_stuck_since(tick_snapshot[i])) continue;
-    if ((*found = victim->runnext.exchange(nullptr, std::memory_order_acq_rel))) {
-      bump(steals);
-      return true;
-    }
+    if (victim == this) continue;
+    if (Fiber* f = take_stuck_runnext(victim, tick_snapshot[i])) return f;
   }
-  return true;
+  return nullptr;
 }
 
 Fiber* Worker::found(Fiber* f) {
@@ -386,12 +386,14 @@ Fiber* Worker::find_runnable() {
         if (!nap) {
           cpu_relax();
         } else {
-          Fiber* f = nullptr;
-          if (!nap_and_look(&f)) break;
-          if (f) return found(f);
+          snapshot_ticks(sched->workers);
+          if (!sched->idle.nap(this, nap_length())) break;  // another naps: sleep
+          if (Fiber* f = look_after_nap()) return found(f);
         }
         now = now_ns();
-      } while (now - start < (others_running() ? kNapSpinNs : kSpinNs));
+        // others_running() reads every worker's `running`, which each
+        // writes on every switch: not in the busy phase's tight loop.
+      } while (now - start < kSpinNs || (now - start < kNapSpinNs && others_running()));
       if (sched->stw.load(std::memory_order_relaxed)) continue;  // stop at the top
     }
     // Once a second at most: a sleeping worker's cached stacks go to the

@@ -261,14 +261,8 @@ void write_str(const char* s) {
 }
 
 void write_u64(std::uint64_t v) {
-  char buf[24];
-  int i = sizeof buf;
-  buf[--i] = '\0';
-  do {
-    buf[--i] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0 && i > 0);
-  write_str(buf + i);
+  char buf[21];
+  write_str(decimal(v, buf));
 }
 
 void write_hex(std::uintptr_t v) {
@@ -287,13 +281,7 @@ void write_hex(std::uintptr_t v) {
 // Only for the fiber running on this thread (or one that just stopped
 // here): its name is freed when it ends, and the spawn site is static data.
 void write_fiber(const Fiber* f) {
-  name_fiber(*f, [](auto piece) {
-    if constexpr (std::is_same_v<decltype(piece), const char*>) {
-      write_str(piece);
-    } else {
-      write_u64(piece);
-    }
-  });
+  name_fiber(*f, write_str);
 }
 
 const char* fault_cause(int sig, int code) {

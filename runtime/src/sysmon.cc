@@ -11,7 +11,6 @@
 
 #include <cstdint>
 #include <string>
-#include <type_traits>
 
 #include "log.h"
 #include "registry.h"
@@ -87,13 +86,7 @@ namespace {
 std::string describe_running_fiber(const Worker& w, const Fiber* f) {
   if (!mark_running_fiber(w.running, f)) return "a fiber";
   std::string text;
-  name_fiber(*f, [&](auto piece) {
-    if constexpr (std::is_same_v<decltype(piece), const char*>) {
-      text += piece;
-    } else {
-      text += std::to_string(piece);
-    }
-  });
+  name_fiber(*f, [&](const char* piece) { text += piece; });
   unmark_running_fiber();
   return text;
 }

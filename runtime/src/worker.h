@@ -90,7 +90,7 @@ struct alignas(64) Worker {
   std::uint32_t last_stack_spill_ms = 0;  // coarse_now_ms(); see find_runnable
   std::uint64_t id_next = 0, id_end = 0;
   // Every worker's schedtick, for a thief deciding whether a runnext is
-  // stuck (Idle::sleep's last look, nap_and_look).
+  // stuck (Idle::sleep's last look, a spinner's nap).
   std::vector<std::uint32_t> tick_snapshot;
   void snapshot_ticks(const std::vector<std::unique_ptr<Worker>>& workers) {
     for (std::size_t i = 0; i < workers.size(); ++i) {
@@ -162,8 +162,11 @@ struct alignas(64) Worker {
   // whether a victim's runnext is stuck, and take it.
   Fiber* steal_work(bool watch_runnext);
   Fiber* steal_from(Worker* victim, bool take_runnext);
+  // The victim's runnext, if it stayed stuck since its schedtick read `tick`.
+  Fiber* take_stuck_runnext(Worker* victim, std::uint32_t tick);
   bool others_running() const;
-  bool nap_and_look(Fiber** found);
+  std::int64_t nap_length() const;
+  Fiber* look_after_nap();
   inline Fiber* pick_local();  // as enter
   void coop_yield();
   bool run_timers(bool others_too);
