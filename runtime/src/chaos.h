@@ -25,6 +25,8 @@ enum class Point : std::uint8_t {
   cancel,
   close,
   name_read,  // the watchdog reading the name of a fiber that may be ending
+  scavenge,   // memory retired, its grace period over, not yet given back
+  grace,      // a grace section that read the epoch, not yet counted in it
 };
 
 #if defined(WEFT_CHAOS_BUILD)

@@ -141,7 +141,7 @@ bool Idle::any_runnext_behind_a_busy_fiber(Worker* self) const {
   return false;
 }
 
-void Idle::sleep(Worker* w) {
+void Idle::sleep(Worker* w, std::int64_t wake_by) {
   w->left_timer_role = false;
   {
     std::lock_guard lock(mu_);
@@ -174,6 +174,7 @@ void Idle::sleep(Worker* w) {
       timer_sleep_until_.store(deadline, std::memory_order_seq_cst);
     }
   }
+  const std::int64_t wake_at = std::min(deadline, wake_by);
   if (timer_role) {
     // Blocked in the poller until I/O, the earliest timer, or a wake-up. A
     // waker stores wake_word then reads in_poll; we store in_poll then read
@@ -183,7 +184,7 @@ void Idle::sleep(Worker* w) {
     chaos::at(chaos::Point::poll);
     if (w->wake_word.load(std::memory_order_seq_cst) == kAsleep) {
       std::int64_t timeout = -1;
-      if (deadline != kNever) timeout = std::max<std::int64_t>(0, deadline - mono_now_ns());
+      if (wake_at != kNever) timeout = std::max<std::int64_t>(0, wake_at - mono_now_ns());
       poll::Event events[128];
       const int n = sched_.poller->wait(events, 128, timeout);
       sched_.last_poll.store(mono_now_ns(), std::memory_order_relaxed);
@@ -202,7 +203,15 @@ void Idle::sleep(Worker* w) {
     w->in_poll.store(false, std::memory_order_seq_cst);
   }
   while (wait && !timer_role && w->wake_word.load(std::memory_order_acquire) == kAsleep) {
-    futex_wait(&w->wake_word, kAsleep);
+    if (wake_at == kNever) {
+      futex_wait(&w->wake_word, kAsleep);
+      continue;
+    }
+    const std::int64_t left = wake_at - mono_now_ns();
+    if (left <= 0) break;  // still listed: leaves the list below, as a timer role does
+    timespec timeout{static_cast<time_t>(left / 1'000'000'000),
+                     static_cast<long>(left % 1'000'000'000)};
+    futex_wait(&w->wake_word, kAsleep, &timeout);
   }
   if (timer_role) {
     timer_sleep_until_.store(0, std::memory_order_seq_cst);
@@ -211,7 +220,7 @@ void Idle::sleep(Worker* w) {
   }
   {
     std::lock_guard lock(mu_);
-    if (w->on_idle_list) {  // timer due, poked, or work found: nobody counted us
+    if (w->on_idle_list) {  // timer due, wake_by, poked, or work found: nobody counted us
       Worker** link = &head_;
       while (*link != w) link = &(*link)->next_idle;
       *link = w->next_idle;

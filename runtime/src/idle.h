@@ -157,8 +157,9 @@ class Idle {
   // The worker has found no work: it counts itself idle, looks at every
   // queue once more, then takes the timer role or sleeps on its wake word
   // until woken, and leaves the idle list. Returns with w->spinning set if
-  // wakep() woke it; at once if the runtime is stopping.
-  void sleep(Worker* w);
+  // wakep() woke it; at once if the runtime is stopping; by `wake_by`
+  // (CLOCK_MONOTONIC ns) at the latest, for chores of its own.
+  void sleep(Worker* w, std::int64_t wake_by);
 
   // Shutdown, once Scheduler::stopping is set: wakes every sleeping worker.
   void wake_all();

@@ -6,14 +6,19 @@
 //   other.
 // - Deadlines are runtime timers carrying a sequence number; any change
 //   bumps it, so a timer that fires late for an old deadline does nothing.
-// - Tokens carry the desc's generation (fdseq): readiness for a closed fd
+// - Tokens carry the desc's generation: readiness for a closed fd
 //   never wakes the next user of the same desc.
 // - A cancellation scoped to one operation (poll_op_*) is a third kind of
 //   expiry beside the user's deadline and close: a per-direction "current
 //   op cancelled" bit in `info`, set only while the cancelled op holds the
 //   direction, and published and unblocked the way a deadline is.
-// - Descs are type-stable: recycled, never freed, so a late event or timer
-//   never touches freed memory.
+// - Descs are type-stable (slot_arena.h): a desc's memory stays mapped, and
+//   its generation, which tokens carry, lives where it is never given back.
+//   A late event finds its generation moved on and touches nothing else;
+//   dispatch runs in a grace section, so a desc it found current is not
+//   given back under it; poll_close waits out a deadline expiry in flight.
+//   So the pages of a burst's descs go back to the kernel once all in a
+//   chunk are free.
 #include "netpoll.h"
 
 #include <atomic>
@@ -24,6 +29,9 @@
 
 #include "chaos.h"
 #include "fiber.h"
+#include "grace.h"
+#include "registry.h"
+#include "slot_arena.h"
 #include "timer.h"
 #include "weft/detail/park.h"
 #include "weft/detail/spinlock.h"
@@ -57,8 +65,7 @@ struct PollDesc {
   int fd = -1;
   std::atomic<std::uintptr_t> rg{kNil}, wg{kNil};
   std::atomic<std::uint32_t> info{0};
-  std::atomic<std::uint32_t> fdseq{0};  // low 16 bits go into tokens
-  std::uint32_t run_gen = 0;            // runtime_generation() at poll_open
+  std::uint32_t run_gen = 0;  // runtime_generation() at poll_open
 
   SpinLock lock;  // guards everything below
   bool closing = false;
@@ -73,7 +80,6 @@ struct PollDesc {
   std::uint64_t rop = 0, wop = 0;
   bool rop_canceled = false, wop_canceled = false;
   std::uint64_t op_seq = 0;
-  PollDesc* next_free = nullptr;
 
   std::atomic<std::uintptr_t>& slot(PollMode mode) { return mode == PollMode::read ? rg : wg; }
 
@@ -88,9 +94,12 @@ struct PollDesc {
     info.store(bits, std::memory_order_seq_cst);  // Dekker pair: see unblock()
   }
 
+  // Bumped by every free; the low 16 bits go into tokens.
+  std::atomic<std::uint32_t>& generation() const { return SlotArena::generation(this); }
+
   std::uint64_t token() const {
     return reinterpret_cast<std::uint64_t>(this) |
-           (std::uint64_t{fdseq.load(std::memory_order_relaxed) & 0xFFFF} << kTokenSeqShift);
+           (std::uint64_t{generation().load(std::memory_order_relaxed) & 0xFFFF} << kTokenSeqShift);
   }
 };
 
@@ -107,35 +116,9 @@ void stamp_poller_wake(Fiber* f, std::int64_t now) {
   g_poller_wakeups.fetch_add(1, std::memory_order_relaxed);
 }
 
-// Type-stable storage: descs come from blocks that are never freed.
-struct DescCache {
-  SpinLock lock;
-  PollDesc* free = nullptr;
-
-  PollDesc* take() {
-    std::lock_guard guard(lock);
-    if (!free) {
-      auto* block = new PollDesc[64];  // never deleted, see above
-      for (int i = 0; i < 64; ++i) {
-        block[i].next_free = free;
-        free = &block[i];
-      }
-    }
-    PollDesc* pd = free;
-    free = pd->next_free;
-    return pd;
-  }
-  void put(PollDesc* pd) {
-    pd->fdseq.fetch_add(1, std::memory_order_relaxed);
-    std::lock_guard guard(lock);
-    pd->next_free = free;
-    free = pd;
-  }
-};
-
-DescCache& cache() {
-  static DescCache* c = new DescCache;
-  return *c;
+SlotArena& descs() {
+  static SlotArena* arena = new SlotArena(sizeof(PollDesc));  // outlives every runtime
+  return *arena;
 }
 
 PollStatus check_error(const PollDesc* pd, PollMode mode) {
@@ -266,12 +249,25 @@ int netpoll_waiters() noexcept {
   return waiters.load(std::memory_order_relaxed);
 }
 
+std::size_t scavenge_poll_descs(std::uint32_t min_idle_ms) {
+  return descs().scavenge(coarse_now_ms(), min_idle_ms);
+}
+
+SlotArenaStats poll_desc_stats() {
+  return descs().stats();
+}
+
 std::uint64_t poll_token(const PollDesc* pd) {
   return pd->token();
 }
 
 PollDesc* poll_open(int fd, std::error_code* ec) {
-  PollDesc* pd = cache().take();
+  const SlotArena::Slot slot = descs().take();
+  if (!slot.at) {
+    if (ec) *ec = std::make_error_code(std::errc::not_enough_memory);
+    return nullptr;
+  }
+  PollDesc* pd = slot.fresh ? new (slot.at) PollDesc : static_cast<PollDesc*>(slot.at);
   {
     std::lock_guard guard(pd->lock);
     pd->fd = fd;
@@ -291,11 +287,12 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
   // nothing as far as the C++ model (and TSan) can tell: publish the desc
   // with a release store that dispatch reads with acquire.
   pd->run_gen = runtime_generation();
-  pd->fdseq.store(pd->fdseq.load(std::memory_order_relaxed), std::memory_order_release);
+  pd->generation().store(pd->generation().load(std::memory_order_relaxed),
+                         std::memory_order_release);
   poll::Poller* poller = pd->run_gen != 0 ? runtime_poller() : nullptr;
   std::error_code err = poller ? poller->add(fd, pd->token()) : make_error_code(errc::no_runtime);
   if (err) {
-    cache().put(pd);
+    descs().put(pd);
     if (ec) *ec = err;
     return nullptr;
   }
@@ -331,8 +328,13 @@ void poll_close(PollDesc* pd) {
   if (!poll_runtime_gone(pd)) {
     if (poll::Poller* poller = runtime_poller()) poller->remove(pd->fd, pd->token());
   }
+  // A deadline's expiry popped before poll_unblock stopped the timers may
+  // still be about to lock the desc: the next user's desc, or a given-back
+  // page, otherwise.
+  stop_timer_and_wait(&pd->rt);
+  stop_timer_and_wait(&pd->wt);
   pd->fd = -1;
-  cache().put(pd);
+  descs().put(pd);
 }
 
 PollStatus poll_prepare(PollDesc* pd, PollMode mode) {
@@ -460,19 +462,24 @@ std::int64_t poll_deadline(PollDesc* pd, PollMode mode) {
 }
 
 void netpoll_dispatch(const poll::Event* events, int n) {
+  if (n <= 0) return;
   ReadyBatch batch;  // everything one poll readied, scheduled together
+  // A desc found current below is not given back before this ends.
+  GraceSection section;
   const std::int64_t now = mono_now_ns();
   for (int i = 0; i < n; ++i) {
     auto* pd = reinterpret_cast<PollDesc*>(events[i].token & kTokenPtrMask);
     const auto seq = static_cast<std::uint32_t>(events[i].token >> kTokenSeqShift);
-    if ((pd->fdseq.load(std::memory_order_acquire) & 0xFFFF) != seq) continue;  // stale
+    // seq_cst: the section's half of the Dekker pair in grace.cc (acquire
+    // would be enough to pair with poll_open's release store).
+    if ((pd->generation().load(std::memory_order_seq_cst) & 0xFFFF) != seq) continue;  // stale
     // Go's setEventErr: an error alone marks the desc; any other event
     // clears the mark again (a UDP socket's one ICMP error must not make
     // every later read skip the poller).
     const bool err_only = events[i].ready & poll::kError;
     if (err_only || (pd->info.load(std::memory_order_acquire) & kEventErr)) {
       std::lock_guard guard(pd->lock);
-      if ((pd->fdseq.load(std::memory_order_relaxed) & 0xFFFF) == seq) {
+      if ((pd->generation().load(std::memory_order_relaxed) & 0xFFFF) == seq) {
         pd->event_err = err_only;
         pd->publish_info();
       }

@@ -1,6 +1,7 @@
 // Runtime-internal side of the netpoller: what the scheduler calls.
 #pragma once
 
+#include "slot_arena.h"
 #include "weft/detail/netpoll.h"
 #include "weft/poller.h"
 
@@ -14,6 +15,12 @@ void netpoll_dispatch(const poll::Event* events, int n);
 int netpoll_waiters() noexcept;
 // Fibers the poller has readied (readiness or a deadline), process-wide.
 std::uint64_t netpoll_wakeups() noexcept;
+
+// One step of giving back the pages of descs freed at least `min_idle_ms`
+// ago (sysmon's scavenge rounds; slot_arena.h). Returns the chunks given
+// back by this call.
+std::size_t scavenge_poll_descs(std::uint32_t min_idle_ms);
+SlotArenaStats poll_desc_stats();
 
 // The token a desc is registered under (for tests of stale events).
 std::uint64_t poll_token(const PollDesc* pd);

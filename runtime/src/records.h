@@ -16,7 +16,8 @@
 //   again and again reuses them instead of a million mallocs and frees each
 //   time. sysmon gives back what a burst left once nobody needs it: each
 //   round, half of what the depot never went below since the last round
-//   (beyond kDepotSteadyBatches), and all but a few once every worker sleeps.
+//   (beyond kDepotSteadyBatches), and all of it once every worker sleeps
+//   (a sleeping worker frees its own free array, once a second at most).
 // - Oldest first, and kept in arrays rather than lists, because those records
 //   were last written on another core: the spawner can fetch them several
 //   spawns ahead (prefetch_record), and the older they are the more likely

@@ -397,12 +397,26 @@ Fiber* Worker::find_runnable() {
       if (sched->stw.load(std::memory_order_relaxed)) continue;  // stop at the top
     }
     // Once a second at most: a sleeping worker's cached stacks go to the
-    // pool, where the scavenger gives their pages back if it sleeps long.
-    if (coarse_now_ms() - last_stack_spill_ms >= 1000) {
-      last_stack_spill_ms = coarse_now_ms();
-      spill_stack_cache();
+    // pool, where the scavenger gives their pages back if it sleeps long,
+    // and its free records to the heap, where they would otherwise pin
+    // pages of a burst that malloc_trim could give back (sysmon). A few
+    // hundred mallocs a second at most is what it costs a worker that
+    // sleeps often. One that spilled less than a second ago sleeps no
+    // longer than until its next turn, so that the end of a burst is never
+    // kept for good.
+    std::int64_t wake_by = kNever;
+    if (free_record_count != 0 || stacks_cached()) {
+      const std::uint32_t since_ms = coarse_now_ms() - last_stack_spill_ms;
+      if (since_ms >= 1000) {
+        last_stack_spill_ms = coarse_now_ms();
+        spill_stack_cache();
+        free_pooled_records(free_records, free_record_count);
+        free_record_count = 0;
+      } else {
+        wake_by = mono_now_ns() + std::int64_t{1000 - since_ms} * 1'000'000;
+      }
     }
-    sched->idle.sleep(this);
+    sched->idle.sleep(this, wake_by);
   }
 }
 

@@ -485,6 +485,32 @@ std::size_t scavenge_pooled_stacks(std::size_t max_stacks) {
   return taken.size();
 }
 
+std::size_t unmap_cold_stacks(std::size_t keep) {
+  Pool& p = pool();
+  std::vector<Stack> unmapping;
+  {
+    std::lock_guard lock(p.mu);
+    for (auto& [size, list] : p.free_by_size) {
+      // Slab stacks stay: their slab cannot be unmapped a stack at a time.
+      std::size_t kept = 0;
+      auto last = std::remove_if(list.cold.begin(), list.cold.end(), [&](const Stack& s) {
+        if (s.slab || kept < keep) {
+          ++kept;
+          return false;
+        }
+        unmapping.push_back(s);
+        return true;
+      });
+      list.cold.erase(last, list.cold.end());
+      // The list of a burst's stacks is itself a burst's worth of memory.
+      if (list.cold.capacity() > 4 * list.cold.size() + 64) list.cold.shrink_to_fit();
+    }
+    p.pooled -= unmapping.size();
+  }
+  for (const Stack& s : unmapping) unmap_guarded(s);
+  return unmapping.size();
+}
+
 bool slab_stacks_guarded() {
   return guard_markers_supported();
 }
@@ -498,6 +524,10 @@ void spill_stack_cache() {
   if (!t.attached || t.cached == 0) return;
   pool_put(t.cache, t.cached);
   t.cached = 0;
+}
+
+bool stacks_cached() {
+  return tls_stacks.cached != 0;
 }
 
 void set_guarded_stack_budget(std::size_t stacks) {

@@ -55,11 +55,16 @@ StackStats stack_stats();
 // stay; the next fiber on it faults fresh zero pages in). Returns how many.
 std::size_t scavenge_pooled_stacks(std::size_t max_stacks);
 void set_stack_scavenge_delay(std::chrono::milliseconds delay);  // for tests
+// Unmaps pooled stacks whose pages were given back, but `keep` of each size
+// (and every slab stack), so that a burst's stacks give back their mappings
+// too: sysmon calls it once every worker sleeps. Returns how many.
+std::size_t unmap_cold_stacks(std::size_t keep);
 // Whether slab stacks get their guard as guard markers on this kernel.
 bool slab_stacks_guarded();
 // A worker about to sleep for a while hands its cached stacks to the pool,
 // where the scavenger can reach them (it cannot reach a worker's cache).
 void spill_stack_cache();
+bool stacks_cached();  // whether this thread's cache holds any
 // Caps guarded stacks below what vm.max_map_count allows (0 restores the
 // default); lets tests reach the slab fallback cheaply.
 void set_guarded_stack_budget(std::size_t stacks);

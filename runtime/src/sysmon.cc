@@ -13,6 +13,7 @@
 #include <string>
 
 #include "log.h"
+#include "netpoll.h"
 #include "registry.h"
 #include "scheduler_internal.h"
 #include "stack.h"
@@ -29,7 +30,12 @@ constexpr std::uint64_t kSysmonPeriodNs = 2'000'000;
 constexpr std::uint32_t kScavengePeriodMs = 100;
 constexpr std::size_t kScavengeBusyStacks = 256;
 constexpr std::size_t kScavengeIdleStacks = 16384;
-constexpr std::size_t kDepotKeptWhenIdle = 4;  // record batches (records.h)
+// Stacks whose pages went back stay mapped, this many of each size, once
+// every worker sleeps; the rest of a burst's are unmapped (their two VMAs
+// count against vm.max_map_count, and the pool's lists against the heap).
+constexpr std::size_t kColdStacksKept = 256;
+// Chunks of socket descs all freed this long ago go back (slot_arena.h).
+constexpr std::uint32_t kPollDescIdleMs = 5000;
 // sysmon wakes a worker for a timer this late: the timer role lost track of
 // it, or the OS kept its worker off the CPU.
 constexpr std::int64_t kTimerOverdueNs = 1'000'000;
@@ -105,13 +111,16 @@ void Scheduler::sysmon_loop() {
     const bool all_idle = idle.all_idle();
     if (all_idle || coarse_now_ms() - last_scavenge_ms >= kScavengePeriodMs) {
       last_scavenge_ms = coarse_now_ms();
-      const std::size_t given_back =
-          scavenge_pooled_stacks(all_idle ? kScavengeIdleStacks : kScavengeBusyStacks);
+      std::size_t given_back =
+          scavenge_pooled_stacks(all_idle ? kScavengeIdleStacks : kScavengeBusyStacks) +
+          scavenge_poll_descs(kPollDescIdleMs);
+      if (all_idle) given_back += unmap_cold_stacks(kColdStacksKept);
       // A burst's end, once every worker sleeps: the records it pooled go
-      // too (but a few batches), and what the heap freed (records, sockets,
-      // buffers) sits in malloc's free lists, resident, until trimmed.
+      // too (sleeping workers free their own), and what the heap freed
+      // (records, sockets, buffers) sits in malloc's free lists, resident,
+      // until trimmed. A record kept would pin its page.
       if (all_idle && given_back != 0) {
-        trim_depot(depot, kDepotKeptWhenIdle);
+        trim_depot(depot, 0);
         malloc_trim(0);
       } else if (!all_idle) {
         trim_unused_depot(depot);
