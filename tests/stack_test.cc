@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "scheduler.h"
@@ -267,6 +268,51 @@ TEST(StackScavenger, MemoryIsGivenBackAfterEachBurst) {
   weft::detail::set_stack_scavenge_delay(5000ms);
 }
 #endif
+
+// A worker's own cache of stacks is out of the scavenger's reach, so a
+// worker hands it over when it goes to sleep, once a second at most. One
+// that handed it over less than a second before its last sleep must still
+// do it later: before, it slept on with up to 64 stacks, and their pages,
+// for as long as nothing woke it (the end of a burst kept for good).
+TEST(StackScavenger, SleepingWorkersHandOverTheirCachedStacks) {
+  using namespace std::chrono_literals;
+  auto cached = [] {
+    const weft::detail::StackStats s = weft::detail::stack_stats();
+    return s.guarded_mapped - std::min(s.guarded_mapped, s.mapped_live + s.pooled);
+  };
+  std::size_t left = 0;
+  weft::run(
+      [&] {
+        for (int burst = 0; burst < 3; ++burst) {
+          weft::WaitGroup wg;
+          for (int i = 0; i < 48; ++i) {
+            wg.add(1);
+            weft::go([&] { wg.done(); });
+          }
+          wg.wait();
+          weft::sleep_for(20ms);  // every worker sleeps; the next spill is under a second away
+        }
+        // Watched from a plain thread while main is parked, so that nothing
+        // wakes a worker until the watcher readies main again.
+        std::atomic<weft::detail::Fiber*> parked{nullptr};
+        std::thread watcher([&] {
+          while (!parked.load()) std::this_thread::sleep_for(1ms);
+          const auto give_up = std::chrono::steady_clock::now() + 10s;
+          while ((left = cached()) != 0 && std::chrono::steady_clock::now() < give_up) {
+            std::this_thread::sleep_for(5ms);
+          }
+          weft::detail::ready(parked.load());
+        });
+        weft::detail::park_with(weft::detail::WaitReason::unknown, [&](weft::detail::Fiber* self) {
+          parked.store(self);
+          return true;
+        });
+        watcher.join();
+      },
+      // Readied from a thread the runtime cannot see coming.
+      weft::RunOptions{.workers = 2, .detect_deadlocks = false});
+  EXPECT_EQ(left, 0u) << "stacks still cached by sleeping workers after 10 s";
+}
 
 // The scavenger gives back pages of pooled stacks while workers take and
 // return stacks (sysmon's busy pace, the delay cut to nothing): every fiber
