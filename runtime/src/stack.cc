@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "registry.h"
+#include "sanitizer.h"
 #include "scheduler.h"
 
 // Linux 6.13's guard markers (madvise(2)): pages that fault like PROT_NONE
@@ -231,6 +232,9 @@ Stack map_from_slab(std::size_t usable) {
 }
 
 void unmap_guarded(const Stack& s) {
+  // The frames its last fiber never returned from (fiber_main's) left their
+  // redzones poisoned; whatever the kernel maps here next is not a stack.
+  san::asan_unpoison_stack(s.lo, s.size);
   munmap(s.lo - kGuardBytes, s.size + kGuardBytes);
   guarded_mapped.fetch_sub(1, std::memory_order_relaxed);
 }
