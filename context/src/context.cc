@@ -2,185 +2,16 @@
 
 #include <limits>
 
-#include "chaos.h"
+#include "node.h"
 #include "weft/detail/saturate.h"
-#include "weft/detail/timer_node.h"
-#include "weft/runtime.h"
 
 namespace weft {
 namespace detail {
 
-class CancelNode;
-
-enum class NodeKind : std::uint8_t { background, todo, cancel, value, without_cancel };
-
-class ContextNode {
- public:
-  ContextNode(NodeKind k, std::shared_ptr<const ContextNode> p) : kind(k), parent(std::move(p)) {
-    if (parent && kind != NodeKind::without_cancel) {
-      canceler = parent->canceler;
-      deadline_ns = parent->deadline_ns;
-    }
-  }
-  virtual ~ContextNode() = default;
-
-  const NodeKind kind;
-  // Values and deadlines are looked up through the parent; it stays alive as
-  // long as any descendant does.
-  const std::shared_ptr<const ContextNode> parent;
-  // The innermost cancelable context whose done/err this one shares; null
-  // for contexts that are never done.
-  CancelNode* canceler = nullptr;
-  // Empty: no deadline. Not a sentinel value: every instant, the clock's
-  // epoch (where a zero would put it) included, can be a deadline.
-  std::optional<std::int64_t> deadline_ns;
-  // kind == value
-  const void* key = nullptr;
-  const char* key_name = nullptr;
-  std::shared_ptr<const void> value;
-};
-
-class CancelNode final : public ContextNode, public DoneSignal, public ChildLink {
- public:
-  explicit CancelNode(std::shared_ptr<const ContextNode> p)
-      : ContextNode(NodeKind::cancel, std::move(p)) {
-    parent_canceler_ = canceler;  // as the base set it: the parent's
-    canceler = this;
-  }
-
-  ~CancelNode() override {
-    if (timer_armed_) {
-      // A fire in progress still runs cancel() on this node: wait it out.
-      stop_timer_and_wait(&timer_);
-    }
-    detach_from_parent();
-    // Children hold this node alive, so only after_func registrations remain.
-    lock.lock();
-    while (ChildLink* c = children_) {
-      unlink_child(c);
-      c->parent_done(0, {});  // err 0: never done; the registration just lets go
-    }
-    lock.unlock();
-  }
-
-  // Registers `child` (a new context or an after_func) unless this node is
-  // already done; then returns the error and cause to cancel it with.
-  int link_child(ChildLink* child, std::error_code* cause) {
-    lock.lock();
-    const int e = err.load(std::memory_order_relaxed);
-    if (e != 0) {
-      *cause = cause_;
-    } else {
-      child->prev = nullptr;
-      child->next = children_;
-      if (children_) children_->prev = child;
-      children_ = child;
-      child->linked = true;
-      ++child_count_;
-    }
-    lock.unlock();
-    return e;
-  }
-
-  void unlink_child_locked(ChildLink* c) {
-    if (c->linked) unlink_child(c);
-  }
-
-  void register_with_parent() {
-    if (!parent_canceler_) return;
-    std::error_code parent_cause;
-    const int e = parent_canceler_->link_child(this, &parent_cause);
-    if (e != 0) cancel(false, e, parent_cause);  // born done
-  }
-
-  void arm_deadline(std::int64_t when, std::error_code cause) {
-    lock.lock();
-    if (err.load(std::memory_order_relaxed) == 0) {
-      deadline_cause_ = cause;
-      timer_.fire = &CancelNode::on_deadline;
-      timer_.context = this;
-      timer_armed_ = true;
-      add_timer(&timer_, when);
-    }
-    lock.unlock();
-  }
-
-  // Go's cancelCtx.cancel: the first call sets err and cause, wakes every
-  // done() waiter and cancels every child before it returns.
-  void cancel(bool remove_from_parent, int e, std::error_code cause) noexcept {
-    chaos::at(chaos::Point::cancel);
-    // Every fiber this wakes, in this node and all its descendants, is
-    // scheduled in one go when the outermost cancel returns.
-    ReadyBatch batch;
-    if (!cause) cause = make_error_code(static_cast<errc>(e));
-    lock.lock();
-    if (err.load(std::memory_order_relaxed) != 0) {
-      lock.unlock();
-      return;
-    }
-    cause_ = cause;
-    err.store(e, std::memory_order_release);
-    while (ChanWaiter* w = waiters.pop_claimed()) {
-      w->ok = true;
-      w->wake();
-    }
-    while (ChildLink* c = children_) {
-      unlink_child(c);
-      c->parent_done(e, cause);
-    }
-    const bool timer_was_armed = timer_armed_;
-    lock.unlock();
-    if (timer_was_armed) stop_timer(&timer_);  // false when this is the timer firing
-    if (remove_from_parent) detach_from_parent();
-  }
-
-  void parent_done(int e, const std::error_code& cause) noexcept override {
-    cancel(false, e, cause);
-  }
-
-  std::error_code cause() {
-    lock.lock();
-    std::error_code c = cause_;
-    lock.unlock();
-    return c;
-  }
-
-  std::size_t child_count() {
-    lock.lock();
-    const std::size_t n = child_count_;
-    lock.unlock();
-    return n;
-  }
-
- private:
-  static void on_deadline(void* self, std::uint64_t) {
-    auto* node = static_cast<CancelNode*>(self);
-    node->cancel(true, static_cast<int>(errc::deadline_exceeded), node->deadline_cause_);
-  }
-
-  void unlink_child(ChildLink* c) {
-    (c->prev ? c->prev->next : children_) = c->next;
-    if (c->next) c->next->prev = c->prev;
-    c->prev = c->next = nullptr;
-    c->linked = false;
-    --child_count_;
-  }
-
-  void detach_from_parent() {
-    if (!parent_canceler_) return;
-    parent_canceler_->lock.lock();
-    parent_canceler_->unlink_child_locked(this);
-    parent_canceler_->lock.unlock();
-  }
-
-  CancelNode* parent_canceler_ = nullptr;
-  std::error_code cause_;  // under lock, set with err
-  ChildLink* children_ = nullptr;
-  std::size_t child_count_ = 0;
-  TimerNode timer_;
-  bool timer_armed_ = false;  // under lock
-  std::error_code deadline_cause_;
-};
+const void* cancel_node_key() noexcept {
+  static const char key = 0;
+  return &key;
+}
 
 namespace {
 
@@ -227,21 +58,48 @@ std::optional<Clock::time_point> Context::deadline() const noexcept {
 }
 
 std::error_code Context::err() const noexcept {
-  const CancelNode* c = node_->canceler;
-  return c ? detail::to_error(c->err.load(std::memory_order_acquire)) : std::error_code{};
+  if (const CancelNode* c = node_->canceler) {
+    return detail::to_error(c->err.load(std::memory_order_acquire));
+  }
+  if (const ContextNode* custom = node_->custom_source) return custom->impl->err();
+  return {};
 }
 
 detail::DoneSignal* Context::signal() const noexcept {
-  return node_->canceler;
+  if (node_->canceler) return node_->canceler;
+  if (const ContextNode* custom = node_->custom_source) {
+    return detail::ContextAccess::signal(custom->impl->done());
+  }
+  return nullptr;
 }
 
 Done Context::done() const noexcept {
+  if (const ContextNode* custom = node_->custom_source) return custom->impl->done();
   return Done(node_, node_->canceler);
 }
 
+// Go's value(): a weft cancel node answers the cancel-node key with itself,
+// WithoutCancel hides it, and a user's context answers for everything above
+// it.
 const void* Context::find_value(const void* key) const noexcept {
+  const bool cancel_key = key == detail::cancel_node_key();
   for (const ContextNode* n = node_.get(); n; n = n->parent.get()) {
-    if (n->kind == NodeKind::value && n->key == key) return n->value.get();
+    switch (n->kind) {
+      case NodeKind::cancel:
+        if (cancel_key) return static_cast<const CancelNode*>(n);
+        break;
+      case NodeKind::value:
+        if (n->key == key) return n->value.get();
+        break;
+      case NodeKind::without_cancel:
+        if (cancel_key) return nullptr;
+        break;
+      case NodeKind::custom:
+        return n->impl->value(key);
+      case NodeKind::background:
+      case NodeKind::todo:
+        return nullptr;
+    }
   }
   return nullptr;
 }
@@ -253,6 +111,8 @@ std::string Context::to_string() const {
       return "context.Background";
     case NodeKind::todo:
       return "context.TODO";
+    case NodeKind::custom:
+      return n->impl->name();
     default:
       break;
   }
@@ -340,7 +200,7 @@ namespace {
 
 std::shared_ptr<CancelNode> new_cancel_node(const Context& parent) {
   auto node = std::make_shared<CancelNode>(detail::ContextAccess::node(parent));
-  node->register_with_parent();
+  node->register_with_parent(node);
   return node;
 }
 
@@ -366,7 +226,7 @@ WithCancelResult<CancelFunc> with_deadline_cause(const Context& parent, Clock::t
   // report it.
   auto node = std::make_shared<CancelNode>(detail::ContextAccess::node(parent));
   node->deadline_ns = when;
-  node->register_with_parent();
+  node->register_with_parent(node);
   if (when <= detail::mono_now_ns()) {
     node->cancel(true, static_cast<int>(errc::deadline_exceeded), cause);
   } else {
@@ -402,27 +262,41 @@ Context without_cancel(const Context& parent) {
       std::make_shared<ContextNode>(NodeKind::without_cancel, detail::ContextAccess::node(parent)));
 }
 
+// Go's Cause (C-12): the innermost weft cancel context's cause, found through
+// value() (so through users' contexts, and not through WithoutCancel), else
+// err().
 std::error_code cause(const Context& ctx) noexcept {
+  if (const ContextNode* custom = detail::ContextAccess::node(ctx)->custom_source) {
+    return custom->impl->cause();
+  }
   CancelNode* c = detail::ContextAccess::node(ctx)->canceler;
   if (!c) return {};
   if (std::error_code inner = c->cause()) return inner;
   return ctx.err();
 }
 
+std::error_code ContextImpl::cause() const noexcept {
+  if (const void* inner = value(detail::cancel_node_key())) {
+    auto* c = const_cast<CancelNode*>(static_cast<const CancelNode*>(inner));
+    if (std::error_code inner_cause = c->cause()) return inner_cause;
+  }
+  return err();
+}
+
 std::size_t detail::child_count(const Context& ctx) noexcept {
-  CancelNode* c = ContextAccess::node(ctx)->canceler;
+  CancelNode* c = hook_canceler(ctx);
   return c ? c->child_count() : 0;
 }
 
 std::error_code detail::attach_done_hook(const Context& ctx, DoneHook* hook) noexcept {
-  CancelNode* c = ContextAccess::node(ctx)->canceler;
-  if (!c) return {};
+  CancelNode* c = hook_canceler(ctx);
+  if (!c) return ctx.err();  // never done, or a user's context already done
   std::error_code unused;
   return to_error(c->link_child(hook, &unused));
 }
 
 bool detail::detach_done_hook(const Context& ctx, DoneHook* hook) noexcept {
-  CancelNode* c = ContextAccess::node(ctx)->canceler;
+  CancelNode* c = hook_canceler(ctx);
   if (!c) return true;
   // Under the lock: a cancel running the hook holds it until the hook is done.
   c->lock.lock();
@@ -443,6 +317,10 @@ struct AfterFuncStop::Registration final : detail::ChildLink {
   std::weak_ptr<const ContextNode> owner;
   CancelNode* canceler = nullptr;
   std::shared_ptr<Registration> self;  // while linked in canceler's children
+  // For a user's context that is not a weft one: the child of it that this
+  // registration links to instead (Go's AfterFunc propagates as a child
+  // does), kept until fn runs or is stopped. Under canceler's lock.
+  std::shared_ptr<CancelNode> bridge;
 
   void run() {
     int armed = kArmed;
@@ -453,6 +331,8 @@ struct AfterFuncStop::Registration final : detail::ChildLink {
 
   void parent_done(int e, const std::error_code&) noexcept override {
     std::shared_ptr<Registration> keep = std::move(self);  // may be the last reference
+    // Whoever is cancelling the bridge holds it: not its last reference.
+    std::shared_ptr<CancelNode> keep_bridge = std::move(bridge);
     if (e != 0) run();
   }
 };
@@ -462,12 +342,19 @@ AfterFuncStop after_func(const Context& ctx, std::function<void()> fn) {
   reg->fn = std::move(fn);
   const auto& node = detail::ContextAccess::node(ctx);
   reg->owner = node;
-  reg->canceler = node->canceler;
+  reg->canceler = detail::hook_canceler(ctx);
+  if (!reg->canceler && node->custom_source && node->custom_source->impl->done()) {
+    auto bridge = new_cancel_node(ctx);
+    reg->owner = bridge;
+    reg->canceler = bridge.get();
+    reg->bridge = std::move(bridge);
+  }
   if (reg->canceler) {
     reg->self = reg;
     std::error_code unused;
     if (reg->canceler->link_child(reg.get(), &unused) != 0) {
       reg->self.reset();
+      reg->bridge.reset();
       reg->run();  // already done: start fn at once, still in its own fiber
     }
   }
@@ -485,12 +372,16 @@ bool AfterFuncStop::operator()() const noexcept {
   if (auto owner = reg_->owner.lock()) {
     CancelNode* c = reg_->canceler;
     std::shared_ptr<Registration> keep;
+    std::shared_ptr<CancelNode> bridge;
     c->lock.lock();
     if (reg_->linked) {
       c->unlink_child_locked(reg_.get());
       keep = std::move(reg_->self);
     }
+    bridge = std::move(reg_->bridge);
     c->lock.unlock();
+    // Its watcher, if it has one, ends with it.
+    if (bridge) bridge->cancel(true, static_cast<int>(errc::canceled), {});
   }
   return true;
 }

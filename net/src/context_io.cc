@@ -65,7 +65,8 @@ R bound_to(const Context& ctx, NetFD* fd, PollMode mode, const char* opname, Op 
   if (!fd->incref()) return op(nullptr);  // closed: op reports it as usual
   CancelOnDone cancel{fd, mode, {}};
   weft::detail::DoneHook hook(&CancelOnDone::fire, &cancel);
-  if (std::error_code e = weft::detail::attach_done_hook(ctx, &hook)) {
+  const weft::detail::HookTarget target(ctx);  // a user's context may need a watcher
+  if (std::error_code e = weft::detail::attach_done_hook(target.ctx(), &hook)) {
     fd->decref();
     return failed<R>(fd->op_error(opname, e));
   }
@@ -73,7 +74,7 @@ R bound_to(const Context& ctx, NetFD* fd, PollMode mode, const char* opname, Op 
   // Only our own hook cancels cancel.op, so `operation_canceled` from the
   // op means it ran: report ctx's error instead. An op that completed
   // before the hook ran keeps its result, and the fd needs no repair.
-  if (!weft::detail::detach_done_hook(ctx, &hook)) {
+  if (!weft::detail::detach_done_hook(target.ctx(), &hook)) {
     if (OpError* err = error_of(r); err && err->err == weft::errc::operation_canceled) {
       err->err = ctx.err();
     }
@@ -159,11 +160,12 @@ Result<Conn> bound_dial(const Dialer& d, const Context& ctx, Dial dial) {
   }
   CancelDialOnDone on_done{canceler.get(), &ctx};
   weft::detail::DoneHook hook(&CancelDialOnDone::fire, &on_done);
-  const bool attached = !weft::detail::attach_done_hook(ctx, &hook);
+  const weft::detail::HookTarget target(ctx);  // a user's context may need a watcher
+  const bool attached = !weft::detail::attach_done_hook(target.ctx(), &hook);
   if (!attached && !canceler->err()) canceler->cancel(map_context_error(ctx.err()));
   auto r = dial(deadline, canceler);
   // After this, the hook has run to completion or never will: `on_done` may go.
-  if (attached) weft::detail::detach_done_hook(ctx, &hook);
+  if (attached) weft::detail::detach_done_hook(target.ctx(), &hook);
   return r;
 }
 

@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -57,6 +58,7 @@ struct DoneSignal {
 
 class ContextNode;
 struct ContextAccess;
+class HookTarget;
 
 }  // namespace detail
 
@@ -76,6 +78,7 @@ class Done {
 
  private:
   friend class Context;
+  friend struct detail::ContextAccess;
   Done(std::shared_ptr<const detail::ContextNode> owner, detail::DoneSignal* signal) noexcept
       : owner_(std::move(owner)), signal_(signal) {}
   std::shared_ptr<const detail::ContextNode> owner_;  // keeps signal_ alive
@@ -97,6 +100,9 @@ class Context {
   const T* value(const ContextKey<T>& key) const noexcept {
     return static_cast<const T*>(find_value(&key));
   }
+  // The same lookup by the key's address, untyped: what a ContextImpl's
+  // value() passes on to the context it wraps.
+  const void* value(const void* key) const noexcept { return find_value(key); }
   // Go's String(): "context.Background.WithCancel", ...
   std::string to_string() const;
 
@@ -191,6 +197,7 @@ std::error_code cause(const Context& ctx) noexcept;
 // it already is). Copyable handle.
 class AfterFuncStop {
  public:
+  AfterFuncStop() noexcept = default;  // stops nothing
   // True only for the call that prevented fn from running.
   bool operator()() const noexcept;
 
@@ -202,6 +209,67 @@ class AfterFuncStop {
   std::shared_ptr<Registration> reg_;
 };
 AfterFuncStop after_func(const Context& ctx, std::function<void()> fn);
+
+// ---- Contexts weft did not make (Go's Context interface) --------------------
+//
+// Implement one to merge two parents, to carry request-scoped data with
+// deadline rules of your own, or to adapt another framework's cancellation;
+// make_context() turns it into a Context accepted everywhere one is (socket
+// operations, with_*, select, after_func). Go's rules apply:
+// - done() returns the same Done on every call, or a null one if this
+//   context can never be done. A Done comes from a weft context: the usual
+//   way is to hold a with_cancel(background()) and cancel it when yours is
+//   done (after_func on each parent, for a merge).
+// - err() is empty until done() is ready, then errc::canceled or
+//   errc::deadline_exceeded (anything else reads as canceled to children).
+// - deadline() answers the same on every call (it is asked once).
+// - value(key) answers its own keys and passes the others on to the context
+//   it wraps (`return parent.value(key);`); that is how values, Go's Cause
+//   and a wrapped weft context are found through it.
+// - cause(): by default Go's Cause, the cause of the innermost weft cancel
+//   context found through value(), else err().
+// - after_func(fn), optional (Go 1.21's afterFuncer): run fn once this
+//   context is done and return a function that unregisters it (true only if
+//   it stopped fn from running); return an empty one (the default) to offer
+//   none.
+//
+// A context derived from yours is cancelled with it, by the first of these
+// that applies (Go's propagateCancel): it is born done if yours already is;
+// if yours wraps a weft cancel context and returns that context's Done, the
+// child registers there directly and is cancelled synchronously; if you
+// offer after_func, through it; otherwise one watcher fiber per child waits
+// for either side to be done (so it needs a running runtime, as after_func
+// does, and ends as soon as the child does).
+class ContextImpl {
+ public:
+  virtual ~ContextImpl() = default;
+  virtual Done done() const noexcept = 0;
+  virtual std::error_code err() const noexcept = 0;
+  virtual std::optional<Clock::time_point> deadline() const noexcept { return std::nullopt; }
+  virtual const void* value(const void* key) const noexcept {
+    (void)key;
+    return nullptr;
+  }
+  virtual std::error_code cause() const noexcept;
+  virtual std::function<bool()> after_func(std::function<void()> fn) const {
+    (void)fn;
+    return {};
+  }
+  // What to_string() shows for this layer (Go prints the type's name).
+  virtual std::string name() const { return "custom"; }
+};
+
+Context make_context(std::shared_ptr<const ContextImpl> impl);
+
+// std::stop_token and std::stop_source, both ways, for std::jthread and
+// std::stop_callback users:
+// - a child of `parent` cancelled (errc::canceled) when stop is requested on
+//   `token`, synchronously, on the requesting thread;
+// - a std::stop_source that is requested once ctx is done, from a fiber
+//   started as after_func starts one (a stop_callback may run any code, so
+//   not inside the cancel).
+WithCancelResult<CancelFunc> with_stop_token(const Context& parent, std::stop_token token);
+std::stop_source stop_source_of(const Context& ctx);
 
 namespace detail {
 
@@ -243,6 +311,7 @@ class DoneCase final : public SelectCase {
 // The implementation's way in; not for users.
 struct ContextAccess {
   static DoneSignal* signal(const Context& ctx) noexcept { return ctx.signal(); }
+  static DoneSignal* signal(const Done& done) noexcept { return done.signal_; }
   static const std::shared_ptr<const ContextNode>& node(const Context& ctx) noexcept {
     return ctx.node_;
   }
@@ -292,8 +361,23 @@ class DoneHook final : public ChildLink {
   void* arg_;
 };
 
-// Links `hook` to ctx. Returns ctx's error instead (linking nothing) if ctx
-// is already done; an empty code also when ctx can never be done.
+// What a DoneHook links to for `ctx`: ctx itself, unless ctx is a user's
+// context that neither is nor wraps a weft cancel context; then a child of
+// it, cancelled through the user's after_func or a watcher fiber, and kept
+// for as long as this lives.
+class HookTarget {
+ public:
+  explicit HookTarget(const Context& ctx);
+  const Context& ctx() const noexcept { return bridge_ ? bridge_->ctx : *ctx_; }
+
+ private:
+  const Context* ctx_;
+  std::optional<WithCancelResult<CancelFunc>> bridge_;
+};
+
+// Links `hook` to ctx (a HookTarget's). Returns ctx's error instead
+// (linking nothing) if ctx is already done; an empty code also when ctx can
+// never be done.
 std::error_code attach_done_hook(const Context& ctx, DoneHook* hook) noexcept;
 // Unlinks `hook`; true if it was still linked (fn has not run and won't).
 // False means fn has run: it finished before this returned.
@@ -302,6 +386,10 @@ bool detach_done_hook(const Context& ctx, DoneHook* hook) noexcept;
 // How many children (contexts and after_func registrations) ctx's innermost
 // cancelable context holds: for tests that check that children detach.
 std::size_t child_count(const Context& ctx) noexcept;
+// Watcher fibers for children of users' contexts, alive now and ever
+// started (Go's XTestCustomContextGoroutines counts the same).
+std::int64_t context_watchers_alive() noexcept;
+std::uint64_t context_watchers_started() noexcept;
 
 }  // namespace detail
 
