@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "test_util.h"
+#include "weft/channel.h"
 #include "weft/context.h"
 #include "weft/debug.h"
 #include "weft/runtime.h"
@@ -345,6 +347,68 @@ TEST_P(CustomContextTest, TenThousandChildrenLeaveNoWatcherBehind) {
           weft::sleep_for(100us);
         }
         EXPECT_EQ(weft::metrics().fibers_live, fibers);
+      },
+      opts());
+}
+
+// Parent and child cancelled at once, from two fibers: the child ends done
+// with one of the two causes, and whichever path linked them lets go (no
+// watcher left, every after_func registration stopped or fired).
+TEST_P(CustomContextTest, CancelFromBothSidesRace) {
+  weft::run(
+      [&] {
+        const std::int64_t alive = weft::detail::context_watchers_alive();
+        const int n = weft::test::stress_iterations(2000);
+        for (int i = 0; i < n; ++i) {
+          Custom parent = make_custom(kind());
+          auto child = weft::with_cancel_cause(parent.ctx);
+          weft::WaitGroup wg;
+          wg.add(2);
+          weft::go([&] {
+            parent.impl->cancel(app_error(1));
+            wg.done();
+          });
+          weft::go([&] {
+            child.cancel(app_error(2));
+            wg.done();
+          });
+          wg.wait();
+          child.ctx.done().wait();
+          const std::error_code c = weft::cause(child.ctx);
+          ASSERT_TRUE(c == app_error(2) || c == expected_cause(kind(), app_error(1))) << c;
+        }
+        wait_until_no_watchers(alive);
+        EXPECT_EQ(weft::detail::context_watchers_alive(), alive);
+      },
+      opts());
+}
+
+// after_func's stop racing the user's context being cancelled: exactly one
+// of "stop returned true" and "fn ran" (C-17), on every path.
+TEST_P(CustomContextTest, AfterFuncStopRacingCancelRace) {
+  weft::run(
+      [&] {
+        const int n = weft::test::stress_iterations(2000);
+        for (int i = 0; i < n; ++i) {
+          Custom parent = make_custom(kind());
+          weft::Channel<int> ran(1);
+          weft::AfterFuncStop stop = weft::after_func(parent.ctx, [&] { ran.send(1); });
+          weft::WaitGroup wg;
+          wg.add(1);
+          weft::go([&] {
+            parent.impl->cancel({});
+            wg.done();
+          });
+          if (i % 2) weft::yield();
+          const bool stopped = stop();
+          wg.wait();
+          if (stopped) {
+            weft::sleep_for(std::chrono::microseconds(50));
+            ASSERT_FALSE(ran.try_recv()) << "fn ran after a stop that returned true";
+          } else {
+            ASSERT_TRUE(ran.recv());
+          }
+        }
       },
       opts());
 }

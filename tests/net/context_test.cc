@@ -313,6 +313,83 @@ TEST_P(NetContextTest, CompletionRacingCancelLosesNothing) {
   });
 }
 
+// A context the user implemented, with a Done of its own and nothing a
+// child could link to: socket operations reach it through a watcher fiber.
+class OpaqueContext final : public weft::ContextImpl {
+ public:
+  OpaqueContext() {
+    auto own = weft::with_cancel(weft::background());
+    own_ = std::move(own.ctx);
+    cancel_ = std::move(own.cancel);
+  }
+  void cancel() const { cancel_(); }
+  weft::Done done() const noexcept override { return own_.done(); }
+  std::error_code err() const noexcept override { return own_.err(); }
+
+ private:
+  weft::Context own_;
+  weft::CancelFunc cancel_;
+};
+
+TEST_P(NetContextTest, AUserContextCancelsAParkedRead) {
+  run([] {
+    const std::int64_t watchers = weft::detail::context_watchers_alive();
+    auto p = tcp_pair();
+    auto impl = std::make_shared<OpaqueContext>();
+    const weft::Context ctx = weft::make_context(impl);
+    weft::Channel<IoResult> done(1);
+    weft::go([&] {
+      char b;
+      done.send(p.client.read(ctx, &b, 1));
+    });
+    ASSERT_TRUE(wait_parked());
+    EXPECT_EQ(weft::detail::context_watchers_alive(), watchers + 1);
+    impl->cancel();
+    IoResult r = *done.recv();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+    ASSERT_TRUE(p.server.write("x"));
+    char b = 0;
+    ASSERT_TRUE(p.client.read(&b, 1));
+    EXPECT_EQ(b, 'x');
+    for (int i = 0; i < 10000 && weft::detail::context_watchers_alive() > watchers; ++i) {
+      weft::sleep_for(100us);
+    }
+    EXPECT_EQ(weft::detail::context_watchers_alive(), watchers) << "the op's watcher outlived it";
+  });
+}
+
+// As CompletionRacingCancelLosesNothing, through a user's context: its
+// watcher's cancel races the op's completion and its own end.
+TEST_P(NetContextTest, CompletionRacingAUserContextCancelLosesNothing) {
+  run([] {
+    auto p = tcp_pair();
+    const int n = weft::test::stress_iterations(1000);
+    for (int i = 0; i < n; ++i) {
+      auto impl = std::make_shared<OpaqueContext>();
+      const weft::Context ctx = weft::make_context(impl);
+      weft::WaitGroup wg;
+      wg.add(1);
+      const char sent = static_cast<char>('a' + i % 26);
+      weft::go([&] {
+        if (i % 2) weft::yield();
+        ASSERT_TRUE(p.server.write(&sent, 1));
+        impl->cancel();
+        wg.done();
+      });
+      char got = 0;
+      IoResult r = p.client.read(ctx, &got, 1);
+      if (!r) {
+        ASSERT_EQ(r.error().err, errc::canceled) << r.error().to_string();
+        r = p.client.read(&got, 1);  // no leftover expired deadline
+        ASSERT_TRUE(r) << r.error().to_string();
+      }
+      ASSERT_EQ(got, sent);
+      wg.wait();
+    }
+  });
+}
+
 TEST_P(NetContextTest, ConnectRacingCancelLeaksNoSocket) {
   run([] {
     auto ln = weft::net::listen("tcp", "127.0.0.1:0");
