@@ -31,6 +31,7 @@ METRICS = {
     "BM_ContextCreateCancel": ("ContextCreateCancel", "real_time"),
     "BM_ContextValue": ("ContextValue", "real_time"),
     "BM_ContextCancelFanout": ("ContextCancelFanout", "real_time"),
+    "BM_ContextCustomChild": ("ContextCustomChild", "ns_per_child"),
 }
 # Counters not in ns, scaled to ns.
 SCALE = {"overshoot_us": 1e3, "p50_late_us": 1e3}
@@ -119,6 +120,12 @@ def run_weft(binary, reps, tmp, bench_filter):
             name = f"ContextValue/{args['depth']}"
         if base == "BM_ContextCancelFanout":
             name = f"ContextCancelFanout/{args['children']}"
+        if base == "BM_ContextCustomChild":
+            kind = "wraps" if args["wraps"] == "1" else "own-done"
+            name = f"ContextCustomChild/{kind}"
+            # A count beside the time, printed in a section of its own.
+            fibers = (f"ContextCustomChildFibers/{kind}", int(args.get("workers", 0)))
+            samples.setdefault(fibers, []).append(b["fibers_alive"])
         value = b[field] * SCALE.get(field, 1.0)
         if field == "real_time":
             value *= TIME_UNIT_NS[b["time_unit"]]
@@ -222,8 +229,10 @@ def main():
     print(cols)
     print("-" * (len(cols) + 12))
     order = list(dict.fromkeys(m[0] for m in METRICS.values()))
+    counts = {k: v for k, v in weft.items() if k[0].startswith("ContextCustomChildFibers/")}
+    timed = {k: v for k, v in weft.items() if k not in counts}
     for (name, workers), (med, lo, hi) in sorted(
-            weft.items(), key=lambda kv: (order.index(kv[0][0].split("/")[0]), kv[0])):
+            timed.items(), key=lambda kv: (order.index(kv[0][0].split("/")[0]), kv[0])):
         g = go.get((name, workers))
         ratio = g[0] / med if g and med > 0 else None
         target = SPEED_TARGETS.get(name, SPEED_TARGETS.get(name.split("/")[0]))
@@ -239,6 +248,16 @@ def main():
             note = f"  [target {target:g}x: {verdict(ratio >= target)}]"
         print(f"{name:<22}{workers:>8}{fmt_ns(med):>13}{fmt_ns(g[0]) if g else '-':>12}"
               f"{fmt_ratio(ratio):>15}  {spread}{note}")
+
+    if counts:
+        print()
+        print("fibers alive once 10,000 children of a user's context exist (weft | go):")
+        for (name, workers), (med, _, _) in sorted(counts.items()):
+            g = go.get((name, workers))
+            print(f"  {name.split('/', 1)[1]:<10} workers {workers}: {med:,.0f} | "
+                  f"{f'{g[0]:,.0f}' if g else '-'}")
+            rows.append({"benchmark": name, "workers": workers, "weft_count": med,
+                         "go_count": g[0] if g else None})
 
     floors = []
     for (name, workers), (med, _, _) in sorted(weft.items()):

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <vector>
 
 #include "bench_workers.h"
@@ -84,6 +85,64 @@ void BM_ContextCancelFanout(benchmark::State& state) {
       workers(static_cast<int>(state.range(1))));
 }
 
+// Parents the user implemented (issue 14), beside Go's same types: one with
+// a Done of its own (its children each need a watcher, in Go a goroutine
+// each) and one that wraps a weft cancel context and keeps its Done (its
+// children register with that context, no watcher in either).
+class OwnDoneParent final : public weft::ContextImpl {
+ public:
+  OwnDoneParent() : own_(weft::with_cancel(weft::background())) {}
+  weft::Done done() const noexcept override { return own_.ctx.done(); }
+  std::error_code err() const noexcept override { return own_.ctx.err(); }
+
+ private:
+  weft::WithCancelResult<weft::CancelFunc> own_;
+};
+
+class WrappingParent final : public weft::ContextImpl {
+ public:
+  explicit WrappingParent(weft::Context inner) : inner_(std::move(inner)) {}
+  weft::Done done() const noexcept override { return inner_.done(); }
+  std::error_code err() const noexcept override { return inner_.err(); }
+  const void* value(const void* key) const noexcept override { return inner_.value(key); }
+
+ private:
+  weft::Context inner_;
+};
+
+// 10,000 children derived from such a parent, then cancelled, until every
+// watcher has ended: ns per child, and the watcher fibers alive once all
+// children exist (Go: runtime.NumGoroutine() over its baseline).
+constexpr int kCustomChildren = 10'000;
+void BM_ContextCustomChild(benchmark::State& state) {
+  const bool wraps = state.range(0) == 1;
+  double seconds = 0, alive = 0;
+  weft::run(
+      [&] {
+        auto inner = weft::with_cancel(weft::background());
+        const weft::Context parent =
+            wraps ? weft::make_context(std::make_shared<WrappingParent>(inner.ctx))
+                  : weft::make_context(std::make_shared<OwnDoneParent>());
+        std::vector<weft::CancelFunc> cancels;
+        cancels.reserve(kCustomChildren);
+        for (auto _ : state) {
+          const std::int64_t base = weft::detail::context_watchers_alive();
+          const auto t0 = Clock::now();
+          for (int i = 0; i < kCustomChildren; ++i) {
+            cancels.push_back(weft::with_cancel(parent).cancel);
+          }
+          alive = static_cast<double>(weft::detail::context_watchers_alive() - base);
+          cancels.clear();  // cancels each child
+          while (weft::detail::context_watchers_alive() > base) weft::yield();
+          seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        }
+      },
+      workers(static_cast<int>(state.range(1))));
+  state.counters["ns_per_child"] =
+      seconds * 1e9 / (static_cast<double>(state.iterations()) * kCustomChildren);
+  state.counters["fibers_alive"] = alive;
+}
+
 }  // namespace
 
 BENCHMARK(BM_ContextCreateCancel)
@@ -91,6 +150,17 @@ BENCHMARK(BM_ContextCreateCancel)
     ->Apply(weft::bench::each_worker_count)
     ->UseRealTime();
 BENCHMARK(BM_ContextValue)->ArgName("depth")->Arg(1)->Arg(10)->Arg(100);
+BENCHMARK(BM_ContextCustomChild)
+    ->ArgNames({"wraps", "workers"})
+    ->Apply([](benchmark::internal::Benchmark* b) {
+      for (long w : weft::bench::worker_counts()) {
+        b->Args({0, w});
+        b->Args({1, w});
+      }
+    })
+    ->UseRealTime()
+    ->Iterations(5)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ContextCancelFanout)
     ->ArgNames({"children", "workers"})
     ->Apply([](benchmark::internal::Benchmark* b) {

@@ -14,10 +14,19 @@
 //	                        child of a common parent each: ns from the call
 //	                        to the parent's cancel() until the last of them
 //	                        has run (median of -rounds rounds)
+//	ContextCustomChild/P    10,000 children of a parent of the user's own
+//	                        type, derived and cancelled until the runtime's
+//	                        watcher goroutines are gone: ns per child. P is
+//	                        own-done (a Done channel of its own: a watcher
+//	                        goroutine per child) or wraps (embeds a
+//	                        cancelCtx and keeps its Done: no watcher).
+//	ContextCustomChildFibers/P  goroutines alive over the baseline once all
+//	                        children exist (a count, not ns)
 package main
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -106,5 +115,50 @@ func fanout(n, rounds int) func() float64 {
 			xs[i] = fanoutRound(n)
 		}
 		return median(xs)
+	}
+}
+
+// A context type of the user's own with a Done channel of its own.
+type ownDoneCtx struct {
+	done chan struct{}
+}
+
+func (c *ownDoneCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *ownDoneCtx) Done() <-chan struct{}       { return c.done }
+func (c *ownDoneCtx) Err() error                  { return nil }
+func (c *ownDoneCtx) Value(key any) any           { return nil }
+
+// One that embeds a cancelCtx and keeps its Done.
+type wrapCtx struct{ context.Context }
+
+const customChildren = 10000
+
+var customAlive float64
+
+func customChild(wraps bool) func() float64 {
+	return func() float64 {
+		var parent context.Context
+		if wraps {
+			inner, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			parent = wrapCtx{inner}
+		} else {
+			parent = &ownDoneCtx{done: make(chan struct{})}
+		}
+		base := runtime.NumGoroutine()
+		cancels := make([]context.CancelFunc, 0, customChildren)
+		t0 := time.Now()
+		for i := 0; i < customChildren; i++ {
+			_, cancel := context.WithCancel(parent)
+			cancels = append(cancels, cancel)
+		}
+		customAlive = float64(runtime.NumGoroutine() - base)
+		for _, cancel := range cancels {
+			cancel()
+		}
+		for runtime.NumGoroutine() > base {
+			runtime.Gosched()
+		}
+		return float64(time.Since(t0).Nanoseconds()) / customChildren
 	}
 }

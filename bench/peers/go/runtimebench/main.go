@@ -306,6 +306,10 @@ func main() {
 		measure("ContextCreateCancel", w, *reps, createCancel(cancelable))
 		measure("ContextCreateCancelUnderBackground", w, *reps, createCancel(context.Background()))
 		measure("ContextCancelFanout/10000", w, *reps, fanout(10000, *rounds))
+		for _, p := range []string{"own-done", "wraps"} {
+			measure("ContextCustomChild/"+p, w, *reps, customChild(p == "wraps"))
+			measure("ContextCustomChildFibers/"+p, w, 1, func() float64 { return customAlive })
+		}
 	}
 	for _, d := range []int{1, 10, 100} {
 		measure("ContextValue/"+strconv.Itoa(d), 0, *reps, value(d))
