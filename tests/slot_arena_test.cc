@@ -84,12 +84,12 @@ TEST(SlotArena, GenerationsOutliveTheirPages) {
   std::vector<void*> slots;
   for (int i = 0; i < 600; ++i) slots.push_back(arena.take().at);
   std::vector<std::uint32_t> before;
-  for (void* s : slots) before.push_back(SlotArena::generation(s).load());
+  for (void* s : slots) before.push_back(arena.generation(s).load());
   for (void* s : slots) arena.put(s);
   ASSERT_GT(scavenge_until_given_back(arena), 0u);
   // A stale token's generation can never match a slot built again.
   for (std::size_t i = 0; i < slots.size(); ++i) {
-    EXPECT_EQ(SlotArena::generation(slots[i]).load(), before[i] + 1);
+    EXPECT_EQ(arena.generation(slots[i]).load(), before[i] + 1);
   }
 }
 

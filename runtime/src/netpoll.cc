@@ -59,6 +59,8 @@ std::atomic<int> waiters{0};
   std::abort();
 }
 
+SlotArena& descs();  // where every PollDesc lives, below
+
 }  // namespace
 
 struct PollDesc {
@@ -95,7 +97,7 @@ struct PollDesc {
   }
 
   // Bumped by every free; the low 16 bits go into tokens.
-  std::atomic<std::uint32_t>& generation() const { return SlotArena::generation(this); }
+  std::atomic<std::uint32_t>& generation() const { return descs().generation(this); }
 
   std::uint64_t token() const {
     return reinterpret_cast<std::uint64_t>(this) |

@@ -37,8 +37,6 @@ constexpr std::size_t round_up(std::size_t n, std::size_t to) {
 // generation, a free-stack entry and a constructed bit per slot, then the
 // slots from header_bytes on. Page numbers count from the first slot.
 struct SlotArena::Chunk {
-  std::uint32_t slot_size;
-  std::uint32_t header_bytes;
   std::uint32_t index;  // in chunks_
   std::uint32_t per_chunk;
   std::uint32_t free_count = 0;
@@ -61,22 +59,7 @@ struct SlotArena::Chunk {
     return reinterpret_cast<std::uint64_t*>(
         round_up(reinterpret_cast<std::uintptr_t>(free_stack() + per_chunk), 8));
   }
-  char* slots() { return reinterpret_cast<char*>(this) + header_bytes; }
-  std::uint32_t index_of(const void* slot) const {
-    const auto offset = static_cast<std::size_t>(static_cast<const char*>(slot) -
-                                                 reinterpret_cast<const char*>(this));
-    return static_cast<std::uint32_t>((offset - header_bytes) / slot_size);
-  }
-  std::uint32_t first_page(std::uint32_t i) const {
-    return static_cast<std::uint32_t>(std::size_t{i} * slot_size / kPage);
-  }
-  std::uint32_t last_page(std::uint32_t i) const {
-    return static_cast<std::uint32_t>((std::size_t{i} + 1) * slot_size - 1) / kPage;
-  }
-  std::uint64_t pages_of(std::uint32_t i) const {
-    const std::uint32_t lo = first_page(i), hi = last_page(i);
-    return (~std::uint64_t{0} >> (63 - hi)) & (~std::uint64_t{0} << lo);
-  }
+
   std::uint64_t live_pages() const {
     std::uint64_t mask = 0;
     for (std::size_t p = 0; p < kMaxPages; ++p) {
@@ -108,9 +91,34 @@ SlotArena::Chunk* SlotArena::chunk_of(const void* slot) {
   return reinterpret_cast<Chunk*>(reinterpret_cast<std::uintptr_t>(slot) & ~(kChunkBytes - 1));
 }
 
-std::atomic<std::uint32_t>& SlotArena::generation(const void* slot) {
+// Read by dispatch without the lock: only this arena's constants and the
+// generation itself, never a header field another thread wrote.
+std::atomic<std::uint32_t>& SlotArena::generation(const void* slot) const {
   Chunk* c = chunk_of(slot);
-  return c->generations()[c->index_of(slot)];
+  return c->generations()[index_of(c, slot)];
+}
+
+char* SlotArena::slots(Chunk* c) const {
+  return reinterpret_cast<char*>(c) + header_bytes_;
+}
+
+std::uint32_t SlotArena::index_of(const Chunk* c, const void* slot) const {
+  const auto offset =
+      static_cast<std::size_t>(static_cast<const char*>(slot) - reinterpret_cast<const char*>(c));
+  return static_cast<std::uint32_t>((offset - header_bytes_) / slot_size_);
+}
+
+std::uint32_t SlotArena::first_page(std::uint32_t i) const {
+  return static_cast<std::uint32_t>(std::size_t{i} * slot_size_ / kPage);
+}
+
+std::uint32_t SlotArena::last_page(std::uint32_t i) const {
+  return static_cast<std::uint32_t>(((std::size_t{i} + 1) * slot_size_ - 1) / kPage);
+}
+
+std::uint64_t SlotArena::pages_of(std::uint32_t i) const {
+  const std::uint32_t lo = first_page(i), hi = last_page(i);
+  return (~std::uint64_t{0} >> (63 - hi)) & (~std::uint64_t{0} << lo);
 }
 
 void SlotArena::mark_free(Chunk* c, bool has_free) {
@@ -133,8 +141,6 @@ SlotArena::Chunk* SlotArena::map_chunk() {
   if (aligned != start) munmap(raw, aligned - start);
   munmap(reinterpret_cast<void*>(aligned + kChunkBytes), start + kChunkBytes - aligned);
   auto* c = new (reinterpret_cast<void*>(aligned)) Chunk;
-  c->slot_size = static_cast<std::uint32_t>(slot_size_);
-  c->header_bytes = static_cast<std::uint32_t>(header_bytes_);
   c->index = static_cast<std::uint32_t>(chunks_.size());
   c->per_chunk = per_chunk_;
   for (std::uint32_t i = 0; i < per_chunk_; ++i) {
@@ -160,21 +166,21 @@ SlotArena::Slot SlotArena::take() {
   if (!c && !(c = map_chunk())) return {nullptr, false};
   const std::uint32_t i = c->free_stack()[--c->free_count];
   if (c->free_count == 0) mark_free(c, false);
-  const std::uint64_t pages = c->pages_of(i);
+  const std::uint64_t pages = pages_of(i);
   c->pending &= ~pages;  // their release, if one is under way, is off (invariant 3)
   c->resident |= pages;
-  for (std::uint32_t p = c->first_page(i); p <= c->last_page(i); ++p) ++c->page_live[p];
+  for (std::uint32_t p = first_page(i); p <= last_page(i); ++p) ++c->page_live[p];
   std::uint64_t& word = c->constructed()[i / 64];
   const std::uint64_t bit = std::uint64_t{1} << (i % 64);
   const bool fresh = !(word & bit);
   word |= bit;
   ++live_;
-  return {c->slots() + std::size_t{i} * slot_size_, fresh};
+  return {slots(c) + std::size_t{i} * slot_size_, fresh};
 }
 
 void SlotArena::put(void* slot) {
   Chunk* c = chunk_of(slot);
-  const std::uint32_t i = c->index_of(slot);
+  const std::uint32_t i = index_of(c, slot);
   // seq_cst: the retirement, the writer's first half of the Dekker pair in
   // grace.cc (readers()); a reader loads the generation (seq_cst) after its
   // section's count.
@@ -183,7 +189,7 @@ void SlotArena::put(void* slot) {
   std::lock_guard guard(lock_);
   c->free_stack()[c->free_count++] = static_cast<std::uint16_t>(i);
   if (c->free_count == 1 && !c->releasing) mark_free(c, true);
-  for (std::uint32_t p = c->first_page(i); p <= c->last_page(i); ++p) --c->page_live[p];
+  for (std::uint32_t p = first_page(i); p <= last_page(i); ++p) --c->page_live[p];
   c->last_put_ms = now;
   --live_;
 }
@@ -215,7 +221,7 @@ std::size_t SlotArena::scavenge(std::uint32_t now_ms, std::uint32_t min_idle_ms)
       // One madvise per run of pages.
       const int lo = std::countr_zero(left);
       const int n = std::countr_one(left >> lo);
-      if (madvise(r.chunk->slots() + lo * kPage, n * kPage, MADV_DONTNEED) != 0) {
+      if (madvise(slots(r.chunk) + lo * kPage, n * kPage, MADV_DONTNEED) != 0) {
         fatal("slot arena: madvise(MADV_DONTNEED) failed on its own mapping");
       }
       pages_released += static_cast<std::size_t>(n);
@@ -230,7 +236,7 @@ std::size_t SlotArena::scavenge(std::uint32_t now_ms, std::uint32_t min_idle_ms)
     c->resident &= ~r.pages;
     // A slot with any byte on a page given back is built again by its taker.
     for (std::uint32_t i = 0; i < per_chunk_; ++i) {
-      if (c->pages_of(i) & r.pages) c->constructed()[i / 64] &= ~(std::uint64_t{1} << (i % 64));
+      if (pages_of(i) & r.pages) c->constructed()[i / 64] &= ~(std::uint64_t{1} << (i % 64));
     }
     if (c->free_count != 0) mark_free(c, true);
   }

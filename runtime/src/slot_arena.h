@@ -54,7 +54,7 @@ class SlotArena {
   Slot take();
   void put(void* slot);
   // The slot's generation: put() bumps it; readers compare it (seq_cst).
-  static std::atomic<std::uint32_t>& generation(const void* slot);
+  std::atomic<std::uint32_t>& generation(const void* slot) const;
 
   // One step of giving pages back (sysmon's scavenge rounds): marks the
   // pages whose slots were all put `min_idle_ms` ago and begins a grace
@@ -69,6 +69,11 @@ class SlotArena {
   struct Chunk;
   Chunk* map_chunk();
   static Chunk* chunk_of(const void* slot);
+  char* slots(Chunk* c) const;
+  std::uint32_t index_of(const Chunk* c, const void* slot) const;
+  std::uint32_t first_page(std::uint32_t i) const;  // pages from the first slot's
+  std::uint32_t last_page(std::uint32_t i) const;
+  std::uint64_t pages_of(std::uint32_t i) const;
   void mark_free(Chunk* c, bool has_free);  // whether take() may use it
 
   const std::size_t slot_size_;
