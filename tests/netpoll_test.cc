@@ -501,15 +501,6 @@ INSTANTIATE_TEST_SUITE_P(Backends, NetpollTest,
                          });
 
 #if !defined(WEFT_TSAN) && !defined(__SANITIZE_ADDRESS__)
-std::size_t resident_bytes() {
-  std::size_t size = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%zu %zu", &size, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
-
 // A burst of sockets, all closed: the memory of their descs goes back to
 // the kernel. Before, descs were type-stable in blocks never freed: after
 // 10,000 connections the echo server kept 2.2 MB of them for good, most of
@@ -527,14 +518,14 @@ TEST(PollDescMemory, IsGivenBackAfterABurstOfSockets) {
     const std::size_t before = weft::detail::poll_desc_stats().resident_bytes;
     std::vector<int> fds;
     std::vector<PollDesc*> pds;
-    const std::size_t baseline = resident_bytes();
+    const std::size_t baseline = weft::test::resident_bytes();
     for (int i = 0; i < kFds; ++i) {
       fds.push_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
       std::error_code ec;
       pds.push_back(weft::detail::poll_open(fds.back(), &ec));
       ASSERT_TRUE(pds.back()) << ec.message();
     }
-    const std::size_t peak = resident_bytes();
+    const std::size_t peak = weft::test::resident_bytes();
     const std::size_t grown = peak - std::min(peak, baseline);
     ASSERT_GT(grown, std::size_t{kFds} * 150) << "the descs did not show";
     for (std::size_t i = 0; i < pds.size(); ++i) {
@@ -544,7 +535,7 @@ TEST(PollDescMemory, IsGivenBackAfterABurstOfSockets) {
     }
     // sysmon would do this 5 s after the last close; step it here.
     for (int step = 0; step < 16; ++step) weft::detail::scavenge_poll_descs(0);
-    const std::size_t now = resident_bytes();
+    const std::size_t now = weft::test::resident_bytes();
     EXPECT_LE(now, baseline + grown / 5) << "baseline " << baseline << ", peak " << peak;
     EXPECT_LE(weft::detail::poll_desc_stats().resident_bytes, before + 64 * 1024);
   });

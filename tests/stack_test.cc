@@ -211,15 +211,6 @@ TEST(Stack, ManyParkedFibersBeyondTheGuardPageBudget) {
 // shadow memory and quarantine are resident memory the scavenger does not
 // own.
 #if !defined(WEFT_TSAN) && !defined(__SANITIZE_ADDRESS__)
-std::size_t resident_bytes() {
-  std::size_t size = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%zu %zu", &size, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
-
 __attribute__((noinline)) int touch_stack(int seed) {
   volatile char frame[32 * 1024];
   for (std::size_t i = 0; i < sizeof frame; i += 512) frame[i] = static_cast<char>(seed);
@@ -232,7 +223,7 @@ TEST(StackScavenger, MemoryIsGivenBackAfterEachBurst) {
   constexpr int kFibers = 4000;
   weft::run(
       [&] {
-        const std::size_t baseline = resident_bytes();
+        const std::size_t baseline = weft::test::resident_bytes();
         for (int burst = 0; burst < 3; ++burst) {
           weft::Channel<int> release;
           weft::WaitGroup parked, done;
@@ -247,22 +238,28 @@ TEST(StackScavenger, MemoryIsGivenBackAfterEachBurst) {
             });
           }
           parked.wait();
-          const std::size_t peak = resident_bytes();
+          const std::size_t peak = weft::test::resident_bytes();
           const std::size_t grown = peak - std::min(peak, baseline);
           ASSERT_GT(grown, std::size_t{kFibers} * 32 * 1024 / 2) << "the burst did not show";
           release.close();
           done.wait();
           // The scavenger runs in sysmon, once a second while every worker
           // sleeps; allow it many rounds, and stop as soon as it is done.
-          std::size_t now = resident_bytes();
+          std::size_t now = weft::test::resident_bytes();
           for (int i = 0; i < 1000 && now > baseline + grown / 5; ++i) {
             weft::sleep_for(20ms);
-            now = resident_bytes();
+            now = weft::test::resident_bytes();
           }
           EXPECT_LE(now, baseline + grown / 5) << "burst " << burst << ": baseline " << baseline
                                                << ", peak " << peak << ", now " << now;
         }
         EXPECT_GT(weft::detail::stack_stats().scavenged, 0u);
+        // Once every worker sleeps, all but 256 of the burst's stacks are
+        // unmapped too: their VMAs count against vm.max_map_count.
+        for (int i = 0; i < 1000 && weft::detail::stack_stats().guarded_mapped > 1024; ++i) {
+          weft::sleep_for(20ms);
+        }
+        EXPECT_LE(weft::detail::stack_stats().guarded_mapped, 1024u) << "cold stacks stayed mapped";
       },
       weft::RunOptions{.workers = 2});
   weft::detail::set_stack_scavenge_delay(5000ms);

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -52,6 +55,17 @@ inline std::string workers_name(const ::testing::TestParamInfo<int>& info) {
   std::string name = "w";  // built in steps: GCC 12 -O3 warns on "w" + string
   name += std::to_string(info.param);
   return name;
+}
+
+// The process's resident memory now (/proc/self/statm), for the tests that
+// check memory comes back after a burst.
+inline std::size_t resident_bytes() {
+  std::size_t size = 0, resident = 0;
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%zu %zu", &size, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
 }
 
 // Every poller backend built into this weft.

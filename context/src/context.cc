@@ -343,7 +343,7 @@ AfterFuncStop after_func(const Context& ctx, std::function<void()> fn) {
   const auto& node = detail::ContextAccess::node(ctx);
   reg->owner = node;
   reg->canceler = detail::hook_canceler(ctx);
-  if (!reg->canceler && node->custom_source && node->custom_source->impl->done()) {
+  if (detail::needs_bridge(ctx)) {
     auto bridge = new_cancel_node(ctx);
     reg->owner = bridge;
     reg->canceler = bridge.get();

@@ -112,11 +112,14 @@ void CancelNode::bridge_stop_token(const std::shared_ptr<CancelNode>& self, std:
   stop_bridge_.emplace(std::move(token), StopRequested{self});
 }
 
-HookTarget::HookTarget(const Context& ctx) : ctx_(&ctx) {
+bool needs_bridge(const Context& ctx) noexcept {
   const std::shared_ptr<const ContextNode>& node = ContextAccess::node(ctx);
-  if (node->canceler || !node->custom_source || wrapped_canceler(node->custom_source)) return;
-  if (!node->custom_source->impl->done()) return;  // never done
-  bridge_.emplace(with_cancel(ctx));
+  return !node->canceler && node->custom_source && node->custom_source->impl->done() &&
+         !wrapped_canceler(node->custom_source);
+}
+
+HookTarget::HookTarget(const Context& ctx) : ctx_(&ctx) {
+  if (needs_bridge(ctx)) bridge_.emplace(with_cancel(ctx));
 }
 
 std::int64_t context_watchers_alive() noexcept {

@@ -65,6 +65,10 @@ class CancelNode;
 // ctx: its own, or the one a user's context wraps (custom.cc); null if
 // there is none.
 CancelNode* hook_canceler(const Context& ctx) noexcept;
+// Whether ctx is a user's context that can be done but offers no weft node
+// to link to: a DoneHook or after_func registration then links to a child
+// of it (paths d and e in custom.cc), kept while it may run.
+bool needs_bridge(const Context& ctx) noexcept;
 
 class CancelNode final : public ContextNode, public DoneSignal, public ChildLink {
  public:

@@ -112,10 +112,10 @@ class KqueuePoller final : public Poller {
 
  private:
   // Both filters of fd in one changelist. No eventlist: the kernel stops at
-  // the first change that fails and kevent() returns -1 with its errno. An
-  // eventlist (for EV_RECEIPT) would also collect pending events, and
-  // libkqueue does: an EV_CLEAR edge taken there is lost for good (a
-  // refused connect's never reached its waiter).
+  // the first change that fails and kevent() returns -1 with its errno.
+  // Both filters are added and deleted together, so the first error is all
+  // there is to know, and per-change receipts (EV_RECEIPT, which need an
+  // eventlist) would add nothing.
   int change(int fd, unsigned short flags, void* udata) {
     struct kevent changes[2];
     EV_SET(&changes[0], fd, EVFILT_READ, flags, 0, 0, udata);

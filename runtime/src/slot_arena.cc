@@ -38,7 +38,6 @@ constexpr std::size_t round_up(std::size_t n, std::size_t to) {
 // slots from header_bytes on. Page numbers count from the first slot.
 struct SlotArena::Chunk {
   std::uint32_t index;  // in chunks_
-  std::uint32_t per_chunk;
   std::uint32_t free_count = 0;
   std::uint32_t last_put_ms = 0;
   bool releasing = false;                   // pages being given back: not takeable
@@ -52,12 +51,12 @@ struct SlotArena::Chunk {
     return reinterpret_cast<std::atomic<std::uint32_t>*>(reinterpret_cast<char*>(this) +
                                                          kGenerations);
   }
-  std::uint16_t* free_stack() {
-    return reinterpret_cast<std::uint16_t*>(generations() + per_chunk);
+  // Where each array starts, for `per_chunk` slots (the arena's).
+  static std::size_t free_stack_offset(std::size_t per_chunk) {
+    return kGenerations + per_chunk * sizeof(std::uint32_t);
   }
-  std::uint64_t* constructed() {
-    return reinterpret_cast<std::uint64_t*>(
-        round_up(reinterpret_cast<std::uintptr_t>(free_stack() + per_chunk), 8));
+  static std::size_t constructed_offset(std::size_t per_chunk) {
+    return round_up(free_stack_offset(per_chunk) + per_chunk * sizeof(std::uint16_t), 8);
   }
 
   std::uint64_t live_pages() const {
@@ -69,8 +68,7 @@ struct SlotArena::Chunk {
   }
 
   static std::size_t header_size(std::size_t per_chunk) {
-    return round_up(kGenerations + per_chunk * (sizeof(std::uint32_t) + sizeof(std::uint16_t)), 8) +
-           (per_chunk + 63) / 64 * sizeof(std::uint64_t);
+    return constructed_offset(per_chunk) + (per_chunk + 63) / 64 * sizeof(std::uint64_t);
   }
 };
 
@@ -100,6 +98,16 @@ std::atomic<std::uint32_t>& SlotArena::generation(const void* slot) const {
 
 char* SlotArena::slots(Chunk* c) const {
   return reinterpret_cast<char*>(c) + header_bytes_;
+}
+
+std::uint16_t* SlotArena::free_stack(Chunk* c) const {
+  return reinterpret_cast<std::uint16_t*>(reinterpret_cast<char*>(c) +
+                                          Chunk::free_stack_offset(per_chunk_));
+}
+
+std::uint64_t* SlotArena::constructed(Chunk* c) const {
+  return reinterpret_cast<std::uint64_t*>(reinterpret_cast<char*>(c) +
+                                          Chunk::constructed_offset(per_chunk_));
 }
 
 std::uint32_t SlotArena::index_of(const Chunk* c, const void* slot) const {
@@ -142,11 +150,10 @@ SlotArena::Chunk* SlotArena::map_chunk() {
   munmap(reinterpret_cast<void*>(aligned + kChunkBytes), start + kChunkBytes - aligned);
   auto* c = new (reinterpret_cast<void*>(aligned)) Chunk;
   c->index = static_cast<std::uint32_t>(chunks_.size());
-  c->per_chunk = per_chunk_;
   for (std::uint32_t i = 0; i < per_chunk_; ++i) {
     new (&c->generations()[i]) std::atomic<std::uint32_t>(0);
     // Slot 0 on top: a chunk fills from its start.
-    c->free_stack()[i] = static_cast<std::uint16_t>(per_chunk_ - 1 - i);
+    free_stack(c)[i] = static_cast<std::uint16_t>(per_chunk_ - 1 - i);
   }
   c->free_count = per_chunk_;
   chunks_.push_back(c);
@@ -164,13 +171,13 @@ SlotArena::Slot SlotArena::take() {
     }
   }
   if (!c && !(c = map_chunk())) return {nullptr, false};
-  const std::uint32_t i = c->free_stack()[--c->free_count];
+  const std::uint32_t i = free_stack(c)[--c->free_count];
   if (c->free_count == 0) mark_free(c, false);
   const std::uint64_t pages = pages_of(i);
   c->pending &= ~pages;  // their release, if one is under way, is off (invariant 3)
   c->resident |= pages;
   for (std::uint32_t p = first_page(i); p <= last_page(i); ++p) ++c->page_live[p];
-  std::uint64_t& word = c->constructed()[i / 64];
+  std::uint64_t& word = constructed(c)[i / 64];
   const std::uint64_t bit = std::uint64_t{1} << (i % 64);
   const bool fresh = !(word & bit);
   word |= bit;
@@ -187,7 +194,7 @@ void SlotArena::put(void* slot) {
   c->generations()[i].fetch_add(1, std::memory_order_seq_cst);
   const std::uint32_t now = coarse_now_ms();
   std::lock_guard guard(lock_);
-  c->free_stack()[c->free_count++] = static_cast<std::uint16_t>(i);
+  free_stack(c)[c->free_count++] = static_cast<std::uint16_t>(i);
   if (c->free_count == 1 && !c->releasing) mark_free(c, true);
   for (std::uint32_t p = first_page(i); p <= last_page(i); ++p) --c->page_live[p];
   c->last_put_ms = now;
@@ -236,7 +243,7 @@ std::size_t SlotArena::scavenge(std::uint32_t now_ms, std::uint32_t min_idle_ms)
     c->resident &= ~r.pages;
     // A slot with any byte on a page given back is built again by its taker.
     for (std::uint32_t i = 0; i < per_chunk_; ++i) {
-      if (pages_of(i) & r.pages) c->constructed()[i / 64] &= ~(std::uint64_t{1} << (i % 64));
+      if (pages_of(i) & r.pages) constructed(c)[i / 64] &= ~(std::uint64_t{1} << (i % 64));
     }
     if (c->free_count != 0) mark_free(c, true);
   }

@@ -70,6 +70,8 @@ class SlotArena {
   Chunk* map_chunk();
   static Chunk* chunk_of(const void* slot);
   char* slots(Chunk* c) const;
+  std::uint16_t* free_stack(Chunk* c) const;
+  std::uint64_t* constructed(Chunk* c) const;
   std::uint32_t index_of(const Chunk* c, const void* slot) const;
   std::uint32_t first_page(std::uint32_t i) const;  // pages from the first slot's
   std::uint32_t last_page(std::uint32_t i) const;

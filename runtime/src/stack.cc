@@ -497,15 +497,14 @@ std::size_t unmap_cold_stacks(std::size_t keep) {
     for (auto& [size, list] : p.free_by_size) {
       // Slab stacks stay: their slab cannot be unmapped a stack at a time.
       std::size_t kept = 0;
-      auto last = std::remove_if(list.cold.begin(), list.cold.end(), [&](const Stack& s) {
+      for (const Stack& s : list.cold) {
         if (s.slab || kept < keep) {
-          ++kept;
-          return false;
+          list.cold[kept++] = s;  // kept <= this one's index: compacts in place
+        } else {
+          unmapping.push_back(s);
         }
-        unmapping.push_back(s);
-        return true;
-      });
-      list.cold.erase(last, list.cold.end());
+      }
+      list.cold.resize(kept);
       // The list of a burst's stacks is itself a burst's worth of memory.
       if (list.cold.capacity() > 4 * list.cold.size() + 64) list.cold.shrink_to_fit();
     }

@@ -34,7 +34,7 @@ constexpr std::size_t kScavengeIdleStacks = 16384;
 // every worker sleeps; the rest of a burst's are unmapped (their two VMAs
 // count against vm.max_map_count, and the pool's lists against the heap).
 constexpr std::size_t kColdStacksKept = 256;
-// Chunks of socket descs all freed this long ago go back (slot_arena.h).
+// Pages of socket descs all freed this long ago go back (slot_arena.h).
 constexpr std::uint32_t kPollDescIdleMs = 5000;
 // sysmon wakes a worker for a timer this late: the timer role lost track of
 // it, or the OS kept its worker off the CPU.
