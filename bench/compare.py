@@ -35,9 +35,9 @@ METRICS = {
 }
 # Counters not in ns, scaled to ns.
 SCALE = {"overshoot_us": 1e3, "p50_late_us": 1e3}
-# weft-only variants: FdWakeRoundTrip on io_uring has no Go counterpart (Go's
-# netpoller is epoll), so it gets its own row.
-FD_BACKENDS = {"0": "", "1": "/io_uring"}
+# weft-only variants: FdWakeRoundTrip on io_uring or kqueue has no Go
+# counterpart here (Go's netpoller on Linux is epoll), so each gets its own row.
+FD_BACKENDS = {"0": "", "1": "/io_uring", "2": "/kqueue"}
 # Go peer programs (folders of bench/peers/go) that print benchmark rows.
 GO_PEERS = ["runtimebench"]
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -105,8 +105,8 @@ def run_weft(binary, reps, tmp, bench_filter):
         data = json.load(f)
     samples = {}
     for b in data["benchmarks"]:
-        if b.get("run_type") != "iteration":
-            continue
+        if b.get("run_type") != "iteration" or b.get("error_occurred"):
+            continue  # a skipped one (a backend not built in) has no time
         base, *params = b["run_name"].split("/")
         args = dict(p.split(":", 1) for p in params if ":" in p)
         if base not in METRICS:

@@ -4,16 +4,24 @@
 // test, so that its settings are read fresh (the logger reads WEFT_LOG once
 // per process) and never leak into the rest of the suite.
 #include <gtest/gtest.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "log.h"
 #include "scheduler.h"
@@ -144,18 +152,98 @@ TEST(EnvDeathTest, CoopBudgetIsReadAndBadValuesRejected) {
   unsetenv("WEFT_LOG");
 }
 
+// The backends built in, as the rejection lists them, and the one a
+// rejected WEFT_POLLER falls back to (the first this kernel allows).
+std::pair<std::string, std::string> built_and_fallback() {
+  std::string built, fallback;
+  for (const char* const* n = weft::poll::available_backends(); *n; ++n) {
+    built += (built.empty() ? "" : ", ") + std::string(*n);
+    if (fallback.empty() && weft::poll::make_poller(*n, nullptr)) fallback = *n;
+  }
+  return {built, fallback};
+}
+
 TEST(EnvDeathTest, UnknownPollerIsRejectedWhateverTheLogLevel) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  std::string names;
-  for (const char* const* n = weft::poll::available_backends(); *n; ++n) {
-    names += (names.empty() ? "" : ", ") + std::string(*n);
-  }
+  const auto [built, fallback] = built_and_fallback();
   setenv("WEFT_LOG", "off", 1);
   setenv("WEFT_POLLER", "nope", 1);
+  EXPECT_EXIT(
+      weft::run([] { _exit(0); }, weft::RunOptions{.workers = 1}), ::testing::ExitedWithCode(0),
+      "weft: WEFT_POLLER='nope' rejected \\(no poller backend is named 'nope'; built: " + built +
+          "\\); using " + fallback);
+  unsetenv("WEFT_POLLER");
+  unsetenv("WEFT_LOG");
+}
+
+// A backend weft has but this build does not (kqueue without libkqueue on
+// Linux, io_uring without liburing) is named as such, with what is used.
+TEST(EnvDeathTest, APollerNotBuiltInSaysSoAndNamesTheOneUsed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const auto [built, fallback] = built_and_fallback();
+  std::string missing;
+  for (const char* name : {"kqueue", "io_uring", "epoll"}) {
+    if (!weft::poll::make_poller(name, nullptr) &&
+        (", " + built + ", ").find(std::string(", ") + name + ", ") == std::string::npos) {
+      missing = name;
+      break;
+    }
+  }
+  if (missing.empty()) GTEST_SKIP() << "this build has every backend";
+  setenv("WEFT_LOG", "off", 1);
+  setenv("WEFT_POLLER", missing.c_str(), 1);
   EXPECT_EXIT(weft::run([] { _exit(0); }, weft::RunOptions{.workers = 1}),
               ::testing::ExitedWithCode(0),
-              "weft: WEFT_POLLER='nope' rejected \\(expected one of " + names +
-                  ", in any case\\); using the first this kernel allows");
+              "weft: WEFT_POLLER='" + missing + "' rejected \\(" + missing +
+                  " is not built into this weft; built: " + built + "\\); using " + fallback);
+  unsetenv("WEFT_POLLER");
+  unsetenv("WEFT_LOG");
+}
+
+// Refuses io_uring_setup with EPERM from now on, in this process, as a
+// container's seccomp policy does.
+bool refuse_io_uring_setup() {
+#if defined(__x86_64__)
+  constexpr std::uint32_t arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+  constexpr std::uint32_t arch = AUDIT_ARCH_AARCH64;
+#else
+  return false;
+#endif
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+// A WEFT_POLLER the kernel refuses says why, whatever the log level, and
+// names the backend used instead.
+TEST(EnvDeathTest, APollerTheKernelRefusesSaysWhyAndNamesTheOneUsed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  if (!weft::poll::make_poller("io_uring", nullptr)) {
+    GTEST_SKIP() << "io_uring is not built in, or refused here already";
+  }
+  const auto [built, fallback] = built_and_fallback();
+  ASSERT_NE(fallback, "io_uring");
+  setenv("WEFT_LOG", "off", 1);
+  setenv("WEFT_POLLER", "io_uring", 1);
+  EXPECT_EXIT(
+      {
+        if (!refuse_io_uring_setup()) _exit(3);
+        weft::run([] { _exit(0); }, weft::RunOptions{.workers = 1});
+      },
+      ::testing::ExitedWithCode(0),
+      "weft: WEFT_POLLER='io_uring' rejected \\(io_uring_queue_init: Operation not permitted\\); "
+      "using " +
+          fallback);
   unsetenv("WEFT_POLLER");
   unsetenv("WEFT_LOG");
 }

@@ -230,12 +230,19 @@ IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
     const ssize_t r = ::read(sysfd_, buf, n);
     if (r > 0) return IoResult(static_cast<std::size_t>(r));
     if (r == 0) {
+      // A reset whose error the poller took off the socket reads as EOF.
+      if (const int taken = stream() ? weft::detail::poll_take_error(pd_) : 0) {
+        return {0, op_error("read", errno_code(taken), "read")};
+      }
       if (zero_read_is_eof()) return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
       return IoResult(0);                                            // an empty datagram
     }
     const int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN) return {0, op_error("read", errno_code(e), "read")};
+    if (const int taken = weft::detail::poll_take_error(pd_)) {  // as for recvfrom below
+      return {0, op_error("read", errno_code(taken), "read")};
+    }
     if (after_error_event) return {0, op_error("read", net_errc::not_pollable)};
     st = weft::detail::poll_wait(pd_, PollMode::read);
     if (st == PollStatus::ready) continue;
@@ -302,6 +309,11 @@ Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {
     const int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN) return op_error("read", errno_code(e), "recvfrom");
+    // An ICMP error the poller took off the socket: recvfrom would have
+    // reported it once.
+    if (const int taken = weft::detail::poll_take_error(pd_)) {
+      return op_error("read", errno_code(taken), "recvfrom");
+    }
     if (after_error_event) return op_error("read", net_errc::not_pollable);
     st = weft::detail::poll_wait(pd_, PollMode::read);
     if (st == PollStatus::ready) continue;
@@ -439,6 +451,9 @@ std::error_code NetFD::wait_connect(std::optional<Clock::time_point> deadline, D
     }
     if (soerr == EINPROGRESS || soerr == EALREADY || soerr == EINTR) continue;
     if (soerr == EISCONN) break;
+    // An error the poller took off the socket (libkqueue reads SO_ERROR,
+    // which clears it) is the one this getsockopt would have said.
+    if (soerr == 0) soerr = weft::detail::poll_take_error(pd_);
     if (soerr == 0) {
       // Writable and no error: confirm, since the poller may wake spuriously
       // (Go issues #14548, #19289).

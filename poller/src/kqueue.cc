@@ -16,12 +16,12 @@
 //   its syscall reports what happened; Go's netpoll_kqueue.go treats an
 //   event whose flags are exactly EV_ERROR as its setEventErr, and so does
 //   this.
-// - Open (issue 15): libkqueue reads SO_ERROR to fill an EV_EOF's fflags,
-//   and reading it clears it. The error then never reaches the socket's own
-//   syscalls: a refused connect finds SO_ERROR 0 and waits again for good
-//   (the net suites hang on this backend), and a reset read may see EOF.
-//   FreeBSD's filters read so_error without clearing it. The fix is to
-//   carry fflags' error in the Event to the desc, for the paths that ask.
+// - libkqueue reads SO_ERROR to fill an EV_EOF's fflags, and reading it
+//   clears it: a refused connect would find SO_ERROR 0 and wait again for
+//   good, and a reset stream read would see EOF. So on Linux the event
+//   carries that error (Event::error) to the desc, and the socket paths ask
+//   for it where their own report came back empty. FreeBSD's filters read
+//   so_error without clearing it, so there the socket still reports it.
 #include <errno.h>
 #include <sys/event.h>
 #include <time.h>
@@ -31,6 +31,15 @@
 #include <cstring>
 
 #include "kqueue_backend.h"
+
+#if defined(__linux__)
+// libkqueue frees a closed kqueue on its monitoring thread, later, and that
+// frees each registration with an epoll_ctl on the user's fd: a socket that
+// outlives the runtime (and so its poller) would be touched by that thread
+// while its owner closes it. libkqueue exports this call, undeclared, to
+// wait for that work; weak, so a libkqueue without it still links.
+extern "C" __attribute__((weak)) void libkqueue_drain_pending_close(void);
+#endif
 
 namespace weft::poll {
 namespace {
@@ -43,9 +52,17 @@ constexpr int kMaxBatch = 128;
 class KqueuePoller final : public Poller {
  public:
   explicit KqueuePoller(int kq) : kq_(kq) {}
-  ~KqueuePoller() override { ::close(kq_); }
+  ~KqueuePoller() override {
+    ::close(kq_);
+#if defined(__linux__)
+    // Done with every fd once this returns (above).
+    if (libkqueue_drain_pending_close) libkqueue_drain_pending_close();
+#endif
+  }
 
-  const char* name() const override { return "kqueue"; }
+  const char* name() const override {
+    return "kqueue";
+  }
 
   std::error_code add(int fd, std::uint64_t token) override {
     void* udata = reinterpret_cast<void*>(static_cast<std::uintptr_t>(token));
@@ -92,8 +109,13 @@ class KqueuePoller final : public Poller {
       }
       std::uint32_t ready = ev.filter == EVFILT_WRITE ? kWritable : kReadable;
       if (ev.flags == EV_ERROR) ready |= kError;
-      out[count++] =
-          Event{static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(ev.udata)), ready};
+      Event& e = out[count++];
+      e.token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(ev.udata));
+      e.ready = ready;
+      e.error = 0;
+#if defined(__linux__)  // libkqueue: the error is the socket's no longer
+      if ((ev.flags & EV_EOF) && ev.fflags != 0) e.error = static_cast<std::int32_t>(ev.fflags);
+#endif
     }
     return count;
   }

@@ -43,10 +43,13 @@ std::unique_ptr<Poller> make_poller(const std::string& name, std::string* why) {
   if (name == "kqueue") return make_kqueue_poller(why);
 #endif
   if (why) {
-    std::string have;
+    std::string built;
     for (const char* const* n = available_backends(); *n; ++n)
-      have += std::string(have.empty() ? "" : ", ") + *n;
-    *why = "poller backend '" + name + "' is not built into this weft (have: " + have + ")";
+      built += std::string(built.empty() ? "" : ", ") + *n;
+    const bool known = name == "epoll" || name == "io_uring" || name == "kqueue";
+    *why = (known ? name + " is not built into this weft"
+                  : "no poller backend is named '" + name + "'") +
+           "; built: " + built;
   }
   return nullptr;
 }

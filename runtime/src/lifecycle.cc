@@ -74,25 +74,35 @@ std::atomic<std::terminate_handler> previous_terminate{nullptr};
 }
 
 // WEFT_POLLER if set, else the best backend this kernel allows (the first in
-// available_backends()), else the next; why a backend was refused (io_uring
-// under a seccomp policy, say) is logged once per process. A name that is no
-// backend built in here is rejected (env.h), as if unset.
+// available_backends()), else the next. A WEFT_POLLER this build or kernel
+// can't provide (a backend not built in, io_uring under a seccomp policy) is
+// said on stderr whatever the log level, as env.h rejects any setting, with
+// the backend used instead; why a default backend was refused is logged at
+// info. Either is said once per process.
 std::unique_ptr<poll::Poller> make_runtime_poller() {
-  static std::once_flag logged;
+  static std::once_flag said;
   std::string why;
-  const char* const* names = poll::available_backends();
-  if (const auto wanted = env_word("WEFT_POLLER", names, "using the first this kernel allows")) {
-    if (auto p = poll::make_poller(names[*wanted], &why)) return p;
-    std::call_once(logged, [&] {
-      log().error("WEFT_POLLER={}: {}; using another backend", names[*wanted], why);
-    });
+  const char* const asked = env_value("WEFT_POLLER");
+  std::string asked_why;
+  if (asked) {
+    std::string name = asked;
+    // Names are ASCII; the locale must not change them.
+    for (char& c : name) {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    if (auto p = poll::make_poller(name, &asked_why)) return p;
   }
   std::string refused;
-  for (const char* const* name = names; *name; ++name) {
+  for (const char* const* name = poll::available_backends(); *name; ++name) {
     if (auto p = poll::make_poller(*name, &why)) {
-      if (!refused.empty()) {
-        std::call_once(logged, [&] { log().info("{}; using {}", refused, p->name()); });
-      }
+      std::call_once(said, [&] {
+        if (asked) {
+          std::fprintf(stderr, "weft: WEFT_POLLER='%s' rejected (%s); using %s\n", asked,
+                       asked_why.c_str(), p->name());
+        } else if (!refused.empty()) {
+          log().info("{}; using {}", refused, p->name());
+        }
+      });
       return p;
     }
     refused += (refused.empty() ? "" : "; ") + std::string(*name) + " refused: " + why;

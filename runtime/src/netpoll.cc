@@ -67,6 +67,10 @@ struct PollDesc {
   int fd = -1;
   std::atomic<std::uintptr_t> rg{kNil}, wg{kNil};
   std::atomic<std::uint32_t> info{0};
+  // poll::Event::error, until poll_take_error. Relaxed throughout: a waiter
+  // the event wakes is ordered after it by the wake-up itself, and one that
+  // was not parked may miss it either way.
+  std::atomic<int> taken_error{0};
   std::uint32_t run_gen = 0;  // runtime_generation() at poll_open
 
   SpinLock lock;  // guards everything below
@@ -275,6 +279,7 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
     pd->fd = fd;
     pd->closing = false;
     pd->event_err = false;
+    pd->taken_error.store(0, std::memory_order_relaxed);
     pd->rd = pd->wd = 0;
     ++pd->rseq;
     ++pd->wseq;
@@ -458,6 +463,11 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
   if (w) ready(w);
 }
 
+int poll_take_error(PollDesc* pd) {
+  if (pd->taken_error.load(std::memory_order_relaxed) == 0) return 0;
+  return pd->taken_error.exchange(0, std::memory_order_relaxed);
+}
+
 std::int64_t poll_deadline(PollDesc* pd, PollMode mode) {
   std::lock_guard guard(pd->lock);
   return mode == PollMode::write ? pd->wd : pd->rd;
@@ -479,10 +489,13 @@ void netpoll_dispatch(const poll::Event* events, int n) {
     // clears the mark again (a UDP socket's one ICMP error must not make
     // every later read skip the poller).
     const bool err_only = events[i].ready & poll::kError;
-    if (err_only || (pd->info.load(std::memory_order_acquire) & kEventErr)) {
+    if (err_only || events[i].error != 0 ||
+        (pd->info.load(std::memory_order_acquire) & kEventErr)) {
       std::lock_guard guard(pd->lock);
       if ((pd->generation().load(std::memory_order_relaxed) & 0xFFFF) == seq) {
         pd->event_err = err_only;
+        // Before the unblock below, so the waiter it wakes finds it.
+        if (events[i].error != 0) pd->taken_error.store(events[i].error, std::memory_order_relaxed);
         pd->publish_info();
       }
     }

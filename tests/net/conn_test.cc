@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "fd.h"
 #include "net_test_util.h"
 #include "weft/channel.h"
 #include "weft/sync.h"
@@ -169,6 +170,58 @@ TEST_P(NetConnTest, PeerResetIsAnErrorNotEOF) {
     EXPECT_NE(r.error().to_string().find(": read: connection reset by peer"), std::string::npos)
         << r.error().to_string();
     EXPECT_FALSE(r.error().is_timeout());
+  });
+}
+
+// The reset arrives while the read is parked, so the poller reports it
+// first. libkqueue takes the socket's error while reporting it (the read
+// then found EOF before the event carried the error to the desc).
+TEST_P(NetConnTest, PeerResetWakesAParkedReadWithTheReset) {
+  run([] {
+    for (int i = 0; i < 50; ++i) {
+      auto p = tcp_pair();
+      weft::Channel<weft::net::IoResult> got(1);
+      weft::go([&] {
+        char buf[16];
+        got.send(p.server.read(buf, sizeof buf));
+      });
+      ASSERT_TRUE(weft::test::wait_parked());
+      ASSERT_TRUE(p.client.set_linger(0));
+      ASSERT_TRUE(p.client.close());  // RST
+      weft::net::IoResult r = *got.recv();
+      ASSERT_FALSE(r);
+      ASSERT_FALSE(r.is_eof()) << "iteration " << i;
+      ASSERT_EQ(r.error().err, std::errc::connection_reset) << r.error().to_string();
+    }
+  });
+}
+
+// The desc's side of the above, on every backend: an error a backend says
+// it took off the socket is what the next read reports, once, where the
+// socket itself would now say nothing (EAGAIN for a stream here).
+TEST_P(NetConnTest, AnErrorThePollerTookIsTheNextReadsError) {
+  run([] {
+    auto p = tcp_pair();
+    weft::detail::PollDesc* pd = weft::net::SocketAccess::fd(p.server)->pd();
+    weft::Channel<weft::net::IoResult> got(1);
+    weft::go([&] {
+      char buf[16];
+      got.send(p.server.read(buf, sizeof buf));
+    });
+    ASSERT_TRUE(weft::test::wait_parked());
+    weft::poll::Event taken{weft::detail::poll_token(pd), weft::poll::kReadable, ECONNRESET};
+    weft::detail::netpoll_dispatch(&taken, 1);
+    weft::net::IoResult r = *got.recv();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, std::errc::connection_reset) << r.error().to_string();
+    EXPECT_NE(r.error().to_string().find(": read: connection reset by peer"), std::string::npos)
+        << r.error().to_string();
+    // Taken once: the socket is still fine, and the next read gets its data.
+    ASSERT_TRUE(p.client.write("x", 1));
+    char c = 0;
+    auto again = p.server.read(&c, 1);
+    ASSERT_TRUE(again) << again.error().to_string();
+    EXPECT_EQ(c, 'x');
   });
 }
 
@@ -365,7 +418,7 @@ int counting_getaddrinfo(const char*, const char*, const addrinfo*, addrinfo** r
 TEST(NetOutsideRuntime, ListenAndDialSayTheyNeedARunningRuntime) {
   using outside::kNoRuntime;
   ASSERT_EQ(weft::num_workers(), 0);
-  const int fds_before = weft::test::open_fds();
+  const int fds_before = weft::test::open_sockets();
   auto ln = weft::net::listen("tcp", "127.0.0.1:0");
   ASSERT_FALSE(ln);
   EXPECT_EQ(ln.error().to_string(), std::string("listen tcp 127.0.0.1:0: ") + kNoRuntime);
@@ -386,14 +439,14 @@ TEST(NetOutsideRuntime, ListenAndDialSayTheyNeedARunningRuntime) {
   auto t = d.dial("tcp", "127.0.0.1:1");
   ASSERT_FALSE(t);
   EXPECT_EQ(t.error().to_string(), std::string("dial tcp 127.0.0.1:1: ") + kNoRuntime);
-  EXPECT_EQ(weft::test::open_fds(), fds_before);
+  EXPECT_EQ(weft::test::open_sockets(), fds_before);
   // A socket made elsewhere is closed, as adopt_conn promises on failure.
   const int s = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(s, 0);
   auto adopted = weft::net::adopt_conn(s, "tcp");
   ASSERT_FALSE(adopted);
   EXPECT_EQ(adopted.error().to_string(), std::string("file tcp: ") + kNoRuntime);
-  EXPECT_EQ(weft::test::open_fds(), fds_before);
+  EXPECT_EQ(weft::test::open_sockets(), fds_before);
 }
 
 TEST(NetOutsideRuntime, OnlyLookupsThatNeedTheResolverFail) {

@@ -33,7 +33,7 @@ using weft::net::Resolver;
 using weft::test::FullBacklog;
 using weft::test::have_ipv6_loopback;
 using weft::test::NetBackendTest;
-using weft::test::open_fds;
+using weft::test::open_sockets;
 using weft::test::wait_parked;
 using Clock = std::chrono::steady_clock;
 using Ips = weft::net::Result<std::vector<IP>>;
@@ -93,7 +93,7 @@ TEST_P(NetContextApiTest, ListenWithADoneContextFailsInTheLookupBeforeAnySocket)
     cfg.resolver = resolving_to({IP::loopback_v4()}, seen);
     auto made = weft::with_cancel(weft::background());
     made.cancel();
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto ln = cfg.listen(made.ctx, "tcp", "example.test:0");
     ASSERT_FALSE(ln);
     EXPECT_TRUE(ln.error().is_canceled());
@@ -108,7 +108,7 @@ TEST_P(NetContextApiTest, ListenWithADoneContextFailsInTheLookupBeforeAnySocket)
     EXPECT_TRUE(t.error().is_timeout());
     EXPECT_EQ(t.error().to_string(), "listen tcp4: lookup example.test: i/o timeout");
     EXPECT_EQ(seen->calls.load(), 0);
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
 
     // The default resolver: the same, and getaddrinfo is never asked.
     weft::test::counted_lookups = 0;
@@ -119,7 +119,7 @@ TEST_P(NetContextApiTest, ListenWithADoneContextFailsInTheLookupBeforeAnySocket)
     EXPECT_EQ(d.error().to_string(),
               "listen tcp: lookup weft-test-host.invalid: operation was canceled");
     EXPECT_EQ(weft::test::counted_lookups.load(), 0);
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
 
     // No lookup, so the done ctx does not matter.
     auto literal = cfg.listen(made.ctx, "tcp", "127.0.0.1:0");
@@ -146,12 +146,12 @@ TEST_P(NetContextApiTest, ListenCanceledWhileTheHookWaitsOnTheContext) {
     auto made = weft::with_cancel(weft::background());
     weft::WaitGroup canceler;  // joined below: it uses `made`
     cancel_once_entered(entered, made, canceler);
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto ln = cfg.listen(made.ctx, "tcp", "example.test:0");
     ASSERT_FALSE(ln);
     EXPECT_TRUE(ln.error().is_canceled());
     EXPECT_EQ(ln.error().to_string(), "listen tcp: lookup example.test: operation was canceled");
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
     canceler.wait();
     // The lookup's fiber, abandoned by the cancel, finishes in the
     // background: let it end before main does, or teardown abandons it with
@@ -245,7 +245,7 @@ TEST_P(NetContextApiTest, HappyEyeballsOverANameTheHookResolves) {
     auto seen = std::make_shared<Seen>();
     Dialer d = happy_eyeballs_dialer(resolving_to({IP::loopback_v6(), IP::loopback_v4()}, seen));
     auto made = weft::with_cancel(weft::background());
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     const auto t0 = Clock::now();
     auto c = d.dial(made.ctx, "tcp", "example.test:" + port);
     EXPECT_EQ(outcome(c), "connected to " + v4->addr().to_string());
@@ -255,7 +255,7 @@ TEST_P(NetContextApiTest, HappyEyeballsOverANameTheHookResolves) {
     EXPECT_LT(Clock::now() - t0, 30s);
     EXPECT_EQ(seen->calls.load(), 1);
     EXPECT_EQ(seen->family.load(), AF_UNSPEC);
-    EXPECT_EQ(open_fds(), fds_before + 1);  // the losing ::1 socket was closed
+    EXPECT_EQ(open_sockets(), fds_before + 1);  // the losing ::1 socket was closed
     made.cancel();                          // after success: no effect (DL-8)
     ASSERT_TRUE(c);
     auto s = v4->accept();
@@ -299,14 +299,14 @@ TEST_P(NetContextApiTest, CancelEndsBothRacersOfAParallelDial) {
     Dialer d = happy_eyeballs_dialer(resolving_to({IP::loopback_v6(), IP::loopback_v4()}));
     d.fallback_delay = 1ms;
     auto made = weft::with_cancel(weft::background());
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     weft::Channel<std::string> done(1);
     weft::go(
         [&, ctx = made.ctx] { done.send(outcome(d.dial(ctx, "tcp", "example.test:" + port))); });
     ASSERT_TRUE(wait_parked(2));  // both racers are connecting
     made.cancel();
     EXPECT_EQ(*done.recv(), "dial tcp [::1]:" + port + ": operation was canceled");
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
   });
 }
 
@@ -317,7 +317,7 @@ TEST_P(NetContextApiTest, DialAddrsCancelInterruptsAConnectInProgress) {
     FullBacklog full("127.0.0.1:0");
     ASSERT_TRUE(full.ok) << "connect does not hang on a full backlog here";
     const std::string where = full.ln.addr().to_string();
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto made = weft::with_cancel(weft::background());
     weft::Channel<std::string> done(1);
     const auto t0 = Clock::now();
@@ -328,7 +328,7 @@ TEST_P(NetContextApiTest, DialAddrsCancelInterruptsAConnectInProgress) {
     made.cancel();
     EXPECT_EQ(*done.recv(), "dial tcp " + where + ": operation was canceled");
     EXPECT_LT(Clock::now() - t0, 30s);  // not the kernel's connect timeout
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
   });
 }
 
@@ -342,7 +342,7 @@ TEST_P(NetContextApiTest, DialAddrsFollowsTheContextsRules) {
     const std::string where = ln->addr().to_string();
     auto done = weft::with_cancel(weft::background());
     done.cancel();
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto c = Dialer{}.dial_addrs(done.ctx, "tcp", {ln->addr()});
     ASSERT_FALSE(c);
     EXPECT_EQ(c.error().err, errc::operation_canceled);
@@ -359,7 +359,7 @@ TEST_P(NetContextApiTest, DialAddrsFollowsTheContextsRules) {
       EXPECT_EQ(both.error().to_string(),
                 "dial tcp " + a6.to_string() + ": operation was canceled");
     }
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
 
     FullBacklog full("127.0.0.1:0");
     ASSERT_TRUE(full.ok);

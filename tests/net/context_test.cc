@@ -26,7 +26,7 @@ using weft::net::Conn;
 using weft::net::IoResult;
 using weft::test::FullBacklog;
 using weft::test::NetBackendTest;
-using weft::test::open_fds;
+using weft::test::open_sockets;
 using weft::test::tcp_pair;
 using weft::test::wait_parked;
 
@@ -153,7 +153,7 @@ TEST_P(NetContextTest, CancelInterruptsAConnectInProgress) {
     FullBacklog full("127.0.0.1:0");
     ASSERT_TRUE(full.ok) << "connect does not hang on a full backlog here";
     const std::string where = full.ln.addr().to_string();
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto made = weft::with_cancel(weft::background());
     weft::Channel<std::string> done(1);
     weft::go([&, ctx = made.ctx] {
@@ -164,7 +164,7 @@ TEST_P(NetContextTest, CancelInterruptsAConnectInProgress) {
     ASSERT_TRUE(wait_parked());
     made.cancel();
     EXPECT_EQ(*done.recv(), "dial tcp " + where + ": operation was canceled");
-    EXPECT_EQ(open_fds(), fds_before);  // the connecting socket is closed
+    EXPECT_EQ(open_sockets(), fds_before);  // the connecting socket is closed
   });
 }
 
@@ -179,13 +179,13 @@ TEST_P(NetContextTest, ADoneContextFailsADialBeforeAnySocketNamingTheAddress) {
     const std::string where = ln->addr().to_string();
     auto made = weft::with_cancel(weft::background());
     made.cancel();
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto c = weft::net::dial(made.ctx, "tcp", where);
     ASSERT_FALSE(c);
     EXPECT_EQ(c.error().err, errc::operation_canceled);
     EXPECT_TRUE(c.error().is_canceled());
     EXPECT_EQ(c.error().to_string(), "dial tcp " + where + ": operation was canceled");
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
 
     auto expired = weft::with_timeout(weft::background(), -1s);
     auto t = weft::net::dial(expired.ctx, "tcp", where);
@@ -202,7 +202,7 @@ TEST_P(NetContextTest, ADoneContextFailsADialBeforeAnySocketNamingTheAddress) {
     auto u = weft::net::dial(made.ctx, "unix", "/weft-test-no-such.sock");
     ASSERT_FALSE(u);
     EXPECT_EQ(u.error().to_string(), "dial unix /weft-test-no-such.sock: operation was canceled");
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
   });
 }
 
@@ -216,7 +216,7 @@ TEST_P(NetContextTest, ADoneContextFailsADialInTheLookup) {
     weft::net::detail::set_getaddrinfo_for_tests(&weft::test::counting_no_such_host);
     auto made = weft::with_cancel(weft::background());
     made.cancel();
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto c = weft::net::dial(made.ctx, "tcp", "weft-test-host.invalid:80");
     ASSERT_FALSE(c);
     EXPECT_TRUE(c.error().is_canceled());
@@ -227,7 +227,7 @@ TEST_P(NetContextTest, ADoneContextFailsADialInTheLookup) {
     ASSERT_FALSE(t);
     EXPECT_TRUE(t.error().is_timeout());
     EXPECT_EQ(t.error().to_string(), "dial tcp: lookup weft-test-host.invalid: i/o timeout");
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
     EXPECT_EQ(weft::test::counted_lookups.load(), 0);
     weft::net::detail::set_getaddrinfo_for_tests(nullptr);
   });
@@ -254,13 +254,13 @@ TEST_P(NetContextTest, ADeadlineAtTheClocksEpochTimesOutEveryOperation) {
     auto a = ln->accept(ctx);
     ASSERT_FALSE(a);
     EXPECT_EQ(a.error().err, errc::deadline_exceeded);
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     const std::string where = ln->addr().to_string();
     auto c = weft::net::dial(ctx, "tcp", where);
     ASSERT_FALSE(c);
     EXPECT_TRUE(c.error().is_timeout());
     EXPECT_EQ(c.error().to_string(), "dial tcp " + where + ": i/o timeout");
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
     ASSERT_TRUE(p.client.read(&b, 1));  // the byte was left where it was
     EXPECT_EQ(b, 'z');
   });
@@ -410,7 +410,7 @@ TEST_P(NetContextTest, ConnectRacingCancelLeaksNoSocket) {
       }  // closed before done()
       acceptor.done();
     });
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     const int n = weft::test::stress_iterations(500);
     for (int i = 0; i < n; ++i) {
       auto made = weft::with_cancel(weft::background());
@@ -432,7 +432,7 @@ TEST_P(NetContextTest, ConnectRacingCancelLeaksNoSocket) {
     stop = true;
     ASSERT_TRUE(ln->close());
     acceptor.wait();
-    EXPECT_LE(open_fds(), fds_before);  // every dialed socket was closed
+    EXPECT_LE(open_sockets(), fds_before);  // every dialed socket was closed
   });
 }
 

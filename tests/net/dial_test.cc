@@ -19,7 +19,7 @@ using weft::net::Conn;
 using weft::net::Dialer;
 using weft::test::FullBacklog;
 using weft::test::NetBackendTest;
-using weft::test::open_fds;
+using weft::test::open_sockets;
 
 class NetDialTest : public NetBackendTest {};
 
@@ -160,7 +160,7 @@ TEST_P(NetDialTest, BadAddressesGivePreciseMessages) {
 TEST_P(NetDialTest, AnUnknownZoneIsAnErrorThatNamesIt) {
   if (!weft::test::have_ipv6_loopback()) GTEST_SKIP() << "no IPv6 loopback";
   run([] {
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     auto c = weft::net::dial("tcp", "[fe80::1%weft-nosuch0]:80");
     ASSERT_FALSE(c);
     EXPECT_EQ(c.error().to_string(),
@@ -168,7 +168,7 @@ TEST_P(NetDialTest, AnUnknownZoneIsAnErrorThatNamesIt) {
     auto ln = weft::net::listen("tcp", "[::1%weft-nosuch0]:0");
     ASSERT_FALSE(ln);
     EXPECT_EQ(ln.error().to_string(), "listen tcp [::1%weft-nosuch0]:0: no such network interface");
-    EXPECT_EQ(open_fds(), fds_before);
+    EXPECT_EQ(open_sockets(), fds_before);
     auto pc = weft::net::listen_packet("udp6", "[::1]:0");
     ASSERT_TRUE(pc) << pc.error().to_string();
     auto to = weft::net::resolve_addr("udp6", "[fe80::1%weft-nosuch0]:53");
@@ -254,7 +254,7 @@ TEST_P(NetDialTest, HappyEyeballsFallsBackToIPv4WhenIPv6Hangs) {
     ASSERT_TRUE(v6.ok) << "could not fill the ::1 accept queue";
     auto v4 = weft::net::listen("tcp", "127.0.0.1:0");
     ASSERT_TRUE(v4);
-    const int fds_before = open_fds();
+    const int fds_before = open_sockets();
     Dialer d;
     d.fallback_delay = 50ms;
     d.timeout = 30s;
@@ -266,7 +266,7 @@ TEST_P(NetDialTest, HappyEyeballsFallsBackToIPv4WhenIPv6Hangs) {
     EXPECT_GE(took, 50ms);  // the fallback waited for its delay
     EXPECT_LT(took, 20s);   // and did not wait for the primary's timeout
     // The hanging primary was canceled and closed: only the winner is new.
-    EXPECT_EQ(open_fds(), fds_before + 1);
+    EXPECT_EQ(open_sockets(), fds_before + 1);
     auto s = v4->accept();
     ASSERT_TRUE(s);
     ASSERT_TRUE(c->write("he"));
@@ -339,11 +339,11 @@ TEST_P(NetDialTest, CancelerInterruptsAConnectInProgress) {
     cancel->cancel(weft::errc::operation_canceled);
     EXPECT_EQ(*done.recv(), "dial tcp " + full.ln.addr().to_string() + ": operation was canceled");
     // Already canceled: fails before any socket.
-    const int before = open_fds();
+    const int before = open_sockets();
     auto c = d.dial_impl("tcp", full.ln.addr().to_string(), std::nullopt, cancel);
     ASSERT_FALSE(c);
     EXPECT_TRUE(c.error().is_canceled());
-    EXPECT_EQ(open_fds(), before);
+    EXPECT_EQ(open_sockets(), before);
   });
 }
 

@@ -58,6 +58,38 @@ TEST_P(NetPacketUnixTest, UdpRoundTrips) {
   });
 }
 
+// A connected UDP socket's datagram to a closed port comes back as an ICMP
+// error, which a parked read reports once (Go's setEventErr), on every
+// backend: epoll reports it alone, libkqueue takes it off the socket into
+// the event. Reads after it wait on the poller again.
+TEST_P(NetPacketUnixTest, UdpIcmpErrorReachesAParkedReadOnce) {
+  run([] {
+    std::string closed_port;
+    {
+      auto gone = weft::net::listen_packet("udp", "127.0.0.1:0");
+      ASSERT_TRUE(gone) << gone.error().to_string();
+      closed_port = gone->local_addr().to_string();
+    }
+    auto cli = weft::net::dial("udp", closed_port);
+    ASSERT_TRUE(cli) << cli.error().to_string();
+    weft::Channel<weft::net::IoResult> got(1);
+    weft::go([&] {
+      char buf[16];
+      got.send(cli->read(buf, sizeof buf));
+    });
+    ASSERT_TRUE(weft::test::wait_parked());
+    ASSERT_TRUE(cli->write("ping"));
+    weft::net::IoResult r = *got.recv();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().err, std::errc::connection_refused) << r.error().to_string();
+    ASSERT_TRUE(cli->set_read_deadline(weft::test::in(50ms)));
+    char buf[16];
+    auto after = cli->read(buf, sizeof buf);
+    ASSERT_FALSE(after);
+    EXPECT_TRUE(after.error().is_timeout()) << after.error().to_string();
+  });
+}
+
 TEST_P(NetPacketUnixTest, UdpReadDeadlineAndClose) {
   run([] {
     auto srv = weft::net::listen_packet("udp", "127.0.0.1:0");

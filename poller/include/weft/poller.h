@@ -18,8 +18,12 @@ enum Ready : std::uint32_t {
 };
 
 struct Event {
-  std::uint64_t token;  // what add() was given
-  std::uint32_t ready;  // Ready bits
+  std::uint64_t token;     // what add() was given
+  std::uint32_t ready;     // Ready bits
+  std::int32_t error = 0;  // a socket error the backend took off the socket
+                           // while reporting this event (errno), which the
+                           // socket's own syscalls will no longer report; 0
+                           // when none (every backend but libkqueue's)
 };
 
 class Poller {

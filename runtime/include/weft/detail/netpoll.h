@@ -65,6 +65,12 @@ void poll_op_end(PollDesc* pd, PollMode mode, PollOp* op);
 // every other operation are untouched. True if `op` was the current one.
 bool poll_op_cancel(PollDesc* pd, PollMode mode, PollOp* op);
 
+// A socket error the poller's backend consumed on its way (poll::Event's
+// `error`), taken once: 0 when there is none. Ask it where the socket's own
+// report came back empty (SO_ERROR 0 after a connect, a stream read's 0, a
+// datagram read's EAGAIN), which is what the error would have said.
+int poll_take_error(PollDesc* pd);
+
 // A deadline long past, for interrupting a parked operation (a cancel);
 // like any value below one second of uptime it expires without a clock read.
 inline constexpr std::int64_t kDeadlineLongPast = 1;
