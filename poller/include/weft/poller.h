@@ -4,6 +4,8 @@
 // directions, as Go does: no syscall per operation.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>

@@ -1,6 +1,8 @@
 // Seeing inside a running program.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <array>
 #include <chrono>
 #include <cstdint>

@@ -2,6 +2,8 @@
 // sentinel errors become these codes; errno values stay std::system_category.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <system_error>
 
 namespace weft {

@@ -1,6 +1,8 @@
 // The fiber runtime: weft::run starts the workers, weft::go spawns fibers.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <exception>

@@ -4,6 +4,8 @@
 // [fe80::1%eth0]:80, /run/x.sock, @name.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <sys/socket.h>
 
 #include <array>

@@ -14,6 +14,8 @@
 // never pays more than the subtraction.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 namespace weft::detail {
 
 inline constexpr int kCoopChannelOp = 1;

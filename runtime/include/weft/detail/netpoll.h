@@ -4,6 +4,8 @@
 // don't see it.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <cstdint>
 #include <system_error>
 

@@ -3,6 +3,8 @@
 // else, so that fibers and plain threads wait the same way.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <cstdint>
 #include <type_traits>
 

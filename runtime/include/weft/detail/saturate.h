@@ -4,6 +4,8 @@
 // past and expire at once. runtime/, context/ and net/ all add through here.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <chrono>
 #include <limits>
 #include <type_traits>

@@ -2,6 +2,8 @@
 // park: park commits release it once the waiter is off its stack.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <atomic>
 
 namespace weft::detail {

@@ -16,6 +16,8 @@
 // - fire() runs on a worker and must not block, nor free its own node.
 #pragma once
 
+#include "weft/detail/cxx20.h"
+
 #include <atomic>
 #include <cstdint>
 
