@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <ostream>
 
 #include "weft/net/addr.h"
 #include "weft/net/result.h"
@@ -454,6 +455,19 @@ std::string Addr::to_string() const {
   s += ':';
   s += std::to_string(port_);
   return s;
+}
+
+std::ostream& operator<<(std::ostream& os, const OpError& e) {
+  return os << e.to_string();
+}
+std::ostream& operator<<(std::ostream& os, net_errc e) {
+  return os << make_error_code(e).message();
+}
+std::ostream& operator<<(std::ostream& os, const IP& ip) {
+  return os << ip.to_string();
+}
+std::ostream& operator<<(std::ostream& os, const Addr& a) {
+  return os << a.to_string();
 }
 
 }  // namespace weft::net

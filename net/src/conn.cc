@@ -136,6 +136,11 @@ IoResult Conn::write(const void* buf, std::size_t n) {
   return fd_->write(buf, n);
 }
 
+IoResult Conn::write_buffers(std::span<const std::string_view> buffers) {
+  if (!fd_) return {0, no_socket("write")};
+  return fd_->write_buffers(buffers);
+}
+
 Result<void> Conn::close_read() {
   if (!fd_) return no_socket("close");
   return fd_->shutdown(SHUT_RD);

@@ -111,6 +111,12 @@ IoResult Conn::write(const Context& ctx, const void* buf, std::size_t n) {
                             [&](PollOp* op) { return fd_->write(buf, n, op); });
 }
 
+IoResult Conn::write_buffers(const Context& ctx, std::span<const std::string_view> buffers) {
+  if (!fd_) return {0, no_socket("write")};
+  return bound_to<IoResult>(ctx, fd_.get(), PollMode::write, "write",
+                            [&](PollOp* op) { return fd_->write_buffers(buffers, op); });
+}
+
 Result<Conn> Listener::accept(const Context& ctx) {
   if (!fd_) return no_socket("accept");
   return bound_to<Result<Conn>>(ctx, fd_.get(), PollMode::read, "accept",

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -284,6 +285,72 @@ IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
     st = weft::detail::poll_wait(pd_, PollMode::write);
     if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
     return {nn, op_error("write", status_code(st))};
+  }
+}
+
+IoResult NetFD::write_buffers(std::span<const std::string_view> buffers, PollOp* op) {
+  if (!stream()) {
+    // As Go's Buffers.WriteTo on a conn without writev: one write per
+    // buffer, so each stays a datagram of its own.
+    std::size_t total = 0;
+    for (std::string_view b : buffers) {
+      IoResult r = write(b.data(), b.size(), op);
+      total += r.count();
+      if (!r) return {total, r.error()};
+    }
+    return IoResult(total);
+  }
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
+  if (auto e = rw_lock(PollMode::write, op)) return {0, op_error("write", e)};
+  RwGuard guard{this, PollMode::write, op};
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
+  if (fails_early(st)) return {0, op_error("write", status_code(st))};
+  constexpr int kMaxIov = 1024;  // Linux's IOV_MAX
+  iovec iov[kMaxIov];
+  std::size_t total = 0;
+  std::size_t index = 0, offset = 0;  // the first unwritten byte: buffers[index][offset]
+  for (;;) {
+    while (index < buffers.size() && offset == buffers[index].size()) {
+      ++index;
+      offset = 0;
+    }
+    if (index == buffers.size()) return IoResult(total);
+    int count = 0;
+    std::size_t batch = 0;
+    for (std::size_t i = index; i < buffers.size() && count < kMaxIov && batch < kMaxRW; ++i) {
+      const std::size_t from = i == index ? offset : 0;
+      if (buffers[i].size() == from) continue;
+      const std::size_t len = std::min(buffers[i].size() - from, kMaxRW - batch);
+      iov[count++] = iovec{const_cast<char*>(buffers[i].data() + from), len};
+      batch += len;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(count);
+    // sendmsg, not writev: MSG_NOSIGNAL, so a reset peer is EPIPE and
+    // never SIGPIPE. Errors say "writev", as Go's do.
+    const ssize_t r = ::sendmsg(sysfd_, &msg, MSG_NOSIGNAL);
+    if (r > 0) {
+      total += static_cast<std::size_t>(r);
+      for (std::size_t left = static_cast<std::size_t>(r); left > 0;) {
+        const std::size_t here = buffers[index].size() - offset;
+        if (left < here) {
+          offset += left;
+          break;
+        }
+        left -= here;
+        ++index;
+        offset = 0;
+      }
+      continue;
+    }
+    if (r == 0) return {total, op_error("write", net_errc::unexpected_eof)};
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return {total, op_error("write", errno_code(e), "writev")};
+    st = weft::detail::poll_wait(pd_, PollMode::write);
+    if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
+    return {total, op_error("write", status_code(st))};
   }
 }
 

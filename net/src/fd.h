@@ -87,6 +87,7 @@ class NetFD {
   // an op fails with errc::operation_canceled once poll_op_cancel reaches it.
   IoResult read(void* buf, std::size_t n, PollOp* op = nullptr);
   IoResult write(const void* buf, std::size_t n, PollOp* op = nullptr);
+  IoResult write_buffers(std::span<const std::string_view> buffers, PollOp* op = nullptr);
   Result<PacketConn::Datagram> read_from(void* buf, std::size_t n);
   IoResult write_to(const void* buf, std::size_t n, const Addr& to);
   Result<std::unique_ptr<NetFD>> accept(PollOp* op = nullptr);

@@ -1,6 +1,7 @@
 #include "weft/error.h"
 
 #include <cerrno>
+#include <ostream>
 #include <string>
 
 namespace weft {
@@ -55,5 +56,7 @@ bool is_timeout(const std::error_code& ec) noexcept {
 bool is_canceled(const std::error_code& ec) noexcept {
   return ec == errc::canceled || ec == errc::operation_canceled;
 }
+
+std::ostream& operator<<(std::ostream& os, errc e) { return os << make_error_code(e).message(); }
 
 }  // namespace weft

@@ -4,6 +4,7 @@
 
 #include "weft/detail/cxx20.h"
 
+#include <iosfwd>
 #include <system_error>
 
 namespace weft {
@@ -34,6 +35,9 @@ bool is_timeout(const std::error_code& ec) noexcept;
 // Go's errors.Is(err, context.Canceled): the context error and the net
 // error it becomes ("operation was canceled").
 bool is_canceled(const std::error_code& ec) noexcept;
+
+// Go's text ("context canceled"), not std::error_code's "weft:1".
+std::ostream& operator<<(std::ostream& os, errc e);
 
 }  // namespace weft
 

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <iosfwd>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,6 +57,11 @@ class IP {
   std::array<std::uint8_t, 16> bytes_{};
   std::string zone_;
 };
+
+// Their to_string(): "127.0.0.1", "[::1]:80", "/path".
+class Addr;
+std::ostream& operator<<(std::ostream& os, const IP& ip);
+std::ostream& operator<<(std::ostream& os, const Addr& a);
 
 // One address of any family. `network` is Go's Network(): "tcp", "udp",
 // "unix", "unixgram"; an IP address also has a port, a Unix one a name.

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <span>
@@ -117,6 +118,15 @@ class Conn : public Socket {
   // reports what it wrote with the context's error.
   IoResult write(const Context& ctx, const void* buf, std::size_t n);
   IoResult write(const Context& ctx, std::string_view s) { return write(ctx, s.data(), s.size()); }
+  // Go's net.Buffers.WriteTo: writes every buffer, in order, through
+  // writev (one syscall while the socket takes it all, IOV_MAX buffers at
+  // a time), or returns the total written with the error. On a datagram
+  // socket each buffer is a datagram of its own, as in Go.
+  IoResult write_buffers(std::span<const std::string_view> buffers);
+  IoResult write_buffers(std::initializer_list<std::string_view> buffers) {
+    return write_buffers(std::span<const std::string_view>(buffers.begin(), buffers.size()));
+  }
+  IoResult write_buffers(const Context& ctx, std::span<const std::string_view> buffers);
 
   // Half-close: shutdown(SHUT_RD) / shutdown(SHUT_WR).
   Result<void> close_read();

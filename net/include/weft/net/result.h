@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <iosfwd>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -70,6 +71,13 @@ struct OpError {
   friend bool operator==(const OpError& e, net_errc c) noexcept { return e.err == c; }
 };
 
+// Go's Error() text, as fmt.Println(err) prints it (weft/fmt.h formats it
+// for fmt too).
+std::ostream& operator<<(std::ostream& os, const OpError& e);
+// net_errc's text ("unexpected EOF", ...), not std::error_code's
+// "category:number".
+std::ostream& operator<<(std::ostream& os, net_errc e);
+
 [[noreturn]] inline void bad_result_access(const OpError& e) {
   std::fprintf(stderr, "weft::net: value() of a failed result: %s\n", e.to_string().c_str());
   std::abort();
@@ -101,6 +109,15 @@ class [[nodiscard]] Result {
   T&& operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
+  // The value, or `fallback` on failure (std::optional's value_or).
+  template <class U>
+  T value_or(U&& fallback) const& {
+    return has_value() ? std::get<0>(v_) : static_cast<T>(std::forward<U>(fallback));
+  }
+  template <class U>
+  T value_or(U&& fallback) && {
+    return has_value() ? std::get<0>(std::move(v_)) : static_cast<T>(std::forward<U>(fallback));
+  }
 
   // Only on failure.
   const OpError& error() const& { return std::get<1>(v_); }
