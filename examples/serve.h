@@ -1,4 +1,4 @@
-// What the example servers share: Go's signal.NotifyContext, the runtime's
+// What the example servers share: shutdown on SIGINT/SIGTERM, the runtime's
 // metrics on SIGUSR1 and at shutdown, and the accept loop that runs a
 // handler in a fiber per connection until shutdown.
 #pragma once
@@ -6,41 +6,29 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <memory>
 #include <thread>
 #include <utility>
 
 #include "weft/context.h"
 #include "weft/debug.h"
 #include "weft/net/conn.h"
+#include "weft/signal.h"
 #include "weft/weft.h"
 
-// A context canceled by the first SIGINT or SIGTERM. Call before weft::run,
-// so that every worker thread inherits the blocked signals and only the
-// waiting thread receives them.
-inline weft::Context shutdown_on_signals() {
+// SIGUSR1 is taken by metrics_on_sigusr1's thread with sigwait, so it is
+// blocked before any thread starts: a thread that left it unblocked would
+// take it and die of its default action. (SIGINT and SIGTERM need nothing
+// of the kind: weft::notify_context installs a handler.)
+inline void block_sigusr1() {
   sigset_t set;
   sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  // SIGUSR1 too (metrics_on_sigusr1), before any thread starts: a thread
-  // that left one unblocked would take it and die of its default action.
-  sigset_t blocked = set;
-  sigaddset(&blocked, SIGUSR1);
-  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
-  auto made = weft::with_cancel(weft::background());
-  auto cancel = std::make_shared<weft::CancelFunc>(std::move(made.cancel));
-  std::thread([set, cancel] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    (*cancel)();
-  }).detach();  // lives until the process exits
-  return made.ctx;
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 // `kill -USR1 <pid>` prints weft::metrics() (fibers by state and wait
-// reason, wake-up latencies) to stderr. Call after shutdown_on_signals,
-// which blocks SIGUSR1 in every thread.
+// reason, wake-up latencies) to stderr. Call after block_sigusr1, before
+// weft::run.
 inline void metrics_on_sigusr1() {
   sigset_t set;
   sigemptyset(&set);
@@ -61,7 +49,11 @@ inline void metrics_on_sigusr1() {
 // Returns the process's exit status.
 template <class Handler>
 int serve(const char* addr, Handler handler) {
-  const weft::Context shutdown = shutdown_on_signals();
+  // Go's signal.NotifyContext: the first SIGINT or SIGTERM cancels it.
+  // (Named, not unpacked: lambdas cannot capture unpacked names in Clang 14.)
+  auto notified = weft::notify_context(weft::background(), {SIGINT, SIGTERM});
+  const weft::Context& shutdown = notified.ctx;
+  block_sigusr1();
   metrics_on_sigusr1();
   return weft::run([&] {
     auto ln = weft::net::listen("tcp", addr);
