@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The example servers under real clients: weft-http-hello under wrk and
-weft-resp-ping under redis-benchmark (plain and pipelined), weft-echo under a
-small client here. Each server must answer every request with no error
+"""The example servers under real clients: weft-http-hello under wrk, alone
+and behind weft-proxy, weft-resp-ping under redis-benchmark (plain and
+pipelined), weft-echo under a small client here. Each server must answer every request with no error
 reported and exit 0 on SIGTERM (bench/load.py checks both). Prints one line
 per case and "real-clients: N passed, M failed"; exits 1 on any failure.
 
@@ -71,6 +71,24 @@ def echo_case(binary):
             proc.wait()
 
 
+def proxy_case(proxy, upstream_server):
+    """weft-proxy in front of weft-http-hello, under wrk: every request and
+    response crosses two io::copy splices."""
+    up = subprocess.Popen([upstream_server, "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = up.stdout.readline()
+        if not line.startswith("listening on "):
+            return False, f"upstream printed no 'listening on' line: {line!r}"
+        ok, detail = load_case("http", f"{proxy} {{addr}} {line.split()[-1]}", "wrk", [])
+        up.send_signal(signal.SIGTERM)
+        code = up.wait(timeout=5)
+        return ok and code == 0, f"{detail}; upstream exit {code}"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -83,6 +101,8 @@ def main():
         "resp", os.path.join(ex, "weft-resp-ping"), "redis-benchmark", ["--pipeline", "1"])))
     cases.append(("resp-ping under redis-benchmark -P 16", lambda: load_case(
         "resp", os.path.join(ex, "weft-resp-ping"), "redis-benchmark", ["--pipeline", "16"])))
+    cases.append(("proxy (io::copy) to http-hello under wrk", lambda: proxy_case(
+        os.path.join(ex, "weft-proxy"), os.path.join(ex, "weft-http-hello"))))
     passed = failed = 0
     for name, run in cases:
         start = time.monotonic()

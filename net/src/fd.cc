@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -352,6 +353,82 @@ IoResult NetFD::write_buffers(std::span<const std::string_view> buffers, PollOp*
     if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
     return {total, op_error("write", status_code(st))};
   }
+}
+
+namespace {
+
+// splice(2) into a socket has no MSG_NOSIGNAL: a reset peer would raise
+// SIGPIPE, which by default ends the process. So SIGPIPE is blocked in
+// this thread for the one syscall, and one it raised is taken back (it is
+// sent to the calling thread) before the mask is restored. Unless the
+// thread had it blocked already: then a pending one may be the caller's.
+ssize_t splice_without_sigpipe(int from, int to, std::size_t n) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  const ssize_t r = ::splice(from, nullptr, to, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  const int e = errno;
+  if (r < 0 && e == EPIPE && !sigismember(&old, SIGPIPE)) {
+    const timespec now{};
+    while (sigtimedwait(&pipe_only, nullptr, &now) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = e;
+  return r;
+}
+
+}  // namespace
+
+IoResult NetFD::splice_to_pipe(int pipe_w, std::size_t max, PollOp* op) {
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
+  if (auto e = rw_lock(PollMode::read, op)) return {0, op_error("read", e)};
+  RwGuard guard{this, PollMode::read, op};
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  if (fails_early(st)) return {0, op_error("read", status_code(st))};
+  for (;;) {
+    const ssize_t r =
+        ::splice(sysfd_, nullptr, pipe_w, nullptr, max, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (r > 0) return IoResult(static_cast<std::size_t>(r));
+    if (r == 0) {
+      if (const int taken = weft::detail::poll_take_error(pd_)) {  // as read()
+        return {0, op_error("read", errno_code(taken), "splice")};
+      }
+      return {0, OpError(weft::errc::eof)};
+    }
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return {0, op_error("read", errno_code(e), "splice")};
+    st = weft::detail::poll_wait(pd_, PollMode::read);
+    if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
+    return {0, op_error("read", status_code(st))};
+  }
+}
+
+IoResult NetFD::splice_from_pipe(int pipe_r, std::size_t n, PollOp* op) {
+  weft::detail::coop_spend(weft::detail::kCoopSocketOp);
+  if (auto e = rw_lock(PollMode::write, op)) return {0, op_error("write", e)};
+  RwGuard guard{this, PollMode::write, op};
+  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
+  if (fails_early(st)) return {0, op_error("write", status_code(st))};
+  std::size_t done = 0;
+  while (done < n) {
+    // The pipe holds all n bytes, so only the socket can say EAGAIN.
+    const ssize_t r = splice_without_sigpipe(pipe_r, sysfd_, n - done);
+    if (r > 0) {
+      done += static_cast<std::size_t>(r);
+      continue;
+    }
+    if (r == 0) return {done, op_error("write", net_errc::unexpected_eof)};
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return {done, op_error("write", errno_code(e), "splice")};
+    st = weft::detail::poll_wait(pd_, PollMode::write);
+    if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
+    return {done, op_error("write", status_code(st))};
+  }
+  return IoResult(done);
 }
 
 Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {

@@ -88,6 +88,11 @@ class NetFD {
   IoResult read(void* buf, std::size_t n, PollOp* op = nullptr);
   IoResult write(const void* buf, std::size_t n, PollOp* op = nullptr);
   IoResult write_buffers(std::span<const std::string_view> buffers, PollOp* op = nullptr);
+  // io::copy's halves (splice(2), no copy through user memory): moves up
+  // to `max` bytes from this socket into the pipe (errc::eof at the end),
+  // and exactly `n` bytes from the pipe into this socket.
+  IoResult splice_to_pipe(int pipe_w, std::size_t max, PollOp* op = nullptr);
+  IoResult splice_from_pipe(int pipe_r, std::size_t n, PollOp* op = nullptr);
   Result<PacketConn::Datagram> read_from(void* buf, std::size_t n);
   IoResult write_to(const void* buf, std::size_t n, const Addr& to);
   Result<std::unique_ptr<NetFD>> accept(PollOp* op = nullptr);

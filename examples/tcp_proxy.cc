@@ -1,0 +1,38 @@
+// A TCP proxy: each connection to LISTEN is joined to a new connection to
+// UPSTREAM, both ways, by weft::io::copy (splice(2) between the sockets:
+// the bytes never pass through this process's memory). When one side ends
+// its stream the proxy ends the other's with a half-close, as Go's
+// proxies do; SIGINT/SIGTERM stops everything and exits 0.
+//
+//   weft-proxy LISTEN UPSTREAM     e.g. weft-proxy 127.0.0.1:8080 127.0.0.1:80
+#include <cstdio>
+#include <string>
+
+#include "serve.h"
+#include "weft/io.h"
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: weft-proxy LISTEN UPSTREAM\n");
+    return 2;
+  }
+  const std::string upstream = argv[2];
+  return serve(argv[1], [&](weft::net::Conn& client, const weft::Context& shutdown) {
+    auto up = weft::net::dial(shutdown, "tcp", upstream);
+    if (!up) {
+      std::fprintf(stderr, "%s\n", up.error().to_string().c_str());
+      return;
+    }
+    weft::WaitGroup upward;
+    upward.add(1);
+    weft::go([&] {
+      (void)weft::io::copy(shutdown, *up, client);
+      (void)up->close_write();  // the client is done sending: tell upstream
+      upward.done();
+    });
+    (void)weft::io::copy(shutdown, client, *up);
+    (void)client.close_write();
+    upward.wait();
+    (void)up->close();
+  });
+}
