@@ -57,6 +57,8 @@ bool is_canceled(const std::error_code& ec) noexcept {
   return ec == errc::canceled || ec == errc::operation_canceled;
 }
 
-std::ostream& operator<<(std::ostream& os, errc e) { return os << make_error_code(e).message(); }
+std::ostream& operator<<(std::ostream& os, errc e) {
+  return os << make_error_code(e).message();
+}
 
 }  // namespace weft

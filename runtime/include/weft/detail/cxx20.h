@@ -5,5 +5,6 @@
 #pragma once
 
 #if !defined(__cplusplus) || __cplusplus < 202002L
-#error "weft needs C++20 or later: compile with -std=c++20 (g++ 12 and clang++ 14 default to C++17; CMake: target_link_libraries(... weft::weft) sets it)"
+#error \
+    "weft needs C++20 or later: compile with -std=c++20 (g++ 12 and clang++ 14 default to C++17; CMake: target_link_libraries(... weft::weft) sets it)"
 #endif
