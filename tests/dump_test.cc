@@ -174,7 +174,7 @@ TEST_P(DumpTest, DumpsRacingAWorkloadLoseNothing) {
             wg.add(1);
             weft::go([&] { wg.done(); });
             wg.wait();
-            pong.send(v + 1);
+            EXPECT_TRUE(pong.send(v + 1));
           }
         });
         std::atomic<bool> stop{false};
@@ -192,7 +192,7 @@ TEST_P(DumpTest, DumpsRacingAWorkloadLoseNothing) {
           dumper.done();
         });
         for (int i = 0; i < kRounds; ++i) {
-          ping.send(i);
+          EXPECT_TRUE(ping.send(i));
           ASSERT_EQ(*pong.recv(), i + 1);
         }
         stop = true;
@@ -279,12 +279,12 @@ TEST(Deadlock, WaitsThatCanEndAreNotReported) {
           weft::Channel<int> ch;
           weft::go([&] {
             weft::sleep_for(50ms);
-            ch.send(1);
+            EXPECT_TRUE(ch.send(1));
           });
           EXPECT_EQ(*ch.recv(), 1);
           weft::go([&] {
             weft::blocking([] { std::this_thread::sleep_for(50ms); });
-            ch.send(2);
+            EXPECT_TRUE(ch.send(2));
           });
           EXPECT_EQ(*ch.recv(), 2);
         },
@@ -298,7 +298,7 @@ TEST(Deadlock, DetectionCanBeTurnedOffForLateForeignThreads) {
   weft::Channel<int> ch;
   std::thread late([&] {
     std::this_thread::sleep_for(100ms);
-    ch.send(7);
+    EXPECT_TRUE(ch.send(7));
   });
   weft::run([&] { EXPECT_EQ(*ch.recv(), 7); }, {.detect_deadlocks = false});
   late.join();
@@ -308,12 +308,7 @@ TEST(Deadlock, DetectionCanBeTurnedOffForLateForeignThreads) {
 
 namespace {
 
-std::uint64_t parked_for(const weft::Metrics& m, const std::string& reason) {
-  for (const auto& [r, n] : m.parked_by_reason) {
-    if (r == reason) return n;
-  }
-  return 0;
-}
+using weft::test::parked_for;
 
 class MetricsTest : public ::testing::TestWithParam<int> {};
 
@@ -336,12 +331,12 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
         weft::go([&] {
           char b = 0;
           (void)conn->read(&b, 1);
-          read_done.send(b);
+          EXPECT_TRUE(read_done.send(b));
         });
         weft::Metrics m;
         for (int i = 0; i < 10'000; ++i) {
           m = weft::metrics();
-          if (parked_for(m, "chan receive") == kReceivers && parked_for(m, "sleep") == kSleepers &&
+          if (parked_for("chan receive", m) == kReceivers && parked_for("sleep", m) == kSleepers &&
               m.io_waiters == 1) {
             break;
           }
@@ -349,9 +344,9 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
         }
         {  // gtest's trace stack is thread-local: nothing in here may park
           SCOPED_TRACE(m.to_string());
-          EXPECT_EQ(parked_for(m, "chan receive"), std::uint64_t{kReceivers});
-          EXPECT_EQ(parked_for(m, "sleep"), std::uint64_t{kSleepers});
-          EXPECT_EQ(parked_for(m, "IO wait (read)"), 1u);
+          EXPECT_EQ(parked_for("chan receive", m), std::uint64_t{kReceivers});
+          EXPECT_EQ(parked_for("sleep", m), std::uint64_t{kSleepers});
+          EXPECT_EQ(parked_for("IO wait (read)", m), 1u);
           EXPECT_EQ(m.io_waiters, 1u);
           EXPECT_GE(m.timers_pending, std::uint64_t{kSleepers});
           EXPECT_GE(m.fibers_live, std::uint64_t{kReceivers + kSleepers + 2});
@@ -371,10 +366,10 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
         // One ready in 64 is timed: a ping-pong of 1,000 rounds fills it.
         weft::Channel<int> ping, pong;
         weft::go([&] {
-          for (int i = 0; i < 1000; ++i) pong.send(*ping.recv());
+          for (int i = 0; i < 1000; ++i) EXPECT_TRUE(pong.send(*ping.recv()));
         });
         for (int i = 0; i < 1000; ++i) {
-          ping.send(i);
+          EXPECT_TRUE(ping.send(i));
           pong.recv();
         }
         EXPECT_GT(weft::metrics().scheduling_latency.count(), 0u);

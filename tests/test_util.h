@@ -5,13 +5,20 @@
 
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "sanitizer.h"  // WEFT_TSAN: the runtime's own test for a TSan build
+#include "weft/debug.h"
 #include "weft/poller.h"
+#include "weft/runtime.h"
+#include "weft/time.h"
 
 namespace weft::test {
 
@@ -73,6 +80,35 @@ inline std::vector<std::string> poller_backends() {
   std::vector<std::string> names;
   for (const char* const* n = weft::poll::available_backends(); *n; ++n) names.emplace_back(*n);
   return names;
+}
+
+// Fibers parked for `reason` (the text dumps show) in a metrics snapshot,
+// by default one taken now.
+inline std::uint64_t parked_for(std::string_view reason,
+                                const weft::Metrics& snapshot = weft::metrics()) {
+  for (const auto& [text, n] : snapshot.parked_by_reason) {
+    if (text == reason) return n;
+  }
+  return 0;
+}
+
+// From a fiber: yields (then naps) until pred() holds. The bound only turns a
+// broken primitive into a failure instead of a hang: generous, so that a
+// slow, perturbed or sanitized schedule, or a plain thread still starting,
+// only takes longer. The thread yield lets a plain thread on this core get on.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (int i = 0; !pred(); ++i) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    if (i < 1000) {
+      weft::yield();
+      std::this_thread::yield();
+    } else {
+      weft::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+  return true;
 }
 
 }  // namespace weft::test

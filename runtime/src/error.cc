@@ -31,6 +31,8 @@ class Category final : public std::error_category {
         return "no suitable address found";
       case errc::no_runtime:
         return "no weft runtime is running (call inside weft::run)";
+      case errc::exceeds_semaphore_size:
+        return "semaphore acquire larger than its size";
     }
     return "unknown weft error " + std::to_string(value);
   }

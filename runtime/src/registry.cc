@@ -61,6 +61,12 @@ const char* wait_reason_text(WaitReason r) noexcept {
       return "blocking call";
     case WaitReason::context_done:
       return "context done";
+    case WaitReason::rwmutex_lock:
+      return "RWMutex.lock";
+    case WaitReason::rwmutex_lock_shared:
+      return "RWMutex.lock_shared";
+    case WaitReason::semaphore_acquire:
+      return "Semaphore.acquire";
   }
   return "parked";
 }

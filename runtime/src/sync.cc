@@ -22,6 +22,31 @@ void wake_all(QueuedWaiter* chain) noexcept {
     chain = next;
   }
 }
+
+void Sema::acquire(WaitReason reason) noexcept {
+  QueuedWaiter w;
+  {
+    std::lock_guard guard(lock_);
+    if (permits_ > 0) {  // released before we got here
+      --permits_;
+      return;
+    }
+    queue_.push_back(&w);
+  }
+  w.waiter.wait(reason);  // a release between the unlock and here is not lost
+}
+
+void Sema::release(std::uint32_t count) noexcept {
+  WaiterList woken;
+  {
+    std::lock_guard guard(lock_);
+    for (; count > 0 && !queue_.empty(); --count) woken.push_back(queue_.pop_front());
+    permits_ += count;
+  }
+  // The lock's release was the last access to *this: the party woken (or the
+  // one taking the permit) may destroy the owner now.
+  wake_all(woken.take_all());
+}
 }  // namespace detail
 
 namespace {
@@ -97,6 +122,85 @@ void Mutex::unlock_slow() {
     state_.store(more, std::memory_order_release);
   }
   w->waiter.wake();  // w lives on the waiter's stack until woken
+}
+
+namespace {
+[[noreturn]] void misused_rwmutex(const char* what) {
+  std::fprintf(stderr, "weft::RWMutex: %s\n", what);
+  std::abort();
+}
+}  // namespace
+
+void RWMutex::lock() {
+  writers_.lock();
+  // Closes the door on new readers. acquire: pairs with the release
+  // subtraction in unlock_shared(), for the readers that already left.
+  const std::int32_t inside = readers_.fetch_sub(kWriterPending, std::memory_order_acquire);
+  // Readers still inside count departing_ down from zero meanwhile; adding
+  // them brings it to zero exactly when the last one has gone. acq_rel:
+  // pairs with the readers' acq_rel subtractions in unlock_shared_slow()
+  // when they all left before this add.
+  if (inside != 0 && departing_.fetch_add(inside, std::memory_order_acq_rel) + inside != 0) {
+    writer_wait_.acquire(detail::WaitReason::rwmutex_lock);
+  }
+}
+
+bool RWMutex::try_lock() noexcept {
+  if (!writers_.try_lock()) return false;
+  std::int32_t none = 0;
+  // acquire: as in lock(), pairs with unlock_shared()'s release.
+  if (readers_.compare_exchange_strong(none, -kWriterPending, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+    return true;
+  }
+  writers_.unlock();
+  return false;
+}
+
+void RWMutex::unlock() {
+  // Opens the door. release: pairs with the acquire add in lock_shared() and
+  // the acquire CAS in try_lock_shared(), for readers that come after.
+  const std::int32_t waiting =
+      readers_.fetch_add(kWriterPending, std::memory_order_release) + kWriterPending;
+  if (waiting >= kWriterPending) misused_rwmutex("unlock of an RWMutex not locked for writing");
+  // The readers that queued behind this writer; the Sema's lock orders this
+  // writer's writes before their wake-up.
+  if (waiting > 0) reader_wait_.release(static_cast<std::uint32_t>(waiting));
+  writers_.unlock();
+}
+
+bool RWMutex::try_lock_shared() noexcept {
+  std::int32_t n = readers_.load(std::memory_order_relaxed);
+  while (n >= 0) {
+    // acquire: pairs with unlock()'s release add, as in lock_shared().
+    if (readers_.compare_exchange_weak(n, n + 1, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void RWMutex::unlock_shared_slow(std::int32_t now) {
+  // From 0 to -1 nobody held it; from -kWriterPending down, a writer holds it
+  // and no reader is counted.
+  if (now == -1 || now == -kWriterPending - 1) {
+    misused_rwmutex("unlock_shared of an RWMutex not locked for reading");
+  }
+  // A writer is pending and counted this reader as inside. acq_rel: the
+  // release half carries this reader's work to the last leaver or to the
+  // writer's own add in lock(); the acquire half gathers the earlier
+  // leavers' before the last one wakes the writer (the Sema's lock carries
+  // it on from there).
+  if (departing_.fetch_sub(1, std::memory_order_acq_rel) - 1 == 0) writer_wait_.release(1);
+}
+
+void Once::call_slow(void (*invoke)(void*), void* fn) {
+  std::lock_guard guard(running_);
+  if (done_.load(std::memory_order_relaxed)) return;  // running_ ordered us after the store
+  invoke(fn);  // an exception leaves done_ false and unlocks: the next call retries
+  // release: pairs with the acquire load in call().
+  done_.store(true, std::memory_order_release);
 }
 
 void CondVar::notify_one() noexcept {

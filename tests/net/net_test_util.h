@@ -85,21 +85,6 @@ inline bool wait_parked(int n = 1) {
   return true;
 }
 
-// Polls `pred` (yielding/napping) for at most 10 s.
-template <class Pred>
-bool eventually(Pred pred) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (int i = 0; !pred(); ++i) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    if (i < 1000) {
-      weft::yield();
-    } else {
-      weft::sleep_for(std::chrono::microseconds(200));
-    }
-  }
-  return true;
-}
-
 // Whether ::1 can be bound here (the library's own probe).
 inline bool have_ipv6_loopback() {
   return weft::net::detail::ipv6_supported();

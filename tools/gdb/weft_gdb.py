@@ -138,6 +138,9 @@ WAIT_REASON_TEXT = {
     "io_write": "IO wait (write)",
     "blocking": "blocking call",
     "context_done": "context done",
+    "rwmutex_lock": "RWMutex.lock",
+    "rwmutex_lock_shared": "RWMutex.lock_shared",
+    "semaphore_acquire": "Semaphore.acquire",
 }
 
 # The most records the registry walk follows before it calls the list corrupt

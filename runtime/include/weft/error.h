@@ -22,6 +22,9 @@ enum class errc {
   // call that needs the poller, the blocking pool or fibers made where no
   // runtime runs. The APIs that cannot return an error abort with this text.
   no_runtime,
+  // Not Go's (whose Acquire blocks forever there): "semaphore acquire larger
+  // than its size", from weft::Semaphore asked for more than it can ever hold.
+  exceeds_semaphore_size,
 };
 
 const std::error_category& error_category() noexcept;

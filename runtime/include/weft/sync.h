@@ -1,10 +1,13 @@
-// Fiber-aware Mutex, CondVar and WaitGroup with Go's semantics. Waiting
-// parks the fiber, never the worker thread; plain threads may use them too.
+// Fiber-aware Mutex, RWMutex, CondVar, WaitGroup and Once with Go's
+// semantics. Waiting parks the fiber, never the worker thread; plain threads
+// may use them too.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <type_traits>
 
 #include "weft/detail/spinlock.h"
 #include "weft/detail/wait_queue.h"
@@ -51,6 +54,21 @@ class WaiterList {
 };
 // Wakes a chain taken with take_all (the next link is read before each wake).
 void wake_all(QueuedWaiter* chain) noexcept;
+
+// A counting semaphore for waits inside the primitives (Go's runtime
+// semaphore): a release may come before the acquire it is meant for, and is
+// then kept as a permit. release() touches nothing of *this after its last
+// store, so the owner may be destroyed once the released party returns.
+class Sema {
+ public:
+  void acquire(WaitReason reason) noexcept;
+  void release(std::uint32_t count) noexcept;
+
+ private:
+  SpinLock lock_;
+  std::uint32_t permits_ = 0;  // under lock_
+  WaiterList queue_;           // under lock_
+};
 }  // namespace detail
 
 class Mutex;
@@ -105,6 +123,87 @@ inline bool mutex_has_waiters(const Mutex& m) noexcept {
   return (m.state_.load(std::memory_order_relaxed) & Mutex::kWaiters) != 0;
 }
 }  // namespace detail
+
+// Go's sync.RWMutex, usable with std::unique_lock and std::shared_lock.
+// Many readers or one writer. A writer that asks first shuts the door on
+// readers that come after it (they queue until it is done), so a stream of
+// overlapping readers cannot starve writers; readers already in finish
+// first. As in Go, a reader must not lock_shared() again while it holds the
+// lock: a writer queued in between would deadlock both. An uncontended
+// reader costs one atomic add each way; writers also take a Mutex, which
+// orders them among themselves. Unlike Mutex, unlock() still touches the
+// mutex after it lets readers in (it then releases the writers' Mutex), so
+// a reader must not destroy it on the strength of what the writer wrote.
+class RWMutex {
+ public:
+  RWMutex() = default;
+  RWMutex(const RWMutex&) = delete;
+  RWMutex& operator=(const RWMutex&) = delete;
+
+  void lock();
+  bool try_lock() noexcept;
+  void unlock();
+
+  void lock_shared() {
+    // acquire: pairs with the release add in unlock(), so a reader that gets
+    // in sees what the last writer wrote.
+    if (readers_.fetch_add(1, std::memory_order_acquire) + 1 < 0) {
+      reader_wait_.acquire(detail::WaitReason::rwmutex_lock_shared);
+    }
+  }
+  bool try_lock_shared() noexcept;
+  void unlock_shared() {
+    // release: pairs with the acquire subtraction in lock(), so a writer that
+    // finds no reader left sees what the readers did.
+    const std::int32_t now = readers_.fetch_sub(1, std::memory_order_release) - 1;
+    if (now < 0) unlock_shared_slow(now);
+  }
+
+ private:
+  // Subtracted from readers_ by a writer: the count goes negative, which
+  // sends new readers to reader_wait_, and still says how many are in.
+  static constexpr std::int32_t kWriterPending = std::int32_t{1} << 30;
+  void unlock_shared_slow(std::int32_t now);
+
+  Mutex writers_;  // one writer at a time goes past here
+  // Readers in or waiting, less kWriterPending while a writer holds or
+  // waits for the lock.
+  std::atomic<std::int32_t> readers_{0};
+  // Readers the pending writer still waits for: those that were in when it
+  // arrived; each leaving one counts down, the last wakes the writer.
+  std::atomic<std::int32_t> departing_{0};
+  detail::Sema writer_wait_;
+  detail::Sema reader_wait_;
+};
+
+// Go's sync.Once: call(fn) runs fn the first time it is called and never
+// again; calls that come while fn runs wait until it has returned, so every
+// call returns after fn's effects. Unlike Go (where a panicking fn counts as
+// done), an exception from fn propagates and leaves the Once not done, as
+// std::call_once does: the next call, or one already waiting, runs its own
+// fn. That makes a failed initialisation retryable instead of leaving what
+// it guards half built for good.
+class Once {
+ public:
+  Once() = default;
+  Once(const Once&) = delete;
+  Once& operator=(const Once&) = delete;
+
+  template <class F>
+  void call(F&& fn) {
+    // acquire: pairs with the release store after fn in call_slow, so a
+    // caller that sees done sees what fn did.
+    if (done_.load(std::memory_order_acquire)) return;
+    call_slow([](void* f) { (*static_cast<std::remove_reference_t<F>*>(f))(); },
+              const_cast<void*>(static_cast<const void*>(std::addressof(fn))));
+  }
+
+ private:
+  void call_slow(void (*invoke)(void*), void* fn);
+
+  std::atomic<bool> done_{false};
+  Mutex running_;  // held while fn runs: later callers wait on it
+};
 
 // Go's sync.Cond, used with std::unique_lock<weft::Mutex>.
 class CondVar {

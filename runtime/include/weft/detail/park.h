@@ -30,6 +30,10 @@ enum class WaitReason : std::uint8_t {
   io_write,
   blocking,
   context_done,
+  // Appended, so that the values above stay what older cores and dumps hold.
+  rwmutex_lock,
+  rwmutex_lock_shared,
+  semaphore_acquire,
 };
 const char* wait_reason_text(WaitReason r) noexcept;
 
