@@ -51,12 +51,17 @@ void BM_ChannelPingPong(benchmark::State& state) {
         weft::WaitGroup done;
         done.add(1);
         weft::go([&] {
-          while (auto v = ping.recv()) pong.send(*v);
+          while (auto v = ping.recv()) {
+            if (!pong.send(*v)) break;  // never: pong is not closed
+          }
           done.done();
         });
         int i = 0;
         for (auto _ : state) {
-          ping.send(i++);
+          if (!ping.send(i++)) {
+            state.SkipWithError("ping was closed");
+            break;
+          }
           benchmark::DoNotOptimize(pong.recv());
         }
         ping.close();
@@ -111,6 +116,28 @@ void BM_SpawnJoin(benchmark::State& state) {
         // pooled fiber records and stacks rather than paying for first mmaps
         // and page faults, which Go's warm g free list would not pay either.
         batch();
+        timer.start();
+        for (auto _ : state) batch();
+        timer.stop();
+      },
+      workers(state));
+  timer.report(state, "ns_per_fiber", kSpawnBatch);
+}
+
+// The same through weft::spawn, each handle joined in spawn order: what the
+// shared result costs on top of go (per fiber).
+void BM_SpawnHandleJoin(benchmark::State& state) {
+  PerItem timer;
+  weft::run(
+      [&] {
+        std::vector<weft::JoinHandle<void>> handles;
+        handles.reserve(kSpawnBatch);
+        auto batch = [&handles] {
+          for (int i = 0; i < kSpawnBatch; ++i) handles.push_back(weft::spawn([] {}));
+          for (auto& h : handles) h.join();
+          handles.clear();
+        };
+        batch();  // untimed, as BM_SpawnJoin's warm-up
         timer.start();
         for (auto _ : state) batch();
         timer.stop();
@@ -208,6 +235,12 @@ BENCHMARK(BM_ChannelPingPong)
 BENCHMARK(BM_Yield)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
 BENCHMARK(BM_YieldAlone)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
 BENCHMARK(BM_SpawnJoin)
+    ->ArgName("workers")
+    ->Apply(weft::bench::each_worker_count)
+    ->UseRealTime()
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SpawnHandleJoin)
     ->ArgName("workers")
     ->Apply(weft::bench::each_worker_count)
     ->UseRealTime()

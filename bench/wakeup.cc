@@ -217,7 +217,7 @@ std::vector<double> cancel_samples(const Options& o, int n, const char* what, Op
     weft::Channel<Clock::time_point> woke(1);
     weft::go([&, c = ctx] {
       op(c);
-      woke.send(Clock::now());
+      if (!woke.send(Clock::now())) fail("woke: channel closed");
     });
     weft::sleep_for(o.settle);
     Deadman deadman;
@@ -305,7 +305,9 @@ std::vector<double> fanout(const Options& o, int readers, int rounds) {
             auto r = conn->read(ctx, &byte, 1);
             const auto t = Clock::now();
             if (r) fail("fanout: read returned data on an idle connection");
-            if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) last.send(t);
+            if (left.fetch_sub(1, std::memory_order_acq_rel) == 1 && !last.send(t)) {
+              fail("fanout: channel closed");
+            }
           },
           weft::SpawnOptions{.stack_size = 16 * 1024});
     }

@@ -44,11 +44,13 @@ int main() {
       weft::Channel<int> ping, pong;
       // Channels are shared handles: the echo fiber keeps its own copies.
       weft::go([ping, pong]() mutable {
-        while (auto v = ping.recv()) pong.send(*v);
+        while (auto v = ping.recv()) {
+          if (!pong.send(*v)) break;
+        }
       });
       const auto t0 = Clock::now();
       for (int i = 0; i < n; ++i) {
-        ping.send(i);
+        if (!ping.send(i)) break;
         pong.recv();
       }
       std::printf("channel ping-pong round trip: %.0f ns\n", ns_since(t0, n));
@@ -63,30 +65,23 @@ int main() {
       for (int w = 0; w < 8; ++w) {
         workers.add(1);
         weft::go([&] {
-          while (auto j = jobs.recv()) results.send(static_cast<long long>(*j) * *j);
+          while (auto j = jobs.recv()) {
+            if (!results.send(static_cast<long long>(*j) * *j)) break;
+          }
           workers.done();
         });
       }
       weft::go([&] {
-        for (int i = 1; i <= 100'000; ++i) jobs.send(i);
+        for (int i = 1; i <= 100'000; ++i) {
+          if (!jobs.send(i)) break;
+        }
         jobs.close();
         workers.wait();
         results.close();
       });
-      // A ticker: a fiber that sleeps 1 ms and offers a tick, dropped if
-      // the previous one was not taken yet.
-      weft::Channel<int> ticks(1);
-      std::atomic<bool> finished{false};
-      weft::WaitGroup ticker_done;
-      ticker_done.add(1);
-      weft::go([&] {
-        while (!finished.load()) {
-          weft::sleep_for(1ms);
-          int tick = 1;
-          ticks.try_send(tick);
-        }
-        ticker_done.done();
-      });
+      // Ticks every millisecond; one the loop has not taken yet is dropped
+      // rather than queued (Go's time.Ticker).
+      weft::Ticker ticker(1ms);
       long long sum = 0;
       int received = 0, tick_count = 0;
       for (bool open = true; open;) {
@@ -99,10 +94,8 @@ int main() {
                                      sum += *v;
                                      ++received;
                                    }),
-                     weft::on_recv(ticks, [&](std::optional<int>) { ++tick_count; }));
+                     weft::on_recv(ticker.chan(), [&](auto) { ++tick_count; }));
       }
-      finished.store(true);
-      ticker_done.wait();  // it uses `ticks`, which ends with this block
       std::printf("fan-out/fan-in: %d results, sum of squares %lld, %d ticks seen meanwhile\n",
                   received, sum, tick_count);
     }

@@ -61,7 +61,7 @@ TEST_P(ChannelTest, BufferedSendBlocksOnlyWhenFull) {
         EXPECT_EQ(ch.size(), 2u);
         std::atomic<bool> third_sent{false};
         weft::go([&] {
-          ch.send(3);
+          EXPECT_TRUE(ch.send(3));
           third_sent.store(true);
         });
         weft::sleep_for(3ms);
@@ -92,7 +92,7 @@ TEST_P(ChannelTest, FifoForValuesAndWaiters) {
           });
           wait_until_parked_receivers(ch, i + 1);  // parked before the next one starts
         }
-        for (int v = 0; v < 5; ++v) ch.send(v);
+        for (int v = 0; v < 5; ++v) EXPECT_TRUE(ch.send(v));
         wg.wait();
         std::sort(order.begin(), order.end());
         EXPECT_EQ(order, (std::vector<int>{0, 101, 202, 303, 404}));
@@ -104,8 +104,8 @@ TEST_P(ChannelTest, CloseDrainsBufferThenReportsClosed) {
   weft::run(
       [] {
         weft::Channel<std::string> ch(3);
-        ch.send("a");
-        ch.send("b");
+        EXPECT_TRUE(ch.send("a"));
+        EXPECT_TRUE(ch.send("b"));
         EXPECT_TRUE(ch.close());
         EXPECT_FALSE(ch.close());  // second close
         EXPECT_FALSE(ch.send("c"));
@@ -166,7 +166,7 @@ TEST_P(ChannelTest, MoveOnlyValues) {
   weft::run(
       [] {
         weft::Channel<std::unique_ptr<int>> ch;
-        weft::go([&] { ch.send(std::make_unique<int>(9)); });
+        weft::go([&] { EXPECT_TRUE(ch.send(std::make_unique<int>(9))); });
         auto p = ch.recv();
         ASSERT_TRUE(p && *p);
         EXPECT_EQ(**p, 9);
@@ -194,11 +194,11 @@ TEST_P(ChannelTest, PipelineAcrossThreadsAndFibers) {
       [&] {
         weft::Channel<int> a(16), b;
         std::thread producer([&] {  // a plain thread sends
-          for (int i = 1; i <= n; ++i) a.send(i);
+          for (int i = 1; i <= n; ++i) EXPECT_TRUE(a.send(i));
           a.close();
         });
         weft::go([&] {
-          while (auto v = a.recv()) b.send(*v * 2);
+          while (auto v = a.recv()) EXPECT_TRUE(b.send(*v * 2));
           b.close();
         });
         while (auto v = b.recv()) sum += *v;

@@ -481,7 +481,7 @@ TEST_P(ContextTest, DoneIsASelectCase) {
         EXPECT_EQ(index, 1);
         EXPECT_TRUE(done);
         // A never-done context is a case that never completes, not a default.
-        weft::go([&] { ch.send(5); });
+        weft::go([&] { EXPECT_TRUE(ch.send(5)); });
         int got = 0;
         index = weft::select(weft::on_done(weft::background(), [] {}),
                              weft::on_recv(ch, [&](std::optional<int> v) { got = *v; }));
@@ -497,14 +497,14 @@ TEST_P(ContextTest, AfterFuncRunsInItsOwnFiberOnceDone) {
       [] {
         auto [ctx, cancel] = weft::with_cancel(weft::background());
         weft::Channel<std::uint64_t> ran(1);
-        auto stop = weft::after_func(ctx, [&] { ran.send(weft::fiber_id()); });
+        auto stop = weft::after_func(ctx, [&] { EXPECT_TRUE(ran.send(weft::fiber_id())); });
         EXPECT_EQ(weft::detail::child_count(ctx), 1u);
         EXPECT_EQ(ran.try_recv(), std::nullopt);
         cancel();
         EXPECT_NE(*ran.recv(), weft::fiber_id());
         EXPECT_FALSE(stop());  // already started
         // On a context that is already done, fn still starts (asynchronously).
-        auto late = weft::after_func(ctx, [&] { ran.send(1); });
+        auto late = weft::after_func(ctx, [&] { EXPECT_TRUE(ran.send(1)); });
         EXPECT_EQ(*ran.recv(), 1u);
         EXPECT_FALSE(late());
       },

@@ -288,7 +288,7 @@ TEST_P(CustomContextTest, AfterFuncOnACustomContext) {
         weft::Channel<int> done_ch(1);
         weft::AfterFuncStop armed = weft::after_func(parent.ctx, [&] {
           ran.fetch_add(10);
-          done_ch.send(1);
+          EXPECT_TRUE(done_ch.send(1));
         });
         parent.impl->cancel({});
         EXPECT_TRUE(done_ch.recv());
@@ -392,7 +392,8 @@ TEST_P(CustomContextTest, AfterFuncStopRacingCancelRace) {
         for (int i = 0; i < n; ++i) {
           Custom parent = make_custom(kind());
           weft::Channel<int> ran(1);
-          weft::AfterFuncStop stop = weft::after_func(parent.ctx, [&] { ran.send(1); });
+          weft::AfterFuncStop stop =
+              weft::after_func(parent.ctx, [&] { EXPECT_TRUE(ran.send(1)); });
           weft::WaitGroup wg;
           wg.add(1);
           weft::go([&] {
@@ -533,7 +534,7 @@ TEST(StopToken, AStopSourceFollowsTheContext) {
     auto [ctx, cancel] = weft::with_cancel(weft::background());
     std::stop_source source = weft::stop_source_of(ctx);
     weft::Channel<int> stopped(1);
-    std::stop_callback on_stop(source.get_token(), [&] { stopped.send(1); });
+    std::stop_callback on_stop(source.get_token(), [&] { EXPECT_TRUE(stopped.send(1)); });
     EXPECT_FALSE(source.stop_requested());
     cancel();
     EXPECT_TRUE(stopped.recv());

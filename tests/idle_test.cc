@@ -50,7 +50,7 @@ Trial sleeper_beside_a_ping_pong() {
   weft::go([&] {
     while (auto v = ping.recv()) {
       if (*v < 0) break;
-      pong.send(*v);
+      EXPECT_TRUE(pong.send(*v));
     }
     wg.done();
   });
@@ -70,10 +70,10 @@ Trial sleeper_beside_a_ping_pong() {
         trial.ping_pong_hit_its_cap = true;
         break;
       }
-      ping.send(i++);
+      EXPECT_TRUE(ping.send(i++));
       pong.recv();
     }
-    ping.send(-1);
+    EXPECT_TRUE(ping.send(-1));
     wg.done();
   });
   wg.wait();
@@ -136,7 +136,7 @@ TEST(IdleProtocolTwoWorkers, ReadyWakesASleepingWorker) {
           // out of work and sleeps: the state under test.
           weft::yield();
           while (weft::detail::scheduler_stats().idle_workers < 1) weft::yield();
-          ch.send(1);  // readies Q into this worker's empty runnext
+          EXPECT_TRUE(ch.send(1));  // readies Q into this worker's empty runnext
           // Hold this worker without yielding: Q can only run elsewhere.
           const auto give_up = Clock::now() + 10s;
           while (!ran.load() && Clock::now() < give_up) {

@@ -89,7 +89,7 @@ TEST(Lifecycle, ForeignReadyRacingTeardown) {
             ch->recv();
           });
           while (!parked.load()) weft::yield();
-          sender = std::thread([&] { ch->send(1); });
+          sender = std::thread([&] { EXPECT_TRUE(ch->send(1)); });
         },
         weft::RunOptions{.workers = 2});
     sender.join();
@@ -119,7 +119,7 @@ TEST(Lifecycle, RunCanBeCalledAgain) {
         [&] {
           weft::Channel<int> ch;
           weft::go([&] {
-            for (int i = 1; i <= 100; ++i) ch.send(i);
+            for (int i = 1; i <= 100; ++i) EXPECT_TRUE(ch.send(i));
           });
           for (int i = 0; i < 100; ++i) sum += *ch.recv();
           return 7;

@@ -38,7 +38,7 @@ TEST_P(SelectTest, PicksTheReadyCase) {
   weft::run(
       [] {
         weft::Channel<int> a, b(1);
-        b.send(42);
+        EXPECT_TRUE(b.send(42));
         int value = 0;
         const int index = weft::select(weft::on_recv(a, [&](std::optional<int>) { value = -1; }),
                                        weft::on_recv(b, [&](std::optional<int> v) { value = *v; }));
@@ -55,8 +55,8 @@ TEST_P(SelectTest, RandomAmongReadyCases) {
         int first = 0;
         const int n = 2000;
         for (int i = 0; i < n; ++i) {
-          a.send(1);
-          b.send(2);
+          EXPECT_TRUE(a.send(1));
+          EXPECT_TRUE(b.send(2));
           weft::select(weft::on_recv(a, [&](std::optional<int>) { ++first; }),
                        weft::on_recv(b, [&](std::optional<int>) {}));
           // Drain whichever was not chosen.
@@ -76,7 +76,7 @@ TEST_P(SelectTest, ParksUntilACaseIsReady) {
         std::string which;
         weft::go([&] {
           weft::sleep_for(3ms);
-          b.send(7);
+          EXPECT_TRUE(b.send(7));
         });
         const int index = weft::select(
             weft::on_recv(a, [&](std::optional<int>) { which = "a"; }),
@@ -84,7 +84,7 @@ TEST_P(SelectTest, ParksUntilACaseIsReady) {
         EXPECT_EQ(index, 1);
         EXPECT_EQ(which, "b7");
         // The select left no waiter behind on `a`: a plain receiver gets the next value.
-        weft::go([&] { a.send(1); });
+        weft::go([&] { EXPECT_TRUE(a.send(1)); });
         EXPECT_EQ(a.recv(), 1);
       },
       opts());
@@ -141,7 +141,7 @@ TEST_P(SelectTest, ManySendersManySelectorsExactlyOnce) {
         for (int s = 0; s < senders; ++s) {
           senders_done.add(1);
           weft::go([&, s] {
-            for (int i = 1; i <= per_sender; ++i) chans[(s + i) % 3].send(i);
+            for (int i = 1; i <= per_sender; ++i) EXPECT_TRUE(chans[(s + i) % 3].send(i));
             senders_done.done();
           });
         }
@@ -185,7 +185,7 @@ TEST_P(SelectTest, SameChannelInTwoCases) {
   weft::run(
       [] {
         weft::Channel<int> ch;
-        weft::go([&] { ch.send(3); });
+        weft::go([&] { EXPECT_TRUE(ch.send(3)); });
         int got = 0;
         weft::select(weft::on_recv(ch, [&](std::optional<int> v) { got = *v; }),
                      weft::on_recv(ch, [&](std::optional<int> v) { got = *v; }));

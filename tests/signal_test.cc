@@ -105,6 +105,18 @@ TEST(NotifyContext, AParentCancelReachesTheContext) {
   });
 }
 
+// Go's `ctx, _ := signal.NotifyContext(...)`: the context taken out of
+// the temporary result keeps its registration (context.h's rule).
+TEST(NotifyContext, AContextTakenOutOfTheResultStillHearsTheSignal) {
+  weft::run([] {
+    auto ctx = weft::notify_context(weft::background(), {SIGUSR2}).ctx;
+    EXPECT_FALSE(ctx.err());
+    ASSERT_EQ(::kill(::getpid(), SIGUSR2), 0);
+    ASSERT_TRUE(done_within_10s(ctx));
+    EXPECT_EQ(weft::cause(ctx).value(), SIGUSR2);
+  });
+}
+
 TEST(NotifyContextDeathTest, ASignalThatCannotBeCaughtIsNamed) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(

@@ -204,7 +204,7 @@ Result<Conn> dial_parallel(const Dialer& d, const NetworkInfo& n,
     } else {
       o.err = std::move(r).error();
     }
-    results.send(std::move(o));
+    (void)results.send(std::move(o));  // buffered for both racers, never closed
   });
   weft::go([&, results, start_fallback, fallback_cancel]() mutable {
     (void)start_fallback.recv();
@@ -219,7 +219,7 @@ Result<Conn> dial_parallel(const Dialer& d, const NetworkInfo& n,
         o.err = std::move(r).error();
       }
     }
-    results.send(std::move(o));
+    (void)results.send(std::move(o));  // buffered for both racers, never closed
   });
   const auto delay = d.fallback_delay.count() > 0 ? d.fallback_delay
                                                   : std::chrono::nanoseconds(kDefaultFallbackDelay);

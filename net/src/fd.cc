@@ -136,7 +136,7 @@ void NetFD::decref() noexcept {
   // the channel handle first; once signalled, *this may be gone.
   weft::Channel<int> done = *close_wait_;
   destroy();
-  done.send(1);
+  (void)done.send(1);  // the closer waits on it and never closes it
 }
 
 std::error_code NetFD::rw_lock(PollMode mode, PollOp* op) {

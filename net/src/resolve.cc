@@ -172,7 +172,9 @@ Ips await_lookup(const Context& ctx, std::string_view host, Work work) {
   static_assert(weft::detail::channel_value<Ips>);
   if (!ctx.done()) return work();
   auto answers = std::make_shared<weft::Channel<Ips>>(1);
-  weft::go([answers, work = std::move(work)]() mutable { answers->send(work()); });
+  // Buffered for the one answer, and never closed: the send cannot fail,
+  // and a caller that gave up has only dropped its handle.
+  weft::go([answers, work = std::move(work)]() mutable { (void)answers->send(work()); });
   std::optional<Ips> answer;
   weft::select(weft::on_recv(*answers, [&](std::optional<Ips> a) { answer = std::move(a); }),
                weft::on_done(ctx, [] {}));

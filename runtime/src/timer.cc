@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "chaos.h"
@@ -201,6 +202,146 @@ bool Timer::stop() {
 Timer::~Timer() {
   std::lock_guard lock(mu_);
   detail::stop_timer_and_wait(&node_);
+}
+
+// ---- channel timers: Ticker and after() ------------------------------------
+
+namespace detail {
+
+namespace {
+
+// The first period boundary after `now`, counting from `due`: Go's ticker
+// rule, which skips the ticks a late expiry missed.
+std::int64_t next_tick(std::int64_t due, std::int64_t period, std::int64_t now) noexcept {
+  using std::chrono::nanoseconds;
+  std::int64_t next = add_saturated(nanoseconds(due), nanoseconds(period)).count();
+  if (next <= now) {
+    const std::int64_t missed = (now - next) / period + 1;
+    std::int64_t skip;
+    if (__builtin_mul_overflow(missed, period, &skip)) return kNever;
+    next = add_saturated(nanoseconds(next), nanoseconds(skip)).count();
+  }
+  return next;
+}
+
+}  // namespace
+
+ChanTimer::ChanTimer(std::chrono::nanoseconds first, std::chrono::nanoseconds period) {
+  node_.fire = &ChanTimer::on_fire;
+  node_.context = this;
+  ChanWaiter* peer = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    arm_locked(first, period, &peer);
+  }
+  wake_peer(peer);  // nobody can wait on a channel nobody has seen yet: null
+}
+
+ChanTimer::~ChanTimer() {
+  {
+    std::lock_guard lock(mu_);
+    ++seq_;  // an expiry in flight now neither sends nor re-arms
+  }
+  // Not under mu_: an expiry in flight may be waiting for it, and stop_timer
+  // is serialised with its add_timer by mu_ already (the bump above).
+  stop_timer_and_wait(&node_);
+}
+
+void ChanTimer::deliver_locked(std::int64_t due, ChanWaiter** to_wake) {
+  ChanState<TimePoint>& s = *ch_.state();
+  TimePoint tick{std::chrono::nanoseconds(due)};
+  std::lock_guard lock(s.lock);
+  (void)s.try_send(tick, to_wake);  // full (or closed by a copy's owner): dropped
+}
+
+void ChanTimer::arm_locked(std::chrono::nanoseconds first, std::chrono::nanoseconds period,
+                           ChanWaiter** to_wake) {
+  period_ = std::max<std::int64_t>(period.count(), 0);
+  const std::int64_t now = mono_now_ns();
+  if (first.count() <= 0 && period_ == 0) {
+    deliver_locked(now, to_wake);  // due already: no timer, and no runtime needed
+    return;
+  }
+  due_ = add_saturated(std::chrono::nanoseconds(now), std::max(first, std::chrono::nanoseconds(1)))
+             .count();
+  node_.arg = seq_;
+  add_timer(&node_, due_);
+}
+
+bool ChanTimer::disarm_locked(ChanWaiter** to_wake) {
+  ++seq_;
+  bool kept = stop_timer(&node_);
+  ChanState<TimePoint>& s = *ch_.state();
+  std::optional<TimePoint> stale;
+  {
+    std::lock_guard lock(s.lock);
+    (void)s.try_recv(stale, to_wake);
+  }
+  return kept || stale.has_value();
+}
+
+bool ChanTimer::stop() {
+  ChanWaiter* peer = nullptr;
+  bool kept;
+  {
+    std::lock_guard lock(mu_);
+    kept = disarm_locked(&peer);
+  }
+  wake_peer(peer);
+  return kept;
+}
+
+bool ChanTimer::reset(std::chrono::nanoseconds first, std::chrono::nanoseconds period) {
+  ChanWaiter* peers[2] = {nullptr, nullptr};
+  bool kept;
+  {
+    std::lock_guard lock(mu_);
+    kept = disarm_locked(&peers[0]);
+    arm_locked(first, period, &peers[1]);
+  }
+  wake_peer(peers[0]);
+  wake_peer(peers[1]);
+  return kept;
+}
+
+void ChanTimer::on_fire(void* context, std::uint64_t seq) {
+  auto* self = static_cast<ChanTimer*>(context);
+  ChanWaiter* peer = nullptr;
+  {
+    std::lock_guard lock(self->mu_);
+    if (seq != self->seq_) return;  // stopped or reset since this expiry was armed
+    self->deliver_locked(self->due_, &peer);
+    if (self->period_ > 0) {
+      // The node is ours to re-arm: popped, and not re-armed by anyone else
+      // (that would have changed seq_).
+      self->due_ = next_tick(self->due_, self->period_, mono_now_ns());
+      self->node_.arg = seq;
+      add_timer(&self->node_, self->due_);
+    }
+  }
+  // A receiver parked on the channel gets the tick; readied outside both
+  // locks, as every channel wakes its peers.
+  wake_peer(peer);
+}
+
+}  // namespace detail
+
+Ticker::Ticker(std::chrono::nanoseconds period) {
+  if (period.count() <= 0) throw std::invalid_argument("weft::Ticker: non-positive period");
+  timer_ = std::make_unique<detail::ChanTimer>(period, period);
+}
+
+void Ticker::stop() {
+  if (timer_) timer_->stop();
+}
+
+void Ticker::reset(std::chrono::nanoseconds period) {
+  if (period.count() <= 0) throw std::invalid_argument("weft::Ticker::reset: non-positive period");
+  if (timer_) timer_->reset(period, period);
+}
+
+After after(std::chrono::nanoseconds d) {
+  return After(std::make_unique<detail::ChanTimer>(d, std::chrono::nanoseconds(0)));
 }
 
 }  // namespace weft

@@ -183,7 +183,7 @@ TEST_P(NetConnTest, PeerResetWakesAParkedReadWithTheReset) {
       weft::Channel<weft::net::IoResult> got(1);
       weft::go([&] {
         char buf[16];
-        got.send(p.server.read(buf, sizeof buf));
+        EXPECT_TRUE(got.send(p.server.read(buf, sizeof buf)));
       });
       ASSERT_TRUE(weft::test::wait_parked());
       ASSERT_TRUE(p.client.set_linger(0));
@@ -206,7 +206,7 @@ TEST_P(NetConnTest, AnErrorThePollerTookIsTheNextReadsError) {
     weft::Channel<weft::net::IoResult> got(1);
     weft::go([&] {
       char buf[16];
-      got.send(p.server.read(buf, sizeof buf));
+      EXPECT_TRUE(got.send(p.server.read(buf, sizeof buf)));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     weft::poll::Event taken{weft::detail::poll_token(pd), weft::poll::kReadable, ECONNRESET};
@@ -257,7 +257,7 @@ TEST_P(NetConnTest, CloseWakesParkedReadWithClosed) {
     weft::Channel<weft::net::IoResult> done(1);
     weft::go([&] {
       char buf[8];
-      done.send(p.client.read(buf, sizeof buf));
+      EXPECT_TRUE(done.send(p.client.read(buf, sizeof buf)));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     ASSERT_TRUE(p.client.close());
@@ -291,7 +291,7 @@ TEST_P(NetConnTest, CloseWakesParkedWriteWithClosedAndCount) {
     ASSERT_TRUE(p.server.set_read_buffer(4096));
     std::vector<char> big(std::size_t{32} << 20, 'y');
     weft::Channel<weft::net::IoResult> done(1);
-    weft::go([&] { done.send(p.client.write(big.data(), big.size())); });
+    weft::go([&] { EXPECT_TRUE(done.send(p.client.write(big.data(), big.size()))); });
     ASSERT_TRUE(weft::test::wait_parked());
     ASSERT_TRUE(p.client.close());
     auto w = *done.recv();
@@ -310,7 +310,7 @@ TEST_P(NetConnTest, CloseWakesParkedAcceptWithClosed) {
     weft::Channel<std::string> done(1);
     weft::go([&] {
       auto c = ln->accept();
-      done.send(c ? std::string("accepted") : c.error().to_string());
+      EXPECT_TRUE(done.send(c ? std::string("accepted") : c.error().to_string()));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     ASSERT_TRUE(ln->close());
@@ -389,7 +389,7 @@ TEST_P(NetConnTest, AdoptedSocketWorks) {
     weft::go([&] {
       char buf[8];
       auto r = b->read(buf, sizeof buf);  // parks instead of blocking the worker
-      got.send(r ? std::string(buf, *r) : r.error().to_string());
+      EXPECT_TRUE(got.send(r ? std::string(buf, *r) : r.error().to_string()));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     ASSERT_TRUE(a->write("hi"));

@@ -137,7 +137,7 @@ TEST_P(NetContextApiTest, ListenCanceledWhileTheHookWaitsOnTheContext) {
     weft::Channel<int> entered(1);
     auto r = std::make_shared<Resolver>();
     r->lookup = [entered](const weft::Context& ctx, std::string_view, int) mutable -> Ips {
-      entered.send(1);
+      EXPECT_TRUE(entered.send(1));
       ctx.done().wait();
       return OpError(weft::net::detail::map_context_error(ctx.err()));
     };
@@ -176,7 +176,7 @@ TEST_P(NetContextApiTest, ListenResolvesThroughTheHookAndOutlivesItsContext) {
     EXPECT_EQ(ln->addr().ip(), IP::loopback_v4());
     made.cancel();
     weft::Channel<bool> accepted(1);
-    weft::go([&] { accepted.send(static_cast<bool>(ln->accept())); });
+    weft::go([&] { EXPECT_TRUE(accepted.send(static_cast<bool>(ln->accept()))); });
     auto c = weft::net::dial("tcp", ln->addr().to_string());
     ASSERT_TRUE(c) << c.error().to_string();
     EXPECT_TRUE(*accepted.recv());
@@ -198,9 +198,9 @@ TEST_P(NetContextApiTest, ALookupThatIgnoresItsContextIsAbandonedOnCancel) {
     auto r = std::make_shared<Resolver>();
     r->lookup = [entered, release, finished](const weft::Context&, std::string_view,
                                              int) mutable -> Ips {
-      entered.send(1);
+      EXPECT_TRUE(entered.send(1));
       (void)release.recv();  // a slow server, deaf to the context
-      finished.send(1);
+      EXPECT_TRUE(finished.send(1));
       return std::vector<IP>{IP::loopback_v4()};
     };
     Dialer d;
@@ -256,7 +256,7 @@ TEST_P(NetContextApiTest, HappyEyeballsOverANameTheHookResolves) {
     EXPECT_EQ(seen->calls.load(), 1);
     EXPECT_EQ(seen->family.load(), AF_UNSPEC);
     EXPECT_EQ(open_sockets(), fds_before + 1);  // the losing ::1 socket was closed
-    made.cancel();                          // after success: no effect (DL-8)
+    made.cancel();                              // after success: no effect (DL-8)
     ASSERT_TRUE(c);
     auto s = v4->accept();
     ASSERT_TRUE(s);
@@ -301,8 +301,9 @@ TEST_P(NetContextApiTest, CancelEndsBothRacersOfAParallelDial) {
     auto made = weft::with_cancel(weft::background());
     const int fds_before = open_sockets();
     weft::Channel<std::string> done(1);
-    weft::go(
-        [&, ctx = made.ctx] { done.send(outcome(d.dial(ctx, "tcp", "example.test:" + port))); });
+    weft::go([&, ctx = made.ctx] {
+      EXPECT_TRUE(done.send(outcome(d.dial(ctx, "tcp", "example.test:" + port))));
+    });
     ASSERT_TRUE(wait_parked(2));  // both racers are connecting
     made.cancel();
     EXPECT_EQ(*done.recv(), "dial tcp [::1]:" + port + ": operation was canceled");
@@ -322,7 +323,7 @@ TEST_P(NetContextApiTest, DialAddrsCancelInterruptsAConnectInProgress) {
     weft::Channel<std::string> done(1);
     const auto t0 = Clock::now();
     weft::go([&, ctx = made.ctx] {
-      done.send(outcome(Dialer{}.dial_addrs(ctx, "tcp", {full.ln.addr()})));
+      EXPECT_TRUE(done.send(outcome(Dialer{}.dial_addrs(ctx, "tcp", {full.ln.addr()}))));
     });
     ASSERT_TRUE(wait_parked());
     made.cancel();

@@ -43,7 +43,7 @@ TEST_P(NetContextTest, CancelWakesAParkedReadAndTheConnStaysUsable) {
     weft::Channel<IoResult> done(1);
     weft::go([&, ctx = made.ctx] {
       char b;
-      done.send(p.client.read(ctx, &b, 1));
+      EXPECT_TRUE(done.send(p.client.read(ctx, &b, 1)));
     });
     ASSERT_TRUE(wait_parked());
     made.cancel();
@@ -120,7 +120,7 @@ TEST_P(NetContextTest, CancelWakesAParkedAcceptAndTheListenerStaysOpen) {
     weft::Channel<bool> canceled(1);
     weft::go([&, ctx = made.ctx] {
       auto c = ln->accept(ctx);
-      canceled.send(!c && c.error().err == errc::canceled);
+      EXPECT_TRUE(canceled.send(!c && c.error().err == errc::canceled));
     });
     ASSERT_TRUE(wait_parked());
     made.cancel();
@@ -137,7 +137,7 @@ TEST_P(NetContextTest, CancelEndsABlockedWriteWithWhatItWrote) {
     const std::string big(8 << 20, 'z');  // far more than the socket buffers hold
     auto made = weft::with_cancel(weft::background());
     weft::Channel<IoResult> done(1);
-    weft::go([&, ctx = made.ctx] { done.send(p.client.write(ctx, big)); });
+    weft::go([&, ctx = made.ctx] { EXPECT_TRUE(done.send(p.client.write(ctx, big))); });
     ASSERT_TRUE(wait_parked());
     made.cancel();
     IoResult r = *done.recv();
@@ -158,8 +158,9 @@ TEST_P(NetContextTest, CancelInterruptsAConnectInProgress) {
     weft::Channel<std::string> done(1);
     weft::go([&, ctx = made.ctx] {
       auto c = weft::net::dial(ctx, "tcp", where);
-      done.send(c ? std::string("connected")
-                  : c.error().to_string() + (c.error().is_canceled() ? "" : " (not canceled)"));
+      EXPECT_TRUE(done.send(c ? std::string("connected")
+                              : c.error().to_string() +
+                                    (c.error().is_canceled() ? "" : " (not canceled)")));
     });
     ASSERT_TRUE(wait_parked());
     made.cancel();
@@ -340,7 +341,7 @@ TEST_P(NetContextTest, AUserContextCancelsAParkedRead) {
     weft::Channel<IoResult> done(1);
     weft::go([&] {
       char b;
-      done.send(p.client.read(ctx, &b, 1));
+      EXPECT_TRUE(done.send(p.client.read(ctx, &b, 1)));
     });
     ASSERT_TRUE(wait_parked());
     EXPECT_EQ(weft::detail::context_watchers_alive(), watchers + 1);
@@ -456,8 +457,9 @@ TEST_P(NetContextTest, CancelReturnsFromALookupAtOnce) {
     weft::Channel<std::string> done(1);
     weft::go([&, ctx = made.ctx] {
       auto c = weft::net::dial(ctx, "tcp", "weft-test-host.invalid:80");
-      done.send(c ? std::string("connected")
-                  : c.error().to_string() + (c.error().is_canceled() ? "" : " (not canceled)"));
+      EXPECT_TRUE(done.send(c ? std::string("connected")
+                              : c.error().to_string() +
+                                    (c.error().is_canceled() ? "" : " (not canceled)")));
     });
     ASSERT_TRUE(weft::test::eventually([] { return slow_lookup_entered.load(); }));
     made.cancel();
@@ -486,9 +488,9 @@ TEST_P(NetContextTest, CancelReachesOnlyItsOwnQueuedAccept) {
     auto outcome = [](const weft::net::Result<Conn>& c) {
       return c ? std::string("conn") : c.error().to_string();
     };
-    weft::go([&, ctx = a.ctx] { a_done.send(outcome(ln->accept(ctx))); });
+    weft::go([&, ctx = a.ctx] { EXPECT_TRUE(a_done.send(outcome(ln->accept(ctx)))); });
     ASSERT_TRUE(wait_parked());
-    weft::go([&, ctx = b.ctx] { b_done.send(outcome(ln->accept(ctx))); });
+    weft::go([&, ctx = b.ctx] { EXPECT_TRUE(b_done.send(outcome(ln->accept(ctx)))); });
     ASSERT_TRUE(weft::test::eventually([&] {  // B queues on the direction's lock
       return weft::net::SocketAccess::fd(*ln)->queued_on_lock(weft::detail::PollMode::read);
     }));
@@ -513,10 +515,10 @@ struct TwoReads {
   weft::Channel<IoResult> ctx_done{1}, plain_done{1};
   char ctx_byte = 0, plain_byte = 0;
   void start_ctx() {
-    weft::go([this] { ctx_done.send(conn.read(ctx, &ctx_byte, 1)); });
+    weft::go([this] { EXPECT_TRUE(ctx_done.send(conn.read(ctx, &ctx_byte, 1))); });
   }
   void start_plain() {
-    weft::go([this] { plain_done.send(conn.read(&plain_byte, 1)); });
+    weft::go([this] { EXPECT_TRUE(plain_done.send(conn.read(&plain_byte, 1))); });
   }
 };
 
@@ -618,7 +620,7 @@ TEST_P(NetContextTest, SetDeadlineRacingACancelledReadSurvives) {
       weft::WaitGroup setter;
       char cb = 0;
       const auto start = std::chrono::steady_clock::now();
-      weft::go([&, ctx = made.ctx] { ctx_done.send(p.client.read(ctx, &cb, 1)); });
+      weft::go([&, ctx = made.ctx] { EXPECT_TRUE(ctx_done.send(p.client.read(ctx, &cb, 1))); });
       if (i % 4 < 2) {
         ASSERT_TRUE(wait_parked());
       }

@@ -31,7 +31,7 @@ weft::Channel<Timed> start_read(weft::net::Conn& c) {
     char buf[16];
     const auto t0 = Clock::now();
     auto r = c.read(buf, sizeof buf);
-    ch.send(Timed{std::move(r), Clock::now() - t0});
+    EXPECT_TRUE(ch.send(Timed{std::move(r), Clock::now() - t0}));
   });
   return ch;
 }
@@ -283,7 +283,7 @@ TEST_P(NetDeadlineTest, PastDeadlineWakesParkedAccept) {
     weft::Channel<bool> timed_out(1);
     weft::go([&] {
       auto a = ln->accept();
-      timed_out.send(!a && a.error().is_timeout());
+      EXPECT_TRUE(timed_out.send(!a && a.error().is_timeout()));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     ASSERT_TRUE(ln->set_deadline(Clock::now() - 1s));

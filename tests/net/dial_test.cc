@@ -333,7 +333,7 @@ TEST_P(NetDialTest, CancelerInterruptsAConnectInProgress) {
     Dialer d;
     weft::go([&] {
       auto c = d.dial_impl("tcp", full.ln.addr().to_string(), std::nullopt, cancel);
-      done.send(c ? std::string("connected") : c.error().to_string());
+      EXPECT_TRUE(done.send(c ? std::string("connected") : c.error().to_string()));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     cancel->cancel(weft::errc::operation_canceled);

@@ -76,7 +76,7 @@ TEST_P(NetPacketUnixTest, UdpIcmpErrorReachesAParkedReadOnce) {
     weft::Channel<weft::net::IoResult> got(1);
     weft::go([&] {
       char buf[16];
-      got.send(cli->read(buf, sizeof buf));
+      EXPECT_TRUE(got.send(cli->read(buf, sizeof buf)));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     ASSERT_TRUE(cli->write("ping"));
@@ -108,7 +108,7 @@ TEST_P(NetPacketUnixTest, UdpReadDeadlineAndClose) {
     weft::Channel<bool> closed(1);
     weft::go([&] {
       auto r = srv->read_from(buf, sizeof buf);
-      closed.send(!r && r.error() == weft::errc::closed);
+      EXPECT_TRUE(closed.send(!r && r.error() == weft::errc::closed));
     });
     ASSERT_TRUE(weft::test::wait_parked());
     ASSERT_TRUE(srv->close());

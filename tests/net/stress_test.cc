@@ -37,7 +37,7 @@ TEST_P(NetStressTest, CloseRacingParkedReadStress) {
       weft::go([&] {
         char buf[8];
         auto r = a->read(buf, sizeof buf);
-        done.send(r ? 1 : (r.error() == weft::errc::closed ? 0 : -1));
+        EXPECT_TRUE(done.send(r ? 1 : (r.error() == weft::errc::closed ? 0 : -1)));
       });
       const unsigned how = rng() % 4;
       if (how == 0) weft::yield();
@@ -112,7 +112,7 @@ TEST_P(NetStressTest, PeerCloseWakesAParkedReaderWithEOF) {
       weft::go([&] {
         char b[16];
         auto r = p.server.read(b, sizeof b);
-        done.send(r.is_eof() ? 1 : (!r && r.error().is_timeout()) ? 2 : 0);
+        EXPECT_TRUE(done.send(r.is_eof() ? 1 : (!r && r.error().is_timeout()) ? 2 : 0));
       });
       ASSERT_TRUE(weft::test::wait_parked(1));
       ASSERT_TRUE(p.client.close());  // FIN
@@ -187,7 +187,7 @@ int emfile_scenario() {
         weft::go([&ln, &accepted, done]() mutable {  // the channel by handle: main may return first
           auto c = ln->accept();
           if (c) accepted.push_back(std::move(*c));
-          done.send(c ? 1 : 0);
+          EXPECT_TRUE(done.send(c ? 1 : 0));
         });
         if (!weft::test::eventually(
                 [&] { return weft::net::detail::accept_backoffs() >= base + 3; })) {
@@ -205,7 +205,7 @@ int emfile_scenario() {
             [&ln, &accepted, done2]() mutable {  // the channel by handle: main may return first
               auto c = ln->accept();
               if (c) accepted.push_back(std::move(*c));
-              done2.send(c ? 1 : c.error().is_timeout() ? 2 : 0);
+              EXPECT_TRUE(done2.send(c ? 1 : c.error().is_timeout() ? 2 : 0));
             });
         if (!weft::test::eventually(
                 [&] { return weft::net::detail::accept_backoffs() >= base2 + 5; })) {
@@ -221,7 +221,7 @@ int emfile_scenario() {
             [&ln, &accepted, done3]() mutable {  // the channel by handle: main may return first
               auto c = ln->accept();
               if (c) accepted.push_back(std::move(*c));
-              done3.send(c ? 1 : c.error() == weft::errc::closed ? 2 : 0);
+              EXPECT_TRUE(done3.send(c ? 1 : c.error() == weft::errc::closed ? 2 : 0));
             });
         if (!weft::test::eventually(
                 [&] { return weft::net::detail::accept_backoffs() >= base3 + 5; })) {

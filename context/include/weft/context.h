@@ -20,6 +20,8 @@
 #include <stop_token>
 #include <string>
 #include <system_error>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "weft/channel.h"
@@ -154,10 +156,60 @@ class CancelCauseFunc {
   std::shared_ptr<detail::ContextNode> node_;
 };
 
+// What with_cancel & co. return: the child context and its cancel handle,
+// which cancels when destroyed (Go's `defer cancel()`). The forms:
+//
+//   auto [ctx, cancel] = weft::with_timeout(parent, 5s);  // cancels at scope end
+//   auto made = weft::with_cancel(parent);                 // cancels when `made` dies
+//   use(made.ctx); made.cancel();
+//   auto ctx = weft::with_timeout(parent, 5s).ctx;         // Go's `ctx, _ :=`
+//
+// The last takes the context out of a temporary whose cancel would run at the
+// end of the statement; so when a result is destroyed with its ctx moved
+// out, and was never unpacked with `auto [ctx, cancel]`, its cancel is
+// dropped unrun: the context stays live until its deadline, its parent's
+// cancel, or its last copy's end (it then leaves its parent; nothing leaks).
+// So moving `made.ctx` out of a named result gives up that result's cancel
+// on destruction too (made.cancel() still cancels when called): copy
+// `made.ctx` instead, or move `made.cancel` out with it. Unpacked names keep
+// their cancel whatever is moved out of them.
 template <class Cancel>
 struct WithCancelResult {
   Context ctx;
   Cancel cancel;
+
+  WithCancelResult(Context c, Cancel k) noexcept : ctx(std::move(c)), cancel(std::move(k)) {}
+  WithCancelResult(WithCancelResult&&) noexcept = default;
+  WithCancelResult& operator=(WithCancelResult&&) noexcept = default;
+  ~WithCancelResult();
+
+  // For `auto [ctx, cancel] = ...`, which calls these (the tuple protocol
+  // below), so that an unpacked result keeps its cancel.
+  template <std::size_t I>
+  auto& get() & noexcept {
+    unpacked_ = true;
+    if constexpr (I == 0) {
+      return ctx;
+    } else {
+      return cancel;
+    }
+  }
+  template <std::size_t I>
+  auto& get() && noexcept {
+    return get<I>();
+  }
+  template <std::size_t I>
+  const auto& get() const& noexcept {
+    unpacked_ = true;
+    if constexpr (I == 0) {
+      return ctx;
+    } else {
+      return cancel;
+    }
+  }
+
+ private:
+  mutable bool unpacked_ = false;
 };
 
 WithCancelResult<CancelFunc> with_cancel(const Context& parent);
@@ -295,7 +347,10 @@ class DoneCase final : public SelectCase {
     if (signal_) signal_->waiters.remove(w);
   }
   void* value_slot() override { return nullptr; }
-  void run(bool) override { fn_(); }
+  void run(bool) override {
+    // Guarded so that a wrong handler fails with on_done's message only.
+    if constexpr (std::is_invocable_v<F&>) fn_();
+  }
 
  private:
   // A context that can never be done is a case that never completes (Go's
@@ -323,6 +378,11 @@ struct ContextAccess {
   }
   static CancelCauseFunc make_cancel_cause(std::shared_ptr<ContextNode> node) noexcept {
     return CancelCauseFunc(std::move(node));
+  }
+  // Lets go of the context without cancelling it.
+  template <class Cancel>
+  static void drop(Cancel& cancel) noexcept {
+    cancel.node_.reset();
   }
 };
 
@@ -393,11 +453,30 @@ std::uint64_t context_watchers_started() noexcept;
 
 }  // namespace detail
 
+template <class Cancel>
+WithCancelResult<Cancel>::~WithCancelResult() {
+  if (!unpacked_ && !detail::ContextAccess::node(ctx)) detail::ContextAccess::drop(cancel);
+}
+
 // A select case that runs fn once ctx is done. The context must outlive the
 // select call.
 template <class F>
 auto on_done(const Context& ctx, F fn) {
+  static_assert(std::is_invocable_v<F&>,
+                "weft::on_done: the handler must be callable as f(), e.g. [] { ... }");
   return detail::DoneCase<F>(detail::ContextAccess::signal(ctx), std::move(fn));
 }
 
 }  // namespace weft
+
+// The tuple protocol behind `auto [ctx, cancel] = weft::with_cancel(...)`.
+template <class Cancel>
+struct std::tuple_size<weft::WithCancelResult<Cancel>> : std::integral_constant<std::size_t, 2> {};
+template <class Cancel>
+struct std::tuple_element<0, weft::WithCancelResult<Cancel>> {
+  using type = weft::Context;
+};
+template <class Cancel>
+struct std::tuple_element<1, weft::WithCancelResult<Cancel>> {
+  using type = Cancel;
+};

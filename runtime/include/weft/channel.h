@@ -129,8 +129,9 @@ class Channel {
       : state_(std::make_shared<detail::ChanState<T>>(capacity)) {}
 
   // Blocks until a receiver takes the value (or it fits in the buffer).
-  // False if the channel is, or gets, closed: the value is dropped (Go panics).
-  bool send(T value) {
+  // False if the channel is, or gets, closed: the value is dropped (Go panics),
+  // hence [[nodiscard]]: cast to void only where a closed channel is expected.
+  [[nodiscard]] bool send(T value) {
     auto& s = *state_;
     detail::ChanWaiter* peer = nullptr;
     s.lock.lock();
@@ -147,8 +148,10 @@ class Channel {
     return me.ok;
   }
 
-  // Blocks until a value arrives; nullopt once closed and drained.
-  std::optional<T> recv() {
+  // Blocks until a value arrives; nullopt once closed and drained. Receiving
+  // is const, as in a select case, so that a `const Channel&` (Ticker::chan())
+  // is receive-only, as Go's `<-chan T`: copying the handle is the way to send.
+  std::optional<T> recv() const {
     auto& s = *state_;
     std::optional<T> out;
     detail::ChanWaiter* peer = nullptr;
@@ -166,8 +169,11 @@ class Channel {
     return out;
   }
 
-  // Non-blocking: moves `value` in and returns true only if it was sent.
-  bool try_send(T& value) {
+  // Non-blocking: true if the value was sent (a receiver was waiting, or it
+  // fit in the buffer); false if it would block or the channel is closed.
+  // `value` is moved from only when sent, so on false the caller still has
+  // it, rvalue or not (a move-only value can be kept or retried).
+  [[nodiscard]] bool try_send(T& value) {
     auto& s = *state_;
     detail::ChanWaiter* peer = nullptr;
     s.lock.lock();
@@ -176,9 +182,14 @@ class Channel {
     detail::wake_peer(peer);
     return result == detail::ChanTry::done;
   }
+  [[nodiscard]] bool try_send(T&& value) { return try_send(static_cast<T&>(value)); }
+  [[nodiscard]] bool try_send(const T& value) requires std::is_copy_constructible_v<T> {
+    T copy(value);
+    return try_send(copy);
+  }
 
   // Non-blocking: a value if one is ready, else nullopt (see closed()).
-  std::optional<T> try_recv() {
+  std::optional<T> try_recv() const {
     auto& s = *state_;
     std::optional<T> out;
     detail::ChanWaiter* peer = nullptr;

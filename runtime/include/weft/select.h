@@ -9,6 +9,7 @@
 #pragma once
 
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "weft/channel.h"
@@ -17,8 +18,8 @@ namespace weft {
 
 namespace detail {
 
-// One select case. Anything that can complete a parked select (channels
-// today; a context's done() next) implements this.
+// One select case. Anything that can complete a parked select (channels,
+// a context's done(), an After) implements this.
 class SelectCase {
  public:
   virtual ~SelectCase() = default;
@@ -39,6 +40,11 @@ int select_cases(SelectCase* const* cases, int n);
 
 template <class T, class F>
 class RecvCase final : public SelectCase {
+  static_assert(std::is_invocable_v<F&, std::optional<T>>,
+                "weft::on_recv: the handler must be callable as f(std::optional<T>), T being the "
+                "channel's value type (nullopt once the channel is closed and drained), e.g. "
+                "[](std::optional<int> v) { ... } or [](auto v) { ... }");
+
  public:
   RecvCase(ChanState<T>* s, F fn) : s_(s), fn_(std::move(fn)) {}
   const void* lock_key() const override { return s_; }
@@ -51,7 +57,10 @@ class RecvCase final : public SelectCase {
   void enqueue(ChanWaiter* w) override { s_->recvq.push_back(w); }
   void dequeue(ChanWaiter* w) override { s_->recvq.remove(w); }
   void* value_slot() override { return &slot_; }
-  void run(bool) override { fn_(std::move(slot_)); }
+  void run(bool) override {
+    // Guarded so that a wrong handler fails with the message above only.
+    if constexpr (std::is_invocable_v<F&, std::optional<T>>) fn_(std::move(slot_));
+  }
 
  private:
   ChanState<T>* s_;
@@ -61,6 +70,10 @@ class RecvCase final : public SelectCase {
 
 template <class T, class F>
 class SendCase final : public SelectCase {
+  static_assert(std::is_invocable_v<F&, bool>,
+                "weft::on_send: the handler must be callable as f(bool): true once the value was "
+                "delivered, false if the channel is closed; e.g. [](bool sent) { ... }");
+
  public:
   SendCase(ChanState<T>* s, T value, F fn) : s_(s), value_(std::move(value)), fn_(std::move(fn)) {}
   const void* lock_key() const override { return s_; }
@@ -73,7 +86,9 @@ class SendCase final : public SelectCase {
   void enqueue(ChanWaiter* w) override { s_->sendq.push_back(w); }
   void dequeue(ChanWaiter* w) override { s_->sendq.remove(w); }
   void* value_slot() override { return &value_; }
-  void run(bool sent) override { fn_(sent); }
+  void run(bool sent) override {
+    if constexpr (std::is_invocable_v<F&, bool>) fn_(sent);
+  }
 
  private:
   ChanState<T>* s_;
@@ -83,6 +98,9 @@ class SendCase final : public SelectCase {
 
 template <class F>
 class DefaultCase final : public SelectCase {
+  static_assert(std::is_invocable_v<F&>,
+                "weft::on_default: the handler must be callable as f(), e.g. [] { ... }");
+
  public:
   explicit DefaultCase(F fn) : fn_(std::move(fn)) {}
   const void* lock_key() const override { return nullptr; }
@@ -92,7 +110,9 @@ class DefaultCase final : public SelectCase {
   void enqueue(ChanWaiter*) override {}
   void dequeue(ChanWaiter*) override {}
   void* value_slot() override { return nullptr; }
-  void run(bool) override { fn_(); }
+  void run(bool) override {
+    if constexpr (std::is_invocable_v<F&>) fn_();
+  }
 
  private:
   F fn_;
@@ -107,8 +127,9 @@ auto on_recv(const Channel<T>& ch, F fn) {
 }
 
 // Sends value on ch; fn(true) once delivered, fn(false) if ch is closed.
+// T comes from ch alone, so `on_send(longs, 1, ...)` converts as a send does.
 template <class T, class F>
-auto on_send(const Channel<T>& ch, T value, F fn) {
+auto on_send(const Channel<T>& ch, std::type_identity_t<T> value, F fn) {
   return detail::SendCase<T, F>(ch.state(), std::move(value), std::move(fn));
 }
 

@@ -10,6 +10,10 @@
 //	             commands (PING\r\n); pipelined commands that arrive together
 //	             are all answered with one write
 //	-mode echo   writes back every byte it reads
+//	-mode proxy  joins each connection to a new one to -upstream, both ways,
+//	             with io.Copy (splice(2) between TCP sockets since Go 1.11),
+//	             half-closing each side when the other ends: weft's
+//	             examples/tcp_proxy.cc
 //
 // Prints "listening on HOST:PORT" (the bound address) on stdout once the
 // listener is open; SIGINT or SIGTERM closes the listener and every
@@ -42,7 +46,8 @@ var helloBody = []byte("Hello, World!\n")
 const shutdownGrace = 3 * time.Second
 
 func main() {
-	mode := flag.String("mode", "http", "http, resp or echo")
+	mode := flag.String("mode", "http", "http, resp, echo or proxy")
+	upstream := flag.String("upstream", "", "proxy: the address each connection is joined to")
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: Go's default, the number of CPUs)")
 	date := flag.Bool("date", false, "http: let net/http add its Date header (off: the same bytes as weft's and the epoll peer's response)")
@@ -66,8 +71,14 @@ func main() {
 		serve, shutdown = streamServer(serveResp)
 	case "echo":
 		serve, shutdown = streamServer(serveEcho)
+	case "proxy":
+		if *upstream == "" {
+			fmt.Fprintln(os.Stderr, "-mode proxy needs -upstream HOST:PORT")
+			os.Exit(2)
+		}
+		serve, shutdown = streamServer(func(c net.Conn) { serveProxy(c, *upstream) })
 	default:
-		fmt.Fprintf(os.Stderr, "unknown -mode %q (http, resp or echo)\n", *mode)
+		fmt.Fprintf(os.Stderr, "unknown -mode %q (http, resp, echo or proxy)\n", *mode)
 		os.Exit(2)
 	}
 
@@ -186,6 +197,26 @@ func streamServer(handle func(net.Conn)) (func(net.Listener) error, func()) {
 		}
 	}
 	return serve, shutdown
+}
+
+// As a Go proxy is written: io.Copy each way, and a half-close passes an
+// end of stream on. Closing c (shutdown) ends both copies.
+func serveProxy(c net.Conn, upstream string) {
+	up, err := net.Dial("tcp", upstream)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dial:", err)
+		return
+	}
+	defer up.Close()
+	upward := make(chan struct{})
+	go func() {
+		io.Copy(up, c)
+		up.(*net.TCPConn).CloseWrite()
+		close(upward)
+	}()
+	io.Copy(c, up)
+	c.(*net.TCPConn).CloseWrite()
+	<-upward
 }
 
 func serveEcho(c net.Conn) {
