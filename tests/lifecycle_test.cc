@@ -170,8 +170,8 @@ TEST(Lifecycle, AbandonedRunnableFibersAreNotLeaks) {
           ch->recv();
           EXPECT_EQ(held.size(), 1000u);  // never reached
         });
-        weft::yield();  // one worker: both run now, one yields, one parks
-        ch->send(1);    // readies the receiver, which main's return abandons
+        weft::yield();             // one worker: both run now, one yields, one parks
+        EXPECT_TRUE(ch->send(1));  // readies the receiver, which main's return abandons
       },
       weft::RunOptions{.workers = 1});
   EXPECT_EQ(__lsan_do_recoverable_leak_check(), 0);
