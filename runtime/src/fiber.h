@@ -10,6 +10,8 @@
 
 namespace weft::detail {
 
+struct FiberLocalTable;  // weft/fiber_local.h
+
 struct Stack {
   char* lo = nullptr;      // lowest usable byte; the guard (if any) is just below
   std::uint32_t size = 0;  // usable bytes
@@ -65,6 +67,11 @@ struct Fiber {
 
   Fiber* next = nullptr;       // link in a ReadyBatch's chain
   const char* name = nullptr;  // a copy of SpawnOptions::name (owned), or null
+  // The fiber's FiberLocal values (fiber_local.cc), null until its first
+  // get(). Out of the first 64 bytes: no switch reads it, and its end reads
+  // it beside `name`, which finish() reads anyway. Cleared with the rest at
+  // spawn (new_fiber constructs the record anew) and when the values go.
+  FiberLocalTable* locals = nullptr;
   SpawnSite spawn_site;
   std::uint64_t wait_detail = 0;      // the fd for I/O
   std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
