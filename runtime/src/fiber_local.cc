@@ -98,7 +98,9 @@ void* fiber_local_create(std::uint32_t key, FiberLocalMake make, FiberLocalDestr
     }
     auto* t = static_cast<Table*>(home);
     t->grow_to(key);
-    t->order.reserve(t->order.size() + 1);  // so that nothing below throws
+    // Room first, so that nothing below throws; doubling, as reserve() alone
+    // would reallocate on every value.
+    if (t->order.size() == t->order.capacity()) t->order.reserve(2 * t->order.size() + 4);
     if (t->store[key]) {
       // make() read this very FiberLocal after all and made it meanwhile;
       // keep the first, as a second construction must not be observable.
