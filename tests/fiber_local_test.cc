@@ -342,15 +342,17 @@ TEST_P(FiberLocalTest, TheFiberLocalMayGoBeforeTheValues) {
   weft::run(
       [&] {
         auto local = std::make_unique<weft::FiberLocal<Counted>>();
-        weft::Channel<int> gate;
+        weft::Channel<int> made, gate;
         weft::WaitGroup wg;
         wg.add(1);
-        weft::go([&, gate, l = local.get()] {
+        weft::go([&, made, gate, l = local.get()]() mutable {
           (*l)->value = 5;
+          // Its last use of the FiberLocal happens before main destroys it.
+          if (!made.send(1)) ADD_FAILURE();
           (void)gate.recv();
           wg.done();
         });
-        while (Counted::made.load() == 0) weft::yield();
+        ASSERT_TRUE(made.recv().has_value());
         local.reset();
         weft::FiberLocal<Counted> after;  // a new key: never the old value
         EXPECT_EQ(after->value, 0);
@@ -450,9 +452,12 @@ TEST(FiberLocalTeardown, AbandonedFibersAreSafe) {
           weft::Channel<int> never;
           (void)never.recv();
         });
-        weft::go([outlives] {
+        // By pointer: a fiber dropped by a late ready never destroys its
+        // closure (its frames are not unwound either), so a captured copy
+        // would keep the channel's state for good.
+        weft::go([o = &outlives] {
           counted->value = 3;
-          (void)outlives.recv();
+          (void)o->recv();
         });
         while (Counted::made.load() < 2) weft::yield();
         weft::go([] { counted->value = 1; });  // never runs: one worker, and main ends now
