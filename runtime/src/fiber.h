@@ -10,6 +10,8 @@
 
 namespace weft::detail {
 
+struct FiberLocalTable;  // weft/fiber_local.h
+
 struct Stack {
   char* lo = nullptr;      // lowest usable byte; the guard (if any) is just below
   std::uint32_t size = 0;  // usable bytes
@@ -80,6 +82,11 @@ struct Fiber {
   // by the worker that first runs it; read by whoever picks it, after the
   // queue that published it.
   std::int16_t pinned_home = -1;
+  // The fiber's FiberLocal values (fiber_local.cc), null until its first
+  // get(). Out of the first 64 bytes: no switch reads it, and its end reads
+  // it beside `name`, which finish() reads anyway. Cleared with the rest at
+  // spawn (new_fiber constructs the record anew) and when the values go.
+  FiberLocalTable* locals = nullptr;
   std::uint64_t wait_detail = 0;      // the fd for I/O
   std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
   std::atomic<std::uint32_t> thread_wake{0};
@@ -91,6 +98,9 @@ struct Fiber {
   SpawnSite spawn_site() const { return {site_file, site_function, site_line}; }
 };
 static_assert(offsetof(Fiber, wait_reason) < 64, "the switch path's fields fit one 64-byte span");
+// Past 144 bytes, a closure over 48 no longer fits the pooled 192-byte
+// record (records.h) and each such spawn mallocs.
+static_assert(sizeof(Fiber) <= 144, "the record grew: see kPooledRecordSize");
 
 // Set in Fiber::run_gen while the fiber is pinned to a worker.
 inline constexpr std::uint32_t kPinnedBit = 0x8000'0000u;

@@ -254,6 +254,9 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
   }
   for (Fiber* f : abandoned) abandon_runnable(f);
+  // FiberLocal values of fibers reclaimed late (this run's or an earlier
+  // one's): here no runtime runs and no lock is held.
+  destroy_orphaned_fiber_locals();
   free_depot(s->depot);
   if (spawned > exited) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",

@@ -89,6 +89,9 @@ void keep_abandoned_started(std::uint32_t gen) {
 
 void free_abandoned(Fiber* f) {
   free_fiber_name(f);
+  // Not destroyed here: a late ready may run under its caller's lock, where a
+  // user destructor could deadlock.
+  if (f->locals) orphan_fiber_locals(f);
   if (f->stack_kept) {
     san::lsan_forget_stack(f->stack.lo, f->stack.size);
     f->stack_kept = false;

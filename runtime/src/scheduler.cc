@@ -26,6 +26,7 @@
 #include "stack.h"
 #include "timer.h"
 #include "weft/detail/coop.h"
+#include "weft/fiber_local.h"
 
 extern "C" void weft_switch(void** save_sp, void* load_sp);
 extern "C" void weft_fiber_trampoline();
@@ -78,6 +79,9 @@ constexpr std::uint64_t kIdBatch = 64;
 WEFT_TLS Worker* tls_worker = nullptr;
 WEFT_TLS bool tls_runtime_thread = false;
 WEFT_TLS const Fiber* tls_fiber = nullptr;
+// FiberLocal values outside fibers (fiber_local.cc owns and frees them).
+WEFT_TLS FiberLocalTable* tls_thread_locals = nullptr;
+constinit const FiberLocalTable kNoFiberLocals{};
 
 Fiber* thread_waiter() {
   WEFT_TLS Fiber record;
@@ -133,6 +137,11 @@ WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dy
   // boundary (GCC runs the cleanups up to it, clang's is a catch-all).
   f->closure->invoke(f->closure_storage());
   if (f->closure->destroy) f->closure->destroy(f->closure_storage());
+  // After the closure: what it captured may still use FiberLocals as it goes.
+  // Before leave: the values' destructors run as this fiber and may park.
+  if (f->locals) [[unlikely]] {
+    destroy_fiber_locals(f->locals);
+  }
   current_worker()->leave(f, Action::exit);
   __builtin_unreachable();
 }
@@ -152,6 +161,23 @@ WEFT_READS_CURRENT_WORKER Worker* current_worker() noexcept {
   Worker* w = tls_worker;
   asm volatile("" ::: "memory");
   return w;
+}
+
+// FiberLocal's fast path (weft/fiber_local.h): out of line and kept out of
+// interprocedural analysis as current_worker() is, so that a fiber that
+// migrated reads its table through this thread's TLS, never another's.
+WEFT_READS_CURRENT_WORKER const FiberLocalTable* fiber_local_table() noexcept {
+  const Fiber* f = tls_fiber;
+  const FiberLocalTable* t = f ? f->locals : tls_thread_locals;
+  return t ? t : &kNoFiberLocals;
+}
+
+WEFT_READS_CURRENT_WORKER FiberLocalTable** fiber_local_home(bool* thread) noexcept {
+  // The record is the running fiber's own; tls_fiber is const for the
+  // signal handler's sake, not because the record is.
+  Fiber* f = const_cast<Fiber*>(tls_fiber);
+  if (thread) *thread = f == nullptr;
+  return f ? &f->locals : &tls_thread_locals;
 }
 
 void set_runtime_thread(bool yes) noexcept {
