@@ -98,6 +98,44 @@ void BM_YieldAlone(benchmark::State& state) {
       workers(state));
 }
 
+// Reading a FiberLocal inside a fiber, its value already made: the call
+// into libweft for the running fiber's table, a bound check, two loads.
+weft::FiberLocal<long> bench_fiber_local;
+void BM_FiberLocalRead(benchmark::State& state) {
+  weft::run(
+      [&] {
+        *bench_fiber_local = 1;
+        for (auto _ : state) benchmark::DoNotOptimize(bench_fiber_local.get());
+      },
+      workers(state));
+}
+
+// The same read of a thread_local in this executable (local-exec: one
+// %fs-relative load), which a fiber that parks may not rely on (README,
+// "thread_local in fibers"); and through a noinline accessor, the way it may.
+thread_local long bench_thread_local = 1;
+__attribute__((noinline)) long& bench_thread_local_fresh() {
+  asm volatile("" ::: "memory");  // not pure: a call per read, as after a park
+  return bench_thread_local;
+}
+void BM_ThreadLocalRead(benchmark::State& state) {
+  weft::run(
+      [&] {
+        for (auto _ : state) {
+          benchmark::DoNotOptimize(bench_thread_local);
+          benchmark::ClobberMemory();  // read it anew every time, as the FiberLocal is
+        }
+      },
+      workers(state));
+}
+void BM_ThreadLocalReadNoinline(benchmark::State& state) {
+  weft::run(
+      [&] {
+        for (auto _ : state) benchmark::DoNotOptimize(bench_thread_local_fresh());
+      },
+      workers(state));
+}
+
 // Spawn 1M fibers that each call wg.done(), then wg.wait(); per fiber.
 constexpr int kSpawnBatch = 1'000'000;
 void BM_SpawnJoin(benchmark::State& state) {
@@ -234,6 +272,9 @@ BENCHMARK(BM_ChannelPingPong)
     ->UseRealTime();
 BENCHMARK(BM_Yield)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
 BENCHMARK(BM_YieldAlone)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
+BENCHMARK(BM_FiberLocalRead)->Arg(1)->UseRealTime();
+BENCHMARK(BM_ThreadLocalRead)->Arg(1)->UseRealTime();
+BENCHMARK(BM_ThreadLocalReadNoinline)->Arg(1)->UseRealTime();
 BENCHMARK(BM_SpawnJoin)
     ->ArgName("workers")
     ->Apply(weft::bench::each_worker_count)

@@ -124,8 +124,8 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
           }
           weft::sleep_for(1ms);
         }
-        {  // gtest's trace stack is thread-local: nothing in here may park
-          SCOPED_TRACE(dump);
+        {
+          WEFT_SCOPED_TRACE(dump);
           const std::string recv = entry_of(dump, "\"receiver\" [chan receive");
           EXPECT_NE(recv.find(PARKED_FRAME("park_in_channel_receive", "Channel<int>::recv")),
                     std::string::npos);
@@ -342,8 +342,8 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
           }
           weft::sleep_for(1ms);
         }
-        {  // gtest's trace stack is thread-local: nothing in here may park
-          SCOPED_TRACE(m.to_string());
+        {
+          WEFT_SCOPED_TRACE(m.to_string());
           EXPECT_EQ(parked_for("chan receive", m), std::uint64_t{kReceivers});
           EXPECT_EQ(parked_for("sleep", m), std::uint64_t{kSleepers});
           EXPECT_EQ(parked_for("IO wait (read)", m), 1u);

@@ -86,12 +86,14 @@ int main() {
         }
         weft::go([&] { park_in_channel_receive(ch); }, {.name = "chan-receiver"});
         weft::go([&] { park_in_mutex_lock(mu); }, {.name = "mutex-waiter"});
-        weft::go([] { park_in_sleep(); }, {.name = "sleeper"});
+        // Pinned: the extension must still count it as this runtime's.
+        weft::go([] { park_in_sleep(); }, {.name = "sleeper", .pinned = true});
         weft::go([&] { park_in_socket_read(*conn); }, {.name = "socket-reader"});
         while (parked_named_fibers() < 4) weft::yield();
-        // Queued (in runnext) and never run: the worker is stopped before
-        // main yields to it.
-        weft::go([] { g_sink = 5; }, {.name = "not-started"});
+        // Queued and never run: the worker is stopped before main yields to
+        // it. Pinned, so it waits in the worker's pinned list, which the
+        // extension must read as a run queue.
+        weft::go([] { g_sink = 5; }, {.name = "not-started", .pinned = true});
         std::printf("gdb-target: 4 fibers parked, socket fd %d\n", fds[0]);
         std::fflush(stdout);
         stop_for_gdb();

@@ -112,3 +112,16 @@ bool eventually(Pred pred) {
 }
 
 }  // namespace weft::test
+
+// SCOPED_TRACE for code in fibers that may park. gtest keeps its trace
+// stack per thread, and a fiber that parks may resume on another worker: it
+// would then pop another thread's stack (gtest dies in
+// UnitTest::PopGTestTrace), and its failures would miss the trace. The pin,
+// made first and so ended last, keeps the fiber on one thread for the
+// scope. Two fibers tracing on one worker at once share that thread's
+// stack, as two scopes on one thread do: a failure shows both traces.
+#define WEFT_SCOPED_TRACE(message)                           \
+  const ::weft::PinToWorker WEFT_TRACE_PIN_NAME(__LINE__){}; \
+  SCOPED_TRACE(message)
+#define WEFT_TRACE_PIN_NAME(line) WEFT_TRACE_PIN_NAME_(line)
+#define WEFT_TRACE_PIN_NAME_(line) weft_scoped_trace_pin_##line

@@ -161,11 +161,19 @@ std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
     }
     if (Fiber* f = w->runnext.load(std::memory_order_relaxed)) queued.insert(f);
     w->runq.for_each_queued([&](const Fiber* f) { queued.insert(f); });
+    // Pinned ones, where their worker stopped (or is us): only then do
+    // neither of its lists move. A busy worker's show as their state says.
+    if (w.get() == self || w->stopped_for_world.load(std::memory_order_acquire)) {
+      for (Fiber* f = w->pinned_head; f; f = f->next) queued.insert(f);
+      for (Fiber* f = w->pinned_inbox.load(std::memory_order_acquire); f; f = f->next) {
+        queued.insert(f);
+      }
+    }
   }
   s->gq.for_each_locked([&](const Fiber* f) { queued.insert(f); });
 
   fiber_registry().for_each([&](Fiber* f) {
-    if (f->run_gen != s->gen || f->is_thread) return;
+    if (generation_of(*f) != s->gen || f->is_thread) return;
     Entry e;
     const auto run = running.find(f);
     if (run != running.end()) {
@@ -183,7 +191,7 @@ std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
     e.detail = f->wait_detail;
     e.since_ms = f->parked_since_ms;
     if (f->name) e.name = f->name;
-    e.site = f->spawn_site;
+    e.site = f->spawn_site();
     if (e.shown == Shown::running) {
       if (self && self->current == f) {
         walk_here(&e.walk);
@@ -519,7 +527,7 @@ void traceback_on_crash() {
   e.shown = Shown::running;
   e.worker = w->index;
   if (f->name) e.name = f->name;
-  e.site = f->spawn_site;
+  e.site = f->spawn_site();
   walk_here(&e.walk);  // this fiber's own stack: only the walk, which needs little room
   drop_walk_frames(e.walk, 1);
   Scheduler* s = w->sched;
@@ -574,6 +582,7 @@ Metrics metrics_of(Scheduler* s) {
       }
       if (w->runnext.load(std::memory_order_relaxed)) ++m.fibers_runnable;
       w->runq.for_each_queued([&](const Fiber*) { ++m.fibers_runnable; });
+      m.fibers_runnable += w->pinned_queued.load(std::memory_order_relaxed);
       for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
         m.scheduling_latency.buckets[static_cast<std::size_t>(b)] +=
             w->sched_latency[b].load(std::memory_order_relaxed);
@@ -589,7 +598,7 @@ Metrics metrics_of(Scheduler* s) {
     m.fibers_runnable += s->gq.size();
     m.fibers_running = running.size();
     fiber_registry().for_each([&](Fiber* f) {
-      if (f->run_gen != s->gen || f->is_thread || running.count(f)) return;
+      if (generation_of(*f) != s->gen || f->is_thread || running.count(f)) return;
       if (f->state == FiberState::parked) ++by_reason[static_cast<std::size_t>(f->wait_reason)];
     });
   }

@@ -10,6 +10,8 @@
 
 namespace weft::detail {
 
+struct FiberLocalTable;  // weft/fiber_local.h
+
 struct Stack {
   char* lo = nullptr;      // lowest usable byte; the guard (if any) is just below
   std::uint32_t size = 0;  // usable bytes
@@ -47,7 +49,12 @@ struct Fiber {
   // set on one ready in 64 and on every poller wake-up, 0 otherwise; read
   // and cleared when it runs (Worker::enter, beside id).
   std::int64_t ready_ns = 0;
-  std::uint32_t run_gen = 0;  // the runtime that spawned it (Scheduler::gen)
+  // The runtime that spawned it (Scheduler::gen), with kPinnedBit set while
+  // the fiber is pinned: a worker compares run_gen with its own generation
+  // before it runs a fiber anyway (a fiber of an earlier runtime is
+  // dropped), so a pinned fiber takes that same unlikely branch and costs
+  // an unpinned one nothing. generation_of() strips the bit.
+  std::uint32_t run_gen = 0;
   std::uint32_t stack_request = 0;
   std::uint16_t closure_offset = 0;  // the closure lives in the same allocation
   RecordKind kind = RecordKind::heap;
@@ -65,7 +72,21 @@ struct Fiber {
 
   Fiber* next = nullptr;       // link in a ReadyBatch's chain
   const char* name = nullptr;  // a copy of SpawnOptions::name (owned), or null
-  SpawnSite spawn_site;
+  // The SpawnSite, flat, so that pinned_home fits where its padding was.
+  const char* site_file = nullptr;
+  const char* site_function = nullptr;
+  std::uint32_t site_line = 0;
+  // While pinned (kPinnedBit in run_gen): the worker it runs on, -1 until
+  // it first runs when it was spawned pinned from outside the runtime.
+  // Written by the fiber itself while it runs (PinToWorker), at spawn, or
+  // by the worker that first runs it; read by whoever picks it, after the
+  // queue that published it.
+  std::int16_t pinned_home = -1;
+  // The fiber's FiberLocal values (fiber_local.cc), null until its first
+  // get(). Out of the first 64 bytes: no switch reads it, and its end reads
+  // it beside `name`, which finish() reads anyway. Cleared with the rest at
+  // spawn (new_fiber constructs the record anew) and when the values go.
+  FiberLocalTable* locals = nullptr;
   std::uint64_t wait_detail = 0;      // the fd for I/O
   std::uint32_t parked_since_ms = 0;  // coarse_now_ms() when it parked
   std::atomic<std::uint32_t> thread_wake{0};
@@ -74,8 +95,20 @@ struct Fiber {
   void* asan_fake_stack = nullptr;
 
   void* closure_storage() { return reinterpret_cast<char*>(this) + closure_offset; }
+  SpawnSite spawn_site() const { return {site_file, site_function, site_line}; }
 };
 static_assert(offsetof(Fiber, wait_reason) < 64, "the switch path's fields fit one 64-byte span");
+// Past 144 bytes, a closure over 48 no longer fits the pooled 192-byte
+// record (records.h) and each such spawn mallocs.
+static_assert(sizeof(Fiber) <= 144, "the record grew: see kPooledRecordSize");
+
+// Set in Fiber::run_gen while the fiber is pinned to a worker.
+inline constexpr std::uint32_t kPinnedBit = 0x8000'0000u;
+
+// The runtime generation a fiber belongs to, pinned or not.
+inline std::uint32_t generation_of(const Fiber& f) noexcept {
+  return f.run_gen & ~kPinnedBit;
+}
 
 // `v` in decimal, written into the end of `buf`; async-signal-safe.
 inline const char* decimal(std::uint64_t v, char (&buf)[21]) noexcept {
@@ -101,11 +134,11 @@ void name_fiber(const Fiber& f, Put&& put) {
     put(f.name);
     put("\"");
   }
-  if (f.spawn_site.line != 0) {
+  if (f.site_line != 0) {
     put(" (created at ");
-    put(f.spawn_site.file);
+    put(f.site_file);
     put(":");
-    put(decimal(f.spawn_site.line, digits));
+    put(decimal(f.site_line, digits));
     put(")");
   }
 }

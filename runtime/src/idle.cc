@@ -41,6 +41,41 @@ bool Idle::wake_one() {
   return true;
 }
 
+void Idle::wake_pinned_home(Worker* home) {
+  // After hand_to_home's seq_cst push: pairs with the sleeper's nidle_
+  // increment and its last look at its inbox (any_queued_work), and with
+  // nap()'s store of napper_ and its look. One of us sees the other.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (nidle_.load(std::memory_order_seq_cst) != 0) {
+    bool woke = false;
+    {
+      std::lock_guard lock(mu_);
+      if (home->on_idle_list) {
+        Worker** link = &head_;
+        while (*link != home) link = &(*link)->next_idle;
+        *link = home->next_idle;
+        home->on_idle_list = false;
+        nidle_.fetch_sub(1, std::memory_order_seq_cst);
+        // As wake_one's: it wakes counted as spinning (Idle::sleep).
+        nspinning_.fetch_add(1, std::memory_order_seq_cst);
+        home->wake_word.store(kWoken, std::memory_order_seq_cst);
+        woke = true;
+      }
+    }
+    if (woke) {
+      wake_worker(home);
+      wakeups_.fetch_add(1, std::memory_order_relaxed);
+      // Pairs with sysmon's store of sysmon_sleeping then all_idle(), as in wake_one.
+      if (sched_.sysmon_sleeping.load(std::memory_order_seq_cst)) {
+        sched_.sysmon_word.store(1, std::memory_order_release);
+        futex_wake(&sched_.sysmon_word, 1);
+      }
+      return;
+    }
+  }
+  if (napper_.load(std::memory_order_seq_cst) == home) poke_napper();
+}
+
 bool Idle::nap(Worker* w, std::int64_t ns) {
   // Armed before we are published: a poke that finds us then disarms it.
   w->nap_word.store(1, std::memory_order_relaxed);
@@ -51,8 +86,11 @@ bool Idle::nap(Worker* w, std::int64_t ns) {
   // poke: look once more (seq_cst, against wakep()'s fence), as a sleeper's
   // last look does; and at shutdown and a dump's stop, which poke a napper
   // after they are flagged (wake_all, poke_all).
-  const bool look_now = any_stealable_work() || sched_.stopping.load(std::memory_order_seq_cst) ||
-                        sched_.stw.load(std::memory_order_seq_cst);
+  // A pinned fiber handed to us before we published ourselves found no
+  // napper to poke: the same look (wake_pinned_home's fence).
+  const bool look_now =
+      any_stealable_work() || w->pinned_inbox.load(std::memory_order_seq_cst) != nullptr ||
+      sched_.stopping.load(std::memory_order_seq_cst) || sched_.stw.load(std::memory_order_seq_cst);
   if (!look_now) {
     const timespec timeout{static_cast<time_t>(ns / 1'000'000'000),
                            static_cast<long>(ns % 1'000'000'000)};
@@ -115,6 +153,9 @@ bool Idle::any_stealable_work() const {
 
 bool Idle::any_queued_work(Worker* self) const {
   if (any_stealable_work()) return true;
+  // Pinned fibers handed to us (wake_pinned_home's pair). Our own FIFO is
+  // empty: local_get() returns from it before we look for work elsewhere.
+  if (self->pinned_inbox.load(std::memory_order_seq_cst) != nullptr) return true;
   bool runnext_elsewhere = false;
   for (const auto& w : sched_.workers) {
     if (w.get() != self && w->runnext.load(std::memory_order_seq_cst)) runnext_elsewhere = true;

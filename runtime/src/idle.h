@@ -47,7 +47,12 @@
 //    on once it is busy: found_work() calls wakep() if anything is left to
 //    watch. One that finds nothing goes back to sleep and takes the role
 //    again.
-// 5. sysmon is the backstop: a timer overdue by over 1 ms while the role is
+// 5. A pinned fiber handed to its worker (Worker::hand_to_home) is found
+//    by that worker alone: hand_to_home pushes it onto the worker's inbox
+//    and then wakes that worker (wake_pinned_home) if it sleeps, or pokes
+//    it if it naps. A sleeper looks at its own inbox in its last look, and
+//    a napper before it waits: the same Dekker pairs as invariant 3's.
+// 6. sysmon is the backstop: a timer overdue by over 1 ms while the role is
 //    lost (timer_role_lost: idle workers, and no holder planning to wake for
 //    it) on two of its rounds in a row gets a worker woken (wake_for_timers).
 //
@@ -61,7 +66,10 @@
 // - nidle_ and the queues: the fence in wakep() after the caller's queue
 //   store, against the sleeper's seq_cst nidle_ increment and the seq_cst
 //   loads of its last look (RunQueue::empty_seq_cst,
-//   GlobalQueue::size_seq_cst, runnext).
+//   GlobalQueue::size_seq_cst, runnext, its own pinned_inbox). The same
+//   fence in wake_pinned_home, after hand_to_home's seq_cst push, against
+//   the same increment and the load of the inbox; and against nap()'s
+//   store of napper_ and its load of the inbox.
 // - A worker's wake_word and in_poll: a waker stores wake_word (kWoken under
 //   mu_, or kPoked by CAS) and then reads in_poll; the holder of the role
 //   stores in_poll and then reads wake_word; all seq_cst. The waker then
@@ -136,6 +144,10 @@ class Idle {
   // to `ns`, or until wakep() queues stealable work. False, at once, if
   // another spinner naps already (one is enough; the caller then sleeps).
   bool nap(Worker* w, std::int64_t ns);
+
+  // `home` has just been handed a pinned fiber (its pinned_inbox): wakes it
+  // if it sleeps, pokes it if it naps. Only it may run that fiber.
+  void wake_pinned_home(Worker* home);
 
   // A timer now expires at `when`: make sure some worker will be awake then.
   void timer_added(std::int64_t when);

@@ -45,6 +45,14 @@ namespace {
 
 std::atomic<std::uint32_t> g_generations{0};
 
+// 1, 2, ...: never 0 (no runtime) and never with kPinnedBit, which
+// Fiber::run_gen carries beside it. Wraps after 2^31 runs.
+std::uint32_t next_generation() {
+  std::uint32_t gen = 0;
+  while (gen == 0) gen = (g_generations.fetch_add(1, std::memory_order_relaxed) + 1) & ~kPinnedBit;
+  return gen;
+}
+
 // run_main's std::terminate handler, which an exception escaping a fiber
 // reaches from its throw site (see fiber_main): names the fiber, then lets
 // the handler it replaced finish. Relaxed: written before the workers start,
@@ -175,8 +183,7 @@ void Scheduler::shutdown() {
 int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   const int n = opts.workers > 0 ? opts.workers : default_workers();
   advance_coarse_clock();  // fibers that park before sysmon's first round
-  auto* s = new Scheduler(n, g_generations.fetch_add(1, std::memory_order_relaxed) + 1,
-                          coop_budget_setting());
+  auto* s = new Scheduler(n, next_generation(), coop_budget_setting());
   Scheduler* none = nullptr;
   if (!g_sched.compare_exchange_strong(none, s)) {
     std::fprintf(stderr,
@@ -239,6 +246,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     spawned += w->spawned.load();
     if (Fiber* f = w->runnext.exchange(nullptr)) abandoned.push_back(f);
     while (Fiber* f = w->runq.pop()) abandoned.push_back(f);
+    while (Fiber* f = w->pinned_pop()) abandoned.push_back(f);
   }
   s->gq.for_each([&](Fiber* f) { abandoned.push_back(f); });
   for (auto& w : s->workers) {
@@ -246,6 +254,9 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
     w->timers.detach_all();  // a weft::Timer that outlives the runtime stops cleanly
   }
   for (Fiber* f : abandoned) abandon_runnable(f);
+  // FiberLocal values of fibers reclaimed late (this run's or an earlier
+  // one's): here no runtime runs and no lock is held.
+  destroy_orphaned_fiber_locals();
   free_depot(s->depot);
   if (spawned > exited) {
     log().debug("{} fibers were still alive when main returned (abandoned, as in Go)",

@@ -78,7 +78,7 @@ void unmark_running_fiber() noexcept {
 
 void keep_abandoned_started(std::uint32_t gen) {
   fiber_registry().for_each([gen](Fiber* f) {
-    if (f->run_gen != gen || f->is_thread || f->state == FiberState::fresh ||
+    if (generation_of(*f) != gen || f->is_thread || f->state == FiberState::fresh ||
         f->state == FiberState::dead || !f->stack.lo) {
       return;
     }
@@ -89,6 +89,9 @@ void keep_abandoned_started(std::uint32_t gen) {
 
 void free_abandoned(Fiber* f) {
   free_fiber_name(f);
+  // Not destroyed here: a late ready may run under its caller's lock, where a
+  // user destructor could deadlock.
+  if (f->locals) orphan_fiber_locals(f);
   if (f->stack_kept) {
     san::lsan_forget_stack(f->stack.lo, f->stack.size);
     f->stack_kept = false;
@@ -215,9 +218,12 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
   }
   ::new (f) Fiber();
   f->kind = kind;
-  f->spawn_site = site;
+  f->site_file = site.file;
+  f->site_function = site.function;
+  f->site_line = site.line;
   if (!opts.name.empty()) f->name = strndup(opts.name.data(), opts.name.size());
   f->stack_request = static_cast<std::uint32_t>(round_stack_size(opts.stack_size));
+  if (opts.pinned) f->run_gen = kPinnedBit;  // start_fiber adds the generation
   f->closure_offset = static_cast<std::uint16_t>(offset);
   *closure_storage = f->closure_storage();
   return f;

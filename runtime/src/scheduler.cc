@@ -26,6 +26,7 @@
 #include "stack.h"
 #include "timer.h"
 #include "weft/detail/coop.h"
+#include "weft/fiber_local.h"
 
 extern "C" void weft_switch(void** save_sp, void* load_sp);
 extern "C" void weft_fiber_trampoline();
@@ -78,6 +79,9 @@ constexpr std::uint64_t kIdBatch = 64;
 WEFT_TLS Worker* tls_worker = nullptr;
 WEFT_TLS bool tls_runtime_thread = false;
 WEFT_TLS const Fiber* tls_fiber = nullptr;
+// FiberLocal values outside fibers (fiber_local.cc owns and frees them).
+WEFT_TLS FiberLocalTable* tls_thread_locals = nullptr;
+constinit const FiberLocalTable kNoFiberLocals{};
 
 Fiber* thread_waiter() {
   WEFT_TLS Fiber record;
@@ -133,6 +137,11 @@ WEFT_SWITCH_FN void switch_from_fiber(Worker* w, Fiber* from, Fiber* to, bool dy
   // boundary (GCC runs the cleanups up to it, clang's is a catch-all).
   f->closure->invoke(f->closure_storage());
   if (f->closure->destroy) f->closure->destroy(f->closure_storage());
+  // After the closure: what it captured may still use FiberLocals as it goes.
+  // Before leave: the values' destructors run as this fiber and may park.
+  if (f->locals) [[unlikely]] {
+    destroy_fiber_locals(f->locals);
+  }
   current_worker()->leave(f, Action::exit);
   __builtin_unreachable();
 }
@@ -152,6 +161,23 @@ WEFT_READS_CURRENT_WORKER Worker* current_worker() noexcept {
   Worker* w = tls_worker;
   asm volatile("" ::: "memory");
   return w;
+}
+
+// FiberLocal's fast path (weft/fiber_local.h): out of line and kept out of
+// interprocedural analysis as current_worker() is, so that a fiber that
+// migrated reads its table through this thread's TLS, never another's.
+WEFT_READS_CURRENT_WORKER const FiberLocalTable* fiber_local_table() noexcept {
+  const Fiber* f = tls_fiber;
+  const FiberLocalTable* t = f ? f->locals : tls_thread_locals;
+  return t ? t : &kNoFiberLocals;
+}
+
+WEFT_READS_CURRENT_WORKER FiberLocalTable** fiber_local_home(bool* thread) noexcept {
+  // The record is the running fiber's own; tls_fiber is const for the
+  // signal handler's sake, not because the record is.
+  Fiber* f = const_cast<Fiber*>(tls_fiber);
+  if (thread) *thread = f == nullptr;
+  return f ? &f->locals : &tls_thread_locals;
 }
 
 void set_runtime_thread(bool yes) noexcept {
@@ -227,6 +253,15 @@ WEFT_SWITCH_PATH void Worker::ready_local(Fiber* f) {
 
 WEFT_SWITCH_PATH Fiber* Worker::local_get() {
   chaos::at(chaos::Point::runnext);
+  // Pinned fibers take every other turn while other work waits: they have
+  // no other worker to run on, and the others no other queue to be in.
+  const bool pinned = has_pinned();
+  if (pinned) [[unlikely]] {
+    pinned_turn = !pinned_turn;
+    if (pinned_turn) {
+      if (Fiber* f = pinned_pop()) return f;
+    }
+  }
   Fiber* next = runnext.load(std::memory_order_relaxed);
   if (next && (runnext_streak < kRunnextCap || runq.empty())) {
     if (solo) {
@@ -243,7 +278,70 @@ WEFT_SWITCH_PATH Fiber* Worker::local_get() {
   }
   runnext_streak = 0;
   if (Fiber* f = runq.pop()) return f;
-  return runnext.exchange(nullptr, std::memory_order_acq_rel);
+  if (Fiber* f = runnext.exchange(nullptr, std::memory_order_acq_rel)) return f;
+  return pinned ? pinned_pop() : nullptr;
+}
+
+void Worker::pinned_put(Fiber* f) {
+  f->next = nullptr;
+  (pinned_tail ? pinned_tail->next : pinned_head) = f;
+  pinned_tail = f;
+  pinned_queued.fetch_add(1, std::memory_order_relaxed);
+}
+
+Fiber* Worker::pinned_pop() {
+  if (pinned_inbox.load(std::memory_order_relaxed) != nullptr) {
+    // acquire: pairs with the release half of hand_to_home's CAS, so that
+    // the links (and the records) its pushers wrote are seen.
+    Fiber* pushed = pinned_inbox.exchange(nullptr, std::memory_order_acquire);
+    // Pushed newest first: reversed onto the FIFO's tail, oldest first.
+    Fiber* oldest_first = nullptr;
+    while (pushed) {
+      Fiber* next = pushed->next;
+      pushed->next = oldest_first;
+      oldest_first = pushed;
+      pushed = next;
+    }
+    if (oldest_first) {
+      (pinned_tail ? pinned_tail->next : pinned_head) = oldest_first;
+      pinned_tail = oldest_first;
+      while (pinned_tail->next) pinned_tail = pinned_tail->next;
+    }
+  }
+  Fiber* f = pinned_head;
+  if (!f) return nullptr;
+  pinned_head = f->next;
+  if (!pinned_head) pinned_tail = nullptr;
+  pinned_queued.fetch_sub(1, std::memory_order_relaxed);
+  return f;
+}
+
+bool Worker::runs_here(Fiber* f) {
+  if (f->run_gen == (gen | kPinnedBit)) {
+    if (f->pinned_home == index) return true;
+    if (f->pinned_home < 0) {  // spawned pinned from outside: its first worker keeps it
+      f->pinned_home = static_cast<std::int16_t>(index);
+      return true;
+    }
+    hand_to_home(f);
+    return false;
+  }
+  drop_late_ready(f);  // an earlier runtime's, readied in this one
+  return false;
+}
+
+void Worker::hand_to_home(Fiber* f) {
+  Worker* home = sched->workers[static_cast<std::size_t>(f->pinned_home)].get();
+  home->pinned_queued.fetch_add(1, std::memory_order_relaxed);
+  Fiber* head = home->pinned_inbox.load(std::memory_order_relaxed);
+  do {
+    f->next = head;
+    // seq_cst: one half of the Dekker pair with the owner's sleep or nap
+    // (Idle::wake_pinned_home); its release half publishes f->next.
+  } while (!home->pinned_inbox.compare_exchange_weak(head, f, std::memory_order_seq_cst,
+                                                     std::memory_order_relaxed));
+  chaos::at(chaos::Point::ready);  // between publishing and the wake check
+  sched->idle.wake_pinned_home(home);
 }
 
 Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
@@ -377,6 +475,9 @@ Fiber* Worker::find_runnable() {
       std::uint64_t now = start;
       do {
         const bool nap = now - start >= kBusySpinNs && others_running();
+        if (pinned_inbox.load(std::memory_order_relaxed) != nullptr) {  // handed to us
+          if (Fiber* f = local_get()) return found(f);
+        }
         if (Fiber* f = steal_work(!nap)) return found(f);
         if (sched->gq.size() != 0) {
           if (Fiber* f = global_get(sched, this, 0)) return found(f);
@@ -559,7 +660,8 @@ void Worker::coop_yield() {
   // watchdog watches the tick, and a fiber that reaches this point is not
   // keeping anything from running.
   schedtick.store(schedtick.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  if (runnext.load(std::memory_order_relaxed) == nullptr && runq.empty() && sched->gq.size() == 0) {
+  if (runnext.load(std::memory_order_relaxed) == nullptr && runq.empty() && !has_pinned() &&
+      sched->gq.size() == 0) {
     return;
   }
   current->state = FiberState::yielded;
@@ -618,9 +720,9 @@ WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
   // A dump stopping the world: switch to g0, which stops there once this
   // fiber's context is saved and its park committed.
   Fiber* next = sched->stw.load(std::memory_order_relaxed) ? nullptr : pick_local();
-  if (next && next->run_gen != gen) [[unlikely]] {
-    next = drop_late_readies(next);
-  }
+  while (next && next->run_gen != gen && !runs_here(next)) [[unlikely]] {
+      next = pick_local();
+    }
   if (next) {
     enter(next);
   } else {
@@ -631,16 +733,6 @@ WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
   switch_from_fiber(this, self, next, action == Action::exit);
   // Resumed, possibly on another worker.
   current_worker()->after_switch();
-}
-
-// `next`, picked to run, belongs to an earlier runtime: drops it and every
-// such fiber picked after it; returns the first that may run, or null.
-Fiber* Worker::drop_late_readies(Fiber* next) {
-  while (next && next->run_gen != gen) {
-    drop_late_ready(next);
-    next = pick_local();
-  }
-  return next;
 }
 
 void Worker::after_switch() {
@@ -655,7 +747,11 @@ void Worker::after_switch() {
     report_overflow(p, p->stack, "found at a switch: the stack had no guard page");
   }
   if (prev_action == Action::yield) {
-    runq_put(p);
+    if (p->run_gen != gen) [[unlikely]] {  // pinned: never where thieves look
+      pinned_put(p);
+    } else {
+      runq_put(p);
+    }
     return;
   }
   // Parked: the commit decides whether it really sleeps.
@@ -667,14 +763,16 @@ void Worker::after_switch() {
 }
 
 void Worker::run_from_g0(Fiber* f) {
-  if (f->run_gen != gen) {
-    // Abandoned by an earlier runtime and readied in this one (a socket or
-    // channel that outlived it): it never runs again.
-    drop_late_ready(f);
-    return;
-  }
+  // Abandoned by an earlier runtime and readied in this one (a socket or
+  // channel that outlived it): it never runs again. Pinned to another
+  // worker: handed to it.
+  if (f->run_gen != gen && !runs_here(f)) return;
   if (sched->stw.load(std::memory_order_relaxed)) {  // found just as a dump began
-    runq_put(f);
+    if (f->run_gen != gen) {
+      pinned_put(f);
+    } else {
+      runq_put(f);
+    }
     return;
   }
   enter(f);
@@ -713,12 +811,19 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   f->closure = vtable;
   Worker* w = current_worker();
+  const std::uint32_t pinned = f->run_gen & kPinnedBit;  // SpawnOptions::pinned
   if (w && w->sched == s) {
     f->run_gen = s->gen;
     f->id = w->next_fiber_id();
     Worker::bump(w->spawned);
     w->maybe_stamp_ready(f);
     const std::uint64_t id = f->id;
+    if (pinned) [[unlikely]] {  // to this worker, and nobody else to wake
+      f->run_gen |= kPinnedBit;
+      f->pinned_home = static_cast<std::int16_t>(w->index);
+      w->pinned_put(f);
+      return id;
+    }
     // runnext only while it is free: a fiber spawning in a loop would
     // otherwise swap it (a locked instruction) on every spawn. Go gives it
     // to the newest; no order among new fibers is promised either way.
@@ -738,7 +843,7 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     std::fprintf(stderr, "weft::go: the runtime ended while this thread was spawning a fiber\n");
     std::abort();
   }
-  f->run_gen = s->gen;
+  f->run_gen = s->gen | pinned;  // pinned: its first worker keeps it
   f->id = s->next_id.fetch_add(1, std::memory_order_relaxed);
   s->foreign_spawned.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t id = f->id;
@@ -892,7 +997,7 @@ void ready(Fiber* f) noexcept {
   }
   ForeignEntry entry;
   Scheduler* s = entry.sched();
-  if (!s || f->run_gen != s->gen) {
+  if (!s || generation_of(*f) != s->gen) {
     drop_late_ready(f);
     return;
   }
@@ -948,7 +1053,7 @@ void yield() noexcept {
   const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed) + 1;
   w->schedtick.store(tick, std::memory_order_relaxed);
   if (tick % kFairnessTicks != 0 && w->runnext.load(std::memory_order_relaxed) == nullptr &&
-      w->runq.empty() && w->sched->gq.size() == 0) {
+      w->runq.empty() && !w->has_pinned() && w->sched->gq.size() == 0) {
     return;
   }
   w->current->state = FiberState::yielded;
@@ -971,6 +1076,28 @@ WEFT_READS_CURRENT_WORKER int worker_index() noexcept {
 int num_workers() noexcept {
   detail::Scheduler* s = detail::g_sched.load(std::memory_order_acquire);
   return s ? s->nworkers : 0;
+}
+
+// The fiber writes its own pin: nobody else reads run_gen or pinned_home
+// while it runs, and whoever picks it next reads them after the queue's
+// publication of it.
+// A guard inside a pinned stretch (an outer guard, SpawnOptions::pinned)
+// leaves the pin to whoever made it.
+PinToWorker::PinToWorker() noexcept : pinned_(false) {
+  detail::Worker* w = detail::current_worker();
+  if (!w || !w->current) return;
+  detail::Fiber* f = w->current;
+  if (f->run_gen & detail::kPinnedBit) return;
+  f->pinned_home = static_cast<std::int16_t>(w->index);
+  f->run_gen |= detail::kPinnedBit;
+  pinned_ = true;
+}
+
+PinToWorker::~PinToWorker() {
+  if (!pinned_) return;
+  detail::Fiber* f = detail::current_worker()->current;
+  f->run_gen &= ~detail::kPinnedBit;
+  f->pinned_home = -1;
 }
 
 }  // namespace weft

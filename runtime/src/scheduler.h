@@ -16,6 +16,21 @@ struct Worker;
 // inline or hoist: a fiber may resume on another thread after any switch.
 Worker* current_worker() noexcept;
 
+// Where the running fiber's FiberLocal table pointer lives (its record's
+// `locals`), or this thread's outside any fiber; as fresh as
+// current_worker(); `*thread` (if given) says which. fiber_local.cc's, for
+// creating and destroying values.
+FiberLocalTable** fiber_local_home(bool* thread = nullptr) noexcept;
+// Destroys every value in `*home` (a fiber's, at its end, or a thread's at
+// its exit), on the calling fiber or thread, and frees the table.
+void destroy_fiber_locals(FiberLocalTable*& home) noexcept;
+// A fiber reclaimed without running to its end (a late ready): its table is
+// kept, reachable, until the next destroy_orphaned_fiber_locals().
+void orphan_fiber_locals(Fiber* f) noexcept;
+// Destroys the orphaned tables, on the calling thread (weft::run's teardown,
+// where no lock is held and no runtime runs).
+void destroy_orphaned_fiber_locals() noexcept;
+
 // True while this thread is inside a ReadyBatch's scope (where nothing may
 // park or yield).
 bool in_ready_batch() noexcept;

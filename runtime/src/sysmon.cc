@@ -4,7 +4,7 @@
 //   without parking or yielding (the watchdog);
 // - wakes an idle worker for work or timers queued behind such a fiber;
 // - polls for I/O when nobody has for 10 ms;
-// - is the timer role's backstop (idle.h, invariant 5): it wakes a worker
+// - is the timer role's backstop (idle.h, invariant 6): it wakes a worker
 //   for a timer overdue on any heap that nobody plans to wake for.
 #include <malloc.h>
 #include <time.h>
@@ -56,7 +56,10 @@ bool Scheduler::nothing_can_wake() const {
 bool Scheduler::anything_queued() const {
   if (gq.size() != 0) return true;
   for (const auto& w : workers) {
-    if (w->runnext.load(std::memory_order_acquire) != nullptr || !w->runq.empty()) return true;
+    if (w->runnext.load(std::memory_order_acquire) != nullptr || !w->runq.empty() ||
+        w->pinned_queued.load(std::memory_order_acquire) != 0) {
+      return true;
+    }
   }
   return false;
 }

@@ -39,6 +39,14 @@ struct alignas(64) Worker {
   std::atomic<Fiber*> runnext{nullptr};
 
   Fiber* current = nullptr;  // the fiber running here; null while on g0
+
+  // Pinned fibers (weft::PinToWorker, SpawnOptions::pinned) runnable here
+  // and nowhere else, kept out of the run queue and runnext, which thieves
+  // take from. The owner's FIFO, linked through Fiber::next; local_get()
+  // gives it every other turn while other work waits too.
+  Fiber* pinned_head = nullptr;
+  Fiber* pinned_tail = nullptr;
+  bool pinned_turn = false;
   // The running fiber's stack, and the stack pointer to switch to next. A
   // fiber that runs to its end without parking never has its stack or stack
   // pointer written into its record: records move between cores (spawned on
@@ -108,6 +116,17 @@ struct alignas(64) Worker {
 
   TimerHeap timers;
 
+  // Pinned fibers that other workers picked (they were readied or stolen
+  // there) and handed back: a stack pushed by CAS and taken whole by the
+  // owner, with an exchange, so no pop races a push (no ABA). A line of
+  // its own: the owner reads it on every local_get(), others write it
+  // rarely. seq_cst: the pusher's CAS and its later read of the idle state
+  // (Idle::wake_pinned_home) pair with the owner's idle count and its
+  // seq_cst look at the inbox before it sleeps or naps (Idle::sleep, nap).
+  alignas(64) std::atomic<Fiber*> pinned_inbox{nullptr};
+  // Pinned fibers queued here (inbox and FIFO), for metrics and sysmon.
+  std::atomic<std::uint32_t> pinned_queued{0};
+
   // Recycled fiber records of the pooled size class (owner only), oldest
   // first (records.h).
   Fiber* free_records[2 * kRecordBatch];
@@ -158,6 +177,17 @@ struct alignas(64) Worker {
   Fiber* find_runnable();
   Fiber* found(Fiber* f);
   inline Fiber* local_get();  // as enter
+  bool has_pinned() const {
+    return pinned_head != nullptr || pinned_inbox.load(std::memory_order_relaxed) != nullptr;
+  }
+  void pinned_put(Fiber* f);
+  Fiber* pinned_pop();
+  // `f`, picked to run here, carries more than this runtime's generation:
+  // true if it may run here (pinned here, or pinned to whichever worker runs
+  // it first); otherwise it is dropped (an earlier runtime's) or handed to
+  // its own worker, and false.
+  bool runs_here(Fiber* f);
+  void hand_to_home(Fiber* f);
   // `watch_runnext`: the last round may wait kRunnextStealWaitNs to see
   // whether a victim's runnext is stuck, and take it.
   Fiber* steal_work(bool watch_runnext);
@@ -174,7 +204,6 @@ struct alignas(64) Worker {
   void record_latency(Fiber* f);
   inline void leave(Fiber* self, Action action);  // as enter
   void after_switch();
-  Fiber* drop_late_readies(Fiber* next);
   void run_from_g0(Fiber* f);
   void prepare(Fiber* f);
   inline void ready_local(Fiber* f);  // as enter

@@ -170,12 +170,11 @@ class FiberInfo:
         return WAIT_REASON_TEXT.get(self.reason, self.reason)
 
     def spawn_site(self):
-        site = self.fiber["spawn_site"]
         try:
-            line = int(site["line"])
+            line = int(self.fiber["site_line"])
             if line == 0:
                 return ""
-            return "%s:%d" % (_string(site["file"]), line)
+            return "%s:%d" % (_string(self.fiber["site_file"]), line)
         except gdb.error:
             return ""
 
@@ -203,10 +202,18 @@ class Runtime:
 
     def queued(self):
         """The addresses of the fibers in a run queue (runnext, each worker's
-        ring, the global queue's chunks)."""
+        ring and pinned lists, the global queue's chunks)."""
         out = set()
         for w in self.workers:
             out.add(int(_scalar(w["runnext"])))
+            # Pinned fibers: the worker's own FIFO and the inbox others
+            # push to, both linked through Fiber::next.
+            for head in (w["pinned_head"], _scalar(w["pinned_inbox"])):
+                f, hops = head, 0
+                while int(f) != 0 and hops < MAX_RECORDS:
+                    out.add(int(f))
+                    f = f.dereference()["next"]
+                    hops += 1
             q = w["runq"]
             slots = q["slots_"]
             size = slots.type.strip_typedefs().range()[1] + 1
@@ -248,7 +255,8 @@ class Runtime:
             if int(f) == 0:
                 continue
             fiber = f.dereference()
-            if int(fiber["run_gen"]) != self.gen or bool(fiber["is_thread"]):
+            # run_gen's top bit marks a pinned fiber (kPinnedBit in fiber.h).
+            if (int(fiber["run_gen"]) & 0x7FFFFFFF) != self.gen or bool(fiber["is_thread"]):
                 continue
             addr = int(f)
             state = _enum_name(fiber["state"])

@@ -36,6 +36,11 @@ struct SpawnOptions {
   // Names the fiber in dumps and in every message about it (copied; empty:
   // none). Costs an allocation per spawn, so name long-lived fibers.
   std::string_view name{};
+  // Runs the fiber only on the worker that spawned it (from outside the
+  // runtime: the worker that first runs it), for its whole life, so that
+  // thread_local state it keeps across parks stays its thread's. See
+  // PinToWorker for what pinning costs.
+  bool pinned = false;
 };
 
 namespace detail {
@@ -124,6 +129,29 @@ int worker_index() noexcept;
 
 // Workers of the running runtime, or 0 when none runs.
 int num_workers() noexcept;
+
+// Keeps the calling fiber on the worker it runs on until the guard is
+// destroyed, across every park and yield in between: for code that keeps
+// thread_local state across a wait (a library's per-thread context, gtest's
+// SCOPED_TRACE stack). Scopes nest; SpawnOptions::pinned pins for life.
+// Outside a fiber it does nothing. Destroy it on the fiber that made it.
+//
+// The cost: a pinned fiber waits for its own worker, even while others are
+// idle. It is never stolen, so a busy fiber on its worker delays it (as it
+// delays that worker's queue), and many pinned fibers on one worker are not
+// spread out. A pinned fiber readied by another worker is handed to its own
+// (one more queue hop, and a wake-up if that worker sleeps). Unpinned
+// fibers pay a check of two fields per switch.
+class PinToWorker {
+ public:
+  PinToWorker() noexcept;
+  ~PinToWorker();
+  PinToWorker(const PinToWorker&) = delete;
+  PinToWorker& operator=(const PinToWorker&) = delete;
+
+ private:
+  bool pinned_;
+};
 
 namespace detail {
 void run_blocking(void (*fn)(void*), void* arg);

@@ -5,6 +5,7 @@
 #include "weft/context.h"
 #include "weft/errgroup.h"
 #include "weft/error.h"
+#include "weft/fiber_local.h"
 #include "weft/join.h"
 #include "weft/net.h"
 #include "weft/runtime.h"
