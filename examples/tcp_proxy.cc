@@ -4,7 +4,10 @@
 // its stream the proxy ends the other's with a half-close, as Go's
 // proxies do; SIGINT/SIGTERM stops everything and exits 0.
 //
-//   weft-proxy LISTEN UPSTREAM     e.g. weft-proxy 127.0.0.1:8080 127.0.0.1:80
+//   weft-proxy [FLAGS] LISTEN UPSTREAM     e.g. weft-proxy 127.0.0.1:8080 127.0.0.1:80
+//
+// (The flags are serve.h's; the timeouts do not apply: the proxy does not
+// know where its peers' requests begin.)
 #include <cstdio>
 #include <string>
 
@@ -12,12 +15,17 @@
 #include "weft/io.h"
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: weft-proxy LISTEN UPSTREAM\n");
+  ServeConfig config;
+  auto args = parse_flags(argc, argv, &config, "weft-proxy [FLAGS] LISTEN UPSTREAM");
+  if (args.size() != 2) {
+    std::fprintf(stderr, "usage: weft-proxy [FLAGS] LISTEN UPSTREAM\n");
     return 2;
   }
-  const std::string upstream = argv[2];
-  return serve(argv[1], [&](weft::net::Conn& client, const weft::Context& shutdown) {
+  config.addr = args[0];
+  const std::string upstream = args[1];
+  return serve(config, [&](Session& s) {
+    weft::net::Conn& client = s.conn;
+    const weft::Context& shutdown = s.shutdown;
     auto up = weft::net::dial(shutdown, "tcp", upstream);
     if (!up) {
       std::fprintf(stderr, "%s\n", up.error().to_string().c_str());
