@@ -262,9 +262,11 @@ int serve(const ServeConfig& config, Handler handler) {
     }
     // The drain, bounded: the grace period, then the cut.
     auto drained = weft::with_cancel(weft::background());
-    weft::go([&] {
+    // The fiber owns the cancel: this frame may end (once drained is done)
+    // while the cancel is still returning.
+    weft::go([&connections, done = std::move(drained.cancel)] {
       connections.wait();
-      drained.cancel();
+      done();
     });
     weft::with_timeout(drained.ctx, config.grace).ctx.done().wait();
     if (!drained.ctx.err()) {
