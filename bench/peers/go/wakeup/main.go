@@ -49,35 +49,54 @@ var settle time.Duration
 const stuck = 5 * time.Second
 
 type row struct {
-	Scenario string  `json:"scenario"`
-	Backend  string  `json:"backend"`
-	Runtime  string  `json:"runtime"`
-	N        int     `json:"n"`
-	P50      float64 `json:"p50_us"`
-	P90      float64 `json:"p90_us"`
-	P99      float64 `json:"p99_us"`
-	P999     float64 `json:"p999_us"`
-	Max      float64 `json:"max_us"`
+	Scenario string `json:"scenario"`
+	Backend  string `json:"backend"`
+	Runtime  string `json:"runtime"`
+	N        int    `json:"n"`
+	// null where n is too small for the percentile to be more than the
+	// maximum (see supported).
+	P50  *float64 `json:"p50_us"`
+	P90  *float64 `json:"p90_us"`
+	P99  *float64 `json:"p99_us"`
+	P999 *float64 `json:"p999_us"`
+	Max  float64  `json:"max_us"`
+	// Every sample, sorted, so that weft-wakeup draws Go's curve from the
+	// same data, the same way, as its own.
+	Samples []float64 `json:"samples_us"`
+}
+
+// supported: whether n samples say anything about percentile p that the
+// maximum does not, i.e. at least one sample lies above it (p99 needs 100).
+func supported(p float64, n int) bool {
+	return float64(n)*(1-p) >= 1-1e-9
 }
 
 // Nearest rank: the smallest sample with at least p of all samples at or
-// below it.
-func percentile(sorted []time.Duration, p float64) float64 {
-	rank := int(math.Ceil(p * float64(len(sorted))))
+// below it; nil when n is too small for p.
+func percentile(sortedUs []float64, p float64) *float64 {
+	if !supported(p, len(sortedUs)) {
+		return nil
+	}
+	rank := int(math.Ceil(p * float64(len(sortedUs))))
 	if rank < 1 {
 		rank = 1
 	}
-	if rank > len(sorted) {
-		rank = len(sorted)
+	if rank > len(sortedUs) {
+		rank = len(sortedUs)
 	}
-	return float64(sorted[rank-1].Nanoseconds()) / 1e3
+	v := sortedUs[rank-1]
+	return &v
 }
 
 func summarize(name string, xs []time.Duration) row {
 	sort.Slice(xs, func(i, j int) bool { return xs[i] < xs[j] })
-	return row{Scenario: name, Backend: "go-netpoll", Runtime: "go", N: len(xs),
-		P50: percentile(xs, 0.50), P90: percentile(xs, 0.90), P99: percentile(xs, 0.99),
-		P999: percentile(xs, 0.999), Max: percentile(xs, 1)}
+	us := make([]float64, len(xs))
+	for i, x := range xs {
+		us[i] = float64(x.Nanoseconds()) / 1e3
+	}
+	return row{Scenario: name, Backend: "go-netpoll", Runtime: "go", N: len(us),
+		P50: percentile(us, 0.50), P90: percentile(us, 0.90), P99: percentile(us, 0.99),
+		P999: percentile(us, 0.999), Max: us[len(us)-1], Samples: us}
 }
 
 // ---------------------------------------------------------------------------
@@ -102,12 +121,6 @@ func raiseNofile(need uint64) error {
 			"(raise the hard limit, e.g. `ulimit -Hn %d` as root, or lower N)", need, r.Cur, r.Max, err, need)
 	}
 	return nil
-}
-
-func nofile() uint64 {
-	var r syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
-	return r.Cur
 }
 
 // A raw listening socket on 127.0.0.1 with the given backlog, never accepted
@@ -153,74 +166,30 @@ func somaxconn() int {
 }
 
 // idleConns returns n established loopback TCP connections on which nothing
-// will ever arrive, and a function that closes them with their far ends.
-// The far ends are accepted and held when the descriptor limit allows 2n;
-// otherwise they stay unaccepted in the accept queues of raw listeners
-// (one descriptor per somaxconn connections), so n connections cost n
-// descriptors. To the reader both are the same: an established socket with
-// nothing to read.
+// will ever arrive, and a function that closes them. Their far ends stay
+// unaccepted in the accept queues of raw listeners (one descriptor per
+// 512 connections), so n connections cost about n descriptors, and
+// weft-wakeup builds its fixture the same way: to the reader such a socket is
+// like any idle connection, established with nothing to read.
 func idleConns(n int) ([]*net.TCPConn, func(), error) {
 	const slack = 64
 	var conns []*net.TCPConn
-	var far []net.Conn
 	var raws []*rawListener
 	cleanup := func() {
 		for _, c := range conns {
-			c.Close()
-		}
-		for _, c := range far {
 			c.Close()
 		}
 		for _, l := range raws {
 			l.Close()
 		}
 	}
-	dial := func(addr string) error {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		conns = append(conns, c.(*net.TCPConn))
-		return nil
-	}
-	if raiseNofile(uint64(2*n+slack)) == nil {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, nil, err
-		}
-		defer ln.Close()
-		accepted := make(chan error, 1)
-		go func() {
-			for len(far) < n {
-				c, err := ln.Accept()
-				if err != nil {
-					accepted <- err
-					return
-				}
-				far = append(far, c)
-			}
-			accepted <- nil
-		}()
-		for i := 0; i < n; i++ {
-			if err := dial(ln.Addr().String()); err != nil {
-				ln.Close()
-				<-accepted
-				cleanup()
-				return nil, nil, err
-			}
-		}
-		if err := <-accepted; err != nil {
-			cleanup()
-			return nil, nil, err
-		}
-		return conns, cleanup, nil
-	}
 	if err := raiseNofile(uint64(n + slack)); err != nil {
 		return nil, nil, err
 	}
-	fmt.Fprintf(os.Stderr, "wakeup: %d connections: RLIMIT_NOFILE (%d) is short of 2 per connection; "+
-		"their far ends wait unaccepted in listen queues\n", n, nofile())
 	per := somaxconn()
+	if per > 512 { // as weft-wakeup, whose watchdog minds one long close
+		per = 512
+	}
 	for len(conns) < n {
 		l, err := listenRaw(per)
 		if err != nil {
@@ -229,10 +198,12 @@ func idleConns(n int) ([]*net.TCPConn, func(), error) {
 		}
 		raws = append(raws, l)
 		for k := 0; k < per && len(conns) < n; k++ {
-			if err := dial(l.addr); err != nil {
+			c, err := net.DialTimeout("tcp", l.addr, 2*time.Second)
+			if err != nil {
 				cleanup()
 				return nil, nil, fmt.Errorf("filling an accept queue of %d: %v", per, err)
 			}
+			conns = append(conns, c.(*net.TCPConn))
 		}
 	}
 	return conns, cleanup, nil
@@ -562,25 +533,19 @@ func main() {
 	all := "cancel-read,cancel-accept,cancel-dial,deadline-read,fanout-1000,fanout-10000"
 	names := flag.String("scenarios", all, "comma-separated scenarios to run")
 	n := flag.Int("n", 1000, "samples for the per-operation scenarios")
-	rounds := flag.Int("rounds", 0, "rounds (samples) for the fan-out scenarios; 0: 20 for fanout-1000, 5 for fanout-10000")
+	rounds := flag.Int("rounds", 100, "rounds (samples) for the fan-out scenarios")
 	procs := flag.Int("procs", 0, "GOMAXPROCS; 0: the runtime's default")
 	asJSON := flag.Bool("json", false, "print one JSON array of rows instead of a table")
 	deadline := flag.Duration("deadline", time.Millisecond, "D for deadline-read")
 	flag.DurationVar(&settle, "settle", 200*time.Microsecond, "wait after the parked goroutine starts its call, before canceling")
 	limit := flag.Duration("timeout", 30*time.Second, "a scenario that takes longer fails")
 	flag.Parse()
-	if *n < 1 || *rounds < 0 || *procs < 0 {
-		fmt.Fprintln(os.Stderr, "wakeup: -n must be at least 1, -rounds and -procs at least 0")
+	if *n < 1 || *rounds < 1 || *procs < 0 {
+		fmt.Fprintln(os.Stderr, "wakeup: -n and -rounds must be at least 1, -procs at least 0")
 		os.Exit(2)
 	}
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
-	}
-	fanRounds := func(def int) int {
-		if *rounds > 0 {
-			return *rounds
-		}
-		return def
 	}
 	known := map[string]scenario{}
 	for _, s := range []scenario{
@@ -588,8 +553,8 @@ func main() {
 		{"cancel-accept", cancelAccept},
 		{"cancel-dial", cancelDial},
 		{"deadline-read", deadlineRead(*deadline)},
-		{"fanout-1000", fanout(1000, fanRounds(20))},
-		{"fanout-10000", fanout(10000, fanRounds(5))},
+		{"fanout-1000", fanout(1000, *rounds)},
+		{"fanout-10000", fanout(10000, *rounds)},
 	} {
 		known[s.name] = s
 	}
@@ -646,12 +611,20 @@ func main() {
 		b, _ := json.MarshalIndent(rows, "", "  ")
 		fmt.Println(string(b))
 	} else {
-		fmt.Printf("go wakeup latency, GOMAXPROCS=%d, %s, us\n", runtime.GOMAXPROCS(0), runtime.Version())
+		fmt.Printf("go wakeup latency, GOMAXPROCS=%d, %s, us; - where n is too small\n",
+			runtime.GOMAXPROCS(0), runtime.Version())
 		fmt.Printf("%-15s %-11s %-8s %6s %10s %10s %10s %10s %10s\n",
 			"scenario", "backend", "runtime", "n", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")
+		cell := func(v *float64) string {
+			if v == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", *v)
+		}
 		for _, r := range rows {
-			fmt.Printf("%-15s %-11s %-8s %6d %10.1f %10.1f %10.1f %10.1f %10.1f\n",
-				r.Scenario, r.Backend, r.Runtime, r.N, r.P50, r.P90, r.P99, r.P999, r.Max)
+			fmt.Printf("%-15s %-11s %-8s %6d %10s %10s %10s %10s %10.1f\n",
+				r.Scenario, r.Backend, r.Runtime, r.N, cell(r.P50), cell(r.P90), cell(r.P99),
+				cell(r.P999), r.Max)
 		}
 	}
 	if failed {
