@@ -23,8 +23,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -52,7 +55,7 @@ struct Options {
   std::vector<std::string> scenarios;
   std::vector<std::string> backends;
   int n = 1000;
-  int rounds = 0;  // 0: 20 for fanout-1000, 5 for fanout-10000
+  int rounds = 100;  // enough for a p99 from the fan-out scenarios too
   int workers = 0;
   bool json = false;
   bool vs_go = false;
@@ -62,41 +65,55 @@ struct Options {
   std::chrono::nanoseconds settle = std::chrono::microseconds(200);
 };
 
-struct Row {
-  std::string scenario, backend, runtime;
-  std::size_t n = 0;
-  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
-  std::vector<double> sorted_us;  // for the picture (weft rows only)
+// The percentiles reported, and what a reader is told each scenario measures.
+struct Percentile {
+  double p;
+  const char* name;
+};
+constexpr Percentile kPercentiles[] = {
+    {0.50, "p50"}, {0.90, "p90"}, {0.99, "p99"}, {0.999, "p99.9"}};
+
+struct Scenario {
+  const char* name;
+  const char* measures;
+};
+constexpr Scenario kScenarios[] = {
+    {"cancel-read", "cancel() -> a reader parked in read(ctx) on an idle connection runs again"},
+    {"cancel-accept", "cancel() -> a fiber parked in accept(ctx) runs again"},
+    {"cancel-dial", "cancel() -> a fiber parked in dial(ctx) to a full listener runs again"},
+    {"deadline-read", "how late read() returns after its read deadline (--deadline) passed"},
+    {"fanout-1000", "one cancel() of a parent -> the last of 1,000 readers parked on children"},
+    {"fanout-10000", "one cancel() of a parent -> the last of 10,000 readers parked on children"},
 };
 
-const char* const kAllScenarios[] = {"cancel-read",   "cancel-accept", "cancel-dial",
-                                     "deadline-read", "fanout-1000",   "fanout-10000"};
+struct Row {
+  std::string scenario, backend, runtime;
+  std::vector<double> sorted_us;  // every sample: the table and both curves
+
+  std::size_t n() const { return sorted_us.size(); }
+  double max() const { return sorted_us.back(); }
+  // Nearest rank over every sample; nothing where n is too small for p to
+  // differ from the maximum (at least one sample must lie above it, so p99
+  // needs 100 samples and p99.9 1,000).
+  std::optional<double> at(double p) const {
+    const double above = static_cast<double>(n()) * (1 - p);
+    if (above < 1 - 1e-9) return std::nullopt;
+    auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(n())));
+    rank = std::clamp<std::size_t>(rank, 1, n());
+    return sorted_us[rank - 1];
+  }
+};
 
 [[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "weft-wakeup: %s\n", what.c_str());
   std::exit(1);
 }
 
-double nearest_rank(const std::vector<double>& sorted, double p) {
-  auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
-  rank = std::clamp<std::size_t>(rank, 1, sorted.size());
-  return sorted[rank - 1];
-}
-
-Row summarize(std::string scenario, std::string backend, std::vector<double> us) {
+Row summarize(std::string scenario, std::string backend, std::string runtime,
+              std::vector<double> us) {
+  if (us.empty()) fail(scenario + ": no samples");
   std::sort(us.begin(), us.end());
-  Row r;
-  r.scenario = std::move(scenario);
-  r.backend = std::move(backend);
-  r.runtime = "weft";
-  r.n = us.size();
-  r.p50 = nearest_rank(us, 0.50);
-  r.p90 = nearest_rank(us, 0.90);
-  r.p99 = nearest_rank(us, 0.99);
-  r.p999 = nearest_rank(us, 0.999);
-  r.max = us.back();
-  r.sorted_us = std::move(us);
-  return r;
+  return Row{std::move(scenario), std::move(backend), std::move(runtime), std::move(us)};
 }
 
 // ---- loopback fixtures -----------------------------------------------------
@@ -284,8 +301,7 @@ std::vector<double> cancel_accept(const Options& o) {
 
 std::vector<double> cancel_dial(const Options& o) {
   FullListener full;
-  // Each hung connect leaves a SYN_SENT socket; fewer samples keep this short.
-  return cancel_samples(o, std::min(o.n, 300), "cancel-dial", [&](const weft::Context& ctx) {
+  return cancel_samples(o, o.n, "cancel-dial", [&](const weft::Context& ctx) {
     auto c = weft::net::Dialer{}.dial(ctx, "tcp", full.raw.addr);
     if (c) fail("cancel-dial: connected to a full listener");
     expect_canceled(c.error(), "cancel-dial");
@@ -350,44 +366,158 @@ std::vector<double> fanout(const Options& o, int readers, int rounds) {
 
 // ---- output --------------------------------------------------------------
 
-std::string fmt(double v) {
+// A latency in the unit that suits it, three significant digits: 412 ns,
+// 2.13 us, 45.6 us, 13.2 ms.
+std::string fmt_latency(double us) {
+  struct Unit {
+    double per_us;
+    const char* name;
+  };
+  const Unit units[] = {{1e3, "ns"}, {1, "us"}, {1e-3, "ms"}, {1e-6, "s"}};
+  const double mag = std::fabs(us);
+  std::size_t u = 0;
+  while (u + 1 < std::size(units) && mag * units[u].per_us >= 999.5) ++u;
+  const double v = us * units[u].per_us;
+  const double av = std::fabs(v);
   char buf[32];
-  std::snprintf(buf, sizeof buf, v >= 100 ? "%.0f" : "%.1f", v);
+  std::snprintf(buf, sizeof buf,
+                av >= 99.95 || u == 0 ? "%.0f %s"
+                : av >= 9.995         ? "%.1f %s"
+                                      : "%.2f %s",
+                v, units[u].name);
   return buf;
 }
 
-void print_table(const std::vector<Row>& rows, const std::map<std::string, const Row*>& go) {
-  std::printf("%-14s %-10s %-7s %6s %9s %9s %9s %9s %9s", "scenario", "backend", "runtime", "n",
-              "p50 us", "p90 us", "p99 us", "p99.9 us", "max us");
-  std::printf(go.empty() ? "\n" : "   go/weft p50, p99\n");
+// An axis label: the same units, without the trailing zeros (2 ms, not
+// 2.00 ms).
+std::string fmt_tick(double us) {
+  std::string s = fmt_latency(us);
+  const std::size_t space = s.find(' '), dot = s.find('.');
+  if (dot == std::string::npos || dot > space) return s;
+  std::size_t end = space;
+  while (s[end - 1] == '0') --end;
+  if (s[end - 1] == '.') --end;
+  return s.substr(0, end) + s.substr(space);
+}
+
+std::string fmt_cell(std::optional<double> us) {
+  return us ? fmt_latency(*us) : "-";
+}
+
+const char* measures(const std::string& scenario) {
+  for (const Scenario& s : kScenarios) {
+    if (scenario == s.name) return s.measures;
+  }
+  return "";
+}
+
+std::string label(const Row& r) {
+  return r.runtime == "weft" ? "weft " + r.backend : r.runtime;
+}
+
+void print_table(const Options& o, int workers, const std::vector<Row>& rows,
+                 const std::map<std::string, const Row*>& go) {
+  std::printf("weft-wakeup: %d workers%s, over 127.0.0.1 (loopback)\n\n", workers,
+              go.empty() ? "" : ", Go with as many (GOMAXPROCS)");
+  std::printf("Each scenario times how long a parked call takes to return; lower is better.\n");
+  for (const std::string& s : o.scenarios) std::printf("  %-14s %s\n", s.c_str(), measures(s));
+  std::printf("\n%-14s %-14s %6s", "scenario", "runtime", "n");
+  for (const Percentile& p : kPercentiles) std::printf(" %9s", p.name);
+  std::printf(" %9s", "max");
+  if (!go.empty()) std::printf("   go/weft p50   p99");
+  std::printf("\n");
+  auto ratio = [](std::optional<double> g, std::optional<double> w) -> std::string {
+    if (!g || !w || *w <= 0) return "-";
+    const double x = *g / *w;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, x >= 9.95 ? "%.0fx" : x >= 0.995 ? "%.1fx" : "%.2fx", x);
+    return buf;
+  };
+  std::string last;
   for (const Row& r : rows) {
-    std::printf("%-14s %-10s %-7s %6zu %9s %9s %9s %9s %9s", r.scenario.c_str(), r.backend.c_str(),
-                r.runtime.c_str(), r.n, fmt(r.p50).c_str(), fmt(r.p90).c_str(), fmt(r.p99).c_str(),
-                fmt(r.p999).c_str(), fmt(r.max).c_str());
+    if (!last.empty() && r.scenario != last) std::printf("\n");
+    last = r.scenario;
+    std::printf("%-14s %-14s %6zu", r.scenario.c_str(), label(r).c_str(), r.n());
+    for (const Percentile& p : kPercentiles) std::printf(" %9s", fmt_cell(r.at(p.p)).c_str());
+    std::printf(" %9s", fmt_latency(r.max()).c_str());
     auto g = go.find(r.scenario);
-    if (r.runtime == "weft" && g != go.end() && r.p50 > 0 && r.p99 > 0) {
-      std::printf("   %.2fx, %.2fx", g->second->p50 / r.p50, g->second->p99 / r.p99);
+    if (r.runtime == "weft" && g != go.end()) {
+      std::printf("   %11s %5s", ratio(g->second->at(0.5), r.at(0.5)).c_str(),
+                  ratio(g->second->at(0.99), r.at(0.99)).c_str());
     }
     std::printf("\n");
   }
+  std::printf("\n");
+  if (!go.empty()) {
+    std::printf(
+        "go/weft: Go's latency divided by weft's at that percentile; above 1x weft is faster\n"
+        "(3.0x: weft takes a third of Go's time), below 1x Go is faster.\n");
+  }
+  std::printf(
+      "Percentiles are exact over every sample; \"-\": too few samples for it to be more than\n"
+      "the maximum (p90 needs 10, p99 100, p99.9 1,000). deadline-read's deadline: %s.\n",
+      fmt_latency(std::chrono::duration<double, std::micro>(o.deadline).count()).c_str());
 }
 
 void print_json(const std::vector<Row>& rows) {
+  auto num = [](std::optional<double> v) {
+    if (!v) return std::string("null");
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", *v);
+    return std::string(buf);
+  };
   std::printf("[");
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
+    // A percentile n cannot support is null, as in the table's "-".
     std::printf(
         "%s\n  {\"scenario\": \"%s\", \"backend\": \"%s\", \"runtime\": \"%s\", \"n\": %zu, "
-        "\"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, \"max_us\": "
-        "%.3f}",
-        i ? "," : "", r.scenario.c_str(), r.backend.c_str(), r.runtime.c_str(), r.n, r.p50, r.p90,
-        r.p99, r.p999, r.max);
+        "\"p50_us\": %s, \"p90_us\": %s, \"p99_us\": %s, \"p999_us\": %s, \"max_us\": %s}",
+        i ? "," : "", r.scenario.c_str(), r.backend.c_str(), r.runtime.c_str(), r.n(),
+        num(r.at(0.5)).c_str(), num(r.at(0.9)).c_str(), num(r.at(0.99)).c_str(),
+        num(r.at(0.999)).c_str(), num(r.max()).c_str());
   }
   std::printf("\n]\n");
 }
 
+// Ticks for a log axis over [lo, hi]: powers of ten where the range spans
+// decades, 1-2-5 or every digit where it does not, so that a panel whose
+// samples lie within one decade still gets a few labels.
+std::vector<double> log_ticks(double lo, double hi) {
+  const std::vector<std::vector<double>> steps = {{1}, {1, 2, 5}, {1, 2, 3, 4, 5, 6, 7, 8, 9}};
+  std::vector<double> ticks;
+  for (const auto& mantissas : steps) {
+    ticks.clear();
+    for (double decade = std::pow(10, std::floor(std::log10(lo))); decade <= hi; decade *= 10) {
+      for (double m : mantissas) {
+        const double v = m * decade;
+        if (v >= lo * 0.999 && v <= hi * 1.001) ticks.push_back(v);
+      }
+    }
+    if (ticks.size() >= 4) break;
+  }
+  return ticks;
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '&')
+      out += "&amp;";
+    else
+      out += c;
+  }
+  return out;
+}
+
 // One panel per scenario: latency (log scale) against percentile on
-// HdrHistogram's axis (0, 90, 99, 99.9, ...), one curve per backend and Go.
+// HdrHistogram's axis (0%, 90%, 99%, ... equally spaced), every sample of
+// every series drawn the same way, each panel scaled to its own data, and the
+// axis ending at the last percentile the smallest n can support.
 void write_svg(const std::string& path, const std::vector<Row>& rows) {
   std::vector<std::string> scenarios;
   for (const Row& r : rows) {
@@ -395,67 +525,108 @@ void write_svg(const std::string& path, const std::vector<Row>& rows) {
       scenarios.push_back(r.scenario);
     }
   }
-  const int pw = 420, ph = 260, ml = 60, mb = 40, cols = 2;
+  const int pw = 500, ph = 370, cols = scenarios.size() > 1 ? 2 : 1, top = 62;
+  // Room for the title, description and three legend lines above, tick
+  // labels and axis titles left and below.
+  const int ml = 82, mr = 16, mt = 88, mb = 48;
   const int rows_n = static_cast<int>((scenarios.size() + cols - 1) / cols);
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << cols * pw << "' height='"
-      << rows_n * ph + 30 << "' font-family='sans-serif' font-size='11'>\n"
+      << top + rows_n * ph << "' font-family='sans-serif' font-size='11'>\n"
       << "<rect width='100%' height='100%' fill='white'/>\n"
-      << "<text x='10' y='18' font-size='14'>weft-wakeup: latency by percentile (log "
-         "scales)</text>\n";
-  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
+      << "<text x='12' y='22' font-size='15' font-weight='bold'>weft-wakeup: how long a parked "
+         "call takes to return after cancel() or its deadline (lower is better)</text>\n"
+      << "<text x='12' y='42' font-size='12'>Every sample of each series, sorted; x: the share of "
+         "samples at or below (percentile, log scale of nines); y: latency, log scale.</text>\n";
+  const char* colors[] = {"#1f77b4", "#2ca02c", "#9467bd", "#8c564b"};
+  const char* go_color = "#d62728";
   for (std::size_t s = 0; s < scenarios.size(); ++s) {
-    const int ox = static_cast<int>(s % cols) * pw, oy = 30 + static_cast<int>(s / cols) * ph;
-    const int w = pw - ml - 20, h = ph - mb - 30;
+    const int ox = static_cast<int>(s % cols) * pw, oy = top + static_cast<int>(s / cols) * ph;
+    const int x0 = ox + ml, y0 = oy + mt, w = pw - ml - mr, h = ph - mt - mb;
+    std::vector<const Row*> series;
+    for (const Row& r : rows) {
+      if (r.scenario == scenarios[s]) series.push_back(&r);
+    }
     double lo = 1e18, hi = 0;
-    for (const Row& r : rows) {
-      if (r.scenario != scenarios[s]) continue;
-      lo = std::min(lo, std::max(0.1, r.sorted_us.empty() ? r.p50 : r.sorted_us.front()));
-      hi = std::max(hi, r.max);
+    for (const Row* r : series) {
+      lo = std::min(lo, r->sorted_us.front());
+      hi = std::max(hi, r->max());
     }
-    lo = std::pow(10, std::floor(std::log10(lo)));
-    hi = std::pow(10, std::ceil(std::log10(std::max(hi, lo * 10))));
+    lo = std::max(lo, 1e-3);  // a log axis needs a positive floor (1 ns)
+    hi = std::max(hi, lo * 2);
+    // A margin of a twentieth of the range either side keeps the extremes
+    // off the frame.
+    const double pad = std::pow(hi / lo, 0.05);
+    lo /= pad;
+    hi *= pad;
     auto y_of = [&](double v) {
-      return oy + 20 + h -
-             h * (std::log10(std::max(v, lo)) - std::log10(lo)) / (std::log10(hi) - std::log10(lo));
+      return y0 + h -
+             h * (std::log10(std::clamp(v, lo, hi)) - std::log10(lo)) /
+                 (std::log10(hi) - std::log10(lo));
     };
-    const double max_nines = 4;  // up to 99.99%
-    auto x_of = [&](double p) {  // p in [0,1): -log10(1-p) nines
-      const double nines = std::min(max_nines, -std::log10(std::max(1e-9, 1 - p)));
-      return ox + ml + w * nines / max_nines;
+    // Sample i of n is drawn at i/n, so the largest sits at log10(n) nines:
+    // the axis ends there, and its labels stop at the last whole nines
+    // inside (99.9% for n = 1,000), since beyond that there is one sample.
+    std::size_t max_n = 0;
+    for (const Row* r : series) max_n = std::max(max_n, r->n());
+    const double max_nines = std::log10(static_cast<double>(std::max<std::size_t>(max_n, 10)));
+    auto x_of = [&](double p) {
+      const double nines = std::min(max_nines, -std::log10(std::max(1e-12, 1 - p)));
+      return x0 + w * nines / max_nines;
     };
-    svg << "<text x='" << ox + ml << "' y='" << oy + 12 << "' font-size='13'>" << scenarios[s]
-        << "</text>\n<rect x='" << ox + ml << "' y='" << oy + 20 << "' width='" << w << "' height='"
-        << h << "' fill='none' stroke='#888'/>\n";
-    for (double v = lo; v <= hi * 1.001; v *= 10) {
-      svg << "<text x='" << ox + ml - 4 << "' y='" << y_of(v) + 4 << "' text-anchor='end'>"
-          << fmt(v) << " us</text>\n";
+    svg << "<text x='" << ox + 12 << "' y='" << oy + 16 << "' font-size='13' font-weight='bold'>"
+        << scenarios[s] << "</text>\n<text x='" << ox + 12 << "' y='" << oy + 32 << "'>"
+        << xml_escape(measures(scenarios[s])) << "</text>\n";
+    // Grid and tick labels; a label too close to the one below it is left out.
+    double last_label_y = 1e9;
+    for (double v : log_ticks(lo, hi)) {
+      const double y = y_of(v);
+      svg << "<line x1='" << x0 << "' x2='" << x0 + w << "' y1='" << y << "' y2='" << y
+          << "' stroke='#e4e4e4'/>\n";
+      if (last_label_y - y < 13) continue;
+      last_label_y = y;
+      svg << "<text x='" << x0 - 5 << "' y='" << y + 4 << "' text-anchor='end'>" << fmt_tick(v)
+          << "</text>\n";
     }
-    const char* labels[] = {"0%", "90%", "99%", "99.9%", "99.99%"};
-    for (int k = 0; k <= 4; ++k) {
-      svg << "<text x='" << ox + ml + w * k / 4 << "' y='" << oy + 20 + h + 14
-          << "' text-anchor='middle'>" << labels[k] << "</text>\n";
+    struct XTick {
+      double p;
+      const char* text;
+    };
+    const XTick xticks[] = {{0, "0%"},     {0.5, "50%"},     {0.9, "90%"},
+                            {0.99, "99%"}, {0.999, "99.9%"}, {0.9999, "99.99%"}};
+    for (const XTick& t : xticks) {
+      if (t.p > 0 && -std::log10(1 - t.p) > max_nines + 1e-9) break;
+      const double x = x_of(t.p);
+      svg << "<line x1='" << x << "' x2='" << x << "' y1='" << y0 << "' y2='" << y0 + h
+          << "' stroke='#e4e4e4'/>\n<text x='" << x << "' y='" << y0 + h + 14
+          << "' text-anchor='middle'>" << t.text << "</text>\n";
     }
-    int curve = 0;
-    for (const Row& r : rows) {
-      if (r.scenario != scenarios[s]) continue;
-      const char* color = colors[curve % 5];
-      svg << "<polyline fill='none' stroke='" << color << "' stroke-width='1.5' points='";
-      if (!r.sorted_us.empty()) {
-        const std::size_t n = r.sorted_us.size();
-        for (std::size_t i = 0; i < n; ++i) {
-          svg << x_of(static_cast<double>(i) / static_cast<double>(n)) << ','
-              << y_of(r.sorted_us[i]) << ' ';
-        }
-      } else {  // a Go row: only its percentiles
-        const double ps[] = {0.5, 0.9, 0.99, 0.999};
-        const double vs[] = {r.p50, r.p90, r.p99, r.p999};
-        for (int k = 0; k < 4; ++k) svg << x_of(ps[k]) << ',' << y_of(vs[k]) << ' ';
+    // Where n is not a power of ten the last whole nines fall short of the
+    // edge, which is then the maximum.
+    if (const double last = std::floor(max_nines + 1e-9); w * (max_nines - last) / max_nines > 40) {
+      svg << "<text x='" << x0 + w << "' y='" << y0 + h + 14 << "' text-anchor='end'>max</text>\n";
+    }
+    svg << "<rect x='" << x0 << "' y='" << y0 << "' width='" << w << "' height='" << h
+        << "' fill='none' stroke='#888'/>\n"
+        << "<text x='" << x0 + w / 2 << "' y='" << y0 + h + 32
+        << "' text-anchor='middle'>percentile (samples at or below)</text>\n"
+        << "<text transform='translate(" << ox + 14 << ',' << y0 + h / 2
+        << ") rotate(-90)' text-anchor='middle'>latency, lower is better</text>\n";
+    int k = 0;
+    for (const Row* r : series) {
+      const char* color = r->runtime == "go" ? go_color : colors[k % std::size(colors)];
+      svg << "<polyline fill='none' stroke='" << color << "' stroke-width='1.6' points='";
+      const std::size_t n = r->n();
+      for (std::size_t i = 0; i < n; ++i) {
+        svg << x_of(static_cast<double>(i) / static_cast<double>(n)) << ',' << y_of(r->sorted_us[i])
+            << ' ';
       }
-      svg << "'/>\n<text x='" << ox + ml + 6 << "' y='" << oy + 34 + 13 * curve << "' fill='"
-          << color << "'>" << r.runtime << (r.runtime == "weft" ? " " + r.backend : "") << ": p50 "
-          << fmt(r.p50) << " us</text>\n";
-      ++curve;
+      // The legend sits between the panel's title and its plot, where no
+      // curve can run through it.
+      svg << "'/>\n<text x='" << x0 << "' y='" << oy + 50 + 14 * k << "' fill='" << color << "'>"
+          << label(*r) << " (n=" << n << "): p50 " << fmt_cell(r->at(0.5)) << ", p99 "
+          << fmt_cell(r->at(0.99)) << "</text>\n";
+      ++k;
     }
   }
   svg << "</svg>\n";
@@ -476,7 +647,9 @@ std::string run_command(const std::string& cmd, int* status) {
   return out;
 }
 
-// The Go peer's JSON rows: flat objects with known keys.
+// The Go peer's JSON rows: flat objects with known keys, and the samples as
+// one array of numbers. Its percentiles are not read: they are taken again
+// from the samples here, as for weft's rows.
 std::vector<Row> parse_go_rows(const std::string& json) {
   std::vector<Row> rows;
   std::size_t pos = 0;
@@ -484,28 +657,35 @@ std::vector<Row> parse_go_rows(const std::string& json) {
     const std::size_t end = json.find('}', pos);
     if (end == std::string::npos) break;
     const std::string obj = json.substr(pos, end - pos);
-    auto str = [&](const char* key) {
+    auto value_at = [&](const char* key) {
       const std::size_t k = obj.find(std::string("\"") + key + "\"");
-      if (k == std::string::npos) return std::string();
-      const std::size_t q1 = obj.find('"', obj.find(':', k) + 1), q2 = obj.find('"', q1 + 1);
+      return k == std::string::npos ? std::string::npos : obj.find(':', k) + 1;
+    };
+    auto str = [&](const char* key) {
+      const std::size_t v = value_at(key);
+      if (v == std::string::npos) return std::string();
+      const std::size_t q1 = obj.find('"', v), q2 = obj.find('"', q1 + 1);
       return obj.substr(q1 + 1, q2 - q1 - 1);
     };
-    auto num = [&](const char* key) {
-      const std::size_t k = obj.find(std::string("\"") + key + "\"");
-      return k == std::string::npos ? 0.0
-                                    : std::strtod(obj.c_str() + obj.find(':', k) + 1, nullptr);
-    };
-    Row r;
-    r.scenario = str("scenario");
-    r.backend = str("backend");
-    r.runtime = "go";
-    r.n = static_cast<std::size_t>(num("n"));
-    r.p50 = num("p50_us");
-    r.p90 = num("p90_us");
-    r.p99 = num("p99_us");
-    r.p999 = num("p999_us");
-    r.max = num("max_us");
-    rows.push_back(std::move(r));
+    std::vector<double> us;
+    if (const std::size_t v = value_at("samples_us"); v != std::string::npos) {
+      const char* p = obj.c_str() + obj.find('[', v) + 1;
+      const char* const stop = obj.c_str() + obj.find(']', v);
+      while (p < stop) {
+        char* next = nullptr;
+        const double x = std::strtod(p, &next);
+        if (next == p) break;
+        us.push_back(x);
+        p = next;
+        while (p < stop && (*p == ',' || std::isspace(static_cast<unsigned char>(*p)))) ++p;
+      }
+    }
+    const std::string scenario = str("scenario");
+    if (us.empty()) {
+      std::fprintf(stderr, "weft-wakeup: the Go peer's %s row has no samples\n", scenario.c_str());
+    } else {
+      rows.push_back(summarize(scenario, str("backend"), "go", std::move(us)));
+    }
     pos = end + 1;
   }
   return rows;
@@ -525,9 +705,14 @@ std::vector<Row> run_go(const Options& o, int workers) {
   }
   std::string names;
   for (const auto& s : o.scenarios) names += (names.empty() ? "" : ",") + s;
-  std::string cmd = exe + " -json -scenarios " + names + " -n " + std::to_string(o.n) + " -procs " +
-                    std::to_string(workers);
-  if (o.rounds) cmd += " -rounds " + std::to_string(o.rounds);
+  // The same n, rounds, deadline and settle as weft's side; a generous
+  // per-scenario limit, as 100 rounds of 10,000 readers take a while on a
+  // loaded 2-core machine.
+  const std::string cmd = exe + " -json -scenarios " + names + " -n " + std::to_string(o.n) +
+                          " -rounds " + std::to_string(o.rounds) + " -procs " +
+                          std::to_string(workers) + " -deadline " +
+                          std::to_string(o.deadline.count()) + "ns -settle " +
+                          std::to_string(o.settle.count()) + "ns -timeout 300s";
   const std::string out = run_command(cmd, &status);
   if (status != 0) std::fprintf(stderr, "weft-wakeup: the Go peer exited with status %d\n", status);
   return parse_go_rows(out);
@@ -549,7 +734,8 @@ void usage(FILE* to) {
 
 Measures how long a fiber parked in a network call takes to run again after
 its context is canceled (or its deadline passes), over loopback, once per
-poller backend. Prints n, p50, p90, p99, p99.9 and max in microseconds.
+poller backend. Prints n, p50, p90, p99, p99.9 and max, each in the unit
+that suits it (ns, us, ms); "-" where n is too small for that percentile.
 
   --scenarios LIST   comma-separated, default all:
                        cancel-read    cancel while parked in conn.read(ctx)
@@ -558,15 +744,16 @@ poller backend. Prints n, p50, p90, p99, p99.9 and max in microseconds.
                        deadline-read  overshoot of a read deadline (see --deadline)
                        fanout-1000    one parent cancels 1,000 parked readers;
                        fanout-10000   time until the last one runs (per round)
-  --n N              samples per scenario (default 1000; cancel-dial at most 300)
-  --rounds R         rounds for the fan-out scenarios (default 20 / 5)
+  --n N              samples per scenario (default 1000)
+  --rounds R         rounds (samples) for the fan-out scenarios (default 100)
   --backends LIST    poller backends (default: every one built: %s)
   --workers N        worker threads (default: WEFT_PROCS or the CPU count)
   --deadline D       deadline-read's deadline, e.g. 1ms, 200us (default 1ms)
   --json             one JSON array of rows instead of the table
   --svg PATH         where the latency picture goes (default wakeup.svg; '' none)
-  --vs-go            also run bench/peers/go/wakeup (needs `go`) and print
-                     Go/weft ratios for p50 and p99
+  --vs-go            also run bench/peers/go/wakeup (needs `go`) with the same
+                     n, rounds and deadline, and print Go/weft ratios for p50
+                     and p99 (above 1x: weft is faster)
   --go-peer PATH     a prebuilt Go peer instead of building it
   --help             this text
 )",
@@ -608,7 +795,7 @@ int positive(const std::string& flag, const std::string& v) {
 
 Options parse(int argc, char** argv) {
   Options o;
-  o.scenarios.assign(std::begin(kAllScenarios), std::end(kAllScenarios));
+  for (const Scenario& s : kScenarios) o.scenarios.emplace_back(s.name);
   for (const char* const* b = weft::poll::available_backends(); *b; ++b)
     o.backends.emplace_back(*b);
   for (int i = 1; i < argc; ++i) {
@@ -629,8 +816,8 @@ Options parse(int argc, char** argv) {
     } else if (a == "--scenarios") {
       o.scenarios = split(next());
       for (const auto& s : o.scenarios) {
-        if (std::find(std::begin(kAllScenarios), std::end(kAllScenarios), s) ==
-            std::end(kAllScenarios)) {
+        if (std::none_of(std::begin(kScenarios), std::end(kScenarios),
+                         [&](const Scenario& k) { return s == k.name; })) {
           fail("unknown scenario '" + s + "' (see --help)");
         }
       }
@@ -683,9 +870,9 @@ int main(int argc, char** argv) {
             if (s == "cancel-accept") us = cancel_accept(o);
             if (s == "cancel-dial") us = cancel_dial(o);
             if (s == "deadline-read") us = deadline_read(o);
-            if (s == "fanout-1000") us = fanout(o, 1000, o.rounds ? o.rounds : 20);
-            if (s == "fanout-10000") us = fanout(o, 10000, o.rounds ? o.rounds : 5);
-            rows.push_back(summarize(s, backend, std::move(us)));
+            if (s == "fanout-1000") us = fanout(o, 1000, o.rounds);
+            if (s == "fanout-10000") us = fanout(o, 10000, o.rounds);
+            rows.push_back(summarize(s, backend, "weft", std::move(us)));
           }
         },
         weft::RunOptions{.workers = o.workers});
@@ -712,8 +899,7 @@ int main(int argc, char** argv) {
   if (o.json) {
     print_json(all);
   } else {
-    std::printf("weft-wakeup: %d workers, over 127.0.0.1\n", workers_used);
-    print_table(all, go_by_scenario);
+    print_table(o, workers_used, all, go_by_scenario);
   }
   if (!o.svg.empty()) {
     write_svg(o.svg, all);
