@@ -528,7 +528,7 @@ void write_svg(const std::string& path, const std::vector<Row>& rows) {
   const int pw = 500, ph = 370, cols = scenarios.size() > 1 ? 2 : 1, top = 62;
   // Room for the title, description and three legend lines above, tick
   // labels and axis titles left and below.
-  const int ml = 82, mr = 16, mt = 88, mb = 48;
+  const int ml = 82, mr = 30, mt = 88, mb = 48;
   const int rows_n = static_cast<int>((scenarios.size() + cols - 1) / cols);
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << cols * pw << "' height='"
