@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -130,6 +131,47 @@ TEST(ContextCancel, ChildCancelLeavesParentAndSiblingsAndDetaches) {
   cancel_parent();
   EXPECT_EQ(b.err(), errc::canceled);
   EXPECT_EQ(weft::detail::child_count(parent), 0u);
+}
+
+// A parent's cancel holds its lock while it walks every child (10,000
+// readers' contexts in the wakeup report's fan-out). A child it has already
+// cancelled, destroyed meanwhile (its reader woke and returned), must not
+// wait for the rest of the walk: it waited, spinning on the parent's lock,
+// and the watchdog reported its fiber. Here the walk is held in a done hook
+// linked before the child, so walked after it, until the child's
+// destruction has ended; without the fix the destruction never ends, and
+// the bound makes that a failure instead of a hang.
+TEST(ContextCancel, AChildTheParentCancelledIsDestroyedWithoutWaitingForItsSiblings) {
+  auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+  struct Gate {
+    std::atomic<bool> entered{false}, open{false};
+  } gate;
+  weft::detail::DoneHook blocker(
+      [](void* g) {
+        auto* gate = static_cast<Gate*>(g);
+        gate->entered.store(true);
+        while (!gate->open.load()) std::this_thread::yield();
+      },
+      &gate);
+  ASSERT_FALSE(weft::detail::attach_done_hook(parent, &blocker));
+  auto child = std::make_optional(weft::with_cancel(parent));
+  std::thread canceller([&] { cancel_parent(); });
+  while (!gate.entered.load()) std::this_thread::yield();
+  EXPECT_EQ(child->ctx.err(), errc::canceled);  // walked first: done
+  std::atomic<bool> destroyed{false};
+  std::thread destroyer([&] {
+    child.reset();
+    destroyed.store(true);
+  });
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!destroyed.load() && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  const bool destroyed_during_walk = destroyed.load();
+  gate.open.store(true);
+  canceller.join();
+  destroyer.join();
+  EXPECT_TRUE(destroyed_during_walk) << "the child's destruction waited for the parent's walk";
 }
 
 TEST(ContextCancel, ShortLivedChildrenDoNotGrowTheParent) {

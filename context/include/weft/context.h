@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -393,6 +394,10 @@ struct ChildLink {
   ChildLink* prev = nullptr;
   ChildLink* next = nullptr;
   bool linked = false;
+  // Where a parent that is done with this link stands (kParent*): set by
+  // the parent under its lock around parent_done(), read without that lock
+  // by a child context's destruction (CancelNode::detach_from_parent).
+  std::atomic<std::uint8_t> parent_state{0};
   // Under the parent's lock, already unlinked: the parent is done (err != 0),
   // or is being destroyed without ever being done (err == 0).
   virtual void parent_done(int err, const std::error_code& cause) noexcept = 0;
