@@ -79,6 +79,7 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
     parent_custom_ = custom_source;
     canceler = this;
     custom_source = nullptr;
+    waits_for_release = true;  // see notify_child
   }
 
   ~CancelNode() override {
@@ -200,11 +201,18 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
   // the child's parent_done, the parent will not touch the child again.
   static constexpr std::uint8_t kParentLinked = 0, kParentNotifying = 1, kParentReleased = 2;
 
-  // Under lock: unlinks c and tells it. The last touch of c is the release
-  // store: from then on c may be destroyed (detach_from_parent's acquire
-  // load is its partner) while this walk goes on over its siblings.
+  // Under lock: unlinks c and tells it. A done hook or an after_func
+  // registration may be gone once parent_done() returns (a registration
+  // drops its last reference there), so it is not touched after. A child
+  // context waits for the release store, the last touch of it: from then
+  // on it may be destroyed (detach_from_parent's acquire load is its
+  // partner) while this walk goes on over its siblings.
   void notify_child(ChildLink* c, int e, const std::error_code& cause) {
     unlink_child(c);
+    if (!c->waits_for_release) {
+      c->parent_done(e, cause);
+      return;
+    }
     c->parent_state.store(kParentNotifying, std::memory_order_relaxed);
     c->parent_done(e, cause);
     c->parent_state.store(kParentReleased, std::memory_order_release);

@@ -394,9 +394,12 @@ struct ChildLink {
   ChildLink* prev = nullptr;
   ChildLink* next = nullptr;
   bool linked = false;
-  // Where a parent that is done with this link stands (kParent*): set by
-  // the parent under its lock around parent_done(), read without that lock
-  // by a child context's destruction (CancelNode::detach_from_parent).
+  // For a child context only (CancelNode sets waits_for_release): where a
+  // parent that is done with it stands, set by the parent under its lock
+  // around parent_done() and read without that lock by the child's
+  // destruction (CancelNode::detach_from_parent). Other links may be gone
+  // once parent_done() returns, so nothing marks them.
+  bool waits_for_release = false;
   std::atomic<std::uint8_t> parent_state{0};
   // Under the parent's lock, already unlinked: the parent is done (err != 0),
   // or is being destroyed without ever being done (err == 0).
