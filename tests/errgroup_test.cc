@@ -155,8 +155,8 @@ TEST_P(SemaphoreTest, ABigRequestIsNotOvertakenBySmallOnes) {
           sem.release(1);
           finished.done();
         });
-        EXPECT_TRUE(
-            eventually([&] { return small_at.load() != 0 || parked_for("Semaphore.acquire") == 2; }));
+        EXPECT_TRUE(eventually(
+            [&] { return small_at.load() != 0 || parked_for("Semaphore.acquire") == 2; }));
         EXPECT_EQ(small_at.load(), 0) << "a small request overtook the big one queued before it";
         sem.release(6);
         finished.wait();

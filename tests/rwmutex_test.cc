@@ -146,8 +146,8 @@ TEST_P(RWMutexTest, ReadersQueuedBehindAWriterAllEnterAfterIt) {
             finished.done();
           });
         }
-        EXPECT_TRUE(
-            eventually([&] { return parked_for("RWMutex.lock_shared") == std::uint64_t{kReaders}; }));
+        EXPECT_TRUE(eventually(
+            [&] { return parked_for("RWMutex.lock_shared") == std::uint64_t{kReaders}; }));
         value = 7;
         mu.unlock();  // lets all of them in at once
         finished.wait();
