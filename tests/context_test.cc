@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -172,6 +173,110 @@ TEST(ContextCancel, AChildTheParentCancelledIsDestroyedWithoutWaitingForItsSibli
   canceller.join();
   destroyer.join();
   EXPECT_TRUE(destroyed_during_walk) << "the child's destruction waited for the parent's walk";
+}
+
+// A cancel hands the fibers it wakes to the run queues in slices
+// (ReadyBatch::kSlice), between children: never while the child that woke
+// one is still being cancelled. Its lock is held then and the parent has
+// not let go of it, so a woken fiber that ran at once on another worker
+// (and returned, destroying its context) spun until that step ended, and
+// the watchdog blamed it; the slice went out inside the ready() that
+// filled it. Each child here has a waiter and, walked after it, a done
+// hook; the hook of every kSlice-th child, where a slice fills, gives the
+// other worker time to run the waiter it just woke, and records whether
+// it did.
+TEST(ContextCancel, AFiberACancelWakesRunsOnlyOnceItsContextIsDone) {
+  static constexpr int kChildren = 2 * static_cast<int>(weft::detail::ReadyBatch::kSlice) + 10;
+  weft::run(
+      [] {
+        auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+        struct Child {
+          std::optional<weft::WithCancelResult<weft::CancelFunc>> made;
+          std::atomic<bool> ran{false};
+          bool ran_within_its_cancel = false;
+          std::atomic<int>* hooks_fired = nullptr;
+          std::optional<weft::detail::DoneHook> hook;
+        };
+        std::atomic<int> hooks_fired{0};
+        std::vector<std::unique_ptr<Child>> children;
+        weft::WaitGroup woke;
+        for (int i = 0; i < kChildren; ++i) {
+          auto c = std::make_unique<Child>();
+          c->made.emplace(weft::with_cancel(parent));
+          c->hooks_fired = &hooks_fired;
+          woke.add(1);
+          weft::go([&woke, c = c.get()] {
+            c->made->ctx.done().wait();
+            c->ran.store(true);
+            woke.done();
+          });
+          children.push_back(std::move(c));
+        }
+        ASSERT_TRUE(weft::test::eventually([] {
+          return weft::test::parked_for("context done") == static_cast<std::uint64_t>(kChildren);
+        }));
+        for (auto& c : children) {
+          c->hook.emplace(
+              [](void* arg) {
+                auto* c = static_cast<Child*>(arg);
+                const int nth = c->hooks_fired->fetch_add(1) + 1;
+                if (nth % weft::detail::ReadyBatch::kSlice == 0) {
+                  const auto until = std::chrono::steady_clock::now() + 20ms;
+                  while (!c->ran.load() && std::chrono::steady_clock::now() < until) {
+                  }
+                }
+                c->ran_within_its_cancel = c->ran.load();
+              },
+              c.get());
+          ASSERT_FALSE(weft::detail::attach_done_hook(c->made->ctx, &*c->hook));
+        }
+        cancel_parent();
+        woke.wait();
+        EXPECT_EQ(hooks_fired.load(), kChildren);
+        for (int i = 0; i < kChildren; ++i) {
+          EXPECT_FALSE(children[static_cast<std::size_t>(i)]->ran_within_its_cancel)
+              << "child " << i << "'s waiter ran before its cancel had ended";
+        }
+      },
+      weft::RunOptions{.workers = 2});
+}
+
+// One step of a cancel may wake more than a slice (a child with many
+// waiters of its own): they all go out, to the global queue where the
+// local one is full, or from a thread that is no worker.
+TEST_P(ContextTest, ACancelStepWakingMoreThanASliceWakesThemAll) {
+  weft::run(
+      [] {
+        static constexpr int kWaiters = 3 * static_cast<int>(weft::detail::ReadyBatch::kSlice) + 7;
+        for (const bool from_thread : {false, true}) {
+          auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+          auto [child, cancel_child] = weft::with_cancel(parent);
+          std::vector<weft::WithCancelResult<weft::CancelFunc>> grandchildren;
+          for (int i = 0; i < kWaiters; ++i) grandchildren.push_back(weft::with_cancel(child));
+          weft::WaitGroup woke;
+          woke.add(kWaiters);
+          std::atomic<int> parked{0};
+          for (auto& g : grandchildren) {
+            weft::go([&, ctx = g.ctx] {
+              parked.fetch_add(1);
+              ctx.done().wait();
+              woke.done();
+            });
+          }
+          ASSERT_TRUE(weft::test::eventually([&] {
+            return parked.load() == kWaiters &&
+                   weft::test::parked_for("context done") >= static_cast<std::uint64_t>(kWaiters);
+          }));
+          if (from_thread) {
+            std::thread([&] { cancel_parent(); }).join();
+          } else {
+            cancel_parent();
+          }
+          woke.wait();
+          for (auto& g : grandchildren) EXPECT_EQ(g.ctx.err(), errc::canceled);
+        }
+      },
+      opts());
 }
 
 TEST(ContextCancel, ShortLivedChildrenDoNotGrowTheParent) {

@@ -149,8 +149,10 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
   void cancel(bool remove_from_parent, int e, std::error_code cause) noexcept {
     chaos::at(chaos::Point::cancel);
     // Every fiber this wakes, in this node and all its descendants, is
-    // scheduled in one go when the outermost cancel returns.
-    ReadyBatch batch;
+    // scheduled when the outermost cancel returns, or in slices between its
+    // children: never while a woken fiber's node is still being notified
+    // (its lock held, its release not yet stored), where it would spin.
+    ReadyBatch batch(ReadyBatch::Stepped{});
     if (!cause) cause = make_error_code(static_cast<errc>(e));
     lock.lock();
     if (err.load(std::memory_order_relaxed) != 0) {
@@ -163,7 +165,10 @@ class CancelNode final : public ContextNode, public DoneSignal, public ChildLink
       w->ok = true;
       w->wake();
     }
-    while (ChildLink* c = children_) notify_child(c, e, cause);
+    while (ChildLink* c = children_) {
+      notify_child(c, e, cause);
+      batch.step_done();
+    }
     const bool timer_was_armed = timer_armed_;
     lock.unlock();
     if (timer_was_armed) stop_timer(&timer_);  // false when this is the timer firing

@@ -934,13 +934,21 @@ ReadyBatch::ReadyBatch() noexcept {
   }
 }
 
+ReadyBatch::ReadyBatch(Stepped) noexcept : ReadyBatch() {
+  stepped_ = owner_;
+}
+
 ReadyBatch::~ReadyBatch() {
   if (!owner_) return;
   tls_ready_batch = nullptr;
-  flush();
+  flush(false);
 }
 
-void ReadyBatch::flush() noexcept {
+void ReadyBatch::step_done() noexcept {
+  if (owner_ && count_ >= kSlice) flush(true);
+}
+
+void ReadyBatch::flush(bool mid_walk) noexcept {
   Fiber* f = head_;
   if (!f) return;
   head_ = tail_ = nullptr;
@@ -957,6 +965,10 @@ void ReadyBatch::flush() noexcept {
     return;
   }
   if (w) {
+    if (mid_walk) {
+      w->walk_slices.store(w->walk_slices.load(std::memory_order_relaxed) + 1,
+                           std::memory_order_relaxed);
+    }
     // Read each link before the push: once queued, a thief may run the fiber.
     while (f) {
       Fiber* next = f->next;
@@ -964,10 +976,11 @@ void ReadyBatch::flush() noexcept {
       f = next;
     }
   }
-  if (f) {
+  // A stepped batch may hold more than a slice (one step readied many).
+  while (f) {
     Fiber* rest[kSlice];
     std::uint32_t n = 0;
-    for (; f; f = f->next) rest[n++] = f;
+    for (; f && n < kSlice; f = f->next) rest[n++] = f;
     s->gq.put(rest, n);
   }
   s->idle.wakep();
@@ -983,9 +996,7 @@ void ready(Fiber* f) noexcept {
     f->next = nullptr;
     (b->tail_ ? b->tail_->next : b->head_) = f;
     b->tail_ = f;
-    // A long batch goes out in slices, so that idle workers can start on
-    // the first fibers while the rest are still being readied.
-    if (++b->count_ == ReadyBatch::kSlice) b->flush();
+    if (++b->count_ == ReadyBatch::kSlice && !b->stepped_) b->flush(false);
     return;
   }
   Worker* w = current_worker();

@@ -76,18 +76,34 @@ void ready(Fiber* waiter) noexcept;
 // fibers, a poll returning many events). Nests: only the outermost flushes.
 // Nothing in its scope may park or yield. Threads waiting (not fibers) are
 // still woken at once.
+//
+// A long batch goes out in slices of kSlice, so that idle workers can start
+// on the first fibers while the rest are still being readied: a plain batch
+// hands a slice out inside the ready() that fills it. A stepped batch is for
+// a walk that readies fibers while it holds what they take first when they
+// run (a cancel: the node's lock, the parent's release of the node): there
+// a fiber handed out mid-step spins on another worker until the step ends.
+// Its slices go out only at step_done(), between steps; a stepped batch
+// nested in another is one of its steps. The slices a walk hands out are
+// the watchdog's sign that it is scheduling, not computing (sysmon.cc).
 class ReadyBatch {
  public:
+  struct Stepped {};
+  static constexpr unsigned kSlice = 128;
   ReadyBatch() noexcept;
+  explicit ReadyBatch(Stepped) noexcept;
   ~ReadyBatch();
   ReadyBatch(const ReadyBatch&) = delete;
   ReadyBatch& operator=(const ReadyBatch&) = delete;
 
+  // A step of a stepped walk has ended: hands out what fills a slice.
+  void step_done() noexcept;
+
  private:
   friend void ready(Fiber* waiter) noexcept;
-  static constexpr unsigned kSlice = 128;
-  void flush() noexcept;
+  void flush(bool mid_walk) noexcept;
   bool owner_ = false;
+  bool stepped_ = false;
   Fiber* head_ = nullptr;
   Fiber* tail_ = nullptr;
   unsigned count_ = 0;
