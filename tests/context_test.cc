@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "scheduler.h"
 #include "test_util.h"
 #include "weft/channel.h"
 #include "weft/runtime.h"
@@ -239,6 +240,52 @@ TEST(ContextCancel, AFiberACancelWakesRunsOnlyOnceItsContextIsDone) {
         }
       },
       weft::RunOptions{.workers = 2});
+}
+
+// A cancel that wakes thousands of fibers holds its worker for as long as
+// its walk takes (Go's holds its lock as long), handing the fibers out in
+// slices as it goes: the watchdog takes that for scheduling, not for a
+// fiber computing. Each child's done hook here burns 10 us of CPU, so the
+// walk takes over 20 ms, and a slice goes out every 1.3 ms or so.
+TEST(ContextCancel, TheWatchdogTakesALongCancelHandingOutFibersForScheduling) {
+  static constexpr int kChildren = 2000;
+  weft::run(
+      [] {
+        auto [parent, cancel_parent] = weft::with_cancel(weft::background());
+        std::vector<weft::WithCancelResult<weft::CancelFunc>> children;
+        std::vector<std::unique_ptr<weft::detail::DoneHook>> hooks;
+        weft::WaitGroup woke;
+        for (int i = 0; i < kChildren; ++i) {
+          children.push_back(weft::with_cancel(parent));
+          woke.add(1);
+          weft::go([&woke, ctx = children.back().ctx] {
+            ctx.done().wait();
+            woke.done();
+          });
+          if (i % 64 == 0) weft::yield();
+        }
+        ASSERT_TRUE(weft::test::eventually([] {
+          return weft::test::parked_for("context done") == static_cast<std::uint64_t>(kChildren);
+        }));
+        for (auto& c : children) {
+          hooks.push_back(std::make_unique<weft::detail::DoneHook>(
+              [](void*) {
+                const auto until = weft::test::thread_cpu_time() + 10us;
+                while (weft::test::thread_cpu_time() < until) {
+                }
+              },
+              nullptr));
+          ASSERT_FALSE(weft::detail::attach_done_hook(c.ctx, hooks.back().get()));
+        }
+        const auto reports = weft::detail::scheduler_stats().watchdog_reports;
+        const auto cpu_before = weft::test::thread_cpu_time();
+        cancel_parent();
+        const auto walk_cpu = weft::test::thread_cpu_time() - cpu_before;
+        woke.wait();
+        ASSERT_GE(walk_cpu, 20ms);  // long enough for the watchdog to see it
+        EXPECT_EQ(weft::detail::scheduler_stats().watchdog_reports, reports);
+      },
+      weft::RunOptions{.workers = 1});
 }
 
 // One step of a cancel may wake more than a slice (a child with many

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -90,6 +91,14 @@ inline std::uint64_t parked_for(std::string_view reason,
     if (text == reason) return n;
   }
   return 0;
+}
+
+// CPU time this thread has used: for a test that must burn a known amount
+// of it (the watchdog counts CPU time, not wall time).
+inline std::chrono::nanoseconds thread_cpu_time() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
 // From a fiber: yields (then naps) until pred() holds. The bound only turns a
