@@ -19,6 +19,7 @@ import tempfile
 # weft benchmark -> (Go name, which number to read from Google Benchmark's JSON)
 METRICS = {
     "BM_ChannelPingPong": ("ChannelPingPong", "real_time"),
+    "BM_PingPongPairs": ("PingPongPairs", "ns_per_trip"),
     "BM_Yield": ("Yield", "real_time"),
     "BM_YieldAlone": ("YieldAlone", "real_time"),
     "BM_SpawnJoin": ("SpawnJoin", "ns_per_fiber"),
@@ -88,7 +89,7 @@ class MachineLoad:
         return 100.0 * others / (t1[1] - self.t0[1])
 
 
-def run_weft(binary, reps, tmp, bench_filter):
+def run_weft(binary, reps, tmp, bench_filter, workers):
     # The file reporter keeps every repetition (for the spread) while the
     # console gets only the aggregates.
     out_file = os.path.join(tmp, "weft.json")
@@ -97,7 +98,8 @@ def run_weft(binary, reps, tmp, bench_filter):
     # weft-bench holds other suites too (the poller's); run only those with a
     # Go peer unless asked otherwise.
     cmd.append(f"--benchmark_filter={bench_filter or '^(' + '|'.join(METRICS) + ')/'}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, WEFT_BENCH_WORKERS=workers) if workers else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"compare.py: {binary} exited with {proc.returncode}")
@@ -148,7 +150,16 @@ def build_go(go_dir, out_dir):
     return exes, version
 
 
-def run_go(exes, reps, bench_filter):
+def prebuilt_go(folder):
+    """Peers built elsewhere (a machine without Go): go-<peer> in folder."""
+    exes = [os.path.join(folder, "go-" + peer) for peer in GO_PEERS]
+    missing = [e for e in exes if not os.access(e, os.X_OK)]
+    if missing:
+        raise SystemExit(f"compare.py: no prebuilt Go peer at {', '.join(missing)}")
+    return exes, f"prebuilt in {folder}"
+
+
+def run_go(exes, reps, bench_filter, workers):
     # One process per repetition (each warms up once before its measured run):
     # Go's scheduler settles into a fast or a slow mode for a whole process at
     # times (spawn+join with 2 Ps: ~250 or ~900 ns), so repetitions within one
@@ -156,8 +167,11 @@ def run_go(exes, reps, bench_filter):
     samples = {}
     for _, exe in ((r, e) for r in range(reps) for e in exes):
         cmd = [exe, "-reps=1"]
+        if workers:
+            cmd.append(f"-workers={workers}")
         if bench_filter:
-            cmd.append(f"-filter={bench_filter.replace('BM_', '')}")
+            # weft's names end in "/workers:N", some of Go's in nothing.
+            cmd.append(f"-filter={bench_filter.replace('BM_', '').removesuffix('/')}")
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         for r in (json.loads(line) for line in out.splitlines() if line.startswith("{")):
             samples.setdefault((r["name"], r["workers"]), []).append(r["ns_per_op"])
@@ -202,23 +216,32 @@ def main():
     ap.add_argument("--parked", type=int, default=100_000, help="fibers parked for the RSS figure")
     ap.add_argument("--filter", default="", help="--benchmark_filter for weft-bench")
     ap.add_argument("--no-go", action="store_true", help="weft's numbers alone")
+    ap.add_argument("--workers", default="",
+                    help="worker counts, e.g. 1,2,4,8,16 (default 1,2): weft's workers, Go's "
+                         "GOMAXPROCS")
+    ap.add_argument("--go-prebuilt", metavar="DIR",
+                    help="run the Go peers built in DIR (go-runtimebench) instead of building "
+                         "them: for a machine without Go")
     args = ap.parse_args()
 
     load = MachineLoad()
     print(f"weft: {args.weft_bench}, {args.reps} repetitions each ...", flush=True)
     tmp = tempfile.mkdtemp(prefix="weft-bench-")
     try:
-        weft, context = run_weft(args.weft_bench, args.reps, tmp, args.filter)
+        weft, context = run_weft(args.weft_bench, args.reps, tmp, args.filter, args.workers)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     go_exe, go_version, go = None, None, {}
     if not args.no_go:
-        go_exe, go_version = build_go(os.path.abspath(args.go_dir),
-                                      os.path.dirname(os.path.abspath(args.weft_bench)))
+        if args.go_prebuilt:
+            go_exe, go_version = prebuilt_go(args.go_prebuilt)
+        else:
+            go_exe, go_version = build_go(os.path.abspath(args.go_dir),
+                                          os.path.dirname(os.path.abspath(args.weft_bench)))
         if go_exe:
             print(f"go: {go_version}, {args.reps} runs of the peer, one process each ...", flush=True)
-            go = run_go(go_exe, args.reps, args.filter)
+            go = run_go(go_exe, args.reps, args.filter, args.workers)
         else:
             print("go: not found (apt-get install golang-go); weft's numbers alone", flush=True)
 

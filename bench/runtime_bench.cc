@@ -70,6 +70,49 @@ void BM_ChannelPingPong(benchmark::State& state) {
       workers(state));
 }
 
+// One ping-pong pair per worker, all at once: how a round trip's cost holds
+// up as workers are added (issue 18: flat within 1.3x from 1 to 16). Each
+// pair is BM_ChannelPingPong's; ns per round trip of one pair.
+constexpr int kPairTrips = 200'000;
+void BM_PingPongPairs(benchmark::State& state) {
+  const int pairs = static_cast<int>(state.range(0));
+  PerItem timer;
+  weft::run(
+      [&] {
+        auto round = [pairs] {
+          weft::WaitGroup done;
+          for (int p = 0; p < pairs; ++p) {
+            done.add(1);
+            weft::go([&done] {
+              weft::Channel<int> ping, pong;
+              weft::WaitGroup echoed;
+              echoed.add(1);
+              weft::go([&] {
+                while (auto v = ping.recv()) {
+                  if (!pong.send(*v)) break;  // never: pong is not closed
+                }
+                echoed.done();
+              });
+              for (int i = 0; i < kPairTrips; ++i) {
+                if (!ping.send(i)) break;  // never: ping is closed below
+                benchmark::DoNotOptimize(pong.recv());
+              }
+              ping.close();
+              echoed.wait();
+              done.done();
+            });
+          }
+          done.wait();
+        };
+        round();  // untimed: stacks and records mapped, workers awake
+        timer.start();
+        for (auto _ : state) round();
+        timer.stop();
+      },
+      workers(state));
+  timer.report(state, "ns_per_trip", kPairTrips);
+}
+
 // One yield while another fiber yields too: a switch there and one back.
 void BM_Yield(benchmark::State& state) {
   weft::run(
@@ -270,6 +313,12 @@ BENCHMARK(BM_ChannelPingPong)
     ->ArgName("workers")
     ->Apply(weft::bench::each_worker_count)
     ->UseRealTime();
+BENCHMARK(BM_PingPongPairs)
+    ->ArgName("workers")
+    ->Apply(weft::bench::each_worker_count)
+    ->UseRealTime()
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Yield)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
 BENCHMARK(BM_YieldAlone)->ArgName("workers")->Apply(weft::bench::each_worker_count)->UseRealTime();
 BENCHMARK(BM_FiberLocalRead)->Arg(1)->UseRealTime();

@@ -78,6 +78,35 @@ func pingPong() float64 {
 	return float64(d.Nanoseconds()) / n
 }
 
+// One ping-pong pair per P, all at once, as BM_PingPongPairs: ns per round
+// trip of one pair.
+func pingPongPairs(pairs int) func() float64 {
+	return func() float64 {
+		const trips = 200000
+		var done sync.WaitGroup
+		t0 := time.Now()
+		for p := 0; p < pairs; p++ {
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				ping, pong := make(chan int), make(chan int)
+				go func() {
+					for v := range ping {
+						pong <- v
+					}
+				}()
+				for i := 0; i < trips; i++ {
+					ping <- i
+					<-pong
+				}
+				close(ping)
+			}()
+		}
+		done.Wait()
+		return float64(time.Since(t0).Nanoseconds()) / trips
+	}
+}
+
 // Gosched while a partner goroutine yields too, as BM_Yield.
 func yield() float64 {
 	const n = 1000000
@@ -281,6 +310,7 @@ func main() {
 	idle := flag.Duration("idle", 5*time.Second, "idle window for the CPU measurement")
 	filter := flag.String("filter", "", "run only the measurements whose name matches this regexp")
 	rounds := flag.Int("rounds", 11, "context cancel fan-out rounds per repetition (median taken)")
+	workerList := flag.String("workers", "1,2", "GOMAXPROCS values, comma-separated (weft's WEFT_BENCH_WORKERS)")
 	flag.Parse()
 	if *reps < 1 || *rounds < 1 {
 		fmt.Fprintln(os.Stderr, "runtimebench: -reps and -rounds must be at least 1")
@@ -289,14 +319,24 @@ func main() {
 	if *filter != "" {
 		only = regexp.MustCompile(*filter)
 	}
+	var workers []int
+	for _, f := range strings.Split(*workerList, ",") {
+		w, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || w < 1 {
+			fmt.Fprintf(os.Stderr, "runtimebench: -workers wants positive numbers, got %q\n", f)
+			os.Exit(2)
+		}
+		workers = append(workers, w)
+	}
 	if *foot {
 		footprint(*parked, *idle)
 		return
 	}
 	cancelable, cancelParent := context.WithCancel(context.Background())
 	defer cancelParent()
-	for _, w := range []int{1, 2} {
+	for _, w := range workers {
 		measure("ChannelPingPong", w, *reps, pingPong)
+		measure("PingPongPairs", w, *reps, pingPongPairs(w))
 		measure("Yield", w, *reps, yield)
 		measure("YieldAlone", w, *reps, yieldAlone)
 		measure("SpawnJoin", w, *reps, spawnJoin)
