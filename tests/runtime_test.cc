@@ -218,6 +218,14 @@ TEST(RecordDepot, RecordsOfABurstAreReusedByTheNext) {
 // whole-runtime idle trim never runs): down to the steady reserve. One
 // worker, as above.
 TEST(RecordDepot, UnusedPooledRecordsAreGivenBackWhileBusy) {
+#ifdef WEFT_TSAN
+  // Every fiber run costs ~1 ms under TSan, so the burst's 40,000 records
+  // come back over 40 s or more, and sysmon gives back what sat unused
+  // while the rest still run: by the burst's end the depot is down to the
+  // reserve already (seen at 32,768 on a loaded machine). The burst cannot
+  // be smaller: it must exceed the reserve.
+  GTEST_SKIP() << "the burst outlasts the trim's pace under TSan";
+#endif
   constexpr int kBurst = 40'000;  // 313 batches, more than the reserve
   constexpr std::uint64_t kSteady = weft::detail::kDepotSteadyBatches * weft::detail::kRecordBatch;
   std::uint64_t after_burst = 0, in_the_end = 0;
