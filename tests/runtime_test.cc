@@ -621,12 +621,20 @@ TEST(RuntimeWatchdog, TheReportNamesTheFiberEvenAsItEnds) {
         for (int i = 0; i < rounds; ++i) {
           weft::WaitGroup wg;
           wg.add(1);
+          // Round i ends i * 50 us after it sees the count rise: at once in
+          // the first (usually before sysmon's membarrier has let it look,
+          // so "a fiber"), later in the others, but always within the 1 ms
+          // that sysmon pauses before it reads a name it marked.
+          const auto linger = std::chrono::microseconds(std::min(50 * i, 950));
           weft::go(
-              [&wg] {
+              [&wg, linger] {
                 const auto seen = weft::detail::scheduler_stats().watchdog_reports;
                 const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
                 while (weft::detail::scheduler_stats().watchdog_reports == seen &&
                        std::chrono::steady_clock::now() < give_up) {
+                }
+                const auto end = std::chrono::steady_clock::now() + linger;
+                while (std::chrono::steady_clock::now() < end) {
                 }
                 wg.done();
               },
