@@ -60,22 +60,27 @@ func median(xs []float64) float64 {
 	return xs[mid]
 }
 
-func pingPong() float64 {
-	const n = 1000000
+// roundTrips sends n values through an echo goroutine on unbuffered
+// channels, each answered before the next: the classic ping-pong.
+func roundTrips(n int) {
 	ping, pong := make(chan int), make(chan int)
 	go func() {
 		for v := range ping {
 			pong <- v
 		}
 	}()
-	t0 := time.Now()
 	for i := 0; i < n; i++ {
 		ping <- i
 		<-pong
 	}
-	d := time.Since(t0)
 	close(ping)
-	return float64(d.Nanoseconds()) / n
+}
+
+func pingPong() float64 {
+	const n = 1000000
+	t0 := time.Now()
+	roundTrips(n)
+	return float64(time.Since(t0).Nanoseconds()) / n
 }
 
 // One ping-pong pair per P, all at once, as BM_PingPongPairs: ns per round
@@ -89,17 +94,7 @@ func pingPongPairs(pairs int) func() float64 {
 			done.Add(1)
 			go func() {
 				defer done.Done()
-				ping, pong := make(chan int), make(chan int)
-				go func() {
-					for v := range ping {
-						pong <- v
-					}
-				}()
-				for i := 0; i < trips; i++ {
-					ping <- i
-					<-pong
-				}
-				close(ping)
+				roundTrips(trips)
 			}()
 		}
 		done.Wait()
