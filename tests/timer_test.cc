@@ -30,9 +30,9 @@ TEST(TimerHeap, PopsInDeadlineOrderAndErasesAnywhere) {
     n.when = static_cast<std::int64_t>(rng() % 100000) + 1;
     heap.push(&n);
   }
-  // Erase a third of them from arbitrary positions.
-  for (std::size_t i = 0; i < nodes.size(); i += 3) heap.erase(&nodes[i]);
-  EXPECT_EQ(heap.nodes.size(), nodes.size() - (nodes.size() + 2) / 3);
+  // Stop a third of them, at arbitrary positions.
+  for (std::size_t i = 0; i < nodes.size(); i += 3) heap.stop(&nodes[i]);
+  EXPECT_EQ(heap.live(), nodes.size() - (nodes.size() + 2) / 3);
   std::int64_t last = 0;
   std::size_t popped = 0;
   while (auto* n = heap.pop_due(weft::detail::kNever - 1)) {
@@ -43,6 +43,82 @@ TEST(TimerHeap, PopsInDeadlineOrderAndErasesAnywhere) {
     ++popped;
   }
   EXPECT_EQ(popped, nodes.size() - (nodes.size() + 2) / 3);
+  EXPECT_EQ(heap.min_when.load(), weft::detail::kNever);
+}
+
+// Stopped timers leave tombstones: whatever the order of pushes, stops and
+// pops, what pops is exactly the live timers due, in deadline order; every
+// node's index is its place; min_when is never later than the earliest live
+// timer; tombstones never outnumber the live timers (plus the one that just
+// tipped the balance), and a heap with none live is empty.
+TEST(TimerHeap, StopsLeaveTombstonesThatNeverFireNorPileUp) {
+  using weft::detail::TimerNode;
+  weft::detail::TimerHeap heap;
+  std::mt19937 rng(42);
+  constexpr std::size_t kNodes = 3000;
+  std::vector<TimerNode> nodes(kNodes);
+  std::vector<bool> queued(kNodes, false);
+  std::int64_t now = 0;
+  const auto check = [&] {
+    std::int64_t earliest = weft::detail::kNever;
+    std::size_t live = 0;
+    for (std::size_t i = 0; i < kNodes; ++i) {
+      if (!queued[i]) continue;
+      ++live;
+      earliest = std::min(earliest, nodes[i].when);
+      ASSERT_GE(nodes[i].index, 0);
+      ASSERT_EQ(heap.nodes[static_cast<std::size_t>(nodes[i].index)].node, &nodes[i]);
+    }
+    ASSERT_EQ(heap.live(), live);
+    ASSERT_LE(heap.min_when.load(), earliest);
+    ASSERT_LE(heap.dead, live + 1);
+    if (live == 0) {
+      ASSERT_TRUE(heap.nodes.empty());
+    }
+  };
+  for (int step = 0; step < 200'000; ++step) {
+    const std::size_t i = rng() % kNodes;
+    switch (rng() % 4) {
+      case 0:
+      case 1:  // arm (a re-arm of a queued one is a stop and an arm, as Timer::reset)
+        if (queued[i]) heap.stop(&nodes[i]);
+        nodes[i].when = now + static_cast<std::int64_t>(rng() % 10'000) + 1;
+        heap.push(&nodes[i]);
+        queued[i] = true;
+        break;
+      case 2:
+        if (queued[i]) {
+          heap.stop(&nodes[i]);
+          EXPECT_EQ(nodes[i].index, -1);
+          EXPECT_EQ(nodes[i].heap.load(), nullptr);
+          queued[i] = false;
+        }
+        break;
+      case 3: {  // time passes; everything due pops, in order
+        now += static_cast<std::int64_t>(rng() % 200);
+        std::int64_t last = 0;
+        while (TimerNode* n = heap.pop_due(now)) {
+          const auto k = static_cast<std::size_t>(n - nodes.data());
+          ASSERT_TRUE(queued[k]) << "a stopped timer fired";
+          ASSERT_LE(n->when, now);
+          ASSERT_GE(n->when, last);
+          last = n->when;
+          queued[k] = false;
+          n->in_flight.store(0);
+        }
+        for (std::size_t k = 0; k < kNodes; ++k) {
+          ASSERT_FALSE(queued[k] && nodes[k].when <= now) << "a due timer did not pop";
+        }
+        break;
+      }
+    }
+    if (step % 1000 == 0) check();
+  }
+  check();
+  for (std::size_t i = 0; i < kNodes; ++i) {
+    if (queued[i]) heap.stop(&nodes[i]);
+  }
+  EXPECT_TRUE(heap.nodes.empty());
   EXPECT_EQ(heap.min_when.load(), weft::detail::kNever);
 }
 

@@ -590,7 +590,7 @@ Metrics metrics_of(Scheduler* s) {
             w->poll_latency[b].load(std::memory_order_relaxed);
       }
       std::lock_guard lock(w->timers.lock);
-      m.timers_pending += w->timers.nodes.size();
+      m.timers_pending += w->timers.live();
     }
     const std::uint64_t foreign = s->foreign_spawned.load(std::memory_order_relaxed);
     m.fibers_spawned += foreign;

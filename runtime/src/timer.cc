@@ -28,7 +28,7 @@ namespace {
 constexpr std::size_t kArity = 4;  // shallower than binary; Go measured the same
 }
 
-void TimerHeap::sift_up(std::size_t i) {
+std::size_t TimerHeap::sift_up(std::size_t i) {
   const Entry e = nodes[i];
   while (i > 0) {
     const std::size_t parent = (i - 1) / kArity;
@@ -37,6 +37,7 @@ void TimerHeap::sift_up(std::size_t i) {
     i = parent;
   }
   place(i, e);
+  return i;
 }
 
 void TimerHeap::sift_down(std::size_t i) {
@@ -57,48 +58,84 @@ void TimerHeap::sift_down(std::size_t i) {
   place(i, e);
 }
 
+// min_when is published (a seq_cst store, idle.h's pairing with
+// timer_added) only when the root changes: a timer behind the earliest
+// leaves it as it was, and then add_timer wakes nobody either.
 void TimerHeap::push(TimerNode* n) {
   nodes.push_back(Entry{n->when, n});
   n->heap.store(this, std::memory_order_relaxed);
-  sift_up(nodes.size() - 1);
-  publish_min();
+  if (sift_up(nodes.size() - 1) == 0) publish_min();
 }
 
-void TimerHeap::erase(TimerNode* n) {
-  const auto i = static_cast<std::size_t>(n->index);
+bool TimerHeap::remove_at(std::size_t i) {
   const Entry last = nodes.back();
   nodes.pop_back();
-  if (last.node != n) {
-    place(i, last);
-    sift_up(i);
-    sift_down(static_cast<std::size_t>(last.node->index));
+  if (i == nodes.size()) return i == 0;  // it was the last entry
+  place(i, last);
+  const std::size_t at = sift_up(i);
+  sift_down(at);
+  return i == 0 || at == 0;
+}
+
+void TimerHeap::stop(TimerNode* n) {
+  nodes[static_cast<std::size_t>(n->index)].node = nullptr;
+  ++dead;
+  unqueued(n);
+  if (dead == nodes.size()) {  // nothing live: no tombstone need wait
+    nodes.clear();
+    dead = 0;
+    publish_min();
+  } else if (dead > live()) {
+    compact();
   }
-  n->index = -1;
-  // Release: whoever then finds the node unqueued (remove_timer) and re-arms
-  // it must not race with this pop's read of fire/context/arg.
-  n->heap.store(nullptr, std::memory_order_release);
+}
+
+// Drops every tombstone and re-heapifies (Floyd's, O(n)).
+void TimerHeap::compact() {
+  std::size_t kept = 0;
+  for (const Entry& e : nodes) {
+    if (e.node) nodes[kept++] = e;
+  }
+  nodes.resize(kept);
+  dead = 0;
+  for (std::size_t i = kept / kArity + 1; i-- > 0;) {
+    if (i < kept) sift_down(i);
+  }
+  for (std::size_t i = 0; i < kept; ++i) nodes[i].node->index = static_cast<std::int32_t>(i);
   publish_min();
 }
 
 TimerNode* TimerHeap::pop_due(std::int64_t now, Expiry* expiry) {
-  if (nodes.empty() || nodes[0].when > now) return nullptr;
+  bool root_changed = false;
+  while (!nodes.empty() && nodes[0].node == nullptr) {  // tombstones that reached the root
+    --dead;
+    root_changed |= remove_at(0);
+  }
+  if (nodes.empty() || nodes[0].when > now) {
+    if (root_changed) publish_min();
+    return nullptr;
+  }
   TimerNode* n = nodes[0].node;
-  // Copied before erase() publishes the node as unqueued: from then on it
-  // may be re-armed with new values.
+  // Copied before the node is published as unqueued: from then on it may
+  // be re-armed with new values.
   if (expiry) *expiry = Expiry{n->fire, n->context, n->arg};
-  // Counted before erase() publishes the node as unqueued (release): an
-  // owner that then finds it unqueued and waits sees this expiry.
+  // Counted before the node is published as unqueued (release): an owner
+  // that then finds it unqueued and waits sees this expiry.
   n->in_flight.fetch_add(1, std::memory_order_relaxed);
-  erase(n);
+  remove_at(0);
+  unqueued(n);
+  publish_min();
   return n;
 }
 
 void TimerHeap::detach_all() {
   for (const Entry& e : nodes) {
+    if (!e.node) continue;
     e.node->index = -1;
     e.node->heap.store(nullptr, std::memory_order_relaxed);
   }
   nodes.clear();
+  dead = 0;
   publish_min();
 }
 
@@ -142,7 +179,7 @@ bool stop_timer(TimerNode* node) {
   if (!heap) return false;
   std::lock_guard lock(heap->lock);
   if (node->heap.load(std::memory_order_relaxed) != heap) return false;  // fired meanwhile
-  heap->erase(node);
+  heap->stop(node);
   return true;
 }
 

@@ -18,13 +18,22 @@ constexpr std::int64_t kNever = LLONG_MAX;
 struct TimerHeap {
   // `when` is kept beside the pointer so that sifting never touches the
   // nodes, which live on fiber stacks all over memory (Go's timerWhen).
+  // A stopped timer leaves a tombstone (node null, its `when` kept, so the
+  // heap stays ordered): a stop is O(1) instead of a sift through
+  // log4(n) levels, each writing a node's index somewhere in memory.
+  // Tombstones go when they reach the root (pop_due) or, once they are
+  // more than half the heap, all at once (compact, O(n): Go's
+  // clearDeletedTimers). A tombstone at the root keeps min_when earlier
+  // than the earliest live timer: whoever acts on it wakes early, finds
+  // it, drops it, never late.
   struct Entry {
     std::int64_t when;
-    TimerNode* node;
+    TimerNode* node;  // null: a tombstone
   };
 
   SpinLock lock;
   std::vector<Entry> nodes;
+  std::size_t dead = 0;  // tombstones in nodes
   // Earliest `when`, readable without the lock (kNever when empty).
   std::atomic<std::int64_t> min_when{kNever};
 
@@ -35,18 +44,29 @@ struct TimerHeap {
   };
 
   // All under lock.
+  std::size_t live() const { return nodes.size() - dead; }
   void push(TimerNode* n);
-  void erase(TimerNode* n);
+  // Unqueues a stopped timer, leaving a tombstone.
+  void stop(TimerNode* n);
   // Pops the earliest timer if due at `now`, with what fire() needs.
   TimerNode* pop_due(std::int64_t now, Expiry* expiry = nullptr);
   void detach_all();
 
  private:
-  void sift_up(std::size_t i);
+  std::size_t sift_up(std::size_t i);  // returns where the entry ended
   void sift_down(std::size_t i);
+  // Removes the entry at i; whether the root changed.
+  bool remove_at(std::size_t i);
+  void compact();
+  static void unqueued(TimerNode* n) {
+    n->index = -1;
+    // Release: whoever then finds the node unqueued (remove_timer) and
+    // re-arms it must not race with a pop's read of fire/context/arg.
+    n->heap.store(nullptr, std::memory_order_release);
+  }
   void place(std::size_t i, const Entry& e) {
     nodes[i] = e;
-    e.node->index = static_cast<std::int32_t>(i);
+    if (e.node) e.node->index = static_cast<std::int32_t>(i);
   }
   void publish_min() {
     min_when.store(nodes.empty() ? kNever : nodes[0].when, std::memory_order_seq_cst);
