@@ -86,6 +86,55 @@ TEST_P(TimerRace, StopAndResetFromFibersAndThreadsAtOnce) {
   EXPECT_GT(fired.load(), 0);
 }
 
+// Every arming ends exactly once: it fires, or one stop() or reset()
+// returns true for it. stop() takes no lock of the Timer's own (only the
+// heap's), so a stop landing inside another caller's reset, between its
+// stop and its arming, must neither count the old arming twice nor lose
+// the new one.
+TEST_P(TimerRace, EveryArmingEndsExactlyOnceUnderConcurrentStopsAndResets) {
+  const int rounds = weft::test::stress_iterations(200);
+  std::atomic<long> arms{0}, ended_by_call{0}, fired{0};
+  weft::run(
+      [&] {
+        for (int i = 0; i < rounds; ++i) {
+          weft::Timer t([&] { fired.fetch_add(1); });
+          weft::WaitGroup wg;
+          auto worker = [&](int seed) {
+            for (int k = 0; k < 30; ++k) {
+              if ((k + seed) % 3 == 0) {
+                if (t.stop()) ended_by_call.fetch_add(1);
+              } else {
+                arms.fetch_add(1);
+                if (t.reset(std::chrono::microseconds((k + seed) % 4))) ended_by_call.fetch_add(1);
+              }
+              if ((k + seed) % 5 == 0) weft::yield();
+            }
+          };
+          for (int f = 0; f < 3; ++f) {
+            wg.add(1);
+            weft::go([&, f] {
+              worker(f);
+              wg.done();
+            });
+          }
+          std::thread thread([&] { worker(7); });
+          wg.wait();
+          thread.join();
+          if (t.stop()) ended_by_call.fetch_add(1);
+        }
+        // The functions of the armings that fired run in fibers of their
+        // own, maybe still queued.
+        const auto give_up = std::chrono::steady_clock::now() + 30s;
+        while (fired.load() + ended_by_call.load() < arms.load() &&
+               std::chrono::steady_clock::now() < give_up) {
+          weft::sleep_for(100us);
+        }
+      },
+      weft::RunOptions{.workers = GetParam()});
+  EXPECT_EQ(fired.load() + ended_by_call.load(), arms.load())
+      << fired.load() << " fired, " << ended_by_call.load() << " ended by stop or reset";
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, TimerRace, ::testing::Values(1, 2), weft::test::workers_name);
 
 }  // namespace

@@ -46,7 +46,7 @@ class Timer {
 
  private:
   static void on_fire(void* self, std::uint64_t);
-  detail::SpinLock mu_;  // serialises stop/reset/destruction (not the expiry)
+  detail::SpinLock mu_;  // serialises reset against reset and destruction
   detail::TimerNode node_;
   std::function<void()> fn_;
 };
