@@ -181,15 +181,15 @@ void BM_ThreadLocalReadNoinline(benchmark::State& state) {
 
 // Spawn 1M fibers that each call wg.done(), then wg.wait(); per fiber.
 constexpr int kSpawnBatch = 1'000'000;
-void BM_SpawnJoin(benchmark::State& state) {
+void spawn_join(benchmark::State& state, const weft::SpawnOptions& options) {
   PerItem timer;
   weft::run(
       [&] {
-        auto batch = [] {
+        auto batch = [&options] {
           weft::WaitGroup wg;
           for (int i = 0; i < kSpawnBatch; ++i) {
             wg.add(1);
-            weft::go([&wg] { wg.done(); });
+            weft::go([&wg] { wg.done(); }, options);
           }
           wg.wait();
         };
@@ -203,6 +203,15 @@ void BM_SpawnJoin(benchmark::State& state) {
       },
       workers(state));
   timer.report(state, "ns_per_fiber", kSpawnBatch);
+}
+void BM_SpawnJoin(benchmark::State& state) {
+  spawn_join(state, {});
+}
+// The same with a stack size of the fibers' own (16 KiB, as a server's
+// connection fibers may ask): no Go peer, the ratio to BM_SpawnJoin is the
+// point.
+void BM_SpawnJoinSizedStack(benchmark::State& state) {
+  spawn_join(state, {.stack_size = 16 * 1024});
 }
 
 // The same through weft::spawn, each handle joined in spawn order: what the
@@ -325,6 +334,12 @@ BENCHMARK(BM_FiberLocalRead)->Arg(1)->UseRealTime();
 BENCHMARK(BM_ThreadLocalRead)->Arg(1)->UseRealTime();
 BENCHMARK(BM_ThreadLocalReadNoinline)->Arg(1)->UseRealTime();
 BENCHMARK(BM_SpawnJoin)
+    ->ArgName("workers")
+    ->Apply(weft::bench::each_worker_count)
+    ->UseRealTime()
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SpawnJoinSizedStack)
     ->ArgName("workers")
     ->Apply(weft::bench::each_worker_count)
     ->UseRealTime()

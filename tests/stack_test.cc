@@ -171,6 +171,42 @@ TEST(Stack, StacksAreReusedNotLeaked) {
       weft::RunOptions{.workers = 2});
 }
 
+// Fibers with a stack size of their own (one per kind of fiber a server
+// may size: connections, workers, ...) take and return their stacks
+// through their worker's cache, as default ones do, not the shared pool's
+// lock on every spawn and every exit; a size past what the caches hold
+// still gets its stacks reused.
+TEST(Stack, StacksOfOtherSizesGoThroughTheWorkersCaches) {
+  const std::size_t sizes[] = {16 * 1024, 32 * 1024, 128 * 1024, 64 * 1024, 48 * 1024, 256 * 1024};
+  for (int workers : {1, 2}) {
+    SCOPED_TRACE(testing::Message() << workers << " workers");
+    weft::run(
+        [&] {
+          auto round = [&](std::size_t from, std::size_t to) {
+            weft::WaitGroup wg;
+            for (int i = 0; i < 3000; ++i) {
+              wg.add(1);
+              weft::go([&] { wg.done(); },
+                       weft::SpawnOptions{.stack_size = sizes[from + i % (to - from)]});
+            }
+            wg.wait();
+          };
+          round(0, 4);  // warm: the stacks mapped once
+          const std::size_t trips = weft::detail::stack_stats().pool_trips;
+          round(0, 4);
+          // A spawn and an exit each per fiber through the pool would be
+          // 6,000; batches of 32 each way make it a few hundred.
+          EXPECT_LT(weft::detail::stack_stats().pool_trips - trips, 750u);
+          round(0, 6);  // six sizes, more than the caches hold
+          while (weft::detail::scheduler_stats().live_fibers > 1) weft::yield();
+          const auto st = weft::detail::stack_stats();
+          EXPECT_EQ(st.mapped_live + st.slab_live, 1u);  // main's
+          EXPECT_LT(st.pooled, 4096u) << "stacks of the sizes past the caches were not reused";
+        },
+        weft::RunOptions{.workers = workers});
+  }
+}
+
 TEST(Stack, ManyParkedFibersBeyondTheGuardPageBudget) {
   // vm.max_map_count (65530 on Debian) allows ~28k guarded stacks; past that
   // the runtime must keep working with slab stacks. A lowered
@@ -284,7 +320,9 @@ TEST(StackScavenger, SleepingWorkersHandOverTheirCachedStacks) {
           weft::WaitGroup wg;
           for (int i = 0; i < 48; ++i) {
             wg.add(1);
-            weft::go([&] { wg.done(); });
+            // Half of them with a size of their own, which workers cache too.
+            weft::go([&] { wg.done(); },
+                     weft::SpawnOptions{.stack_size = (i % 2 ? 32u : 64u) * 1024});
           }
           wg.wait();
           weft::sleep_for(20ms);  // every worker sleeps; the next spill is under a second away

@@ -21,7 +21,8 @@ std::size_t round_stack_size(std::size_t requested);
 // stall on every spawn.
 void acquire_stack(std::size_t usable, Stack* out);
 void release_stack(const Stack& s);
-// A worker thread's own cache of default-size stacks and its live counts:
+// A worker thread's own cache of stacks (the default size and a few others)
+// and its live counts:
 // attached when it starts, given back to the shared pool when it stops.
 // Other threads use the shared pool directly.
 void attach_stack_cache();
@@ -45,6 +46,7 @@ struct StackStats {
   std::size_t pooled;
   std::size_t guarded_mapped;  // live or pooled: what vm.max_map_count limits
   std::size_t scavenged;       // pooled stacks whose pages were given back, ever
+  std::size_t pool_trips;      // spawns and exits that took the shared pool's lock, ever
 };
 StackStats stack_stats();
 
