@@ -1,16 +1,19 @@
 // An HTTP/1.1 keep-alive load generator for machines without wrk (issue 18's
-// 16-core machine has none): plain threads, one epoll each, no weft, so that
-// it loads every server alike.
+// 16-core machine has none), and the echo client of the request/response
+// benchmarks (bench/load.py --client echo): plain threads, one epoll each,
+// no weft, so that it loads every server alike.
 //
 //   weft-http-load --addr HOST:PORT [--connections C] [--threads T]
-//                  [--seconds S] [--warmup S] [--path P]
+//                  [--seconds S] [--warmup S] [--path P] [--echo BYTES]
 //
 // Each connection sends a GET, reads the whole response (framed by its
 // Content-Length), then sends the next: one request in flight per
-// connection, as wrk without pipelining. Responses in the first --warmup
-// seconds are not counted. Prints one JSON line: connections, threads,
-// seconds, requests, req_per_s, p50_us, p99_us, max_us, errors (responses
-// that were not 200, and connections the server closed or reset).
+// connection, as wrk without pipelining. With --echo, a request is BYTES
+// bytes and its response the same bytes back. Responses in the first
+// --warmup seconds are not counted. Prints one JSON line: connections,
+// threads, seconds, requests, req_per_s, p50_us, p99_us, max_us, errors
+// (responses that were not 200 or not the bytes sent, and connections the
+// server closed or reset).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,6 +45,7 @@ struct Options {
   double seconds = 10;
   double warmup = 1;
   std::string path = "/";
+  std::size_t echo_bytes = 0;  // 0: HTTP
 };
 
 [[noreturn]] void die(const std::string& what) {
@@ -71,6 +75,11 @@ Options parse(int argc, char** argv) {
       o.warmup = std::atof(v);
     } else if (arg == "--path") {
       o.path = v;
+    } else if (arg == "--echo") {
+      const long bytes = std::atol(v);
+      // One send(2) per request: small enough that it never writes short.
+      if (bytes < 1 || bytes > 16384) die("--echo wants a size from 1 to 16384 bytes");
+      o.echo_bytes = static_cast<std::size_t>(bytes);
     } else {
       die("unknown option " + std::string(arg));
     }
@@ -121,7 +130,11 @@ void run_thread(const Options& o, int connections, Clock::time_point count_from,
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(o.port));
   if (inet_pton(AF_INET, o.host.c_str(), &addr.sin_addr) != 1) die("bad IPv4 address " + o.host);
-  const std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + "\r\n\r\n";
+  std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + "\r\n\r\n";
+  if (o.echo_bytes != 0) {
+    request.resize(o.echo_bytes);
+    for (std::size_t i = 0; i < request.size(); ++i) request[i] = static_cast<char>('a' + i % 26);
+  }
   const int ep = epoll_create1(EPOLL_CLOEXEC);
   std::vector<Conn> conns(static_cast<std::size_t>(connections));
   auto send_request = [&](Conn& c) {
@@ -164,7 +177,14 @@ void run_thread(const Options& o, int connections, Clock::time_point count_from,
       }
       c.in.append(buf, static_cast<std::size_t>(r));
       bool ok = false;
-      if (const std::size_t end = response_end(c.in, &ok)) {
+      std::size_t end = 0;
+      if (o.echo_bytes == 0) {
+        end = response_end(c.in, &ok);
+      } else if (c.in.size() >= request.size()) {
+        end = request.size();
+        ok = c.in.compare(0, end, request) == 0;
+      }
+      if (end != 0) {
         const auto now = Clock::now();
         if (!ok) ++out->errors;
         if (now >= count_from && ok) {

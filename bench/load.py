@@ -22,6 +22,9 @@ and prints each server's median as a ratio of the first server's.
 
 Clients:
   wrk              wrk -t THREADS -c CONNECTIONS -d DURATION --latency http://ADDR/
+  echo             weft-http-load --echo SIZE (bench/http_load.cc; --load-gen
+                   says where it is built): each connection sends SIZE bytes
+                   (default 64) and waits for them back, THREADS epoll threads
   redis-benchmark  redis-benchmark -h HOST -p PORT -t ping_mbulk -c CONNECTIONS
                    -n N -P PIPELINE --csv; N is chosen so that a run lasts about
                    DURATION (from the warm-up's rate) unless --requests is given
@@ -33,11 +36,14 @@ redis-benchmark stops at the first error reply and exits 1, which fails the
 run. Every step has a time limit: a server or client
 that hangs is killed and the run reported as failed.
 
-Output: a table (median, min, max, spread of requests/s over the runs, and
+Output: a table (median, min, max, spread of requests/s over the runs, the
+median of the runs' 99th percentile latency as the client measured it, and
 errors), or with --json one JSON object per line and server:
 {"server", "client", "connections", "runs", "rps_median", "rps_min",
-"rps_max", "errors", "rps_runs", "failures", "ratio" (compare only),
-"other_cpu_percent"}. The exit status is 1 when any run had errors or any
+"rps_max", "errors", "rps_runs", "p99_ms_median", "p99_ms_runs",
+"failures", "ratio" (compare only), "other_cpu_percent"}. wrk's p99 is its
+--latency distribution's; redis-benchmark's its CSV p99_latency_ms (7.0 and
+later; "-" before). The exit status is 1 when any run had errors or any
 server failed to start or stop cleanly, 2 on bad arguments.
 
 Standard library only. On a loaded machine the numbers move a lot; the
@@ -79,6 +85,7 @@ class Server:
             raise ValueError(f"empty server command: {spec!r}")
         self.name = name or os.path.basename(self.argv[0])
         self.rps = []  # requests/s of each successful run
+        self.p99_ms = []  # the client's 99th percentile latency of each run, if it gives one
         self.errors = 0  # client-reported errors over all runs
         self.failures = []  # messages of failed runs
         self.estimate = None  # requests/s seen last (redis-benchmark's -n)
@@ -197,8 +204,17 @@ def run_client(argv, timeout):
     return p.stdout, p.stderr, p.returncode
 
 
+def wrk_latency_ms(out, percent):
+    """A percentile of wrk --latency's distribution, in ms (None if absent)."""
+    m = re.search(rf"^\s+{percent}%\s+([0-9.]+)(us|ms|s)\s*$", out, re.M)
+    if not m:
+        return None
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
 def wrk(args, addr, seconds):
-    """(requests/s, errors) from one wrk run."""
+    """(requests/s, errors, p99 ms) from one wrk run."""
     argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency",
             f"http://{addr}/"]
     out, err, rc = run_client(argv, seconds + 30)
@@ -214,22 +230,46 @@ def wrk(args, addr, seconds):
     s = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if s:
         errors += int(s.group(1))
-    return float(m.group(1)), errors
+    return float(m.group(1)), errors, wrk_latency_ms(out, 99)
+
+
+def echo_client(args, addr, seconds, warmup):
+    """(requests/s, errors, p99 ms) from one weft-http-load --echo run."""
+    argv = [args.load_gen, "--addr", addr, "--echo", str(args.size),
+            "--connections", str(args.connections), "--threads", str(args.threads),
+            "--seconds", str(seconds), "--warmup", str(warmup)]
+    out, err, rc = run_client(argv, seconds + warmup + 30)
+    try:
+        r = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        r = None
+    if rc != 0 or r is None:
+        raise RunError(f"{args.load_gen} failed (exit {rc}): {(err or out).strip()[-400:]}")
+    return float(r["req_per_s"]), int(r["errors"]), r["p99_us"] / 1000.0
 
 
 def redis_benchmark(args, addr, requests, expected_seconds):
-    """(requests/s, errors) from one redis-benchmark run of `requests` PINGs."""
+    """(requests/s, errors, p99 ms) from one redis-benchmark run of `requests`
+    PINGs (p99 None from a redis-benchmark older than 7, whose CSV has no
+    latency columns)."""
     host, port = addr.rsplit(":", 1)
     argv = ["redis-benchmark", "-h", host, "-p", port, "-t", "ping_mbulk",
             "-c", str(args.connections), "-n", str(requests), "-P", str(args.pipeline),
             "--csv"]
     out, err, rc = run_client(argv, expected_seconds * 4 + 30)
-    m = re.search(r'^"PING_MBULK","([0-9.]+)"', out, re.M)
+    m = re.search(r'^"PING_MBULK","([0-9.]+)"(.*)$', out, re.M)
     # redis-benchmark stops at the first error reply ("Error from server:
     # ...", exit 1): that run counts as failed.
     if rc != 0 or not m:
         raise RunError(f"redis-benchmark failed (exit {rc}): {(err or out).strip()[-400:]}")
-    return float(m.group(1)), 0
+    p99 = None
+    head = re.search(r'^"test","rps"(.*)$', out, re.M)
+    if head:
+        names = [c.strip('"') for c in head.group(1).split(",") if c]
+        values = [c.strip('"') for c in m.group(2).split(",") if c]
+        if "p99_latency_ms" in names and len(values) == len(names):
+            p99 = float(values[names.index("p99_latency_ms")])
+    return float(m.group(1)), 0, p99
 
 
 def measure(args, server):
@@ -243,14 +283,16 @@ def measure(args, server):
         if args.client == "wrk":
             if args.warmup > 0:
                 wrk(args, addr, args.warmup)
-            rps, errors = wrk(args, addr, args.duration)
+            rps, errors, p99 = wrk(args, addr, args.duration)
+        elif args.client == "echo":
+            rps, errors, p99 = echo_client(args, addr, args.duration, args.warmup)
         else:
             if server.estimate is None or args.warmup > 0:
                 n = int(max(5000, (server.estimate or 50000) * max(args.warmup, 0.2)))
-                rate, _ = redis_benchmark(args, addr, n, max(args.warmup, 1))
+                rate, _, _ = redis_benchmark(args, addr, n, max(args.warmup, 1))
                 server.estimate = server.estimate or rate
             n = args.requests or int(max(10000, server.estimate * args.duration))
-            rps, errors = redis_benchmark(args, addr, n, args.duration)
+            rps, errors, p99 = redis_benchmark(args, addr, n, args.duration)
             server.estimate = rps
         if not run.alive():
             raise RunError(f"server died during the run (exit {run.proc.returncode})"
@@ -264,11 +306,14 @@ def measure(args, server):
         return f"FAILED: {e}"
     problem = run.stop()
     server.rps.append(rps)
+    if p99 is not None:
+        server.p99_ms.append(p99)
     server.errors += errors
     if problem:
         server.failures.append(problem)
         return f"{rps:,.0f} req/s, {errors} errors; FAILED: {problem}"
-    return f"{rps:,.0f} req/s" + (f", {errors} ERRORS" if errors else "")
+    return (f"{rps:,.0f} req/s" + (f", p99 {p99:.2f} ms" if p99 is not None else "")
+            + (f", {errors} ERRORS" if errors else ""))
 
 
 class OtherLoad:
@@ -310,11 +355,14 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", action="append", required=True, metavar="[NAME=]CMD",
                    help="server command (one string; {addr} is replaced); repeatable")
-    p.add_argument("--client", required=True, choices=["wrk", "redis-benchmark"])
+    p.add_argument("--client", required=True, choices=["wrk", "redis-benchmark", "echo"])
+    p.add_argument("--size", type=int, default=64, help="echo: bytes per request (default 64)")
+    p.add_argument("--load-gen", default="build/release/bench/weft-http-load",
+                   help="echo: the weft-http-load binary (default %(default)s)")
     p.add_argument("--duration", type=float, default=10, help="seconds per run (default 10)")
     p.add_argument("--connections", type=int, default=50, help="client connections (default 50)")
     p.add_argument("--threads", type=int, default=2,
-                   help="wrk threads (default 2; redis-benchmark runs its one thread)")
+                   help="wrk and echo client threads (default 2; redis-benchmark runs its one)")
     p.add_argument("--runs", type=int, default=3, help="runs per server (default 3)")
     p.add_argument("--warmup", type=float, default=1,
                    help="seconds of discarded load before each run (default 1)")
@@ -371,6 +419,8 @@ def main(argv):
             "rps_max": round(max(s.rps), 1) if s.rps else None,
             "errors": s.errors,
             "rps_runs": [round(r, 1) for r in s.rps],
+            "p99_ms_median": round(statistics.median(s.p99_ms), 3) if s.p99_ms else None,
+            "p99_ms_runs": [round(x, 3) for x in s.p99_ms],
             "failures": s.failures,
             "other_cpu_percent": None if others is None else round(others, 1),
         }
@@ -383,10 +433,12 @@ def main(argv):
         for row in rows:
             print(json.dumps(row))
     else:
-        client = f"wrk -t{args.threads}" if args.client == "wrk" else f"redis-benchmark -P{args.pipeline}"
+        client = {"wrk": f"wrk -t{args.threads}", "echo": f"echo {args.size} B, {args.threads} threads",
+                  "redis-benchmark": f"redis-benchmark -P{args.pipeline}"}[args.client]
         print(f"\n{client}, {args.connections} connections, "
               f"{args.duration} s x {args.runs} runs" + (" (interleaved)" if args.compare else ""))
-        head = f"{'server':<16} {'median req/s':>13} {'min':>11} {'max':>11} {'spread':>7} {'errors':>7}"
+        head = (f"{'server':<16} {'median req/s':>13} {'min':>11} {'max':>11} {'spread':>7} "
+                f"{'p99 ms':>7} {'errors':>7}")
         if args.compare:
             head += f"  {'vs ' + base.name:>12}"
         print(head)
@@ -395,8 +447,9 @@ def main(argv):
                 print(f"{row['server']:<16} {'no successful run':>13}")
                 continue
             spread = 100.0 * (row["rps_max"] - row["rps_min"]) / max(row["rps_median"], 1e-9)
+            p99 = "-" if row["p99_ms_median"] is None else f"{row['p99_ms_median']:.2f}"
             line = (f"{row['server']:<16} {row['rps_median']:>13,.0f} {row['rps_min']:>11,.0f} "
-                    f"{row['rps_max']:>11,.0f} {spread:>6.1f}% {row['errors']:>7}")
+                    f"{row['rps_max']:>11,.0f} {spread:>6.1f}% {p99:>7} {row['errors']:>7}")
             if args.compare and row["ratio"] is not None:
                 line += f"  {row['ratio']:>11.2f}x"
             print(line)
