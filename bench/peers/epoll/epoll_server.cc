@@ -1,9 +1,11 @@
 // weft-epoll-peer: the "limit" peer of the request/response throughput
 // benchmarks (bench/load.py). One thread, one edge-triggered epoll set,
 // non-blocking sockets, no weft: per request about one read(2) and one
-// write(2), plus a share of an epoll_wait(2).
+// write(2), plus a share of an epoll_wait(2). With --threads N, N such
+// threads, each with a listening socket of its own on the same port
+// (SO_REUSEPORT: the kernel spreads connections over them), sharing nothing.
 //
-//   weft-epoll-peer --mode http|resp|echo [--addr HOST:PORT]
+//   weft-epoll-peer --mode http|resp|echo [--addr HOST:PORT] [--threads N]
 //
 //   http  HTTP/1.1 keep-alive: every "\r\n\r\n"-terminated request head gets
 //         kHttpResponse (bodies are not read: GET only); pipelined requests
@@ -24,19 +26,23 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -140,7 +146,7 @@ enum class Parse { kDone, kNeedMore, kError };
 
 // Answers every complete RESP command at the front of c.in and consumes it.
 Parse parse_resp(Conn& c) {
-  static std::vector<std::string_view> args;  // one thread; reused to spare allocations
+  thread_local std::vector<std::string_view> args;  // reused to spare allocations
   for (;;) {
     std::string_view in = c.in.view();
     if (in.empty()) return Parse::kDone;
@@ -327,12 +333,14 @@ class Server {
 };
 
 int usage() {
-  std::fprintf(stderr, "usage: weft-epoll-peer --mode http|resp|echo [--addr HOST:PORT]\n");
+  std::fprintf(stderr,
+               "usage: weft-epoll-peer --mode http|resp|echo [--addr HOST:PORT] [--threads N]\n");
   return 2;
 }
 
 // A listening socket on HOST:PORT (IPv4); -1 with a message on failure.
-int listen_on(const std::string& addr) {
+// With `shared`, others may bind the same port (SO_REUSEPORT).
+int listen_on(const std::string& addr, bool shared) {
   size_t colon = addr.rfind(':');
   if (colon == std::string::npos) {
     std::fprintf(stderr, "weft-epoll-peer: --addr wants HOST:PORT, got %s\n", addr.c_str());
@@ -351,6 +359,7 @@ int listen_on(const std::string& addr) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
       bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || listen(fd, 4096) != 0) {
     std::fprintf(stderr, "weft-epoll-peer: listen on %s: %s\n", addr.c_str(), std::strerror(errno));
     if (fd >= 0) close(fd);
@@ -364,6 +373,7 @@ int listen_on(const std::string& addr) {
 int main(int argc, char** argv) {
   std::string mode_name;
   std::string addr = "127.0.0.1:8080";
+  std::string threads_arg = "1";
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     auto value = [&](std::string_view flag, std::string& out) {
@@ -377,8 +387,12 @@ int main(int argc, char** argv) {
       }
       return false;
     };
-    if (!value("--mode", mode_name) && !value("--addr", addr)) return usage();
+    if (!value("--mode", mode_name) && !value("--addr", addr) && !value("--threads", threads_arg)) {
+      return usage();
+    }
   }
+  const long threads = parse_count(threads_arg);
+  if (threads < 1 || threads > 1024) return usage();
   Mode mode;
   if (mode_name == "http") {
     mode = Mode::kHttp;
@@ -399,15 +413,45 @@ int main(int argc, char** argv) {
   int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sfd < 0) return 1;
 
-  int lfd = listen_on(addr);
+  int lfd = listen_on(addr, threads > 1);
   if (lfd < 0) return 1;
   sockaddr_in bound{};
   socklen_t len = sizeof bound;
   getsockname(lfd, reinterpret_cast<sockaddr*>(&bound), &len);
   char ip[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &bound.sin_addr, ip, sizeof ip);
-  std::printf("listening on %s:%u\n", ip, static_cast<unsigned>(ntohs(bound.sin_port)));
+  const std::string bound_addr = std::string(ip) + ":" + std::to_string(ntohs(bound.sin_port));
+  // Every thread's socket before the line: a client may connect at once.
+  std::vector<int> listeners{lfd};
+  for (long t = 1; t < threads; ++t) {
+    const int fd = listen_on(bound_addr, true);
+    if (fd < 0) return 1;
+    listeners.push_back(fd);
+  }
+  std::printf("listening on %s\n", bound_addr.c_str());
   std::fflush(stdout);
 
-  return Server(mode, lfd, sfd).run();
+  if (threads == 1) return Server(mode, lfd, sfd).run();
+  // The signal reaches this thread; the servers see an eventfd that stays
+  // readable once written, all of them.
+  const int stop_fd = eventfd(0, EFD_CLOEXEC);
+  if (stop_fd < 0) return 1;
+  std::vector<int> status(listeners.size(), 0);
+  std::vector<std::thread> servers;
+  for (std::size_t t = 0; t < listeners.size(); ++t) {
+    servers.emplace_back([&, t] { status[t] = Server(mode, listeners[t], stop_fd).run(); });
+  }
+  signalfd_siginfo info;
+  pollfd wait_for_signal{sfd, POLLIN, 0};
+  while (poll(&wait_for_signal, 1, -1) < 0 && errno == EINTR) {
+  }
+  (void)!read(sfd, &info, sizeof info);
+  const std::uint64_t one = 1;
+  (void)!write(stop_fd, &one, sizeof one);
+  int rc = 0;
+  for (std::size_t t = 0; t < servers.size(); ++t) {
+    servers[t].join();
+    rc |= status[t];
+  }
+  return rc;
 }
