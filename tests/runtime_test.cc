@@ -97,7 +97,7 @@ struct Baton {
 };
 
 TEST_P(RuntimeTest, SpawnRunsEveryFiberOnceWithUniqueIds) {
-  const int n = weft::test::stress_iterations(20000);
+  const int n = weft::test::spawn_count(20000);
   std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
   std::vector<std::uint64_t> ids(static_cast<std::size_t>(n));
   weft::run(
@@ -156,15 +156,15 @@ TEST_P(RuntimeTest, SpawnWhoseClosureThrowsReturnsItsRecord) {
 TEST_P(RuntimeTest, RecordsRecycleAcrossBurstsLargerThanTheDepot) {
   // The depot holds a million records by default: a smaller one here, so
   // that a burst overflows it at a cost the sanitizer builds can pay.
-  constexpr std::size_t kDepotBatches = 256;
+  // Smaller still under TSan, where every fiber the burst spawns is dear.
+  constexpr std::size_t kDepotBatches = weft::test::kSanitizerDivisor == 1 ? 256 : 16;
   weft::detail::set_record_depot_cap(kDepotBatches);
   // What the runtime keeps without freeing (scheduler.cc): the depot's
   // batches of 128, and up to two batches in the free array of each worker
   // (4 at most here).
   constexpr int kKept = kDepotBatches * 128 + 4 * 2 * 128;
-  // 60k in a plain build; never fewer than overflow the depot, where TSan's
-  // cost per fiber run would otherwise shrink the burst below it.
-  const int n = std::max(kKept + 1000, weft::test::stress_iterations(60'000));
+  // 60k in a plain build; never fewer than overflow the depot.
+  const int n = weft::test::spawn_count(60'000, kKept + 1000);
   std::vector<std::uint8_t> runs(static_cast<std::size_t>(n));
   weft::run(
       [&] {
@@ -192,8 +192,8 @@ TEST_P(RuntimeTest, RecordsRecycleAcrossBurstsLargerThanTheDepot) {
 // is spawned before any runs: its records are all live at once.
 TEST(RecordDepot, RecordsOfABurstAreReusedByTheNext) {
   // Larger than the old depot in a plain build, where the test tells the
-  // two apart; smaller under TSan, whose every fiber run costs ~1 ms.
-  const int burst_size = weft::test::stress_iterations(40'000);
+  // two apart; smaller under TSan, whose every fiber run is dear.
+  const int burst_size = weft::test::spawn_count(40'000);
   std::uint64_t allocated_by_second = 0;
   weft::run(
       [&] {

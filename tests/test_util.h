@@ -47,6 +47,20 @@ inline int stress_iterations(int base) {
   return static_cast<int>(n > 0 ? n : 1);
 }
 
+// How many fibers a test whose cost is the fibers it spawns (a burst, a
+// spawn loop) runs: `base` by default, a sixteenth under TSan, where each
+// fiber that runs costs a TSan fiber (about 3 ms each in CI's TSan step: a
+// 35,000-fiber burst test alone took 205 s there). Never below `floor`, the
+// least that still shows what the test is about.
+inline int spawn_count(int base, int floor = 1) {
+#ifdef WEFT_TSAN
+  const int n = base / 16;
+#else
+  const int n = base;
+#endif
+  return n > floor ? n : floor;
+}
+
 // For death tests of exceptions that escape a fiber: destroyed, ending the
 // process with status 42 instead of the expected abort, only if the stack is
 // unwound before the process dies, which would leave the core dump and gdb
