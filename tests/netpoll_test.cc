@@ -294,7 +294,7 @@ TEST_P(NetpollTest, StaleEventForARecycledDescIsIgnored) {
 }
 
 TEST_P(NetpollTest, TenThousandParkedFibersWokenByOneExpiry) {
-  const int n = 10000;
+  const int n = weft::test::spawn_count(10000);  // 625 under TSan
   rlimit lim;
   getrlimit(RLIMIT_NOFILE, &lim);
   if (lim.rlim_cur < static_cast<rlim_t>(n) + 200) {

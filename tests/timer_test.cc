@@ -163,7 +163,7 @@ TEST_P(SleepTest, ManySleepersEachWakeAfterTheirDeadline) {
 }
 
 TEST_P(SleepTest, TenThousandFibersWokenByOneDeadline) {
-  const int n = 10000;
+  const int n = weft::test::spawn_count(10000);  // 625 under TSan
   std::atomic<int> woke{0};
   weft::run(
       [&] {
