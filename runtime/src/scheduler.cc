@@ -466,8 +466,7 @@ Fiber* Worker::find_runnable() {
     }
     sched->poll_now();
     if (Fiber* f = local_get()) return found(f);
-    static const int exp_spin = getenv("WEFT_EXP_SPIN") ? atoi(getenv("WEFT_EXP_SPIN")) : 2;
-    if (exp_spin != 0 && sched->nworkers > 1 && sched->idle.start_spinning(this)) {
+    if (sched->nworkers > 1 && sched->idle.start_spinning(this)) {
       // Busy at first; then, while other workers run fibers, in naps (idle.h
       // says why): a ready that only fills an empty runnext wakes a sleeping
       // worker every time (invariant 3), and a ping-pong would otherwise
@@ -475,7 +474,7 @@ Fiber* Worker::find_runnable() {
       const std::uint64_t start = now_ns();
       std::uint64_t now = start;
       do {
-        const bool nap = exp_spin == 2 && now - start >= kBusySpinNs && others_running();
+        const bool nap = now - start >= kBusySpinNs && others_running();
         if (pinned_inbox.load(std::memory_order_relaxed) != nullptr) {  // handed to us
           if (Fiber* f = local_get()) return found(f);
         }
@@ -495,7 +494,7 @@ Fiber* Worker::find_runnable() {
         now = now_ns();
         // others_running() reads every worker's `running`, which each
         // writes on every switch: not in the busy phase's tight loop.
-      } while (now - start < kSpinNs || (exp_spin == 2 && now - start < kNapSpinNs && others_running()));
+      } while (now - start < kSpinNs || (now - start < kNapSpinNs && others_running()));
       if (sched->stw.load(std::memory_order_relaxed)) continue;  // stop at the top
     }
     // Once a second at most: a sleeping worker's cached stacks go to the
