@@ -211,6 +211,11 @@ inline bool accept_error_is_transient(const std::error_code& e) {
 // when accept failed for good (after the same drain).
 template <class Handler>
 int serve(const ServeConfig& config, Handler handler) {
+  // First: every thread started from here on (notify_context's watcher,
+  // the runtime's) inherits SIGUSR1 blocked; one that did not would take
+  // the signal and die of it.
+  block_sigusr1();
+  metrics_on_sigusr1();
   // cut <- stopping <- notified: each cancel reaches the contexts after it.
   // (Named, not unpacked: lambdas cannot capture unpacked names in Clang 14.)
   auto cutting = weft::with_cancel(weft::background());
@@ -219,8 +224,6 @@ int serve(const ServeConfig& config, Handler handler) {
   auto notified = weft::notify_context(stopping.ctx, {SIGINT, SIGTERM});
   const weft::Context& shutdown = notified.ctx;
   const weft::Context& cut = cutting.ctx;
-  block_sigusr1();
-  metrics_on_sigusr1();
   return weft::run([&] {
     auto ln = weft::net::listen("tcp", config.addr);
     if (!ln) {

@@ -451,6 +451,30 @@ def fatal_accept_case(binary):
         return code not in (0, None) and said is not None, f"exit {code}, said {said!r}"
 
 
+def sigusr1_case(binary, ok):
+    """`kill -USR1` prints the metrics and the server goes on serving: the
+    signal must find no thread of the server's that leaves it unblocked
+    (notify_context's watcher thread, started before serve.h blocked it, took
+    it and the process died of it)."""
+    with Server(binary) as srv:
+        for _ in range(5):
+            srv.proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.05)
+        give_up = time.monotonic() + BOUND
+        while srv.stderr().count("fibers.spawned") < 5 and srv.proc.poll() is None:
+            if time.monotonic() > give_up:
+                break
+            time.sleep(0.02)
+        if srv.proc.poll() is not None:
+            return False, f"the server died of SIGUSR1 (status {srv.proc.returncode})"
+        printed = srv.stderr().count("fibers.spawned")
+        if printed < 5:
+            return False, f"{printed} metrics reports for 5 signals"
+        if not ok(srv):
+            return False, "no answer after the reports"
+        return srv.terminate() == 0, "5 reports, still serving, exits 0 on SIGTERM"
+
+
 def hostile_cases(ex):
     echo, http, resp = (os.path.join(ex, n) for n in ("weft-echo", "weft-http-hello",
                                                        "weft-resp-ping"))
@@ -479,6 +503,8 @@ def hostile_cases(ex):
         ("resp: idle and busy clients", lambda: idle_case(resp, b"PING\r\n", b"+PONG\r\n")),
         ("http: out of descriptors", lambda: emfile_case(http)),
         ("http: listener broken under accept", lambda: fatal_accept_case(http)),
+        ("http: SIGUSR1 prints the metrics", lambda: sigusr1_case(http, http_ok)),
+        ("resp: SIGUSR1 prints the metrics", lambda: sigusr1_case(resp, resp_ok)),
     ]
 
 
