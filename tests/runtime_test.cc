@@ -156,8 +156,8 @@ TEST_P(RuntimeTest, SpawnWhoseClosureThrowsReturnsItsRecord) {
 TEST_P(RuntimeTest, RecordsRecycleAcrossBurstsLargerThanTheDepot) {
   // The depot holds a million records by default: a smaller one here, so
   // that a burst overflows it at a cost the sanitizer builds can pay.
-  // Smaller still under TSan, where every fiber the burst spawns is dear.
-  constexpr std::size_t kDepotBatches = weft::test::kSanitizerDivisor == 1 ? 256 : 16;
+  // Smaller still under TSan (16), where every fiber the burst spawns is dear.
+  constexpr std::size_t kDepotBatches = weft::test::spawn_count(256);
   weft::detail::set_record_depot_cap(kDepotBatches);
   // What the runtime keeps without freeing (scheduler.cc): the depot's
   // batches of 128, and up to two batches in the free array of each worker

@@ -52,7 +52,7 @@ inline int stress_iterations(int base) {
 // fiber that runs costs a TSan fiber (about 3 ms each in CI's TSan step: a
 // 35,000-fiber burst test alone took 205 s there). Never below `floor`, the
 // least that still shows what the test is about.
-inline int spawn_count(int base, int floor = 1) {
+constexpr int spawn_count(int base, int floor = 1) {
 #ifdef WEFT_TSAN
   const int n = base / 16;
 #else

@@ -127,14 +127,19 @@ Pool& pool() {
 // cross-core cache miss per fiber (a tenth of a 2-worker spawn+join). A stack
 // may be taken on one thread and returned on another, so one thread's counts
 // may go negative; only the sum means anything.
+// A worker's stacks of one size, at most two batches.
 struct SizeCache {
-  std::size_t size = 0;  // 0: not claimed yet
+  std::size_t size = 0;  // 0: not claimed yet (the default's is set at attach)
   std::uint32_t cached = 0;
   Stack stacks[2 * kStackBatch];
+
+  // A full cache gives the pool its older half; the most recently used
+  // (warmest) stay.
+  void spill_older_half();
+  void spill_all();
 };
 struct ThreadStacks {
-  Stack cache[2 * kStackBatch];
-  std::uint32_t cached = 0;
+  SizeCache defaults;  // kDefaultStackSize, what every plain spawn takes
   bool attached = false;
   // kOtherSizes caches, while attached; on the heap, not in this
   // initial-exec block, which a dlopen of libweft must find room for.
@@ -145,12 +150,14 @@ struct ThreadStacks {
 static_assert(std::is_trivially_destructible_v<ThreadStacks>);
 __attribute__((tls_model("initial-exec"))) thread_local ThreadStacks tls_stacks;
 
-// This thread's cache for a size other than the default: the one that holds
-// it, else one left empty (claimed for it); null if every one holds stacks
-// of other sizes, or the thread has none.
-SizeCache* other_size_cache(std::size_t size) {
-  SizeCache* others = tls_stacks.others;
-  if (others == nullptr) return nullptr;
+// This thread's cache for `size`: the default's, or among the others the one
+// that holds it, else one left empty (claimed for it); null if every one
+// holds stacks of other sizes, or the thread is not a worker.
+SizeCache* size_cache(std::size_t size) {
+  ThreadStacks& t = tls_stacks;
+  if (!t.attached) return nullptr;
+  if (size == kDefaultStackSize) return &t.defaults;
+  SizeCache* others = t.others;
   SizeCache* empty = nullptr;
   for (std::size_t i = 0; i < kOtherSizes; ++i) {
     if (others[i].size == size) return &others[i];
@@ -386,23 +393,13 @@ std::size_t round_stack_size(std::size_t requested) {
 namespace {
 // Out of line, so that the cached paths (every spawn and exit) need no frame.
 __attribute__((noinline)) void acquire_stack_slow(std::size_t usable, Stack* out) {
-  ThreadStacks& t = tls_stacks;
-  // The cache a batch from the pool refills: none off a worker.
-  Stack* cache = nullptr;
-  std::uint32_t* cached = nullptr;
-  if (usable == kDefaultStackSize) {
-    if (t.attached) {
-      cache = t.cache;
-      cached = &t.cached;
-    }
-  } else if (SizeCache* c = other_size_cache(usable)) {
-    if (c->cached != 0) {
-      *out = c->stacks[--c->cached];
-      count_live(*out, +1);
-      return;
-    }
-    cache = c->stacks;
-    cached = &c->cached;
+  // The cache a batch from the pool refills: none off a worker. (An empty
+  // default cache is why we are here; another size's may hold one.)
+  SizeCache* cache = size_cache(usable);
+  if (cache != nullptr && cache->cached != 0) {
+    *out = cache->stacks[--cache->cached];
+    count_live(*out, +1);
+    return;
   }
   Stack s;
   {
@@ -415,7 +412,7 @@ __attribute__((noinline)) void acquire_stack_slow(std::size_t usable, Stack* out
       s = list.take();
       --p.pooled;
       for (std::size_t i = 1; cache != nullptr && i < kStackBatch && !list.empty(); ++i) {
-        cache[(*cached)++] = list.take();
+        cache->stacks[cache->cached++] = list.take();
         --p.pooled;
       }
     }
@@ -449,34 +446,34 @@ void pool_put(const Stack* stacks, std::size_t n) {
   }
 }
 
-// A full cache gives the pool its older half; the most recently used
-// (warmest) stay.
-void spill_older_half(Stack* cache, std::uint32_t& cached) {
-  pool_put(cache, kStackBatch);
-  std::copy(cache + kStackBatch, cache + cached, cache);
+void SizeCache::spill_older_half() {
+  pool_put(stacks, kStackBatch);
+  std::copy(stacks + kStackBatch, stacks + cached, stacks);
   cached -= kStackBatch;
 }
 
+void SizeCache::spill_all() {
+  pool_put(stacks, cached);
+  cached = 0;
+}
+
+// The default size's cache is full (release_stack put s in it), or s is of
+// another size, or this thread has no cache.
 __attribute__((noinline)) void release_stack_slow(const Stack& s) {
-  ThreadStacks& t = tls_stacks;
-  if (s.size == kDefaultStackSize) {
-    if (t.cached == 2 * kStackBatch) {  // s is in it
-      spill_older_half(t.cache, t.cached);
-      return;
-    }
-  } else if (SizeCache* c = other_size_cache(s.size)) {
-    c->stacks[c->cached++] = s;
-    if (c->cached == 2 * kStackBatch) spill_older_half(c->stacks, c->cached);
+  SizeCache* cache = size_cache(s.size);
+  if (cache == nullptr) {
+    pool_put(&s, 1);
     return;
   }
-  pool_put(&s, 1);
+  if (s.size != kDefaultStackSize) cache->stacks[cache->cached++] = s;
+  if (cache->cached == 2 * kStackBatch) cache->spill_older_half();
 }
 }  // namespace
 
 void acquire_stack(std::size_t usable, Stack* out) {
   ThreadStacks& t = tls_stacks;
-  if (usable == kDefaultStackSize && t.cached != 0) {
-    *out = t.cache[--t.cached];
+  if (usable == kDefaultStackSize && t.defaults.cached != 0) {
+    *out = t.defaults.stacks[--t.defaults.cached];
     count_live(*out, +1);
     return;
   }
@@ -487,8 +484,8 @@ void release_stack(const Stack& s) {
   count_live(s, -1);
   ThreadStacks& t = tls_stacks;
   if (s.size == kDefaultStackSize && t.attached) {
-    t.cache[t.cached++] = s;
-    if (t.cached < 2 * kStackBatch) return;
+    t.defaults.stacks[t.defaults.cached++] = s;
+    if (t.defaults.cached < 2 * kStackBatch) return;
   }
   release_stack_slow(s);  // the cache is full (s is in it), or s is not for it
 }
@@ -500,6 +497,7 @@ void attach_stack_cache() {
   t.next = r.attached;
   r.attached = &t;
   t.attached = true;
+  t.defaults.size = kDefaultStackSize;
   t.others = new SizeCache[kOtherSizes];
 }
 
@@ -586,17 +584,13 @@ void set_stack_scavenge_delay(std::chrono::milliseconds delay) {
 void spill_stack_cache() {
   ThreadStacks& t = tls_stacks;
   if (!t.attached) return;
-  pool_put(t.cache, t.cached);
-  t.cached = 0;
-  for (std::size_t i = 0; i < kOtherSizes; ++i) {
-    pool_put(t.others[i].stacks, t.others[i].cached);
-    t.others[i].cached = 0;
-  }
+  t.defaults.spill_all();
+  for (std::size_t i = 0; i < kOtherSizes; ++i) t.others[i].spill_all();
 }
 
 bool stacks_cached() {
   const ThreadStacks& t = tls_stacks;
-  if (t.cached != 0) return true;
+  if (t.defaults.cached != 0) return true;
   for (std::size_t i = 0; t.others != nullptr && i < kOtherSizes; ++i) {
     if (t.others[i].cached != 0) return true;
   }
