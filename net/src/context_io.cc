@@ -10,9 +10,11 @@
 // io::copy lives here too: its context-bound form runs each step through
 // bound_to.
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <optional>
 #include <utility>
 
@@ -133,6 +135,63 @@ Result<Conn> Listener::accept(const Context& ctx) {
                                   detail::setup_tcp_conn(*conn, fd_->accept_keep_alive);
                                   return SocketAccess::make<Conn>(std::move(conn));
                                 });
+}
+
+std::uint64_t detail::ReadableWait::start(Conn& conn, const Context& ctx, weft::detail::Fiber* f,
+                                          const weft::detail::Closure* vtable) {
+  NetFD* fd = SocketAccess::fd(conn);
+  // Anything that would end a read at once ends the wait at once: the
+  // fiber's own read then reports it.
+  if (!fd || fd->closed() || ctx.err() || weft::detail::poll_runtime_gone(fd->pd()) ||
+      weft::detail::poll_prepare(fd->pd(), PollMode::read) != weft::detail::PollStatus::ready) {
+    return weft::detail::start_fiber(f, vtable);
+  }
+  // The fiber parks only after a read would have said EAGAIN, as a read
+  // does: an edge-triggered poller reports nothing for input that came
+  // before the edge it consumed (a handler that read part of it), and
+  // poll_prepare has just dropped that edge.
+  char byte;
+  if (::recv(fd->sysfd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 ||
+      (errno != EAGAIN && errno != EWOULDBLOCK)) {
+    return weft::detail::start_fiber(f, vtable);
+  }
+  ctx_.emplace(ctx);
+  target_.emplace(*ctx_);
+  weft::detail::poll_op_begin(fd->pd(), PollMode::read, &op_);
+  fd_ = fd;
+  if (weft::detail::attach_done_hook(target_->ctx(), &hook_)) {  // done meanwhile
+    end();
+    return weft::detail::start_fiber(f, vtable);
+  }
+  return weft::detail::start_fiber_parked(
+      f, vtable,
+      {&ReadableWait::commit, this, weft::detail::WaitReason::io_read,
+       static_cast<std::uint64_t>(fd->sysfd())});
+}
+
+bool detail::ReadableWait::commit(weft::detail::Fiber* f, void* self) {
+  // After this publishes f, the fiber may run and end (freeing this): read
+  // nothing after it.
+  return weft::detail::poll_park_unstarted(static_cast<ReadableWait*>(self)->fd_->pd(),
+                                           PollMode::read, f);
+}
+
+void detail::ReadableWait::fire(void* self) {
+  auto* wait = static_cast<ReadableWait*>(self);
+  // Marks the op cancelled and readies the fiber if it is parked; a commit
+  // still to come sees the mark (poll_park_unstarted's check) and runs it.
+  weft::detail::poll_op_cancel(wait->fd_->pd(), PollMode::read, &wait->op_);
+}
+
+void detail::ReadableWait::end() noexcept {
+  if (!fd_) return;
+  // The hook is linked only after op_ began, and a false detach means it
+  // ran to its end: either way nothing touches op_ or the desc after this.
+  (void)weft::detail::detach_done_hook(target_->ctx(), &hook_);
+  weft::detail::poll_op_end(fd_->pd(), PollMode::read, &op_);
+  fd_ = nullptr;
+  target_.reset();
+  ctx_.reset();
 }
 
 std::error_code detail::map_context_error(std::error_code ctx_err) noexcept {

@@ -368,6 +368,33 @@ PollStatus poll_wait(PollDesc* pd, PollMode mode) {
   }
 }
 
+bool poll_park_unstarted(PollDesc* pd, PollMode mode, Fiber* f) {
+  if (poll_runtime_gone(pd)) return false;  // no poller would ever ready it
+  auto& slot = pd->slot(mode);
+  std::uintptr_t old = kNil;
+  // seq_cst: the waiter's store of the Dekker pair with publish_info() and
+  // unblock(), as in block(); kReady: readiness came since the EAGAIN.
+  if (!slot.compare_exchange_strong(old, kWait, std::memory_order_seq_cst)) {
+    if (old == kReady) return false;
+    fatal("two fibers wait on one fd in the same direction");
+  }
+  chaos::at(chaos::Point::park_commit);  // kWait stored, the error bits not yet read
+  if (check_error(pd, mode) != PollStatus::ready) {
+    slot.store(kNil, std::memory_order_relaxed);  // nothing else moves kWait but unblock
+    return false;
+  }
+  waiters.fetch_add(1, std::memory_order_relaxed);  // unblock() takes it out, as in block()
+  std::uintptr_t expected = kWait;
+  if (slot.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(f),
+                                   std::memory_order_acq_rel)) {
+    return true;
+  }
+  // Readiness (kReady) or a deadline or close (kNil) came first: it runs
+  // now, and its read's poll_prepare drops what is left in the slot.
+  waiters.fetch_sub(1, std::memory_order_relaxed);
+  return false;
+}
+
 void poll_op_begin(PollDesc* pd, PollMode mode, PollOp* op) {
   std::lock_guard guard(pd->lock);
   op->seq = ++pd->op_seq;

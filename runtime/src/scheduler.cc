@@ -807,7 +807,23 @@ void Worker::loop() {
   tls_worker = nullptr;
 }
 
-std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
+namespace {
+
+// Parks a fiber that has never run where `commit` publishes it (see
+// start_fiber_parked); false when commit refused, and the fiber is to run
+// now. Its id, generation and pin are set: a waker may run it at once.
+bool park_unstarted(Fiber* f, const UnstartedPark* park) {
+  if (!park) return false;
+  f->state = FiberState::parked;
+  f->wait_reason = park->reason;
+  f->wait_detail = park->detail;
+  f->parked_since_ms = coarse_now_ms();
+  if (run_park_commit(park->commit, f, park->arg)) return true;
+  f->state = FiberState::fresh;  // runnable now, and never parked
+  return false;
+}
+
+std::uint64_t launch(Fiber* f, const Closure* vtable, const UnstartedPark* park) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   f->closure = vtable;
   Worker* w = current_worker();
@@ -816,14 +832,18 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
     f->run_gen = s->gen;
     f->id = w->next_fiber_id();
     Worker::bump(w->spawned);
-    w->maybe_stamp_ready(f);
     const std::uint64_t id = f->id;
     if (pinned) [[unlikely]] {  // to this worker, and nobody else to wake
       f->run_gen |= kPinnedBit;
       f->pinned_home = static_cast<std::int16_t>(w->index);
-      w->pinned_put(f);
+      if (!park_unstarted(f, park)) {
+        w->maybe_stamp_ready(f);
+        w->pinned_put(f);
+      }
       return id;
     }
+    if (park_unstarted(f, park)) return id;  // f may run elsewhere already
+    w->maybe_stamp_ready(f);
     // runnext only while it is free: a fiber spawning in a loop would
     // otherwise swap it (a locked instruction) on every spawn. Go gives it
     // to the newest; no order among new fibers is promised either way.
@@ -847,8 +867,18 @@ std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
   f->id = s->next_id.fetch_add(1, std::memory_order_relaxed);
   s->foreign_spawned.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t id = f->id;
-  s->submit_foreign(f);
+  if (!park_unstarted(f, park)) s->submit_foreign(f);
   return id;
+}
+
+}  // namespace
+
+std::uint64_t start_fiber(Fiber* f, const Closure* vtable) {
+  return launch(f, vtable, nullptr);
+}
+
+std::uint64_t start_fiber_parked(Fiber* f, const Closure* vtable, const UnstartedPark& park) {
+  return launch(f, vtable, &park);
 }
 
 // ---- timers --------------------------------------------------------------

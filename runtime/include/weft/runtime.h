@@ -2,6 +2,7 @@
 #pragma once
 
 #include "weft/detail/cxx20.h"
+#include "weft/detail/park.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -67,6 +68,18 @@ struct Closure {
 Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const SpawnOptions& opts,
                  const SpawnSite& site, void** closure_storage);
 std::uint64_t start_fiber(Fiber* f, const Closure* vtable);
+// Starts a fiber parked: it holds no stack until it first runs, which is
+// when a waker calls ready() on it (a stack is taken only by a fiber that
+// runs). `commit(f, arg)` publishes it where the waker finds it, as a park
+// commit does, or returns false for it to run at once. For waits that
+// outlast most of what a parked fiber would keep (an idle connection).
+struct UnstartedPark {
+  ParkCommit commit;
+  void* arg;
+  WaitReason reason;
+  std::uint64_t detail;
+};
+std::uint64_t start_fiber_parked(Fiber* f, const Closure* vtable, const UnstartedPark& park);
 // Takes back a record from new_fiber whose closure was never built.
 void free_unstarted_fiber(Fiber* f) noexcept;
 int run_main(std::function<int()> main_fn, const RunOptions& opts);

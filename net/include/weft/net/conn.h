@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -32,10 +33,12 @@
 #include <vector>
 
 #include "weft/context.h"
+#include "weft/detail/netpoll.h"
 #include "weft/detail/spinlock.h"
 #include "weft/net/addr.h"
 #include "weft/net/resolve.h"
 #include "weft/net/result.h"
+#include "weft/runtime.h"
 
 namespace weft::net {
 
@@ -285,6 +288,79 @@ Result<Conn> dial_timeout(std::string_view network, std::string_view address,
 Result<Conn> adopt_conn(int fd, std::string_view network);
 Result<Listener> adopt_listener(int fd, std::string_view network);
 Result<PacketConn> adopt_packet_conn(int fd, std::string_view network);
+
+namespace detail {
+
+// go_when_readable's wait, kept in the waiting fiber's closure: the read
+// direction's cancellable op, and the hook by which ctx cancels it
+// (context_io.cc).
+class ReadableWait {
+ public:
+  ReadableWait() noexcept = default;
+  ReadableWait(const ReadableWait&) = delete;
+  ReadableWait& operator=(const ReadableWait&) = delete;
+  ~ReadableWait() { end(); }
+
+  // Starts `f` (whose closure holds this and `conn`) parked until conn is
+  // readable, or runs it at once when there is nothing to wait for.
+  std::uint64_t start(Conn& conn, const Context& ctx, weft::detail::Fiber* f,
+                      const weft::detail::Closure* vtable);
+  // The fiber's first step: ctx reaches the wait no more (a cancel running
+  // now is waited out), and the read direction is free for its reads.
+  void end() noexcept;
+
+ private:
+  static bool commit(weft::detail::Fiber* f, void* self);
+  static void fire(void* self);
+  NetFD* fd_ = nullptr;  // set while ctx may reach the wait
+  weft::detail::PollOp op_;
+  weft::detail::DoneHook hook_{&ReadableWait::fire, this};
+  // A copy: the caller's Context may be gone long before the wait ends.
+  std::optional<Context> ctx_;
+  std::optional<weft::detail::HookTarget> target_;
+};
+
+}  // namespace detail
+
+// Runs fn(std::move(conn)) in a new fiber once conn has input to read (or
+// its end, or an error), its read deadline has passed, ctx is done, or it
+// was closed; at once if one of those holds already. Until then the wait
+// holds no fiber stack: an idle connection costs the fiber's record, `fn`
+// and the socket (about 1 KB), where a fiber parked in read() also keeps
+// its stack's top page (4 KB). For servers with many idle connections: a
+// handler serves what came, then hands the connection to go_when_readable
+// again and returns, and its stack goes back at once. The fiber is spawned
+// as go() spawns one (`opts`, the call's site), and reads as parked in
+// read in dumps and metrics while it waits. fn sees ctx only through what
+// it captures: a cancel ends the wait, and fn's own reads then report it.
+template <class F>
+std::uint64_t go_when_readable(Conn conn, const Context& ctx, F&& fn, const SpawnOptions& opts = {},
+                               weft::detail::SpawnSite site = weft::detail::SpawnSite::here()) {
+  struct Waiting {
+    Conn conn;
+    std::decay_t<F> fn;
+    detail::ReadableWait wait;
+    void operator()() {
+      wait.end();
+      std::invoke(fn, std::move(conn));
+    }
+  };
+  static constexpr weft::detail::Closure vtable{
+      [](void* p) { (*static_cast<Waiting*>(p))(); },
+      [](void* p) { static_cast<Waiting*>(p)->~Waiting(); },
+  };
+  void* storage = nullptr;
+  weft::detail::Fiber* f =
+      weft::detail::new_fiber(sizeof(Waiting), alignof(Waiting), opts, site, &storage);
+  Waiting* waiting = nullptr;
+  try {
+    waiting = ::new (storage) Waiting{std::move(conn), std::forward<F>(fn), {}};
+  } catch (...) {
+    weft::detail::free_unstarted_fiber(f);
+    throw;
+  }
+  return waiting->wait.start(waiting->conn, ctx, f, &vtable);
+}
 
 namespace detail {
 

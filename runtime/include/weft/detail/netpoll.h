@@ -12,6 +12,7 @@
 namespace weft::detail {
 
 struct PollDesc;
+struct Fiber;
 
 enum class PollMode : std::uint8_t { read = 1, write = 2, both = 3 };
 
@@ -52,6 +53,13 @@ PollStatus poll_prepare(PollDesc* pd, PollMode mode);
 // After EAGAIN: parks until the fd is ready in `mode` (read or write), the
 // deadline passes, or the desc is closed. One waiter per direction.
 PollStatus poll_wait(PollDesc* pd, PollMode mode);
+// The park commit of a fiber that has never run (start_fiber_parked),
+// waiting in `mode` with no stack: publishes `f` as the direction's waiter,
+// so that readiness, the deadline, a close or its op's cancel readies it as
+// they would a parked reader. False, publishing nothing, when it is to run
+// at once: readiness came, or a deadline, close or cancel. Call it only
+// after a syscall said EAGAIN since poll_prepare, as a parking op would.
+bool poll_park_unstarted(PollDesc* pd, PollMode mode, Fiber* f);
 // After the operation has taken the direction's lock (so it is the one
 // operation that may wait in `mode`): numbers `op` and makes it the
 // direction's current operation. If `op` was cancelled while it queued for
