@@ -1,9 +1,12 @@
 // An echo server: every byte a client sends comes back. A fiber per
 // connection; SIGINT/SIGTERM stops accepting, lets connections finish what
 // they already read, cuts those still writing after the grace period, and
-// exits 0. A connection quiet for the idle timeout is closed.
+// exits 0. A connection quiet for the idle timeout is closed. With
+// --idle-without-stack, a connection waits for input with no fiber (and so
+// no stack): a fiber runs only while it has input to answer.
 //
-//   weft-echo [--grace=3s] [--idle-timeout=60s] [ADDR]    (default 127.0.0.1:7000)
+//   weft-echo [--grace=3s] [--idle-timeout=60s] [--idle-without-stack] [ADDR]
+//                                                    (default 127.0.0.1:7000)
 //
 // (The flags are serve.h's.)
 #include <memory>
@@ -13,6 +16,18 @@
 int main(int argc, char** argv) {
   const ServeConfig config =
       config_from_args(argc, argv, "127.0.0.1:7000", "weft-echo [FLAGS] [ADDR]");
+  if (config.idle_without_stack) {
+    // Answers what came, and keeps reading while input fills the buffer
+    // (a stream); true: wait for more, with no stack while nothing comes.
+    return serve_on_input(config, [](Session& s) {
+      char buf[512];
+      for (;;) {
+        auto r = s.read_request(buf, sizeof buf);
+        if (!r || !s.write(std::string_view(buf, r.count()))) return false;
+        if (r.count() < sizeof buf) return true;
+      }
+    });
+  }
   return serve(config, [](Session& s) {
     // An idle connection is a fiber parked in read_request, so what it
     // holds while it waits is what each idle connection costs: a small

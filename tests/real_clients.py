@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,11 +40,11 @@ def load_case(name, server, client, extra):
     return ok, detail
 
 
-def echo_case(binary):
+def echo_case(binary, *flags):
     """Echo: 50 clients each send 200 messages and must get each one back
-    intact; then SIGTERM with ten clients still connected: the server closes
-    them and exits 0."""
-    proc = subprocess.Popen([binary, "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    intact, and one streams 1 MiB through; then SIGTERM with ten clients
+    still connected: the server closes them and exits 0."""
+    proc = subprocess.Popen([binary, *flags, "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("listening on "):
@@ -63,6 +64,19 @@ def echo_case(binary):
                     got += chunk
                 if got != want:
                     return False, f"connection {i}: sent {want!r}, got {got!r}"
+        # A stream: more than any one read takes, written and read at once.
+        stream = bytes(range(256)) * 4096
+        streamer = threading.Thread(target=conns[-1].sendall, args=(stream,))
+        streamer.start()
+        got = bytearray()
+        while len(got) < len(stream):
+            chunk = conns[-1].recv(65536)
+            if not chunk:
+                return False, "the streaming connection closed early"
+            got += chunk
+        streamer.join()
+        if got != stream:
+            return False, "1 MiB streamed came back changed"
         for c in conns[10:]:
             c.close()
         # Ten clients stay connected and idle: shutdown must not wait for them.
@@ -72,7 +86,8 @@ def echo_case(binary):
             if c.recv(1) != b"":
                 return False, f"idle connection {i} was not closed at shutdown"
             c.close()
-        return code == 0, f"10,000 messages echoed, shut down with 10 idle clients, exit {code}"
+        return code == 0, (f"10,000 messages and 1 MiB echoed, shut down with 10 idle clients, "
+                           f"exit {code}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -213,11 +228,11 @@ def resp_ok(srv):
         return c.recv(64) == b"+PONG\r\n"
 
 
-def drain_case(binary, request, clients=4):
+def drain_case(binary, request, clients=4, flags=()):
     """Peers that send requests and never read: the server's writes block on
     them. SIGTERM must still end it, within the grace period and a margin,
     exit 0, and say how many connections it cut."""
-    with Server(binary, "--grace=1s") as srv:
+    with Server(binary, "--grace=1s", *flags) as srv:
         conns = []
         for i in range(clients):
             c = socket.socket()
@@ -480,6 +495,8 @@ def hostile_cases(ex):
                                                        "weft-resp-ping"))
     return [
         ("echo: SIGTERM with peers that never read", lambda: drain_case(echo, b"x" * 1024)),
+        ("echo --idle-without-stack: SIGTERM with peers that never read",
+         lambda: drain_case(echo, b"x" * 1024, flags=("--idle-without-stack",))),
         ("http: SIGTERM with peers that never read", lambda: drain_case(http, HTTP_GET)),
         ("resp: SIGTERM with peers that never read", lambda: drain_case(resp, b"PING\r\n")),
         ("http: endless header", lambda: http_header_limit_case(http)),
@@ -513,7 +530,9 @@ def main():
         sys.exit(__doc__)
     build = sys.argv[1]
     ex = os.path.join(build, "examples")
-    cases = [("echo", lambda: echo_case(os.path.join(ex, "weft-echo")))]
+    cases = [("echo", lambda: echo_case(os.path.join(ex, "weft-echo"))),
+             ("echo --idle-without-stack", lambda: echo_case(os.path.join(ex, "weft-echo"),
+                                                            "--idle-without-stack"))]
     cases.append(("http-hello under wrk", lambda: load_case(
         "http", os.path.join(ex, "weft-http-hello"), "wrk", [])))
     cases.append(("resp-ping under redis-benchmark", lambda: load_case(
