@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <mutex>
 
 #include "chaos.h"
@@ -87,35 +88,74 @@ NetFD::~NetFD() {
   if (!closed()) (void)close();
 }
 
+void SocketAddress::set(const sockaddr* sa, socklen_t len, const std::string& network) {
+  const bool ip =
+      (sa->sa_family == AF_INET && len >= static_cast<socklen_t>(sizeof(sockaddr_in))) ||
+      (sa->sa_family == AF_INET6 && len >= static_cast<socklen_t>(sizeof(sockaddr_in6)));
+  if (!ip || len > static_cast<socklen_t>(sizeof raw_)) {  // a Unix name: made now
+    set(Addr::from_sockaddr(sa, len, network));
+    return;
+  }
+  std::memcpy(&raw_, sa, static_cast<std::size_t>(len));
+  raw_len_ = len;
+}
+
+void SocketAddress::set(std::optional<Addr> addr) {
+  delete built_.load(std::memory_order_relaxed);
+  built_.store(addr ? new Addr(std::move(*addr)) : nullptr, std::memory_order_relaxed);
+  raw_len_ = 0;
+}
+
+const Addr* SocketAddress::get(const std::string& network) const {
+  // acquire: pairs with the release of the compare_exchange below, which
+  // published the Addr another thread made.
+  const Addr* built = built_.load(std::memory_order_acquire);
+  if (built || raw_len_ == 0) return built;
+  const Addr* made =
+      new Addr(Addr::from_sockaddr(reinterpret_cast<const sockaddr*>(&raw_), raw_len_, network));
+  // acq_rel: release publishes `made`; acquire, on failure, takes the one
+  // another thread published first (the load above is its partner too).
+  if (built_.compare_exchange_strong(built, made, std::memory_order_acq_rel)) return made;
+  delete made;
+  return built;
+}
+
 void NetFD::fill_addrs(std::optional<Addr> raddr) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  const char* base = net_.c_str();
   if (::getsockname(sysfd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    laddr_ = Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len, base);
+    laddr_.set(reinterpret_cast<sockaddr*>(&ss), len, net_);
   }
-  raddr_ = std::move(raddr);
+  raddr_.set(std::move(raddr));
+}
+
+void NetFD::fill_addrs(const sockaddr* sa, socklen_t len) {
+  fill_addrs(std::nullopt);
+  raddr_.set(sa, len, net_);
 }
 
 const Addr& NetFD::laddr() const {
   static const Addr none;
-  return laddr_ ? *laddr_ : none;
+  const Addr* a = laddr_.get(net_);
+  return a ? *a : none;
 }
 
 const Addr& NetFD::raddr() const {
   static const Addr none;
-  return raddr_ ? *raddr_ : none;
+  const Addr* a = raddr_.get(net_);
+  return a ? *a : none;
 }
 
 OpError NetFD::op_error(const char* op, std::error_code ec, const char* syscall) const {
   OpError e;
   e.op = op;
   e.net = net_;
+  const Addr* local = laddr_.get(net_);
   if (listener_) {
-    e.addr = laddr_;  // Go: accept/close on a listener name only its address
+    if (local) e.addr = *local;  // Go: accept/close on a listener name only its address
   } else {
-    e.source = laddr_;
-    e.addr = raddr_;
+    if (local) e.source = *local;
+    if (const Addr* remote = raddr_.get(net_)) e.addr = *remote;
   }
   e.syscall = syscall;
   e.err = ec;
@@ -540,7 +580,7 @@ Result<std::unique_ptr<NetFD>> NetFD::accept(PollOp* op) {
       std::error_code ec;
       auto conn = NetFD::open(nfd, family_, sotype_, net_, &ec);
       if (!conn) return op_error("accept", ec);
-      conn->fill_addrs(Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len, net_));
+      conn->fill_addrs(reinterpret_cast<sockaddr*>(&ss), len);
       return conn;
     }
     const int e = errno;

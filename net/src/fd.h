@@ -2,6 +2,7 @@
 // with fdMutex simplified to a reference count plus one Mutex per direction).
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -33,6 +34,32 @@ std::error_code status_code(PollStatus st) noexcept;
 // steady_clock instant -> the poller's CLOCK_MONOTONIC ns (0 clears).
 std::int64_t to_poll_ns(Clock::time_point t) noexcept;
 
+// One of a socket's addresses, kept as the kernel gave it when it is an IP
+// one (28 bytes) and made an Addr (136 bytes, with its strings) only when
+// first asked for. Most connections of a server never are, and an idle
+// connection's bytes are what issue 19 counts: this halved a NetFD.
+class SocketAddress {
+ public:
+  SocketAddress() = default;
+  SocketAddress(const SocketAddress&) = delete;
+  SocketAddress& operator=(const SocketAddress&) = delete;
+  ~SocketAddress() { delete built_.load(std::memory_order_relaxed); }
+
+  // Before the socket is shared (as it is opened).
+  void set(const sockaddr* sa, socklen_t len, const std::string& network);
+  void set(std::optional<Addr> addr);
+  // Null when there is none. `network` names it (the socket's).
+  const Addr* get(const std::string& network) const;
+
+ private:
+  union Raw {
+    sockaddr_in in4;
+    sockaddr_in6 in6;
+  } raw_{};
+  socklen_t raw_len_ = 0;  // 0: nothing raw (none, or built at once)
+  mutable std::atomic<const Addr*> built_{nullptr};
+};
+
 class NetFD {
  public:
   // Takes ownership of `sysfd` (already non-blocking and close-on-exec).
@@ -53,15 +80,12 @@ class NetFD {
   bool zero_read_is_eof() const noexcept { return sotype_ != SOCK_DGRAM && sotype_ != SOCK_RAW; }
   bool closed() const noexcept { return state_.load(std::memory_order_acquire) & kClosed; }
 
-  void set_addrs(std::optional<Addr> laddr, std::optional<Addr> raddr) {
-    laddr_ = std::move(laddr);
-    raddr_ = std::move(raddr);
-  }
-  // Reads the local address from the kernel (getsockname) and keeps `raddr`.
+  // Reads the local address from the kernel (getsockname) and keeps the
+  // remote one: as the kernel gave it (`sa`, accept), or made (dial).
   void fill_addrs(std::optional<Addr> raddr);
+  void fill_addrs(const sockaddr* sa, socklen_t len);
   const Addr& laddr() const;
   const Addr& raddr() const;
-  const std::optional<Addr>& raddr_opt() const noexcept { return raddr_; }
   void set_listener(bool v) noexcept { listener_ = v; }
   void set_unlink_on_close(std::string path) { unlink_path_ = std::move(path); }
 
@@ -132,7 +156,7 @@ class NetFD {
   int family_;
   int sotype_;
   std::string net_;
-  std::optional<Addr> laddr_, raddr_;
+  SocketAddress laddr_, raddr_;
   bool listener_ = false;
   std::string unlink_path_;
   std::atomic<std::uint64_t> state_{0};
@@ -141,6 +165,10 @@ class NetFD {
   std::optional<weft::Channel<int>> close_wait_;
   std::atomic<bool> backoff_{false};
 };
+
+// Every connection holds one, idle or not (issue 19's bytes per idle
+// connection): grow it only knowingly.
+static_assert(sizeof(NetFD) <= 288, "a NetFD grew: see SocketAddress");
 
 // The error of an operation on a moved-from socket object.
 inline OpError no_socket(const char* op) {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fd.h"
@@ -375,6 +376,45 @@ TEST_P(NetConnTest, OptionsAndAddresses) {
     EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
     EXPECT_EQ(p.client.local_addr().to_string(), p.server.remote_addr().to_string());
     EXPECT_EQ(p.client.remote_addr().to_string(), p.server.local_addr().to_string());
+  });
+}
+
+// A connection's addresses are made on first use (fd.h's SocketAddress):
+// fibers on every worker and a thread asking at once all get the one
+// address, the one an accept on IPv4 and on IPv6 was given.
+TEST_P(NetConnTest, AddressesMadeOnFirstUseAgreeUnderConcurrentAsks) {
+  run([this] {
+    std::vector<std::string> listens{"127.0.0.1:0"};
+    if (weft::test::have_ipv6_loopback()) listens.push_back("[::1]:0");
+    for (const std::string& where : listens) {
+      auto ln = weft::net::listen("tcp", where);
+      ASSERT_TRUE(ln);
+      for (int round = 0; round < weft::test::stress_iterations(200); ++round) {
+        auto p = weft::test::tcp_pair(*ln);
+        const std::string want_remote = p.client.local_addr().to_string();
+        const std::string want_local = p.client.remote_addr().to_string();
+        weft::WaitGroup asked;
+        std::atomic<int> wrong{0};
+        auto ask = [&] {
+          if (p.server.remote_addr().to_string() != want_remote) wrong.fetch_add(1);
+          if (p.server.local_addr().to_string() != want_local) wrong.fetch_add(1);
+        };
+        asked.add(workers() + 1);
+        for (int i = 0; i < workers(); ++i) {
+          weft::go([&] {
+            ask();
+            asked.done();
+          });
+        }
+        std::thread thread([&] {
+          ask();
+          asked.done();
+        });
+        asked.wait();
+        thread.join();
+        ASSERT_EQ(wrong.load(), 0) << where;
+      }
+    }
   });
 }
 
