@@ -120,6 +120,13 @@ const Addr* SocketAddress::get(const std::string& network) const {
   return built;
 }
 
+std::optional<Addr> SocketAddress::copy(const std::string& network) const {
+  // acquire: as in get().
+  if (const Addr* built = built_.load(std::memory_order_acquire)) return *built;
+  if (raw_len_ == 0) return std::nullopt;
+  return Addr::from_sockaddr(reinterpret_cast<const sockaddr*>(&raw_), raw_len_, network);
+}
+
 void NetFD::fill_addrs(std::optional<Addr> raddr) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
@@ -150,12 +157,11 @@ OpError NetFD::op_error(const char* op, std::error_code ec, const char* syscall)
   OpError e;
   e.op = op;
   e.net = net_;
-  const Addr* local = laddr_.get(net_);
   if (listener_) {
-    if (local) e.addr = *local;  // Go: accept/close on a listener name only its address
+    e.addr = laddr_.copy(net_);  // Go: accept/close on a listener name only its address
   } else {
-    if (local) e.source = *local;
-    if (const Addr* remote = raddr_.get(net_)) e.addr = *remote;
+    e.source = laddr_.copy(net_);
+    e.addr = raddr_.copy(net_);
   }
   e.syscall = syscall;
   e.err = ec;

@@ -50,6 +50,9 @@ class SocketAddress {
   void set(std::optional<Addr> addr);
   // Null when there is none. `network` names it (the socket's).
   const Addr* get(const std::string& network) const;
+  // A copy, for an error that carries it: made from the raw form without
+  // keeping it (a cancel that fails 1,000 reads builds 1,000 of these).
+  std::optional<Addr> copy(const std::string& network) const;
 
  private:
   union Raw {
