@@ -141,8 +141,10 @@ std::uint64_t detail::ReadableWait::start(Conn& conn, const Context& ctx, weft::
                                           const weft::detail::Closure* vtable) {
   NetFD* fd = SocketAccess::fd(conn);
   // Anything that would end a read at once ends the wait at once: the
-  // fiber's own read then reports it.
-  if (!fd || fd->closed() || ctx.err() || weft::detail::poll_runtime_gone(fd->pd()) ||
+  // fiber's own read then reports it. closed() before the desc: a closed
+  // socket's desc may be recycled already. (A desc of an ended runtime is
+  // refused by the commit, poll_park_unstarted.)
+  if (!fd || fd->closed() || ctx.err() ||
       weft::detail::poll_prepare(fd->pd(), PollMode::read) != weft::detail::PollStatus::ready) {
     return weft::detail::start_fiber(f, vtable);
   }

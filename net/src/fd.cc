@@ -127,17 +127,21 @@ std::optional<Addr> SocketAddress::copy(const std::string& network) const {
   return Addr::from_sockaddr(reinterpret_cast<const sockaddr*>(&raw_), raw_len_, network);
 }
 
-void NetFD::fill_addrs(std::optional<Addr> raddr) {
+void NetFD::fill_laddr() {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(sysfd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     laddr_.set(reinterpret_cast<sockaddr*>(&ss), len, net_);
   }
+}
+
+void NetFD::fill_addrs(std::optional<Addr> raddr) {
+  fill_laddr();
   raddr_.set(std::move(raddr));
 }
 
 void NetFD::fill_addrs(const sockaddr* sa, socklen_t len) {
-  fill_addrs(std::nullopt);
+  fill_laddr();
   raddr_.set(sa, len, net_);
 }
 

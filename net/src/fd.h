@@ -149,6 +149,7 @@ class NetFD {
   // Sleeps up to `delay` during an accept backoff; false if the listener
   // closed meanwhile.
   PollStatus backoff_wait(std::chrono::nanoseconds delay);
+  void fill_laddr();        // from the kernel (getsockname)
   void destroy() noexcept;  // poll_close + close(2); at the last reference
 
   static constexpr std::uint64_t kClosed = std::uint64_t{1} << 63;

@@ -823,7 +823,10 @@ bool park_unstarted(Fiber* f, const UnstartedPark* park) {
   return false;
 }
 
-std::uint64_t launch(Fiber* f, const Closure* vtable, const UnstartedPark* park) {
+// Inlined into both callers: a plain spawn (every go()) gets its own copy,
+// with `park` null and its branches folded away.
+__attribute__((always_inline)) inline std::uint64_t launch(Fiber* f, const Closure* vtable,
+                                                           const UnstartedPark* park) {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   f->closure = vtable;
   Worker* w = current_worker();

@@ -110,6 +110,20 @@ inline TcpPair tcp_pair() {
   return tcp_pair(*ln);
 }
 
+// A connected Unix stream pair, adopted (no listener, no port: for loops of
+// thousands): {sv[0], sv[1]} as {client, server}.
+inline TcpPair unix_pair() {
+  TcpPair p;
+  int sv[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  auto a = weft::net::adopt_conn(sv[0], "unix");
+  auto b = weft::net::adopt_conn(sv[1], "unix");
+  EXPECT_TRUE(a && b);
+  if (a) p.client = std::move(*a);
+  if (b) p.server = std::move(*b);
+  return p;
+}
+
 // Sockets this process has open, for leak checks. Sockets only: a poller
 // backend may open and close descriptors of its own on a schedule the test
 // does not control (libkqueue frees a closed kqueue's eventfds and epoll fd

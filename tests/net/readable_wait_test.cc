@@ -229,11 +229,10 @@ TEST_P(NetReadableWaitTest, EveryEndingRacingThePublishRunsItOnce) {
     const int iterations = weft::test::stress_iterations(2000);
     std::mt19937 rng(19);
     for (int i = 0; i < iterations; ++i) {
-      int sv[2];
-      ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-      auto a = weft::net::adopt_conn(sv[0], "unix");
-      auto b = weft::net::adopt_conn(sv[1], "unix");
-      ASSERT_TRUE(a && b);
+      auto pair = weft::test::unix_pair();
+      ASSERT_TRUE(pair.client.valid() && pair.server.valid());
+      weft::net::Conn* a = &pair.client;
+      weft::net::Conn* b = &pair.server;
       // A lost wake-up ends here as a timeout instead of a hang.
       ASSERT_TRUE(a->set_read_deadline(weft::net::Clock::now() + 10s));
       auto made = weft::with_cancel(weft::background());

@@ -28,11 +28,10 @@ TEST_P(NetStressTest, CloseRacingParkedReadStress) {
     std::mt19937 rng(42);
     int closed = 0, data = 0;
     for (int i = 0; i < iterations; ++i) {
-      int sv[2];
-      ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-      auto a = weft::net::adopt_conn(sv[0], "unix");
-      auto b = weft::net::adopt_conn(sv[1], "unix");
-      ASSERT_TRUE(a && b);
+      auto pair = weft::test::unix_pair();
+      ASSERT_TRUE(pair.client.valid() && pair.server.valid());
+      weft::net::Conn* a = &pair.client;
+      weft::net::Conn* b = &pair.server;
       weft::Channel<int> done(1);
       weft::go([&] {
         char buf[8];
