@@ -144,8 +144,7 @@ std::uint64_t detail::ReadableWait::start(Conn& conn, const Context& ctx, weft::
   // fiber's own read then reports it. closed() before the desc: a closed
   // socket's desc may be recycled already. (A desc of an ended runtime is
   // refused by the commit, poll_park_unstarted.)
-  if (!fd || fd->closed() || ctx.err() ||
-      weft::detail::poll_prepare(fd->pd(), PollMode::read) != weft::detail::PollStatus::ready) {
+  if (!fd || fd->closed() || ctx.err() || fd->prepare_read() != weft::detail::PollStatus::ready) {
     return weft::detail::start_fiber(f, vtable);
   }
   // The fiber parks only after a read would have said EAGAIN, as a read

@@ -273,29 +273,50 @@ IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
   RwGuard guard{this, PollMode::read, op};
   if (n == 0) return IoResult(0);  // Go: (0, nil) at once, no wait, no EOF
   if (stream() && n > kMaxRW) n = kMaxRW;
-  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
-  if (fails_early(st)) {
-    return {0, op_error("read", status_code(st))};
+  // The last read came back short, so it emptied the socket, and every
+  // arrival after it set the slot after that read consumed the slot's
+  // readiness (an edge-triggered poller reports each one that finds the
+  // queue drained; nginx's recv clears its `ready` on a short read for the
+  // same reason): wait for readiness first, and skip the read(2) that would
+  // only say EAGAIN, one syscall in three of a request/response server.
+  // Not after a hang-up: an end or error that came before that read
+  // stays, with no edge to come (poll_read_may_wait_first). poll_wait fails as
+  // poll_prepare would for a closed, expired or cancelled read, and
+  // returns at once on a latched edge.
+  const bool wait_first =
+      read_drained_.load(std::memory_order_relaxed) && weft::detail::poll_read_may_wait_first(pd_);
+  PollStatus st = PollStatus::ready;
+  read_drained_.store(false, std::memory_order_relaxed);
+  if (!wait_first) {
+    st = weft::detail::poll_prepare(pd_, PollMode::read);
+    if (fails_early(st)) return {0, op_error("read", status_code(st))};
   }
   bool after_error_event = false;
-  for (;;) {
-    const ssize_t r = ::read(sysfd_, buf, n);
-    if (r > 0) return IoResult(static_cast<std::size_t>(r));
-    if (r == 0) {
-      // A reset whose error the poller took off the socket reads as EOF.
-      if (const int taken = stream() ? weft::detail::poll_take_error(pd_) : 0) {
+  for (bool try_read = !wait_first;; try_read = true) {
+    if (try_read) {
+      const ssize_t r = ::read(sysfd_, buf, n);
+      if (r > 0) {
+        if (stream() && static_cast<std::size_t>(r) < n) {
+          read_drained_.store(true, std::memory_order_relaxed);
+        }
+        return IoResult(static_cast<std::size_t>(r));
+      }
+      if (r == 0) {
+        // A reset whose error the poller took off the socket reads as EOF.
+        if (const int taken = stream() ? weft::detail::poll_take_error(pd_) : 0) {
+          return {0, op_error("read", errno_code(taken), "read")};
+        }
+        if (zero_read_is_eof()) return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
+        return IoResult(0);                                            // an empty datagram
+      }
+      const int e = errno;
+      if (e == EINTR) continue;
+      if (e != EAGAIN) return {0, op_error("read", errno_code(e), "read")};
+      if (const int taken = weft::detail::poll_take_error(pd_)) {  // as for recvfrom below
         return {0, op_error("read", errno_code(taken), "read")};
       }
-      if (zero_read_is_eof()) return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
-      return IoResult(0);                                            // an empty datagram
+      if (after_error_event) return {0, op_error("read", net_errc::not_pollable)};
     }
-    const int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN) return {0, op_error("read", errno_code(e), "read")};
-    if (const int taken = weft::detail::poll_take_error(pd_)) {  // as for recvfrom below
-      return {0, op_error("read", errno_code(taken), "read")};
-    }
-    if (after_error_event) return {0, op_error("read", net_errc::not_pollable)};
     st = weft::detail::poll_wait(pd_, PollMode::read);
     if (st == PollStatus::ready) continue;
     if (st == PollStatus::not_pollable) {
@@ -435,7 +456,7 @@ IoResult NetFD::splice_to_pipe(int pipe_w, std::size_t max, PollOp* op) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   if (auto e = rw_lock(PollMode::read, op)) return {0, op_error("read", e)};
   RwGuard guard{this, PollMode::read, op};
-  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  PollStatus st = prepare_read();
   if (fails_early(st)) return {0, op_error("read", status_code(st))};
   for (;;) {
     const ssize_t r =
@@ -485,7 +506,7 @@ Result<PacketConn::Datagram> NetFD::read_from(void* buf, std::size_t n) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   if (auto e = rw_lock(PollMode::read)) return op_error("read", e);
   RwGuard guard{this, PollMode::read};
-  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  PollStatus st = prepare_read();
   if (fails_early(st)) {
     return op_error("read", status_code(st));
   }
@@ -562,12 +583,12 @@ PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
   backoff_.store(true, std::memory_order_seq_cst);
   weft::detail::poll_set_deadline(pd_, to_poll_ns(weft::detail::add_saturated(Clock::now(), delay)),
                                   PollMode::write);
-  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  PollStatus st = prepare_read();
   if (!fails_early(st)) st = weft::detail::poll_wait(pd_, PollMode::write);
   backoff_.store(false, std::memory_order_seq_cst);
   weft::detail::poll_set_deadline(pd_, 0, PollMode::write);
   if (st == PollStatus::closed) return st;
-  st = weft::detail::poll_prepare(pd_, PollMode::read);
+  st = prepare_read();
   return st == PollStatus::not_pollable ? PollStatus::ready : st;
 }
 
@@ -575,7 +596,7 @@ Result<std::unique_ptr<NetFD>> NetFD::accept(PollOp* op) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
   if (auto e = rw_lock(PollMode::read, op)) return op_error("accept", e);
   RwGuard guard{this, PollMode::read, op};
-  PollStatus st = weft::detail::poll_prepare(pd_, PollMode::read);
+  PollStatus st = prepare_read();
   if (fails_early(st)) {
     return op_error("accept", status_code(st));
   }

@@ -113,6 +113,13 @@ class NetFD {
   // `op`: set for an operation a context may cancel (context_io.cc); such
   // an op fails with errc::operation_canceled once poll_op_cancel reaches it.
   IoResult read(void* buf, std::size_t n, PollOp* op = nullptr);
+  // poll_prepare for the read side, for every reader but read(): a wait or
+  // syscall of theirs may consume the edge that read() counts on after a
+  // short read, so the next read() makes its syscall first again.
+  PollStatus prepare_read() noexcept {
+    read_drained_.store(false, std::memory_order_relaxed);
+    return weft::detail::poll_prepare(pd_, PollMode::read);
+  }
   IoResult write(const void* buf, std::size_t n, PollOp* op = nullptr);
   IoResult write_buffers(std::span<const std::string_view> buffers, PollOp* op = nullptr);
   // io::copy's halves (splice(2), no copy through user memory): moves up
@@ -168,6 +175,11 @@ class NetFD {
   // Set by close() when others still hold references; the last one signals.
   std::optional<weft::Channel<int>> close_wait_;
   std::atomic<bool> backoff_{false};
+  // A stream read() came back short: the socket was empty then, so the next
+  // read() waits for readiness before its syscall. One reader at a time
+  // (rmu_, or a go_when_readable wait that holds the connection); atomic
+  // only so that misuse is not undefined.
+  std::atomic<bool> read_drained_{false};
 };
 
 // Every connection holds one, idle or not (issue 19's bytes per idle

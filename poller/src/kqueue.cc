@@ -64,6 +64,17 @@ class KqueuePoller final : public Poller {
     return "kqueue";
   }
 
+#if defined(__linux__)
+  // libkqueue's emulation may report input and the peer's FIN in one read
+  // event without EV_EOF, and then nothing more for the FIN: a reader that
+  // emptied the socket and waited first would wait for good (seen in
+  // NetDrainedReadTest). FreeBSD's filter sets EV_EOF whenever the socket
+  // can receive no more, as the man page says.
+  bool reports_every_arrival() const override {
+    return false;
+  }
+#endif
+
   std::error_code add(int fd, std::uint64_t token) override {
     void* udata = reinterpret_cast<void*>(static_cast<std::uintptr_t>(token));
     if (change(fd, EV_ADD | EV_CLEAR, udata) != 0) {
@@ -109,6 +120,9 @@ class KqueuePoller final : public Poller {
       }
       std::uint32_t ready = ev.filter == EVFILT_WRITE ? kWritable : kReadable;
       if (ev.flags == EV_ERROR) ready |= kError;
+      if ((ev.flags & EV_ERROR) || (ev.filter == EVFILT_READ && (ev.flags & EV_EOF))) {
+        ready |= kHangup;
+      }
       Event& e = out[count++];
       e.token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(ev.udata));
       e.ready = ready;

@@ -20,6 +20,7 @@ inline std::uint32_t ready_bits(std::uint32_t mask) {
   if (mask & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) ready |= kReadable;
   if (mask & (POLLOUT | POLLHUP | POLLERR)) ready |= kWritable;
   if (mask == POLLERR) ready |= kError;  // an error alone: readers are told
+  if (mask & (POLLRDHUP | POLLHUP | POLLERR)) ready |= kHangup;
   return ready;
 }
 

@@ -71,6 +71,11 @@ struct PollDesc {
   // the event wakes is ordered after it by the wake-up itself, and one that
   // was not parked may miss it either way.
   std::atomic<int> taken_error{0};
+  // A hang-up came (poll::kHangup): the end or an error is waiting for a
+  // read, and no later edge will say so. Sticky until the desc is reused.
+  std::atomic<bool> read_hangup{false};
+  // The poller's reports_every_arrival(), set at poll_open.
+  bool reports_every_arrival = false;
   std::uint32_t run_gen = 0;  // runtime_generation() at poll_open
 
   SpinLock lock;  // guards everything below
@@ -175,7 +180,8 @@ bool block(PollDesc* pd, PollMode mode) {
   for (;;) {
     std::uintptr_t old = slot.load(std::memory_order_acquire);
     if (old == kReady) {
-      if (slot.compare_exchange_strong(old, kNil, std::memory_order_acq_rel)) return true;
+      // seq_cst: it consumes readiness, as poll_prepare's clear does.
+      if (slot.compare_exchange_strong(old, kNil, std::memory_order_seq_cst)) return true;
       continue;
     }
     if (old != kNil) fatal("two fibers wait on one fd in the same direction");
@@ -201,7 +207,8 @@ bool block(PollDesc* pd, PollMode mode) {
         },
         static_cast<std::uint64_t>(pd->fd));
   }
-  const std::uintptr_t old = slot.exchange(kNil, std::memory_order_acq_rel);
+  // seq_cst: it consumes readiness, as poll_prepare's clear does.
+  const std::uintptr_t old = slot.exchange(kNil, std::memory_order_seq_cst);
   if (old > kWait) fatal("poll desc slot corrupted: still holds a waiter after waking");
   return old == kReady;
 }
@@ -280,6 +287,7 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
     pd->closing = false;
     pd->event_err = false;
     pd->taken_error.store(0, std::memory_order_relaxed);
+    pd->read_hangup.store(false, std::memory_order_relaxed);
     pd->rd = pd->wd = 0;
     ++pd->rseq;
     ++pd->wseq;
@@ -297,6 +305,7 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
   pd->generation().store(pd->generation().load(std::memory_order_relaxed),
                          std::memory_order_release);
   poll::Poller* poller = pd->run_gen != 0 ? runtime_poller() : nullptr;
+  pd->reports_every_arrival = poller && poller->reports_every_arrival();
   std::error_code err = poller ? poller->add(fd, pd->token()) : make_error_code(errc::no_runtime);
   if (err) {
     descs().put(pd);
@@ -349,8 +358,27 @@ PollStatus poll_prepare(PollDesc* pd, PollMode mode) {
   if (status != PollStatus::ready) return status;
   // The syscall about to be tried tells the truth; a latched edge from
   // before it would only cause a useless retry.
-  pd->slot(mode).store(kNil, std::memory_order_relaxed);
+  if (mode == PollMode::read) {
+    // seq_cst, and a read-modify-write: one of the partners of
+    // poll_read_may_wait_first's ordering (with the block() steps that consume
+    // readiness too); a plain store may erase an edge without ordering
+    // the hang-up stored before it.
+    pd->rg.exchange(kNil, std::memory_order_seq_cst);
+  } else {
+    pd->wg.store(kNil, std::memory_order_relaxed);
+  }
   return PollStatus::ready;
+}
+
+bool poll_read_may_wait_first(const PollDesc* pd) noexcept {
+  if (!pd->reports_every_arrival) return false;
+  // seq_cst, with netpoll_dispatch's store of the bit and the steps that
+  // consume read readiness (poll_prepare, block): a hang-up stored before
+  // the last consume, which may have erased the edge its event brought, is
+  // seen here, since this load comes after that consume; one stored after
+  // it is followed by its unblock, which then finds the slot consumed and
+  // marks it ready, so a wait returns at once.
+  return !pd->read_hangup.load(std::memory_order_seq_cst);
 }
 
 bool poll_runtime_gone(const PollDesc* pd) noexcept {
@@ -526,6 +554,9 @@ void netpoll_dispatch(const poll::Event* events, int n) {
         pd->publish_info();
       }
     }
+    // Before the unblock: poll_read_may_wait_first says why, and with which
+    // partners.
+    if (events[i].ready & poll::kHangup) pd->read_hangup.store(true, std::memory_order_seq_cst);
     Fiber* r = events[i].ready & poll::kReadable ? unblock(pd, PollMode::read, true) : nullptr;
     Fiber* w = events[i].ready & poll::kWritable ? unblock(pd, PollMode::write, true) : nullptr;
     stamp_poller_wake(r, now);

@@ -17,6 +17,9 @@ enum Ready : std::uint32_t {
   kReadable = 1,
   kWritable = 2,
   kError = 4,  // an error condition alone (EPOLLERR without data): readers see it
+  // The peer's end or an error (EPOLLRDHUP, EPOLLHUP, EPOLLERR; kqueue's
+  // EV_EOF): input that stays, which no later edge will announce again.
+  kHangup = 8,
 };
 
 struct Event {
@@ -49,6 +52,12 @@ class Poller {
   // Makes a blocked wait() return soon; callable from any thread, cheap when
   // a wake-up is already pending.
   virtual void wake() = 0;
+
+  // Whether, once a read has emptied a stream socket, every later arrival
+  // (input, the peer's end, an error) is reported as a new readable event,
+  // and an end or error that came before it carries kHangup. Then a reader
+  // may wait for readiness before its next syscall (NetFD::read).
+  virtual bool reports_every_arrival() const { return true; }
 };
 
 // Backends built into this library, best first.

@@ -50,6 +50,11 @@ bool poll_runtime_gone(const PollDesc* pd) noexcept;
 // At the start of an operation: `closed`, `canceled` or `timeout` if it must
 // fail before the syscall, else `ready` (and any stale readiness is dropped).
 PollStatus poll_prepare(PollDesc* pd, PollMode mode);
+// Whether a stream read that emptied the socket may wait for readiness
+// before its next syscall (NetFD::read): the poller reports every later
+// arrival (poll::Poller::reports_every_arrival), and has reported no end or
+// error, which stays as input with no edge to come.
+bool poll_read_may_wait_first(const PollDesc* pd) noexcept;
 // After EAGAIN: parks until the fd is ready in `mode` (read or write), the
 // deadline passes, or the desc is closed. One waiter per direction.
 PollStatus poll_wait(PollDesc* pd, PollMode mode);
