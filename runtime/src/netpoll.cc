@@ -71,11 +71,11 @@ struct PollDesc {
   // the event wakes is ordered after it by the wake-up itself, and one that
   // was not parked may miss it either way.
   std::atomic<int> taken_error{0};
-  // A hang-up came (poll::kHangup): the end or an error is waiting for a
-  // read, and no later edge will say so. Sticky until the desc is reused.
-  std::atomic<bool> read_hangup{false};
-  // The poller's reports_every_arrival(), set at poll_open.
-  bool reports_every_arrival = false;
+  // A read that emptied the socket must still ask the kernel first: a
+  // hang-up came (poll::kHangup: an end or error waits for a read, and no
+  // later edge will say so), or the poller does not report every arrival.
+  // Set at poll_open and by dispatch; sticky until the desc is reused.
+  std::atomic<bool> read_asks_first{true};
   std::uint32_t run_gen = 0;  // runtime_generation() at poll_open
 
   SpinLock lock;  // guards everything below
@@ -287,7 +287,6 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
     pd->closing = false;
     pd->event_err = false;
     pd->taken_error.store(0, std::memory_order_relaxed);
-    pd->read_hangup.store(false, std::memory_order_relaxed);
     pd->rd = pd->wd = 0;
     ++pd->rseq;
     ++pd->wseq;
@@ -302,10 +301,10 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
   // nothing as far as the C++ model (and TSan) can tell: publish the desc
   // with a release store that dispatch reads with acquire.
   pd->run_gen = runtime_generation();
+  poll::Poller* poller = pd->run_gen != 0 ? runtime_poller() : nullptr;
+  pd->read_asks_first.store(!poller || !poller->reports_every_arrival(), std::memory_order_relaxed);
   pd->generation().store(pd->generation().load(std::memory_order_relaxed),
                          std::memory_order_release);
-  poll::Poller* poller = pd->run_gen != 0 ? runtime_poller() : nullptr;
-  pd->reports_every_arrival = poller && poller->reports_every_arrival();
   std::error_code err = poller ? poller->add(fd, pd->token()) : make_error_code(errc::no_runtime);
   if (err) {
     descs().put(pd);
@@ -371,14 +370,13 @@ PollStatus poll_prepare(PollDesc* pd, PollMode mode) {
 }
 
 bool poll_read_may_wait_first(const PollDesc* pd) noexcept {
-  if (!pd->reports_every_arrival) return false;
   // seq_cst, with netpoll_dispatch's store of the bit and the steps that
   // consume read readiness (poll_prepare, block): a hang-up stored before
   // the last consume, which may have erased the edge its event brought, is
   // seen here, since this load comes after that consume; one stored after
   // it is followed by its unblock, which then finds the slot consumed and
   // marks it ready, so a wait returns at once.
-  return !pd->read_hangup.load(std::memory_order_seq_cst);
+  return !pd->read_asks_first.load(std::memory_order_seq_cst);
 }
 
 bool poll_runtime_gone(const PollDesc* pd) noexcept {
@@ -556,7 +554,9 @@ void netpoll_dispatch(const poll::Event* events, int n) {
     }
     // Before the unblock: poll_read_may_wait_first says why, and with which
     // partners.
-    if (events[i].ready & poll::kHangup) pd->read_hangup.store(true, std::memory_order_seq_cst);
+    if (events[i].ready & poll::kHangup) {
+      pd->read_asks_first.store(true, std::memory_order_seq_cst);
+    }
     Fiber* r = events[i].ready & poll::kReadable ? unblock(pd, PollMode::read, true) : nullptr;
     Fiber* w = events[i].ready & poll::kWritable ? unblock(pd, PollMode::write, true) : nullptr;
     stamp_poller_wake(r, now);
