@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "block_pool.h"
 #include "node.h"
 #include "weft/detail/saturate.h"
 
@@ -198,8 +199,33 @@ void CancelCauseFunc::operator()(std::error_code cause) const noexcept {
 
 namespace {
 
+// Cancel nodes are made per request or per operation, often by a fiber on
+// one worker and released on another after it moved: from a pool, so that
+// those frees do not meet on malloc's arena locks (block_pool.h). The rest
+// of the block holds what std::allocate_shared puts beside the node (a
+// vtable pointer, two counts, the allocator).
+constexpr std::size_t kCancelNodeBlock = (sizeof(CancelNode) + 32 + 63) / 64 * 64;
+
+detail::BlockPool& cancel_node_pool() {
+  static auto* pool = new detail::BlockPool(kCancelNodeBlock);  // outlives every thread
+  return *pool;
+}
+
+std::shared_ptr<CancelNode> make_cancel_node(const Context& parent) {
+  return std::allocate_shared<CancelNode>(detail::PoolAllocator<CancelNode>(&cancel_node_pool()),
+                                          detail::ContextAccess::node(parent));
+}
+
+}  // namespace
+
+detail::BlockPoolStats detail::cancel_node_pool_stats() noexcept {
+  return cancel_node_pool().stats();
+}
+
+namespace {
+
 std::shared_ptr<CancelNode> new_cancel_node(const Context& parent) {
-  auto node = std::make_shared<CancelNode>(detail::ContextAccess::node(parent));
+  auto node = make_cancel_node(parent);
   node->register_with_parent(node);
   return node;
 }
@@ -224,7 +250,7 @@ WithCancelResult<CancelFunc> with_deadline_cause(const Context& parent, Clock::t
   if (parent_deadline && *parent_deadline < when) return with_cancel(parent);
   // The deadline is set before registering: a child born done must still
   // report it.
-  auto node = std::make_shared<CancelNode>(detail::ContextAccess::node(parent));
+  auto node = make_cancel_node(parent);
   node->deadline_ns = when;
   node->register_with_parent(node);
   if (when <= detail::mono_now_ns()) {

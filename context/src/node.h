@@ -8,6 +8,7 @@
 #include <optional>
 #include <stop_token>
 
+#include "block_pool.h"
 #include "chaos.h"
 #include "weft/context.h"
 #include "weft/detail/spinlock.h"
@@ -56,6 +57,10 @@ class ContextNode {
 // The key under which a weft cancel node answers value() with itself (Go's
 // &cancelCtxKey): how a user's context that wraps one is found out.
 const void* cancel_node_key() noexcept;
+
+// Where cancel nodes come from (context.cc): for tests that check that a
+// node freed on another thread goes back to a pool, not to malloc.
+BlockPoolStats cancel_node_pool_stats() noexcept;
 
 // The error a child takes from a done parent it did not make: Go's contract
 // allows only these two.

@@ -48,6 +48,24 @@ inline void asan_unpoison_stack(const void* lo, std::size_t size) {
 #endif
 }
 
+// Memory the runtime keeps for reuse (a pooled block): poisoned while
+// free, so a use of it then is reported as a use after free would be.
+inline void asan_poison(const void* p, std::size_t size) {
+#ifdef WEFT_ASAN
+  __asan_poison_memory_region(p, size);
+#else
+  (void)p, (void)size;
+#endif
+}
+
+inline void asan_unpoison(const void* p, std::size_t size) {
+#ifdef WEFT_ASAN
+  __asan_unpoison_memory_region(p, size);
+#else
+  (void)p, (void)size;
+#endif
+}
+
 inline void asan_finish_switch(void* fake_stack, const void** old_bottom, std::size_t* old_size) {
 #ifdef WEFT_ASAN
   __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);
