@@ -964,6 +964,7 @@ ReadyBatch::ReadyBatch() noexcept {
   if (!tls_ready_batch) {
     tls_ready_batch = this;
     owner_ = true;
+    worker_ = current_worker();
   }
 }
 
@@ -974,14 +975,19 @@ ReadyBatch::ReadyBatch(Stepped) noexcept : ReadyBatch() {
 ReadyBatch::~ReadyBatch() {
   if (!owner_) return;
   tls_ready_batch = nullptr;
-  flush(false);
+  flush();
 }
 
 void ReadyBatch::step_done() noexcept {
-  if (owner_ && count_ >= kSlice) flush(true);
+  if (!owner_) return;
+  if (worker_) {
+    worker_->walk_steps.store(worker_->walk_steps.load(std::memory_order_relaxed) + 1,
+                              std::memory_order_relaxed);
+  }
+  if (count_ >= kSlice) flush();
 }
 
-void ReadyBatch::flush(bool mid_walk) noexcept {
+void ReadyBatch::flush() noexcept {
   Fiber* f = head_;
   if (!f) return;
   head_ = tail_ = nullptr;
@@ -998,10 +1004,6 @@ void ReadyBatch::flush(bool mid_walk) noexcept {
     return;
   }
   if (w) {
-    if (mid_walk) {
-      w->walk_slices.store(w->walk_slices.load(std::memory_order_relaxed) + 1,
-                           std::memory_order_relaxed);
-    }
     // Read each link before the push: once queued, a thief may run the fiber.
     while (f) {
       Fiber* next = f->next;
@@ -1029,7 +1031,7 @@ void ready(Fiber* f) noexcept {
     f->next = nullptr;
     (b->tail_ ? b->tail_->next : b->head_) = f;
     b->tail_ = f;
-    if (++b->count_ == ReadyBatch::kSlice && !b->stepped_) b->flush(false);
+    if (++b->count_ == ReadyBatch::kSlice && !b->stepped_) b->flush();
     return;
   }
   Worker* w = current_worker();

@@ -1,8 +1,8 @@
 // sysmon: a thread beside the workers (Go's sysmon), asleep whenever every
 // worker is. Every 2 ms while the runtime is busy it
 // - logs a fiber that has held its worker for over 10 ms of CPU time
-//   without parking or yielding (the watchdog; a cancel() handing out the
-//   fibers it wakes in slices, ReadyBatch's, is scheduling, not computing);
+//   without parking or yielding (the watchdog; a cancel() walking its
+//   children, a stepped ReadyBatch's steps, is scheduling, not computing);
 // - wakes an idle worker for work or timers queued behind such a fiber;
 // - polls for I/O when nobody has for 10 ms;
 // - is the timer role's backstop (idle.h, invariant 6): it wakes a worker
@@ -158,11 +158,11 @@ void Scheduler::sysmon_loop() {
     for (auto& wp : workers) {
       Worker* w = wp.get();
       const std::uint32_t tick = w->schedtick.load(std::memory_order_relaxed);
-      const std::uint32_t slices = w->walk_slices.load(std::memory_order_relaxed);
+      const std::uint32_t steps = w->walk_steps.load(std::memory_order_relaxed);
       const Fiber* running = w->running.load(std::memory_order_relaxed);
-      if (running == nullptr || tick != w->seen_tick || slices != w->seen_walk_slices) {
+      if (running == nullptr || tick != w->seen_tick || steps != w->seen_walk_steps) {
         w->seen_tick = tick;
-        w->seen_walk_slices = slices;
+        w->seen_walk_steps = steps;
         w->seen_since = now;
         w->seen_cpu_ns = running == nullptr ? 0 : w->cpu_ns();
         w->reported = false;

@@ -66,10 +66,10 @@ struct alignas(64) Worker {
   bool in_commit = false;
 
   std::atomic<std::uint32_t> schedtick{0};
-  // Slices of fibers a stepped ReadyBatch handed out here mid-walk (one
-  // cancel reaching thousands): scheduling, which the watchdog counts as
-  // a switch. Written by this worker only.
-  std::atomic<std::uint32_t> walk_slices{0};
+  // Steps a stepped ReadyBatch's walk ended here (one cancel reaching
+  // thousands of children): scheduling, which the watchdog counts as a
+  // switch. Written by this worker only; read by sysmon.
+  std::atomic<std::uint32_t> walk_steps{0};
   // The fiber running here, null on g0: for thieves (is a runnext stuck?)
   // and sysmon's watchdog. Stored with release on every switch in, so that
   // sysmon may read what the spawner wrote into the record.
@@ -159,7 +159,7 @@ struct alignas(64) Worker {
 
   // sysmon's view of this worker.
   std::uint32_t seen_tick = 0;
-  std::uint32_t seen_walk_slices = 0;
+  std::uint32_t seen_walk_steps = 0;
   std::uint64_t seen_since = 0;
   std::int64_t seen_cpu_ns = 0;
   bool reported = false;

@@ -11,6 +11,7 @@
 namespace weft::detail {
 
 struct Fiber;
+struct Worker;
 
 // Why a fiber is parked, for dumps, metrics and deadlock reports (the texts
 // follow Go's waitReason strings where Go has one). A park site passes its
@@ -84,8 +85,10 @@ void ready(Fiber* waiter) noexcept;
 // run (a cancel: the node's lock, the parent's release of the node): there
 // a fiber handed out mid-step spins on another worker until the step ends.
 // Its slices go out only at step_done(), between steps; a stepped batch
-// nested in another is one of its steps. The slices a walk hands out are
-// the watchdog's sign that it is scheduling, not computing (sysmon.cc).
+// nested in another is one of its steps. Each step a walk ends on a worker
+// is the watchdog's sign that it is scheduling, not computing (sysmon.cc):
+// a walk's slices alone can be over 10 ms apart where its steps are slow
+// (a TSan build's were, at 90 us a child).
 class ReadyBatch {
  public:
   struct Stepped {};
@@ -101,9 +104,12 @@ class ReadyBatch {
 
  private:
   friend void ready(Fiber* waiter) noexcept;
-  void flush(bool mid_walk) noexcept;
+  void flush() noexcept;
   bool owner_ = false;
   bool stepped_ = false;
+  // The owner's worker, null on a thread. The owner cannot move: nothing in
+  // the batch's scope parks or yields.
+  Worker* worker_ = nullptr;
   Fiber* head_ = nullptr;
   Fiber* tail_ = nullptr;
   unsigned count_ = 0;
