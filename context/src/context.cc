@@ -203,8 +203,9 @@ namespace {
 // one worker and released on another after it moved: from a pool, so that
 // those frees do not meet on malloc's arena locks (block_pool.h). The rest
 // of the block holds what std::allocate_shared puts beside the node (a
-// vtable pointer, two counts, the allocator).
-constexpr std::size_t kCancelNodeBlock = (sizeof(CancelNode) + 32 + 63) / 64 * 64;
+// vtable pointer, two counts, the allocator); with the pool's link word,
+// a block is a whole number of cache lines.
+constexpr std::size_t kCancelNodeBlock = (sizeof(CancelNode) + 32 + 63) / 64 * 64 - sizeof(void*);
 
 detail::BlockPool& cancel_node_pool() {
   static auto* pool = new detail::BlockPool(kCancelNodeBlock);  // outlives every thread

@@ -56,13 +56,20 @@ ThreadLists* thread_lists(unsigned index) noexcept {
   return c.gone ? nullptr : &c.lists[index];
 }
 
+// Invariant 5: the link is the word after the block's usable bytes, and it
+// stays unpoisoned: LeakSanitizer does not follow pointers in poisoned
+// memory, and took every block behind a list's head for a leak.
+void** link_of(void* block, std::size_t size) noexcept {
+  return reinterpret_cast<void**>(static_cast<char*>(block) + size);
+}
+
 void* next_of(void* block, std::size_t size) noexcept {
   san::asan_unpoison(block, size);
-  return *static_cast<void**>(block);
+  return *link_of(block, size);
 }
 
 void push(BlockPool::List* list, void* block, std::size_t size) noexcept {
-  *static_cast<void**>(block) = list->head;
+  *link_of(block, size) = list->head;
   san::asan_poison(block, size);
   list->head = block;
   ++list->count;
@@ -71,7 +78,7 @@ void push(BlockPool::List* list, void* block, std::size_t size) noexcept {
 }  // namespace
 
 BlockPool::BlockPool(std::size_t block_size)
-    : size_(block_size < sizeof(void*) ? sizeof(void*) : block_size),
+    : size_((block_size + sizeof(void*) - 1) / sizeof(void*) * sizeof(void*)),
       index_(pools_made.fetch_add(1, std::memory_order_relaxed)) {
   if (index_ >= kMaxPools) {
     std::fprintf(stderr, "weft: more than %u block pools\n", kMaxPools);
@@ -85,7 +92,7 @@ void* BlockPool::take() {
   ThreadLists* mine = thread_lists(index_);
   if (!mine || (!mine->current.head && !mine->spare.head && !refill(&mine->current))) {
     malloced_.fetch_add(1, std::memory_order_relaxed);
-    return ::operator new(size_);
+    return ::operator new(size_ + sizeof(void*));
   }
   if (!mine->current.head) mine->current = std::exchange(mine->spare, {});
   void* block = mine->current.head;

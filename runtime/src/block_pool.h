@@ -22,9 +22,11 @@
 //    (kDepotBatches + 2 * threads) * kBatch blocks behind, which later
 //    allocations reuse.
 // 4. A thread that exits gives its lists to the depot (or frees them).
-// 5. A free block's first word links it to the next. The whole block is
-//    poisoned for ASan while it is free (take() unpoisons it to read the
-//    link), so a use after put() is reported as one after free() would be.
+// 5. A block is block_size() bytes and one more word, past them, that links
+//    it to the next while it is free. The block_size() bytes are poisoned
+//    for ASan while it is free, so a use after put() is reported as one
+//    after free() would be; the link is not (LeakSanitizer skips poisoned
+//    memory, and took the blocks a list links for leaks).
 #pragma once
 
 #include <atomic>
