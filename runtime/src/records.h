@@ -33,6 +33,7 @@
 #include <new>
 
 #include "fiber.h"
+#include "prefetch.h"
 #include "registry.h"
 #include "weft/detail/spinlock.h"
 
@@ -47,26 +48,10 @@ constexpr std::uint32_t kRecordPrefetch = 4;      // how many spawns ahead of th
 // Starts fetching every line of a fiber record and of a small closure after
 // it (the Fiber spans three lines, and its switch-path fields two): records
 // are most likely last touched on another core, and the worker about to use
-// one should not stall on it. On x86 with PREFETCHW, for ownership: GCC
-// turns __builtin_prefetch(p, 1) into a read prefetch unless told the CPU,
-// and a line the other core still holds then stalls the write anyway.
-// PREFETCHW needs no -march flag (cores without it treat the opcode as a
-// NOP).
+// one should not stall on it.
 inline void prefetch_record(const void* record) noexcept {
   const char* p = static_cast<const char*>(record);
-  const char* closure_end = p + sizeof(Fiber) + 15;
-  for (const char* line = p; line < closure_end; line += 64) {
-#if defined(__x86_64__)
-    asm volatile("prefetchw %0" ::"m"(*line));
-#else
-    __builtin_prefetch(line, 1);
-#endif
-  }
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" ::"m"(*closure_end));
-#else
-  __builtin_prefetch(closure_end, 1);
-#endif
+  prefetch_lines_for_write(p, p + sizeof(Fiber) + 15);
 }
 
 // Free fiber-record batches, oldest at the head, all under `lock`.
