@@ -77,6 +77,7 @@ void push(BlockPool::List* list, void* block, std::size_t size) noexcept {
 
 }  // namespace
 
+// The size is rounded up to a word, so that the link after it is aligned.
 BlockPool::BlockPool(std::size_t block_size)
     : size_((block_size + sizeof(void*) - 1) / sizeof(void*) * sizeof(void*)),
       index_(pools_made.fetch_add(1, std::memory_order_relaxed)) {

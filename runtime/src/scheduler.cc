@@ -964,12 +964,14 @@ ReadyBatch::ReadyBatch() noexcept {
   if (!tls_ready_batch) {
     tls_ready_batch = this;
     owner_ = true;
-    worker_ = current_worker();
   }
 }
 
+// Only a stepped walk counts its steps for the watchdog: a poll's batch
+// does not pay for the worker's lookup.
 ReadyBatch::ReadyBatch(Stepped) noexcept : ReadyBatch() {
   stepped_ = owner_;
+  if (owner_) worker_ = current_worker();
 }
 
 ReadyBatch::~ReadyBatch() {

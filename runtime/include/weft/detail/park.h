@@ -107,8 +107,8 @@ class ReadyBatch {
   void flush() noexcept;
   bool owner_ = false;
   bool stepped_ = false;
-  // The owner's worker, null on a thread. The owner cannot move: nothing in
-  // the batch's scope parks or yields.
+  // A stepped owner's worker, null on a thread or in a plain batch. The
+  // owner cannot move: nothing in the batch's scope parks or yields.
   Worker* worker_ = nullptr;
   Fiber* head_ = nullptr;
   Fiber* tail_ = nullptr;
