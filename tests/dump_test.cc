@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -378,6 +379,64 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
       },
       {.workers = GetParam()});
 }
+
+// A worker held by a fiber that does not yield is not stopped (the world
+// gives up waiting for it after a bound), so it may switch fibers while a
+// dump or metrics() looks at it: both must read what it runs through its
+// atomic `running`, not the plain `current` it writes on every switch.
+// TSan reported that pair in CI (under
+// SemaphoreTest.ABigRequestIsNotOvertakenBySmallOnes); this test made it
+// report it every run before the fix. The release is relaxed, and the
+// holder switches at once after it, on purpose: anything that ordered the
+// read before the switch (an acquire, a lock, the watchdog's next report)
+// would hide the race from TSan.
+class UnstoppedWorkerTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(UnstoppedWorkerTest, IsReadWithoutARace) {
+  const bool dump = GetParam();
+  weft::run(
+      [dump] {
+        std::atomic<bool> holding{false}, release{false}, finished{false};
+        weft::go([&] {
+          // Spawned before the hold: a spawn after it would take the fiber
+          // registry's lock, which the reader takes after its reads.
+          std::atomic<int> left{2};
+          for (int i = 0; i < 2; ++i) {
+            weft::go([&] {
+              for (int j = 0; j < 50; ++j) weft::yield();
+              left.fetch_sub(1);
+            });
+          }
+          holding.store(true);
+          while (!release.load(std::memory_order_relaxed)) {  // holds its worker: no yield
+          }
+          while (left.load() != 0) weft::yield();  // switches, on this worker
+          finished.store(true, std::memory_order_relaxed);
+        });
+        while (!holding.load()) weft::yield();
+        // The holder runs on the other worker (we run on ours).
+        if (dump) {
+          const std::string text = dump_to_string();
+          release.store(true, std::memory_order_relaxed);
+          std::size_t running = 0;
+          for (auto at = text.find("running on worker"); at != std::string::npos;
+               at = text.find("running on worker", at + 1)) {
+            ++running;
+          }
+          EXPECT_EQ(running, 2u) << text;
+        } else {
+          const weft::Metrics m = weft::metrics();
+          release.store(true, std::memory_order_relaxed);
+          EXPECT_EQ(m.fibers_running, 2u);
+        }
+        while (!finished.load(std::memory_order_relaxed)) {  // no yield either: see above
+        }
+      },
+      {.workers = 2});
+}
+
+INSTANTIATE_TEST_SUITE_P(Reader, UnstoppedWorkerTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Dump" : "Metrics"; });
 
 TEST(Metrics, HistogramQuantilesAreBucketUpperEdges) {
   weft::LatencyHistogram h;

@@ -149,6 +149,16 @@ class World {
   Worker* self_;
 };
 
+// The fiber another worker runs, if the world could not stop it (a fiber
+// that holds it without yielding): that worker's `current` is its own,
+// written on every switch, so it is read through `running` (acquire: pairs
+// with Worker::enter's release, after which the fiber's record is ours to
+// read). A stopped worker runs nothing.
+const Fiber* running_unstopped(const Worker& w) {
+  if (w.stopped_for_world.load(std::memory_order_acquire)) return nullptr;
+  return w.running.load(std::memory_order_acquire);
+}
+
 std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
   std::vector<Entry> out;
   std::map<const Fiber*, int> running;  // fiber -> worker
@@ -156,8 +166,8 @@ std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
   for (const auto& w : s->workers) {
     if (w.get() == self) {
       if (w->current) running[w->current] = w->index;
-    } else if (!w->stopped_for_world.load(std::memory_order_relaxed)) {
-      if (Fiber* c = w->current) running[c] = w->index;
+    } else if (const Fiber* c = running_unstopped(*w)) {
+      running[c] = w->index;
     }
     if (Fiber* f = w->runnext.load(std::memory_order_relaxed)) queued.insert(f);
     w->runq.for_each_queued([&](const Fiber* f) { queued.insert(f); });
@@ -577,7 +587,9 @@ Metrics metrics_of(Scheduler* s) {
       m.fibers_spawned += w->spawned.load(std::memory_order_relaxed);
       m.fibers_live +=
           w->spawned.load(std::memory_order_relaxed) - w->exited.load(std::memory_order_relaxed);
-      if (Fiber* c = w->current; c && (w.get() == self || !w->stopped_for_world.load())) {
+      if (w.get() == self) {
+        if (w->current) running.insert(w->current);
+      } else if (const Fiber* c = running_unstopped(*w)) {
         running.insert(c);
       }
       if (w->runnext.load(std::memory_order_relaxed)) ++m.fibers_runnable;

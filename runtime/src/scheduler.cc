@@ -718,8 +718,11 @@ WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
     self->stack = running_stack;  // its stack pointer follows in the switch
   }
   // A dump stopping the world: switch to g0, which stops there once this
-  // fiber's context is saved and its park committed.
-  Fiber* next = sched->stw.load(std::memory_order_relaxed) ? nullptr : pick_local();
+  // fiber's context is saved and its park committed. acquire: pairs with
+  // the release of stw by a dump that gave up waiting for this worker
+  // (World's destructor), so that what the dump read of this worker's
+  // fibers happens before the switch below writes them.
+  Fiber* next = sched->stw.load(std::memory_order_acquire) ? nullptr : pick_local();
   while (next && next->run_gen != gen && !runs_here(next)) [[unlikely]] {
       next = pick_local();
     }
