@@ -8,11 +8,57 @@
 #include <memory>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "weft/net.h"
 #include "weft/weft.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A server's deadlines per request: a connection's read and write deadlines
+// moved an idle timeout ahead before each request, as the example servers
+// (examples/serve.h) and Go's net/http do; per request (both sets), over 1
+// connection and over thousands (the deadline heap holding one timer each).
+void BM_ConnDeadlinesPerRequest(benchmark::State& state) {
+  const auto conns = static_cast<std::size_t>(state.range(0));
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < 2 * conns + 64) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 2 * conns + 64);
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  weft::run(
+      [&] {
+        std::vector<weft::net::Conn> open;
+        std::vector<int> peers;
+        for (std::size_t i = 0; i < conns; ++i) {
+          int fds[2];
+          if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) break;
+          auto conn = weft::net::adopt_conn(fds[0], "unix");
+          if (!conn) break;
+          open.push_back(std::move(*conn));
+          peers.push_back(fds[1]);
+        }
+        if (open.size() == conns) {
+          std::size_t next = 0;
+          for (auto _ : state) {
+            weft::net::Conn& c = open[next];
+            next = next + 1 == conns ? 0 : next + 1;
+            (void)c.set_read_deadline(weft::Clock::now() + std::chrono::seconds(60));
+            (void)c.set_write_deadline(weft::Clock::now() + std::chrono::seconds(60));
+          }
+        } else {
+          state.SkipWithError("could not open the connections (RLIMIT_NOFILE?)");
+        }
+        open.clear();
+        for (int fd : peers) ::close(fd);
+      },
+      weft::RunOptions{.workers = 1});
+}
 
 // 1M timers armed an hour out, then all stopped; per timer (add + stop).
 void BM_TimerAddStop(benchmark::State& state) {
@@ -62,6 +108,7 @@ void BM_TimerBurstLateness(benchmark::State& state) {
   state.counters["p99_late_us"] = late_us[late_us.size() * 99 / 100];
 }
 
+BENCHMARK(BM_ConnDeadlinesPerRequest)->ArgNames({"conns"})->Arg(1)->Arg(4000);
 BENCHMARK(BM_TimerAddStop)
     ->ArgNames({"timers", "workers"})
     ->Args({1'000'000, 1})

@@ -251,6 +251,104 @@ TEST_P(NetpollTest, SameDeadlineForBothDirections) {
       opts());
 }
 
+// A deadline moved later leaves the armed timer where it was (a server
+// moving its deadline on every request would otherwise stop and add a
+// timer each time); that timer then arms itself again for the deadline in
+// force. The read still ends at the last deadline, never at an earlier one,
+// in each direction and with one combined timer for both.
+TEST_P(NetpollTest, ADeadlineMovedLaterEndsAParkedOperationAtTheLastOne) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        for (const PollMode mode : {PollMode::read, PollMode::write, PollMode::both}) {
+          std::int64_t last = 0;
+          for (const auto ahead : {1ms, 5ms, 10ms, 20ms}) {
+            last = in_ns(ahead);
+            weft::detail::poll_set_deadline(sp.pa, last, mode);
+          }
+          PollStatus st;
+          if (mode == PollMode::write) {
+            std::vector<char> big(4 << 20, 'x');  // more than the socket takes
+            st = write_all(sp.pa, sp.a, big.data(), big.size());
+          } else {
+            char c;
+            ssize_t n = 0;
+            st = read_some(sp.pa, sp.a, &c, 1, &n);
+          }
+          EXPECT_EQ(st, PollStatus::timeout);
+          EXPECT_GE(weft::detail::mono_now_ns(), last) << "ended before the last deadline";
+          weft::detail::poll_set_deadline(sp.pa, 0, PollMode::both);
+          // Empty the socket the writer filled, for the next mode.
+          char sink[4096];
+          while (read(sp.b, sink, sizeof sink) > 0) {
+          }
+        }
+      },
+      opts());
+}
+
+// Deadlines moved later, earlier, cleared and set in the past by another
+// fiber while a read parks, expires and is woken by data, with random
+// yields: every round ends (ready or timeout), and the desc reads its byte
+// once the deadline is cleared.
+TEST_P(NetpollTest, DeadlineMovedRacingItsExpiryStress) {
+  const int rounds = weft::test::stress_iterations(2000);
+  weft::run(
+      [&] {
+        SocketPair sp;
+        std::mt19937 rng(11);
+        for (int i = 0; i < rounds; ++i) {
+          weft::detail::poll_set_deadline(sp.pa, in_ns(std::chrono::microseconds(rng() % 40)),
+                                          PollMode::read);
+          const unsigned seed = rng();
+          std::atomic<bool> mover_done{false};
+          weft::go([&, seed] {
+            std::mt19937 r(seed);
+            for (int k = 0; k < 4; ++k) {
+              for (unsigned y = r() % 4; y > 0; --y) weft::yield();
+              switch (r() % 8) {
+                case 0:
+                  weft::detail::poll_set_deadline(sp.pa, 0, PollMode::read);
+                  break;
+                case 1:
+                  weft::detail::poll_set_deadline(sp.pa, in_ns(-1ms), PollMode::read);
+                  break;
+                case 2:
+                  weft::detail::poll_set_deadline(sp.pa, in_ns(std::chrono::microseconds(r() % 20)),
+                                                  PollMode::read);
+                  break;
+                default:  // later, mostly
+                  weft::detail::poll_set_deadline(
+                      sp.pa, in_ns(std::chrono::microseconds(20 + r() % 60)), PollMode::read);
+              }
+            }
+            // Ends the round either way: a cleared deadline and no byte
+            // would leave the read parked for good.
+            if (r() % 2) {
+              ASSERT_EQ(write(sp.b, "m", 1), 1);
+            } else {
+              weft::detail::poll_set_deadline(sp.pa, in_ns(std::chrono::microseconds(r() % 60)),
+                                              PollMode::read);
+            }
+            mover_done.store(true);
+          });
+          char c;
+          ssize_t n = 0;
+          const PollStatus st = read_some(sp.pa, sp.a, &c, 1, &n);
+          ASSERT_TRUE(st == PollStatus::ready || st == PollStatus::timeout);
+          while (!mover_done.load()) weft::yield();
+          weft::detail::poll_set_deadline(sp.pa, 0, PollMode::read);
+          if (st == PollStatus::ready) {
+            ASSERT_EQ(n, 1);
+            continue;
+          }
+          // Timed out: the byte, if the mover sent one, is still there.
+          (void)read(sp.a, &c, 1);
+        }
+      },
+      opts());
+}
+
 TEST_P(NetpollTest, StaleEventForARecycledDescIsIgnored) {
   weft::run(
       [] {
