@@ -441,7 +441,9 @@ bool Worker::run_timers(bool others_too) {
 }
 
 void Worker::stop_for_world() {
-  stopped_for_world.store(true, std::memory_order_relaxed);
+  // release: pairs with the dump's acquire loads (dump.cc), for a dump that
+  // gave up waiting on the count below before we got here.
+  stopped_for_world.store(true, std::memory_order_release);
   sched->stw_stopped.fetch_add(1, std::memory_order_seq_cst);  // dump.cc waits for the count
   while (sched->stw.load(std::memory_order_acquire)) futex_wait(&sched->stw_word, 1);
   sched->stw_stopped.fetch_sub(1, std::memory_order_seq_cst);
@@ -731,7 +733,9 @@ WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
   } else {
     current = nullptr;
     tls_fiber = nullptr;
-    running.store(nullptr, std::memory_order_relaxed);
+    // release: the park just committed happens before a dump that reads
+    // nullptr here (running_unstopped, dump.cc) reads the fiber's record.
+    running.store(nullptr, std::memory_order_release);
   }
   switch_from_fiber(this, self, next, action == Action::exit);
   // Resumed, possibly on another worker.
