@@ -27,6 +27,7 @@ METRICS = {
     "BM_SleepOvershoot": ("SleepOvershoot", "overshoot_us"),
     "BM_TimerfdFloor": ("TimerfdFloor", "overshoot_us"),
     "BM_TimerAddStop": ("TimerAddStop", "ns_per_timer"),
+    "BM_ConnDeadlinesPerRequest": ("ConnDeadlinesPerRequest", "real_time"),
     "BM_TimerBurstLateness": ("TimerBurstP50", "p50_late_us"),
     "BM_FdWakeRoundTrip": ("FdWakeRoundTrip", "real_time"),
     "BM_ContextCreateCancel": ("ContextCreateCancel", "real_time"),
@@ -118,6 +119,8 @@ def run_weft(binary, reps, tmp, bench_filter, workers):
             name = f"{name}/{args['us']}us"
         if base == "BM_FdWakeRoundTrip":
             name += FD_BACKENDS[args["backend"]]
+        if base == "BM_ConnDeadlinesPerRequest":
+            name = f"{name}/{args['conns']}"
         if base == "BM_ContextValue":
             name = f"ContextValue/{args['depth']}"
         if base == "BM_ContextCancelFanout":

@@ -57,7 +57,7 @@ void BM_ConnDeadlinesPerRequest(benchmark::State& state) {
         open.clear();
         for (int fd : peers) ::close(fd);
       },
-      weft::RunOptions{.workers = 1});
+      weft::RunOptions{.workers = static_cast<int>(state.range(1))});
 }
 
 // 1M timers armed an hour out, then all stopped; per timer (add + stop).
@@ -108,7 +108,10 @@ void BM_TimerBurstLateness(benchmark::State& state) {
   state.counters["p99_late_us"] = late_us[late_us.size() * 99 / 100];
 }
 
-BENCHMARK(BM_ConnDeadlinesPerRequest)->ArgNames({"conns"})->Arg(1)->Arg(4000);
+BENCHMARK(BM_ConnDeadlinesPerRequest)
+    ->ArgNames({"conns", "workers"})
+    ->Args({1, 1})
+    ->Args({4000, 1});
 BENCHMARK(BM_TimerAddStop)
     ->ArgNames({"timers", "workers"})
     ->Args({1'000'000, 1})

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"runtime"
@@ -250,6 +251,50 @@ func timerAddStop() float64 {
 	return float64(time.Since(t0).Nanoseconds()) / n
 }
 
+// A server's deadlines per request, as bench/timer_bench.cc's
+// BM_ConnDeadlinesPerRequest: a connection's read and write deadlines moved
+// an idle timeout ahead, round-robin over conns connections; ns per request.
+func connDeadlines(conns int) func() float64 {
+	return func() float64 {
+		cs := make([]net.Conn, 0, conns)
+		peers := make([]int, 0, conns)
+		defer func() {
+			for _, c := range cs {
+				c.Close()
+			}
+			for _, fd := range peers {
+				syscall.Close(fd)
+			}
+		}()
+		for i := 0; i < conns; i++ {
+			fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+			if err != nil {
+				panic(err)
+			}
+			f := os.NewFile(uintptr(fds[0]), "socketpair")
+			c, err := net.FileConn(f)
+			f.Close()
+			if err != nil {
+				panic(err)
+			}
+			cs = append(cs, c)
+			peers = append(peers, fds[1])
+		}
+		const n = 1000000
+		next := 0
+		t0 := time.Now()
+		for i := 0; i < n; i++ {
+			c := cs[next]
+			if next++; next == conns {
+				next = 0
+			}
+			c.SetReadDeadline(time.Now().Add(60 * time.Second))
+			c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+		}
+		return float64(time.Since(t0).Nanoseconds()) / n
+	}
+}
+
 // 100k goroutines sleep until distinct times spread over 100 ms; the median
 // of how late they woke, in ns.
 func timerBurstP50() float64 {
@@ -350,6 +395,9 @@ func main() {
 		measure("ContextValue/"+strconv.Itoa(d), 0, *reps, value(d))
 	}
 	measure("TimerAddStop", 1, *reps, timerAddStop)
+	for _, c := range []int{1, 4000} {
+		measure("ConnDeadlinesPerRequest/"+strconv.Itoa(c), 1, *reps, connDeadlines(c))
+	}
 	for _, us := range []int{50, 200, 1000, 10000} {
 		measure("SleepOvershoot/"+strconv.Itoa(us)+"us", 2, *reps, sleepOvershoot(time.Duration(us)*time.Microsecond))
 	}
