@@ -149,12 +149,13 @@ class World {
   Worker* self_;
 };
 
-// The fiber another worker runs, if the world could not stop it (a fiber
-// that holds it without yielding): that worker's `current` is its own,
-// written on every switch, so it is read through `running` (acquire: pairs
-// with Worker::enter's release, after which the fiber's record is ours to
-// read). A stopped worker runs nothing.
-const Fiber* running_unstopped(const Worker& w) {
+// The fiber worker w runs while the world is stopped: ours (self), or one
+// that holds another worker the world could not stop (it does not yield).
+// That worker's `current` is its own, written on every switch, so it is
+// read through `running` (acquire: pairs with Worker::enter's release of
+// the fiber and leave's of null). A stopped worker runs nothing.
+const Fiber* running_on(const Worker& w, const Worker* self) {
+  if (&w == self) return w.current;
   if (w.stopped_for_world.load(std::memory_order_acquire)) return nullptr;
   return w.running.load(std::memory_order_acquire);
 }
@@ -164,11 +165,7 @@ std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
   std::map<const Fiber*, int> running;  // fiber -> worker
   std::set<const Fiber*> queued;
   for (const auto& w : s->workers) {
-    if (w.get() == self) {
-      if (w->current) running[w->current] = w->index;
-    } else if (const Fiber* c = running_unstopped(*w)) {
-      running[c] = w->index;
-    }
+    if (const Fiber* c = running_on(*w, self)) running[c] = w->index;
     if (Fiber* f = w->runnext.load(std::memory_order_relaxed)) queued.insert(f);
     w->runq.for_each_queued([&](const Fiber* f) { queued.insert(f); });
     // Pinned ones, where their worker stopped (or is us): only then do
@@ -587,11 +584,7 @@ Metrics metrics_of(Scheduler* s) {
       m.fibers_spawned += w->spawned.load(std::memory_order_relaxed);
       m.fibers_live +=
           w->spawned.load(std::memory_order_relaxed) - w->exited.load(std::memory_order_relaxed);
-      if (w.get() == self) {
-        if (w->current) running.insert(w->current);
-      } else if (const Fiber* c = running_unstopped(*w)) {
-        running.insert(c);
-      }
+      if (const Fiber* c = running_on(*w, self)) running.insert(c);
       if (w->runnext.load(std::memory_order_relaxed)) ++m.fibers_runnable;
       w->runq.for_each_queued([&](const Fiber*) { ++m.fibers_runnable; });
       m.fibers_runnable += w->pinned_queued.load(std::memory_order_relaxed);

@@ -84,9 +84,8 @@ struct PollDesc {
   std::int64_t rd = 0, wd = 0;  // 0 none, -1 expired, else absolute ns
   std::uint64_t rseq = 0, wseq = 0;
   bool rt_armed = false, wt_armed = false;
-  // When each armed timer fires: at or before rd (wd), which a deadline
-  // moved later leaves it (poll_set_deadline).
-  std::int64_t rt_when = 0, wt_when = 0;
+  // An armed timer's `when` is at or before rd (wd): a deadline moved later
+  // leaves it there (poll_set_deadline). Only arm() writes it, under lock.
   TimerNode rt, wt;
   // The cancellable operation holding each direction (its PollOp::seq; 0
   // none or a plain one), whether it was cancelled, and the last number
@@ -259,7 +258,6 @@ void on_deadline(void* context, std::uint64_t arg) {
 }
 
 void arm(PollDesc* pd, TimerNode& timer, std::int64_t when, PollMode mode, std::uint64_t seq) {
-  (&timer == &pd->rt ? pd->rt_when : pd->wt_when) = when;
   timer.fire = &on_deadline;
   timer.context = pd;
   timer.arg = (seq << 2) | static_cast<std::uint64_t>(mode);
@@ -508,7 +506,7 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
         arm(pd, pd->rt, pd->rd, rmode, pd->rseq);
         pd->rt_armed = true;
       }
-    } else if (combo == combo0 && pd->rd > 0 && pd->rd >= pd->rt_when) {
+    } else if (combo == combo0 && pd->rd > 0 && pd->rd >= pd->rt.when) {
       // later: the armed timer stays
     } else if (pd->rd != rd0 || combo != combo0) {
       ++pd->rseq;
@@ -521,7 +519,7 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
         arm(pd, pd->wt, pd->wd, PollMode::write, pd->wseq);
         pd->wt_armed = true;
       }
-    } else if (combo == combo0 && pd->wd > 0 && pd->wd >= pd->wt_when) {
+    } else if (combo == combo0 && pd->wd > 0 && pd->wd >= pd->wt.when) {
       // later: the armed timer stays
     } else if (pd->wd != wd0 || combo != combo0) {
       ++pd->wseq;

@@ -734,7 +734,7 @@ WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
     current = nullptr;
     tls_fiber = nullptr;
     // release: the park just committed happens before a dump that reads
-    // nullptr here (running_unstopped, dump.cc) reads the fiber's record.
+    // nullptr here (running_on, dump.cc) reads the fiber's record.
     running.store(nullptr, std::memory_order_release);
   }
   switch_from_fiber(this, self, next, action == Action::exit);
