@@ -202,7 +202,9 @@ void Idle::sleep(Worker* w, std::int64_t wake_by) {
   // wakep saw nidle == 0 or a spinner that was us): look once more.
   // A dump stopping the world poked the idle workers before we joined them
   // (it stored stw, then took mu_ to walk the list): stop instead.
-  bool wait = !any_queued_work(w) && !sched_.stw.load(std::memory_order_acquire);
+  const bool work_queued = any_queued_work(w);
+  if (work_queued) sleeps_refused_.fetch_add(1, std::memory_order_relaxed);
+  bool wait = !work_queued && !sched_.stw.load(std::memory_order_acquire);
   // One idle worker waits for the earliest timer; the others until woken.
   bool timer_role = false;
   bool dispatched = false;

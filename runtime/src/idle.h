@@ -191,6 +191,9 @@ class Idle {
   bool napping() const { return napper_.load(std::memory_order_relaxed) != nullptr; }
   int spinning_workers() const { return nspinning_.load(std::memory_order_relaxed); }
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
+  // sleep() calls whose last look found queued work, so that they went back
+  // to look for it instead of sleeping.
+  std::uint64_t sleeps_refused() const { return sleeps_refused_.load(std::memory_order_relaxed); }
 
  private:
   // wakep() once it saw a sleeper.
@@ -227,6 +230,7 @@ class Idle {
   std::atomic<int> dispatching_{0};
 
   std::atomic<std::uint64_t> wakeups_{0};
+  std::atomic<std::uint64_t> sleeps_refused_{0};
 };
 
 static_assert(Idle::kAsleep == 0, "Worker::wake_word starts as kAsleep");

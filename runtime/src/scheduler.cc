@@ -362,14 +362,14 @@ Fiber* Worker::steal_from(Worker* victim, bool take_runnext) {
   return batch[n - 1];
 }
 
-Fiber* Worker::steal_work(bool watch_runnext) {
+Fiber* Worker::steal_work(bool watch_runnext, int rounds) {
   const int n = sched->nworkers;
-  for (int round = 0; round < 4; ++round) {
+  for (int round = 0; round < rounds; ++round) {
     const int start = static_cast<int>(random() % static_cast<std::uint32_t>(n));
     for (int i = 0; i < n; ++i) {
       Worker* victim = sched->workers[static_cast<std::size_t>((start + i) % n)].get();
       if (victim == this) continue;
-      if (Fiber* f = steal_from(victim, watch_runnext && round == 3)) return f;
+      if (Fiber* f = steal_from(victim, watch_runnext && round == rounds - 1)) return f;
     }
   }
   return nullptr;
@@ -498,6 +498,14 @@ Fiber* Worker::find_runnable() {
         // writes on every switch: not in the busy phase's tight loop.
       } while (now - start < kSpinNs || (now - start < kNapSpinNs && others_running()));
       if (sched->stw.load(std::memory_order_relaxed)) continue;  // stop at the top
+    } else if (sched->nworkers > 1) {
+      // Denied the spin, as enough others spin; but a worker counted as
+      // spinning may hold fibers in its own queue and not run them (woken,
+      // or readying what its poll returned, and off its CPU): our last look
+      // before sleeping would see them and send us round again without
+      // taking them, forever if need be (tests/net/idle_load_test.cc). One
+      // pass over the queues takes them instead.
+      if (Fiber* f = steal_work(false, 1)) return found(f);
     }
     // Once a second at most: a sleeping worker's cached stacks go to the
     // pool, where the scavenger gives their pages back if it sleeps long,
@@ -1076,6 +1084,7 @@ SchedulerStats scheduler_stats() noexcept {
   }
   st.spawned = spawned;
   st.worker_wakeups = s->idle.wakeups();
+  st.sleeps_refused = s->idle.sleeps_refused();
   st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);

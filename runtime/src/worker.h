@@ -193,9 +193,10 @@ struct alignas(64) Worker {
   // its own worker, and false.
   bool runs_here(Fiber* f);
   void hand_to_home(Fiber* f);
+  // `rounds` passes over the other workers, each from a random one.
   // `watch_runnext`: the last round may wait kRunnextStealWaitNs to see
   // whether a victim's runnext is stuck, and take it.
-  Fiber* steal_work(bool watch_runnext);
+  Fiber* steal_work(bool watch_runnext, int rounds = 4);
   Fiber* steal_from(Worker* victim, bool take_runnext);
   // The victim's runnext, if it stayed stuck since its schedtick read `tick`.
   Fiber* take_stuck_runnext(Worker* victim, std::uint32_t tick);

@@ -1,0 +1,121 @@
+// Workers that run out of work under a request/response load. A worker may
+// spin only while fewer than half the busy ones do (Go's bound), and a
+// worker counted as spinning may hold fibers in its own run queue: one that
+// was woken (or woke itself, readying what its poll returned) and has not yet
+// run them, most often because another thread has its CPU. A worker denied
+// the spin must still take work it can see. Before, it went to sleep, its
+// last look saw that queue, and it went round again without stealing: under
+// redis-benchmark on two cores, two such rounds per request (each a poll and
+// the idle list's lock), a third of the server's CPU, while the fibers it
+// saw waited for their worker to get a CPU back.
+#include <gtest/gtest.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "net_test_util.h"
+#include "scheduler.h"
+#include "weft/net.h"
+#include "weft/runtime.h"
+#include "weft/sync.h"
+
+namespace {
+
+using weft::test::NetBackendTest;
+
+class IdleUnderLoadTest : public NetBackendTest {};
+
+// A plain thread drives its connections at once, as redis-benchmark does:
+// each answer is followed by the next request on its connection.
+std::uint64_t drive(const std::vector<int>& fds, std::uint64_t requests) {
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  for (int fd : fds) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    if (::write(fd, "q", 1) != 1) return 0;
+  }
+  std::uint64_t sent = fds.size(), answered = 0;
+  epoll_event events[64];
+  while (answered < sent) {
+    const int n = ::epoll_wait(ep, events, 64, 10'000);
+    if (n <= 0) break;  // the server stopped answering: the test fails on the count
+    for (int i = 0; i < n; ++i) {
+      char byte;
+      if (::read(events[i].data.fd, &byte, 1) != 1) continue;
+      ++answered;
+      if (sent < requests && ::write(events[i].data.fd, "q", 1) == 1) ++sent;
+    }
+  }
+  ::close(ep);
+  return answered;
+}
+
+// One round: `clients` threads, 16 connections each, `requests` in all.
+// Returns the sleeps refused during the round; adds the answers to
+// `answered`.
+std::uint64_t round_of_load(int clients, std::uint64_t requests, std::uint64_t& answered) {
+  constexpr int kConnectionsPerClient = 16;
+  std::vector<std::vector<int>> client_fds(static_cast<std::size_t>(clients));
+  weft::WaitGroup served;
+  for (int i = 0; i < clients * kConnectionsPerClient; ++i) {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    client_fds[static_cast<std::size_t>(i % clients)].push_back(sv[0]);
+    auto conn = weft::net::adopt_conn(sv[1], "unix");
+    EXPECT_TRUE(conn) << conn.error().to_string();
+    served.add(1);
+    weft::go([&served, c = std::move(*conn)]() mutable {
+      char byte;
+      while (c.read(&byte, 1) && c.write(&byte, 1)) {
+      }
+      served.done();
+    });
+  }
+  const std::uint64_t refused_before = weft::detail::scheduler_stats().sleeps_refused;
+  std::vector<std::uint64_t> answers(client_fds.size());
+  std::vector<std::thread> threads;
+  for (std::size_t c = 0; c < client_fds.size(); ++c) {
+    threads.emplace_back(
+        [&, c] { answers[c] = drive(client_fds[c], requests / client_fds.size()); });
+  }
+  weft::blocking([&] {
+    for (auto& t : threads) t.join();
+  });
+  const std::uint64_t refused = weft::detail::scheduler_stats().sleeps_refused - refused_before;
+  for (const auto& fds : client_fds) {
+    for (int fd : fds) ::close(fd);
+  }
+  for (std::uint64_t a : answers) answered += a;
+  served.wait();
+  return refused;
+}
+
+TEST_P(IdleUnderLoadTest, AWorkerDeniedTheSpinTakesTheWorkItSees) {
+  // One client thread (redis-benchmark's shape) and two, in turns: which one
+  // keeps a worker off its CPU more often varies with the backend and the
+  // machine, and the bug showed only then.
+  constexpr int kRounds = 6;
+  const auto per_round = static_cast<std::uint64_t>(weft::test::stress_iterations(20'000));
+  std::uint64_t answered = 0, refused = 0;
+  run([&] {
+    for (int r = 0; r < kRounds; ++r) refused += round_of_load(1 + r % 2, per_round, answered);
+  });
+  const std::uint64_t requests = per_round * kRounds;
+  EXPECT_EQ(answered, requests);
+  // A last look that finds work is a race that the protocol allows now and
+  // then: with the fix, at most 32 in 120,000 requests over 16 runs here;
+  // without it, 705 to 28,629 in 7 of 8 runs, and the rounds before (1 or 2
+  // clients alone) showed it in fewer.
+  EXPECT_LE(refused, requests / 1000)
+      << "sleeps refused for work seen, over " << answered << " requests";
+}
+
+WEFT_NET_INSTANTIATE(IdleUnderLoadTest);
+
+}  // namespace
