@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "net/net_test_util.h"
+#include "scheduler.h"
 #include "test_util.h"
 #include "weft/channel.h"
 #include "weft/debug.h"
@@ -376,6 +377,52 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
         EXPECT_GT(weft::metrics().scheduling_latency.count(), 0u);
         ch.close();
         ::close(fds[1]);
+      },
+      {.workers = GetParam()});
+}
+
+// The scheduler's own counts: switches, steals, wake-ups of sleeping workers.
+TEST_P(MetricsTest, CountWhatTheSchedulerDid) {
+  weft::run(
+      [] {
+        const weft::Metrics before = weft::metrics();
+        // 1,000 round trips switch at least 2,000 times.
+        weft::Channel<int> ping, pong;
+        weft::go([&] {
+          for (int i = 0; i < 1000; ++i) EXPECT_TRUE(pong.send(*ping.recv()));
+        });
+        for (int i = 0; i < 1000; ++i) {
+          EXPECT_TRUE(ping.send(i));
+          pong.recv();
+        }
+        const weft::Metrics after_ping_pong = weft::metrics();
+        EXPECT_GE(after_ping_pong.switches - before.switches, 2000u);
+        if (GetParam() == 1) {
+          EXPECT_EQ(after_ping_pong.steals, 0u);
+          EXPECT_EQ(after_ping_pong.worker_wakeups, 0u);
+          return;
+        }
+        // With the other worker asleep, fibers spawned from one that then
+        // holds its worker can only run there: it is woken, and steals them.
+        // The counts before are read without metrics(), whose stop of the
+        // world would wake that worker.
+        while (weft::detail::scheduler_stats().idle_workers < 1) weft::yield();
+        const weft::detail::SchedulerStats asleep = weft::detail::scheduler_stats();
+        constexpr int kFibers = 8;
+        std::atomic<int> ran{0};
+        for (int i = 0; i < kFibers; ++i) weft::go([&] { ran.fetch_add(1); });
+        const auto give_up = std::chrono::steady_clock::now() + 10s;
+        while (ran.load() < kFibers && std::chrono::steady_clock::now() < give_up) {
+        }
+        ASSERT_EQ(ran.load(), kFibers);
+        const weft::Metrics after = weft::metrics();
+        EXPECT_GT(after.worker_wakeups, asleep.worker_wakeups);
+        EXPECT_GT(after.steals, asleep.steals);
+        const std::string text = after.to_string();
+        for (const char* name : {"scheduler.switches ", "scheduler.steals ", "workers.wakeups ",
+                                 "workers.sleeps_refused ", "fibers.coop_yields "}) {
+          EXPECT_NE(text.find(name), std::string::npos) << name << " missing from\n" << text;
+        }
       },
       {.workers = GetParam()});
 }

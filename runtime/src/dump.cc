@@ -588,6 +588,9 @@ Metrics metrics_of(Scheduler* s) {
       if (w->runnext.load(std::memory_order_relaxed)) ++m.fibers_runnable;
       w->runq.for_each_queued([&](const Fiber*) { ++m.fibers_runnable; });
       m.fibers_runnable += w->pinned_queued.load(std::memory_order_relaxed);
+      m.switches += w->schedtick.load(std::memory_order_relaxed);
+      m.steals += w->steals.load(std::memory_order_relaxed);
+      m.coop_yields += w->coop_yields.load(std::memory_order_relaxed);
       for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
         m.scheduling_latency.buckets[static_cast<std::size_t>(b)] +=
             w->sched_latency[b].load(std::memory_order_relaxed);
@@ -619,6 +622,8 @@ Metrics metrics_of(Scheduler* s) {
   m.workers_spinning = s->idle.spinning_workers();
   m.io_waiters = static_cast<std::uint64_t>(std::max(0, netpoll_waiters()));
   m.poller_wakeups = netpoll_wakeups();
+  m.worker_wakeups = s->idle.wakeups();
+  m.sleeps_refused = s->idle.sleeps_refused();
   m.blocking_threads = blocking_pool_threads();
   m.blocking_jobs = blocking_jobs_in_flight();
   return m;
@@ -666,6 +671,11 @@ std::string Metrics::to_string() const {
   line("workers.spinning", workers_spinning);
   line("poller.io_waiters", io_waiters);
   line("poller.wakeups", poller_wakeups);
+  line("scheduler.switches", switches);
+  line("scheduler.steals", steals);
+  line("workers.wakeups", worker_wakeups);
+  line("workers.sleeps_refused", sleeps_refused);
+  line("fibers.coop_yields", coop_yields);
   line("timers.pending", timers_pending);
   line("blocking.threads", blocking_threads);
   line("blocking.jobs", blocking_jobs);

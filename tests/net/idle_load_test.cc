@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "net_test_util.h"
-#include "scheduler.h"
+#include "weft/debug.h"
 #include "weft/net.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
@@ -77,7 +77,7 @@ std::uint64_t round_of_load(int clients, std::uint64_t requests, std::uint64_t& 
       served.done();
     });
   }
-  const std::uint64_t refused_before = weft::detail::scheduler_stats().sleeps_refused;
+  const std::uint64_t refused_before = weft::metrics().sleeps_refused;
   std::vector<std::uint64_t> answers(client_fds.size());
   std::vector<std::thread> threads;
   for (std::size_t c = 0; c < client_fds.size(); ++c) {
@@ -87,7 +87,7 @@ std::uint64_t round_of_load(int clients, std::uint64_t requests, std::uint64_t& 
   weft::blocking([&] {
     for (auto& t : threads) t.join();
   });
-  const std::uint64_t refused = weft::detail::scheduler_stats().sleeps_refused - refused_before;
+  const std::uint64_t refused = weft::metrics().sleeps_refused - refused_before;
   for (const auto& fds : client_fds) {
     for (int fd : fds) ::close(fd);
   }

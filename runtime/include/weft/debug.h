@@ -55,6 +55,16 @@ struct Metrics {
   int workers_spinning = 0;
   std::uint64_t io_waiters = 0;      // fibers parked on a socket now
   std::uint64_t poller_wakeups = 0;  // fibers the poller has readied (process total)
+  // What the scheduler did since run() began, as Tokio's worker counters:
+  // what a second worker costs shows here first (a wake-up of a sleeping
+  // worker is a futex or poller wake and a thread switch).
+  std::uint64_t switches = 0;        // fibers run (each switch to one)
+  std::uint64_t steals = 0;          // batches taken from another worker's queue
+  std::uint64_t worker_wakeups = 0;  // sleeping workers woken for work
+  // Sleeps that a worker's last look refused, for work it saw queued: a
+  // race now and then, not once per request.
+  std::uint64_t sleeps_refused = 0;
+  std::uint64_t coop_yields = 0;     // fibers that spent their budget (weft/detail/coop.h)
   std::uint64_t timers_pending = 0;  // sleeps, Timers, deadlines
   int blocking_threads = 0;          // the blocking pool's threads
   std::int64_t blocking_jobs = 0;    // jobs queued or running there
