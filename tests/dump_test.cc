@@ -314,6 +314,22 @@ using weft::test::parked_for;
 
 class MetricsTest : public ::testing::TestWithParam<int> {};
 
+// `rounds` round trips between the caller and a fiber it spawns.
+void ping_pong(int rounds) {
+  weft::Channel<int> ping, pong;
+  weft::WaitGroup done;  // the channels outlive the fiber's last send
+  done.add(1);
+  weft::go([&, rounds] {
+    for (int i = 0; i < rounds; ++i) EXPECT_TRUE(pong.send(*ping.recv()));
+    done.done();
+  });
+  for (int i = 0; i < rounds; ++i) {
+    EXPECT_TRUE(ping.send(i));
+    pong.recv();
+  }
+  done.wait();
+}
+
 // Counts after a known workload: parked fibers by reason, I/O waiters,
 // timers, and both latency histograms filling.
 TEST_P(MetricsTest, CountAKnownWorkload) {
@@ -366,14 +382,7 @@ TEST_P(MetricsTest, CountAKnownWorkload) {
         EXPECT_GT(after.poller_latency.quantile(0.5).count(), 0);
 
         // One ready in 64 is timed: a ping-pong of 1,000 rounds fills it.
-        weft::Channel<int> ping, pong;
-        weft::go([&] {
-          for (int i = 0; i < 1000; ++i) EXPECT_TRUE(pong.send(*ping.recv()));
-        });
-        for (int i = 0; i < 1000; ++i) {
-          EXPECT_TRUE(ping.send(i));
-          pong.recv();
-        }
+        ping_pong(1000);
         EXPECT_GT(weft::metrics().scheduling_latency.count(), 0u);
         ch.close();
         ::close(fds[1]);
@@ -387,14 +396,7 @@ TEST_P(MetricsTest, CountWhatTheSchedulerDid) {
       [] {
         const weft::Metrics before = weft::metrics();
         // 1,000 round trips switch at least 2,000 times.
-        weft::Channel<int> ping, pong;
-        weft::go([&] {
-          for (int i = 0; i < 1000; ++i) EXPECT_TRUE(pong.send(*ping.recv()));
-        });
-        for (int i = 0; i < 1000; ++i) {
-          EXPECT_TRUE(ping.send(i));
-          pong.recv();
-        }
+        ping_pong(1000);
         const weft::Metrics after_ping_pong = weft::metrics();
         EXPECT_GE(after_ping_pong.switches - before.switches, 2000u);
         if (GetParam() == 1) {
