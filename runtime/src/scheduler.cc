@@ -1084,7 +1084,6 @@ SchedulerStats scheduler_stats() noexcept {
   }
   st.spawned = spawned;
   st.worker_wakeups = s->idle.wakeups();
-  st.sleeps_refused = s->idle.sleeps_refused();
   st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);

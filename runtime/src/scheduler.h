@@ -48,7 +48,6 @@ struct SchedulerStats {
   std::uint64_t spawned;
   std::uint64_t steals;
   std::uint64_t worker_wakeups;
-  std::uint64_t sleeps_refused;  // Idle::sleeps_refused
   std::uint64_t watchdog_reports;
   std::uint64_t timer_rescues;   // overdue timers sysmon had to wake a worker for
   std::uint64_t sysmon_wakeups;  // workers sysmon woke for work stuck behind a busy fiber
