@@ -18,6 +18,7 @@
 #include "weft/channel.h"
 #include "weft/context.h"
 #include "weft/debug.h"
+#include "weft/join.h"
 #include "weft/runtime.h"
 #include "weft/select.h"
 #include "weft/sync.h"
@@ -306,7 +307,9 @@ TEST_P(CustomContextTest, SelectAndWaitOnACustomContext) {
       [&] {
         Custom parent = make_custom(kind());
         weft::Channel<int> never;
-        weft::go([&] {
+        // Joined before `parent` goes: cancel() is still running in this
+        // fiber when the waiters below see the context done.
+        weft::JoinHandle<void> canceller = weft::spawn([&] {
           weft::sleep_for(1ms);
           parent.impl->cancel({});
         });
@@ -316,6 +319,7 @@ TEST_P(CustomContextTest, SelectAndWaitOnACustomContext) {
         EXPECT_TRUE(done);
         parent.ctx.done().wait();
         EXPECT_EQ(parent.ctx.err(), errc::canceled);
+        canceller.join();
       },
       opts());
 }
