@@ -86,9 +86,11 @@ TEST_P(ChannelTest, FifoForValuesAndWaiters) {
           wg.add(1);
           weft::go([&, i] {
             auto v = ch.recv();
-            std::lock_guard lock(mu);
-            order.push_back(i * 100 + *v);
-            wg.done();
+            {
+              std::lock_guard lock(mu);
+              order.push_back(i * 100 + *v);
+            }
+            wg.done();  // last: mu goes with main's scope once the wait returns
           });
           wait_until_parked_receivers(ch, i + 1);  // parked before the next one starts
         }

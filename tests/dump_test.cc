@@ -83,18 +83,22 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
         weft::Channel<int> ch;
         weft::Mutex mu;
         mu.lock();
-        weft::WaitGroup started;
+        weft::WaitGroup started, locker_done;
         started.add(3);
+        locker_done.add(1);
         weft::go(
             [&] {
               started.done();
               park_in_channel_receive(ch);
             },
             {.name = "receiver"});
+        // Waited for at the end: once main's unlock hands it mu, it still
+        // locks and unlocks mu, which goes with this scope.
         weft::go(
             [&] {
               started.done();
               park_in_mutex_lock(mu);
+              locker_done.done();
             },
             {.name = "locker"});
         weft::go([&] {
@@ -157,6 +161,7 @@ TEST_P(DumpTest, ListsEachParkedFiberWithItsReasonNameAndStack) {
         ch.close();
         (void)pair.client.close();
         read_done.wait();
+        locker_done.wait();
       },
       {.workers = GetParam()});
 }
@@ -169,6 +174,10 @@ TEST_P(DumpTest, DumpsRacingAWorkloadLoseNothing) {
       [] {
         weft::Channel<int> ping, pong;
         const int kRounds = weft::test::stress_iterations(3000);
+        // Waited for at the end: after its last send it still runs its
+        // loop's test, and kRounds and the channels go with this scope.
+        weft::WaitGroup player;
+        player.add(1);
         weft::go([&] {
           for (int i = 0; i < kRounds; ++i) {
             const int v = *ping.recv();
@@ -178,6 +187,7 @@ TEST_P(DumpTest, DumpsRacingAWorkloadLoseNothing) {
             wg.wait();
             EXPECT_TRUE(pong.send(v + 1));
           }
+          player.done();
         });
         std::atomic<bool> stop{false};
         std::atomic<int> dumps{0};
@@ -199,6 +209,7 @@ TEST_P(DumpTest, DumpsRacingAWorkloadLoseNothing) {
         }
         stop = true;
         dumper.wait();
+        player.wait();
         EXPECT_GT(dumps.load(), 0);
       },
       {.workers = GetParam()});
@@ -460,7 +471,9 @@ TEST_P(UnstoppedWorkerTest, IsReadWithoutARace) {
           while (!release.load(std::memory_order_relaxed)) {  // holds its worker: no yield
           }
           while (left.load() != 0) weft::yield();  // switches, on this worker
-          finished.store(true, std::memory_order_relaxed);
+          // Pairs with main's acquire below, which ends the scope of the
+          // flags this fiber has touched.
+          finished.store(true, std::memory_order_release);
         });
         while (!holding.load()) weft::yield();
         // The holder runs on the other worker (we run on ours).
@@ -478,7 +491,7 @@ TEST_P(UnstoppedWorkerTest, IsReadWithoutARace) {
           release.store(true, std::memory_order_relaxed);
           EXPECT_EQ(m.fibers_running, 2u);
         }
-        while (!finished.load(std::memory_order_relaxed)) {  // no yield either: see above
+        while (!finished.load(std::memory_order_acquire)) {  // no yield either: see above
         }
       },
       {.workers = 2});

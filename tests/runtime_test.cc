@@ -749,8 +749,8 @@ TEST(RuntimeFairness, GlobalQueueIsServedUnderEndlessLocalWork) {
         std::thread t([&] {
           weft::go([&] {
             yields_before.store(yields.load());
-            foreign_ran.store(true);
             stop.store(true);
+            foreign_ran.store(true);  // last: main's scope, stop's, ends once it sees this
           });
         });
         done.wait();

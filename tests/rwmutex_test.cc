@@ -49,6 +49,9 @@ TEST_P(RWMutexTest, ReadersHoldItTogether) {
             std::shared_lock lock(mu);
             all_inside.done();
             leave.wait();
+            // Out before saying so: main's try_lock below, and mu's end,
+            // come once the last reader is done.
+            lock.unlock();
             finished.done();
           });
         }
@@ -143,6 +146,7 @@ TEST_P(RWMutexTest, ReadersQueuedBehindAWriterAllEnterAfterIt) {
           weft::go([&] {
             std::shared_lock lock(mu);
             if (value == 7) saw_write.fetch_add(1);
+            lock.unlock();  // before finished.done(): mu goes with main's scope
             finished.done();
           });
         }

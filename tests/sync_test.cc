@@ -140,6 +140,7 @@ TEST_P(SyncTest, CondVarNotifyOneWakesOneNotifyAllWakesAll) {
             cv.wait(lock, [&] { return permits > 0; });
             --permits;
             ++woke;
+            lock.unlock();  // before wg.done(): mu goes with main's scope
             wg.done();
           });
         }
