@@ -13,8 +13,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -119,12 +121,16 @@ TEST_P(IdleUnderLoadTest, AWorkerDeniedTheSpinTakesTheWorkItSees) {
   });
   const std::uint64_t requests = per_round * kRounds;
   EXPECT_EQ(answered, requests);
+  std::printf("[   INFO   ] %llu sleeps refused over %llu requests\n",
+              static_cast<unsigned long long>(refused), static_cast<unsigned long long>(requests));
   // A last look that finds work is a race that the protocol allows now and
-  // then: with the fix, at most 32 in 120,000 requests over 16 runs here;
+  // then: with the fix, at most 32 in 120,000 requests over 16 runs here,
+  // 0 to 11 in 30,000 under TSan (18 runs), and once 44 in CI's TSan run;
   // without it, 705 to 28,629 in 7 of 8 runs, and the rounds before (1 or 2
-  // clients alone) showed it in fewer.
-  EXPECT_LE(refused, requests / 1000)
-      << "sleeps refused for work seen, over " << answered << " requests";
+  // clients alone) showed it in fewer. The bound sits between the two, with
+  // a floor for the sanitizers' shorter runs, where the race is wider.
+  const std::uint64_t bound = std::max<std::uint64_t>(requests / 250, 200);
+  EXPECT_LE(refused, bound) << "sleeps refused for work seen, over " << answered << " requests";
 }
 
 WEFT_NET_INSTANTIATE(IdleUnderLoadTest);
