@@ -7,8 +7,9 @@
 Each run starts the server command with an address on 127.0.0.1 (a free port
 chosen here), waits for the line "listening on HOST:PORT" on its stdout, runs
 the client against it, then sends SIGTERM and expects the server to exit 0
-within 5 seconds. CMD is one shell-quoted string; "{addr}" in it is replaced
-by HOST:PORT, and without "{addr}" the address is appended as the last
+within 5 seconds (each server in a session of its own unless
+--server-session shared). CMD is one shell-quoted string; "{addr}" in it is
+replaced by HOST:PORT, and without "{addr}" the address is appended as the last
 argument (weft's examples take it as their first positional argument):
 
     --server build/release/examples/http-hello
@@ -41,7 +42,7 @@ median of the runs' 99th percentile latency as the client measured it, and
 errors), or with --json one JSON object per line and server:
 {"server", "client", "connections", "runs", "rps_median", "rps_min",
 "rps_max", "errors", "rps_runs", "p99_ms_median", "p99_ms_runs",
-"failures", "ratio" (compare only), "other_cpu_percent"}. wrk's p99 is its
+"failures", "ratio" (compare only), "other_cpu_percent", "server_session"}. wrk's p99 is its
 --latency distribution's; redis-benchmark's its CSV p99_latency_ms (7.0 and
 later; "-" before). The exit status is 1 when any run had errors or any
 server failed to start or stop cleanly, 2 on bad arguments.
@@ -105,13 +106,17 @@ def free_port():
 class Running:
     """A started server process; stop() checks its exit."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, shared_session=False):
         self.argv = argv
         self.stderr = tempfile.TemporaryFile()
+        # A process group of its own either way, so that kill() takes its
+        # children too; a session of its own also puts it in a scheduling
+        # autogroup of its own (see --server-session).
+        group = {"process_group": 0} if shared_session else {"start_new_session": True}
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
-                start_new_session=True)
+                **group)
         except OSError as e:
             raise RunError(f"cannot start {argv[0]}: {e}")
         self.lines = []
@@ -179,11 +184,11 @@ class Running:
         return None
 
 
-def start(server):
+def start(server, shared_session=False):
     """Starts `server` on a free port of 127.0.0.1: (Running, the HOST:PORT to
     reach it). RunError (the process killed) if it never says it listens."""
     port = free_port()
-    run = Running(server.command(f"127.0.0.1:{port}"))
+    run = Running(server.command(f"127.0.0.1:{port}"), shared_session)
     addr = run.wait_listening()
     # A server that prints the address it was given (port 0 or not) is
     # reached on the port chosen here.
@@ -275,7 +280,7 @@ def redis_benchmark(args, addr, requests, expected_seconds):
 def measure(args, server):
     """One run: start the server, warm up, measure, stop. Updates server."""
     try:
-        run, addr = start(server)
+        run, addr = start(server, args.server_session == "shared")
     except RunError as e:
         server.failures.append(str(e))
         return f"FAILED: {e}"
@@ -370,6 +375,12 @@ def parse_args(argv):
                    help="redis-benchmark -P: commands in flight per connection (default 1)")
     p.add_argument("--requests", type=int, default=0,
                    help="redis-benchmark -n (default: about DURATION seconds' worth)")
+    p.add_argument("--server-session", choices=["own", "shared"], default="own",
+                   help="own (default): each server in a session of its own; shared: in "
+                        "this script's, beside the client, as a shell script's jobs are. "
+                        "With autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled "
+                        "1) a session is a scheduling group, and a server that spins "
+                        "takes the CPU from its client only in the same group")
     p.add_argument("--json", action="store_true", help="one JSON object per server and line")
     args = p.parse_args(argv)
     args.compare = compare
@@ -413,6 +424,7 @@ def main(argv):
             "server": s.name,
             "client": args.client,
             "connections": args.connections,
+            "server_session": args.server_session,
             "runs": len(s.rps),
             "rps_median": round(statistics.median(s.rps), 1) if s.rps else None,
             "rps_min": round(min(s.rps), 1) if s.rps else None,
