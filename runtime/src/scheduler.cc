@@ -1090,6 +1090,7 @@ SchedulerStats scheduler_stats() noexcept {
   for (auto& w : s->workers) st.coop_yields += w->coop_yields.load(std::memory_order_relaxed);
   st.idle_workers = s->idle.idle_workers();
   st.napping_workers = s->idle.napping() ? 1 : 0;
+  st.spinning_workers = s->idle.spinning_workers();
   {
     std::lock_guard lock(s->depot.lock);
     st.records_pooled = s->depot.batches * kRecordBatch;

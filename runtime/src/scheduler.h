@@ -54,6 +54,7 @@ struct SchedulerStats {
   std::uint64_t coop_yields;     // fibers that spent their budget and yielded (coop.h)
   int idle_workers;
   int napping_workers;       // spinners napping while others run (Idle::nap)
+  int spinning_workers;      // napping ones included; a listed idle one may still count
   std::uint64_t schedticks;  // summed over workers: what the watchdog watches
   std::int64_t live_fibers;
   std::uint64_t records_pooled;  // free fiber records in the depot (records.h)
