@@ -42,10 +42,10 @@ median of the runs' 99th percentile latency as the client measured it, and
 errors), or with --json one JSON object per line and server:
 {"server", "client", "connections", "runs", "rps_median", "rps_min",
 "rps_max", "errors", "rps_runs", "p99_ms_median", "p99_ms_runs",
-"failures", "ratio" (compare only), "other_cpu_percent", "server_session"}. wrk's p99 is its
---latency distribution's; redis-benchmark's its CSV p99_latency_ms (7.0 and
-later; "-" before). The exit status is 1 when any run had errors or any
-server failed to start or stop cleanly, 2 on bad arguments.
+"failures", "ratio" (compare only), "other_cpu_percent", "server_session"}.
+wrk's p99 is its --latency distribution's; redis-benchmark's its CSV
+p99_latency_ms (7.0 and later; "-" before). The exit status is 1 when any run
+had errors or any server failed to start or stop cleanly, 2 on bad arguments.
 
 Standard library only. On a loaded machine the numbers move a lot; the
 "other processes" share printed at the end says how much CPU others took.
@@ -379,8 +379,8 @@ def parse_args(argv):
                    help="own (default): each server in a session of its own; shared: in "
                         "this script's, beside the client, as a shell script's jobs are. "
                         "With autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled "
-                        "1) a session is a scheduling group, and a server that spins "
-                        "takes the CPU from its client only in the same group")
+                        "1) a session is a scheduling group, and a spinning server "
+                        "competes with its client task by task only in the same group")
     p.add_argument("--json", action="store_true", help="one JSON object per server and line")
     args = p.parse_args(argv)
     args.compare = compare
