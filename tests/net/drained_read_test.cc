@@ -96,7 +96,16 @@ TEST_P(NetDrainedReadTest, EveryByteWrittenAfterAShortReadArrives) {
 // What ends a read at once still ends one that waits first: a deadline
 // that passed, the peer's close, a reset, a close by another fiber.
 TEST_P(NetDrainedReadTest, AWaitFirstReadEndsAsAPlainReadWould) {
-  run([] {
+  // libkqueue, the kqueue emulation on Linux, reads SO_ERROR when epoll
+  // reports an error (src/linux/read.c), which clears the socket's pending
+  // error: when the poller collects the reset's event before the read, the
+  // read finds a plain end of stream. BSD's kqueue leaves so_error alone.
+  // Seen once in CI under TSan (kqueue, 2 workers); not in 500 runs here.
+  bool reset_may_read_as_eof = false;
+#if defined(__linux__)
+  reset_may_read_as_eof = GetParam().backend == "kqueue";
+#endif
+  run([reset_may_read_as_eof] {
     char buf[64];
     weft::Channel<int> closer_done(1);
     for (int how = 0; how < 4; ++how) {
@@ -140,6 +149,7 @@ TEST_P(NetDrainedReadTest, AWaitFirstReadEndsAsAPlainReadWould) {
         EXPECT_TRUE(closer_done.recv());
       }
       ASSERT_FALSE(r) << "case " << how;
+      if (how == 2 && reset_may_read_as_eof && r.is_eof()) continue;
       EXPECT_EQ(r.error().code(), want) << "case " << how << ": " << r.error().to_string();
     }
   });
