@@ -98,9 +98,11 @@ TEST_P(NetDrainedReadTest, EveryByteWrittenAfterAShortReadArrives) {
 TEST_P(NetDrainedReadTest, AWaitFirstReadEndsAsAPlainReadWould) {
   // libkqueue, the kqueue emulation on Linux, reads SO_ERROR when epoll
   // reports an error (src/linux/read.c), which clears the socket's pending
-  // error: when the poller collects the reset's event before the read, the
-  // read finds a plain end of stream. BSD's kqueue leaves so_error alone.
-  // Seen once in CI under TSan (kqueue, 2 workers); not in 500 runs here.
+  // error. The backend hands it to the desc (poll_take_error), but a read
+  // that runs after the poller took it and before dispatch stored it finds
+  // a plain end of stream (ARCHITECTURE, "The poller": the emulation's
+  // limit; BSD's kqueue leaves so_error alone). Seen once in CI under TSan
+  // (kqueue, 2 workers); not in 500 runs here.
   bool reset_may_read_as_eof = false;
 #if defined(__linux__)
   reset_may_read_as_eof = GetParam().backend == "kqueue";
