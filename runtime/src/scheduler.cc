@@ -62,11 +62,16 @@ namespace {
 constexpr std::uint32_t kFairnessTicks = 61;     // global queue checked this often
 constexpr std::uint32_t kRunnextCap = 32;        // consecutive runnext picks before the queue
 constexpr std::uint64_t kSpinNs = 50'000;        // spin this long before sleeping
-constexpr std::uint64_t kBusySpinNs = 5'000;     // of which busy, while others run fibers
+constexpr std::uint64_t kBusySpinNs = 5'000;     // of which on the CPU; then napping or yielding
 constexpr std::uint64_t kNapSpinNs = 2'000'000;  // then napping, this long in all
-constexpr std::int64_t kSpinNapNs = 50'000;      // one nap at most (set_spin_nap)
-std::atomic<std::int64_t> spin_nap_ns{0};        // set_spin_nap, for tests; 0: kSpinNapNs
-constexpr std::uint32_t kTimerCheckTicks = 16;   // a busy worker's own timers, every N switches
+// A spinner's sched_yield() that took this long ran another thread; one
+// that nobody took returns in 1 to 2 us (a VM with Spectre mitigations).
+constexpr std::uint64_t kYieldTakenNs = 4'000;
+constexpr std::uint64_t kYieldBackoffNs = 4'000;      // CPU kept after a yield not taken
+constexpr std::uint64_t kYieldBackoffMaxNs = 16'000;  // doubling up to this
+constexpr std::int64_t kSpinNapNs = 50'000;           // one nap at most (set_spin_nap)
+std::atomic<std::int64_t> spin_nap_ns{0};             // set_spin_nap, for tests; 0: kSpinNapNs
+constexpr std::uint32_t kTimerCheckTicks = 16;  // a busy worker's own timers, every N switches
 constexpr std::uint64_t kIdBatch = 64;
 
 // initial-exec: read with one %fs-relative load instead of a __tls_get_addr
@@ -475,6 +480,8 @@ Fiber* Worker::find_runnable() {
       // wake one every 50 us to spin beside it.
       const std::uint64_t start = now_ns();
       std::uint64_t now = start;
+      std::uint64_t yield_at = start + kBusySpinNs;
+      std::uint64_t yield_backoff = kYieldBackoffNs;
       do {
         const bool nap = now - start >= kBusySpinNs && others_running();
         if (pinned_inbox.load(std::memory_order_relaxed) != nullptr) {  // handed to us
@@ -487,7 +494,28 @@ Fiber* Worker::find_runnable() {
         if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
         if (sched->stw.load(std::memory_order_relaxed)) break;
         if (!nap) {
-          cpu_relax();
+          // Past its first microseconds a spinner offers its CPU between
+          // looks: to a thread that shares it and that it may be waiting for
+          // (a client on its server's cores), which a spinner that kept the
+          // CPU made wait for the spin's end (RESP under redis-benchmark in
+          // the client's scheduling group, 2 cores: p99 2.0 ms against 1.1).
+          // A yield that nobody took (it returned at once) costs 1 to 2 us
+          // of kernel time here and shrinks nothing, so after one the
+          // spinner keeps the CPU a while, twice as long each time.
+          if (now < yield_at) {
+            cpu_relax();
+          } else {
+            const std::uint64_t before = now_ns();
+            sched_yield();
+            const std::uint64_t after = now_ns();
+            if (after - before >= kYieldTakenNs) {
+              yield_at = after;
+              yield_backoff = kYieldBackoffNs;
+            } else {
+              yield_at = after + yield_backoff;
+              yield_backoff = std::min(yield_backoff * 2, kYieldBackoffMaxNs);
+            }
+          }
         } else {
           snapshot_ticks(sched->workers);
           if (!sched->idle.nap(this, nap_length())) break;  // another naps: sleep
