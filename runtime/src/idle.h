@@ -12,9 +12,10 @@
 // spinning, but off the CPU (a busy spinner on a core that shares its
 // pipeline with a busy worker's cost a 2-worker ping-pong a third of its
 // speed under Go's wake-up rule, invariant 3); while no other worker runs
-// fibers it keeps looking, but yields its CPU between looks after the first
+// fibers it keeps looking, but offers its CPU between looks after the first
 // few microseconds, so that a thread that shares the CPU (a client on the
-// server's cores) runs first. A worker holds the *timer
+// server's cores) runs first, and less often after an offer nobody took
+// (find_runnable). A worker holds the *timer
 // role* while it is timer_sleeper_: it then sleeps in the poller until I/O,
 // the earliest timer across all workers' heaps (timer_sleep_until_), or a
 // wake-up. Every other idle worker sleeps on its own wake word (a futex)
