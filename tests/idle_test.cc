@@ -10,12 +10,11 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <string>
 #include <thread>
 #include <vector>
 
 #include "chaos.h"
+#include "net/net_test_util.h"
 #include "scheduler.h"
 #include "test_util.h"
 #include "weft/channel.h"
@@ -206,12 +205,9 @@ TEST(IdleProtocolTwoWorkers, StealableWorkWakesANappingSpinner) {
 // made the answer wait for the spin's end (unless the thread preempted it
 // as it woke), and its worker went to sleep first and was woken for the
 // answer: 383 to 571 wake-ups in 2,000 rounds, against 27 to 137 once the
-// spinner offers its CPU (release build, every backend, 6 runs each).
-class SpinnerOnOneCpu : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override { setenv("WEFT_POLLER", GetParam().c_str(), 1); }
-  void TearDown() override { unsetenv("WEFT_POLLER"); }
-};
+// spinner offers its CPU (the test build, every backend, 6 runs each).
+// Two workers only: with one there is no spinner.
+class SpinnerOnOneCpu : public weft::test::NetBackendTest {};
 
 TEST_P(SpinnerOnOneCpu, GivesItsCpuToTheThreadItWaitsFor) {
   cpu_set_t allowed;
@@ -230,28 +226,26 @@ TEST_P(SpinnerOnOneCpu, GivesItsCpuToTheThreadItWaitsFor) {
   const int rounds = weft::test::stress_iterations(2000);
   int answered = 0;
   std::uint64_t wakeups = 0;
-  weft::run(
-      [&] {
-        weft::Channel<int> ask, answer;
-        std::thread answerer([&] {
-          while (auto v = ask.recv()) {
-            if (!answer.send(*v + 1)) break;
-          }
-        });
-        const auto round_trip = [&](int i) {
-          if (!ask.send(i)) return false;
-          const auto v = answer.recv();
-          return v && *v == i + 1;
-        };
-        // Both workers have run and settled before the count starts.
-        for (int i = 0; i < 10; ++i) round_trip(i);
-        const std::uint64_t start = weft::detail::scheduler_stats().worker_wakeups;
-        while (answered < rounds && round_trip(answered)) ++answered;
-        wakeups = weft::detail::scheduler_stats().worker_wakeups - start;
-        ask.close();
-        answerer.join();
-      },
-      weft::RunOptions{.workers = 2});
+  run([&] {
+    weft::Channel<int> ask, answer;
+    std::thread answerer([&] {
+      while (auto v = ask.recv()) {
+        if (!answer.send(*v + 1)) break;
+      }
+    });
+    const auto round_trip = [&](int i) {
+      if (!ask.send(i)) return false;
+      const auto v = answer.recv();
+      return v && *v == i + 1;
+    };
+    // Both workers have run and settled before the count starts.
+    for (int i = 0; i < 10; ++i) round_trip(i);
+    const std::uint64_t start = weft::detail::scheduler_stats().worker_wakeups;
+    while (answered < rounds && round_trip(answered)) ++answered;
+    wakeups = weft::detail::scheduler_stats().worker_wakeups - start;
+    ask.close();
+    answerer.join();
+  });
   ASSERT_EQ(sched_setaffinity(0, sizeof allowed, &allowed), 0);
   EXPECT_EQ(answered, rounds);
   std::printf("[ INFO     ] %llu worker wake-ups over %d rounds\n",
@@ -260,9 +254,14 @@ TEST_P(SpinnerOnOneCpu, GivesItsCpuToTheThreadItWaitsFor) {
   EXPECT_LE(wakeups, static_cast<std::uint64_t>(rounds / 6));
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, SpinnerOnOneCpu,
-                         ::testing::ValuesIn(weft::test::poller_backends()),
-                         [](const auto& info) { return info.param; });
+std::vector<weft::test::NetParam> two_worker_params() {
+  std::vector<weft::test::NetParam> params = weft::test::net_params();
+  std::erase_if(params, [](const weft::test::NetParam& p) { return p.workers != 2; });
+  return params;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, SpinnerOnOneCpu, ::testing::ValuesIn(two_worker_params()),
+                         weft::test::backend_name);
 
 INSTANTIATE_TEST_SUITE_P(Workers, IdleProtocol, ::testing::Values(1, 2), weft::test::workers_name);
 
