@@ -42,7 +42,11 @@ median of the runs' 99th percentile latency as the client measured it, and
 errors), or with --json one JSON object per line and server:
 {"server", "client", "connections", "runs", "rps_median", "rps_min",
 "rps_max", "errors", "rps_runs", "p99_ms_median", "p99_ms_runs",
-"failures", "ratio" (compare only), "other_cpu_percent", "server_session"}.
+"failures", "ratio" (compare only), "other_cpu_percent", "server_session",
+"server_cpu_us_median", "client_cpu_us_median"}: the last two are the median
+over the runs of the CPU time (user and system, all threads) that the server
+and the client spent per request during the measured run, in microseconds; on
+a machine the two share, throughput follows their sum.
 wrk's p99 is its --latency distribution's; redis-benchmark's its CSV
 p99_latency_ms (7.0 and later; "-" before). The exit status is 1 when any run
 had errors or any server failed to start or stop cleanly, 2 on bad arguments.
@@ -90,6 +94,8 @@ class Server:
         self.errors = 0  # client-reported errors over all runs
         self.failures = []  # messages of failed runs
         self.estimate = None  # requests/s seen last (redis-benchmark's -n)
+        self.server_cpu_us = []  # the server's CPU time per request of each run
+        self.client_cpu_us = []  # the client's
 
     def command(self, addr):
         if any("{addr}" in a for a in self.argv):
@@ -288,17 +294,24 @@ def measure(args, server):
         if args.client == "wrk":
             if args.warmup > 0:
                 wrk(args, addr, args.warmup)
-            rps, errors, p99 = wrk(args, addr, args.duration)
         elif args.client == "echo":
-            rps, errors, p99 = echo_client(args, addr, args.duration, args.warmup)
+            if args.warmup > 0:
+                echo_client(args, addr, args.warmup, 0)
         else:
             if server.estimate is None or args.warmup > 0:
                 n = int(max(5000, (server.estimate or 50000) * max(args.warmup, 0.2)))
                 rate, _, _ = redis_benchmark(args, addr, n, max(args.warmup, 1))
                 server.estimate = server.estimate or rate
             n = args.requests or int(max(10000, server.estimate * args.duration))
+        cpu = CpuMeter(run.proc.pid)
+        if args.client == "wrk":
+            rps, errors, p99 = wrk(args, addr, args.duration)
+        elif args.client == "echo":
+            rps, errors, p99 = echo_client(args, addr, args.duration, 0)
+        else:
             rps, errors, p99 = redis_benchmark(args, addr, n, args.duration)
             server.estimate = rps
+        server_us, client_us = cpu.per_request(rps)
         if not run.alive():
             raise RunError(f"server died during the run (exit {run.proc.returncode})"
                            f"{run.stderr_tail()}")
@@ -313,12 +326,54 @@ def measure(args, server):
     server.rps.append(rps)
     if p99 is not None:
         server.p99_ms.append(p99)
+    if server_us is not None:
+        server.server_cpu_us.append(server_us)
+        server.client_cpu_us.append(client_us)
     server.errors += errors
     if problem:
         server.failures.append(problem)
         return f"{rps:,.0f} req/s, {errors} errors; FAILED: {problem}"
     return (f"{rps:,.0f} req/s" + (f", p99 {p99:.2f} ms" if p99 is not None else "")
+            + (f", CPU/req server {server_us:.1f} us client {client_us:.1f} us"
+               if server_us is not None else "")
             + (f", {errors} ERRORS" if errors else ""))
+
+
+class CpuMeter:
+    """CPU time per request of the server (all its threads, from
+    /proc/PID/stat) and of the client (the waited-for children's rusage)
+    over one measured client run. On a machine the client shares with the
+    server, throughput follows the sum: a server that takes less CPU per
+    request leaves more to the client."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.t0 = time.monotonic()
+        self.server0 = self._server()
+        self.client0 = self._client()
+
+    def _server(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                # Fields after the command name, which may hold spaces.
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _client():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def per_request(self, rps):
+        """(server us, client us) per request, or (None, None) when unknown."""
+        server1 = self._server()
+        requests = rps * (time.monotonic() - self.t0)
+        if self.server0 is None or server1 is None or requests <= 0:
+            return None, None
+        return (1e6 * (server1 - self.server0) / requests,
+                1e6 * (self._client() - self.client0) / requests)
 
 
 class OtherLoad:
@@ -433,6 +488,10 @@ def main(argv):
             "rps_runs": [round(r, 1) for r in s.rps],
             "p99_ms_median": round(statistics.median(s.p99_ms), 3) if s.p99_ms else None,
             "p99_ms_runs": [round(x, 3) for x in s.p99_ms],
+            "server_cpu_us_median": (round(statistics.median(s.server_cpu_us), 2)
+                                     if s.server_cpu_us else None),
+            "client_cpu_us_median": (round(statistics.median(s.client_cpu_us), 2)
+                                     if s.client_cpu_us else None),
             "failures": s.failures,
             "other_cpu_percent": None if others is None else round(others, 1),
         }
@@ -450,7 +509,7 @@ def main(argv):
         print(f"\n{client}, {args.connections} connections, "
               f"{args.duration} s x {args.runs} runs" + (" (interleaved)" if args.compare else ""))
         head = (f"{'server':<16} {'median req/s':>13} {'min':>11} {'max':>11} {'spread':>7} "
-                f"{'p99 ms':>7} {'errors':>7}")
+                f"{'p99 ms':>7} {'errors':>7} {'CPU us/req srv':>14} {'cli':>5}")
         if args.compare:
             head += f"  {'vs ' + base.name:>12}"
         print(head)
@@ -460,8 +519,11 @@ def main(argv):
                 continue
             spread = 100.0 * (row["rps_max"] - row["rps_min"]) / max(row["rps_median"], 1e-9)
             p99 = "-" if row["p99_ms_median"] is None else f"{row['p99_ms_median']:.2f}"
+            srv, cli = row["server_cpu_us_median"], row["client_cpu_us_median"]
             line = (f"{row['server']:<16} {row['rps_median']:>13,.0f} {row['rps_min']:>11,.0f} "
-                    f"{row['rps_max']:>11,.0f} {spread:>6.1f}% {p99:>7} {row['errors']:>7}")
+                    f"{row['rps_max']:>11,.0f} {spread:>6.1f}% {p99:>7} {row['errors']:>7} "
+                    f"{'-' if srv is None else f'{srv:.1f}':>14} "
+                    f"{'-' if cli is None else f'{cli:.1f}':>5}")
             if args.compare and row["ratio"] is not None:
                 line += f"  {row['ratio']:>11.2f}x"
             print(line)
