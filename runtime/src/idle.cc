@@ -41,6 +41,26 @@ bool Idle::wake_one() {
   return true;
 }
 
+void Idle::leave_to_dispatch(Worker* w) {
+  {
+    std::lock_guard lock(mu_);
+    if (!w->on_idle_list) return;  // wakep() took us off meanwhile
+    Worker** link = &head_;
+    while (*link != w) link = &(*link)->next_idle;
+    *link = w->next_idle;
+    w->on_idle_list = false;
+    nidle_.fetch_sub(1, std::memory_order_seq_cst);
+    nspinning_.fetch_add(1, std::memory_order_seq_cst);
+    w->wake_word.store(kWoken, std::memory_order_seq_cst);
+  }
+  // Pairs with sysmon's store of sysmon_sleeping then all_idle(), as in
+  // wake_one: we run fibers now, which it watches.
+  if (sched_.sysmon_sleeping.load(std::memory_order_seq_cst)) {
+    sched_.sysmon_word.store(1, std::memory_order_release);
+    futex_wake(&sched_.sysmon_word, 1);
+  }
+}
+
 void Idle::wake_pinned_home(Worker* home) {
   // After hand_to_home's seq_cst push: pairs with the sleeper's nidle_
   // increment and its last look at its inbox (any_queued_work), and with
@@ -239,6 +259,7 @@ void Idle::sleep(Worker* w, std::int64_t wake_by) {
         // nothing left to run (Scheduler::nothing_can_wake).
         dispatching_.fetch_add(1, std::memory_order_seq_cst);
         dispatched = true;
+        leave_to_dispatch(w);
         netpoll_dispatch(events, n);
       }
     }

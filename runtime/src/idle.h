@@ -170,6 +170,14 @@ class Idle {
   // For a worker that found work: a spinner stops (the last one wakes
   // another), and one that left the timer role hands it on.
   void found_work(Worker* w);
+  // The role's holder, whose poll returned events, before it readies them:
+  // it leaves the idle list as wakep() would have taken it off (counted as
+  // spinning, sysmon woken if it slept), so that the batch's wakep() does
+  // not find it there, at the list's head as often as not, and futex-wake
+  // its own word, for nobody (with one worker, once for every poll that
+  // returned anything). Its found_work() then wakes another worker if
+  // there is more to do, as after any wake-up.
+  void leave_to_dispatch(Worker* w);
   // The worker has found no work: it counts itself idle, looks at every
   // queue once more, then takes the timer role or sleeps on its wake word
   // until woken, and leaves the idle list. Returns with w->spinning set if
