@@ -513,6 +513,45 @@ TEST_P(UnstoppedWorkerTest, IsReadWithoutARace) {
 INSTANTIATE_TEST_SUITE_P(Reader, UnstoppedWorkerTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Dump" : "Metrics"; });
 
+// The fiber that holds a worker the world did not stop may end while a
+// dump reads it, and its name is freed then (Worker::finish). The hook
+// releases it and lets it end before the dump reads its record, as a dump
+// slow enough would find it. Before, the dump read it as running from what
+// it saw before and copied its freed name: ASan's heap-use-after-free, and
+// in any build the ended fiber listed as running, with whatever the name's
+// memory held by then.
+std::atomic<bool> g_holder_release{false};
+
+TEST(DumpRace, AFiberThatEndsWhileADumpReadsItIsNotReadAfterItsEnd) {
+  constexpr const char* kName = "holder-that-ends-during-the-dump";
+  g_holder_release.store(false);
+  weft::run(
+      [kName] {
+        std::atomic<bool> holding{false};
+        weft::go(
+            [&holding] {
+              holding.store(true);
+              while (!g_holder_release.load(std::memory_order_relaxed)) {  // holds its worker
+              }
+            },
+            {.name = kName});
+        while (!holding.load()) weft::yield();
+        weft::detail::set_dump_running_read_hook([] { g_holder_release.store(true); });
+        const std::string text = dump_to_string();
+        weft::detail::set_dump_running_read_hook(nullptr);
+        EXPECT_TRUE(g_holder_release.load()) << "the dump never met the holder running:\n" << text;
+        EXPECT_EQ(text.find(kName), std::string::npos) << text;
+        std::size_t running = 0;
+        for (auto at = text.find("running on worker"); at != std::string::npos;
+             at = text.find("running on worker", at + 1)) {
+          ++running;
+        }
+        // The dump runs on a blocking thread, its fiber parked meanwhile.
+        EXPECT_EQ(running, 0u) << "the holder ended before it was read:\n" << text;
+      },
+      {.workers = 2});
+}
+
 TEST(Metrics, HistogramQuantilesAreBucketUpperEdges) {
   weft::LatencyHistogram h;
   EXPECT_EQ(h.quantile(0.5).count(), 0);

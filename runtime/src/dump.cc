@@ -50,6 +50,7 @@
 
 #include "env.h"
 #include "netpoll.h"
+#include "records.h"
 #include "registry.h"
 #include "scheduler_internal.h"
 #include "weft/debug.h"
@@ -160,6 +161,22 @@ const Fiber* running_on(const Worker& w, const Worker* self) {
   return w.running.load(std::memory_order_acquire);
 }
 
+std::atomic<void (*)()> dump_running_read_hook{nullptr};  // set_dump_running_read_hook
+
+// For a worker whose fiber stopped running while we looked: it is on its
+// way to stop (it switched to its g0 for that, since stw is set, and ends
+// or commits the fiber there first). True once it has; false if it did not
+// within the world's own wait, or ran on without membarrier to mark with.
+bool wait_stopped(const Worker& w) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(kStopWaitMs);
+  // acquire: pairs with stop_for_world's release, as in running_on.
+  while (!w.stopped_for_world.load(std::memory_order_acquire)) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
   std::vector<Entry> out;
   std::map<const Fiber*, int> running;  // fiber -> worker
@@ -182,7 +199,25 @@ std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
   fiber_registry().for_each([&](Fiber* f) {
     if (generation_of(*f) != s->gen || f->is_thread) return;
     Entry e;
-    const auto run = running.find(f);
+    auto run = running.find(f);
+    // A fiber that runs on a worker the world did not stop may end while we
+    // read it, and its name goes then (Worker::finish): it is read marked,
+    // as sysmon's watchdog reads one (records.h). One that stopped running
+    // meanwhile is read as its worker left it, once that worker stopped.
+    const bool elsewhere = run != running.end() && !(self && self->current == f);
+    bool marked = false;
+    if (elsewhere) {
+      const Worker& holder = *s->workers[static_cast<std::size_t>(run->second)];
+      if (void (*hook)() = dump_running_read_hook.load(std::memory_order_acquire)) {
+        hook();
+        wait_stopped(holder);
+      }
+      marked = mark_running_fiber(holder.running, f);
+      if (!marked) {
+        if (!wait_stopped(holder)) return;  // neither marked nor still: not read
+        run = running.end();
+      }
+    }
     if (run != running.end()) {
       e.shown = Shown::running;
       e.worker = run->second;
@@ -211,6 +246,7 @@ std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
     } else if (!walk_parked(f, e.walk)) {
       e.no_stack = "its stack could not be walked (too little room left on it)";
     }
+    if (marked) unmark_running_fiber();
     out.push_back(std::move(e));
   });
   return out;
@@ -558,6 +594,10 @@ void die_of_deadlock(Scheduler* s) {
   }
   std::fflush(stderr);
   _exit(2);
+}
+
+void set_dump_running_read_hook(void (*hook)()) {
+  dump_running_read_hook.store(hook, std::memory_order_release);
 }
 
 void dump_fibers_of(Scheduler* s, std::FILE* out) {

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <thread>
 #include <type_traits>
@@ -38,6 +39,12 @@ namespace {
 
 std::atomic<std::int64_t> name_read_pause_us{0};  // set_name_read_pause
 
+// The mark is one word, and two threads mark: sysmon's watchdog and a dump
+// (dump.cc), which reads the fibers running on workers it could not stop.
+// Held from the mark to the unmark, so that one's unmark never clears the
+// other's mark while it reads.
+std::mutex mark_mu;
+
 // membarrier(2)'s private expedited barrier, registered on first use; false
 // where the kernel or a seccomp filter refuses it.
 bool barrier_on_every_thread() noexcept {
@@ -53,6 +60,7 @@ void set_name_read_pause(std::chrono::microseconds pause) {
 }
 
 bool mark_running_fiber(const std::atomic<const Fiber*>& running, const Fiber* f) noexcept {
+  mark_mu.lock();  // unmark_running_fiber unlocks
   g_running_fiber_mark.store(f, std::memory_order_relaxed);
   // Pairs with the signal fence in wait_until_unmarked (records.h).
   if (!barrier_on_every_thread()) {
@@ -74,6 +82,7 @@ bool mark_running_fiber(const std::atomic<const Fiber*>& running, const Fiber* f
 void unmark_running_fiber() noexcept {
   // release: our reads of the record happen before it is reused or freed.
   g_running_fiber_mark.store(nullptr, std::memory_order_release);
+  mark_mu.unlock();
 }
 
 void keep_abandoned_started(std::uint32_t gen) {

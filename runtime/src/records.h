@@ -121,10 +121,12 @@ void abandon_runnable(Fiber* f);
 void free_fiber_name(Fiber* f) noexcept;
 
 // sysmon's watchdog names the fiber that holds another worker (its id, name
-// and spawn site), and that fiber may end meanwhile, its record then reused
-// or freed. The watchdog marks the record it reads (one mark: sysmon is one
-// thread) if it is still the one running there, and every fiber that ran
-// waits at its end (Worker::finish) until its record is unmarked.
+// and spawn site), and a dump reads the fibers that run on workers it could
+// not stop; such a fiber may end meanwhile, its record then reused or freed
+// and its name freed. The reader marks the record it reads (one mark at a
+// time: a mutex makes the second reader wait) if it is still the one
+// running there, and every fiber that ran waits at its end
+// (Worker::finish) until its record is unmarked.
 // Memory orders: the mark, then membarrier(2) (a full barrier on every
 // thread of the process), then the load of `running`, against a switch's
 // store of `running` and, later on the same thread, finish's load of the

@@ -79,6 +79,11 @@ bool is_runtime_thread() noexcept;
 // Counters of the running runtime (zero when none runs); for tests.
 SchedulerStats scheduler_stats() noexcept;
 
+// For tests: a dump that reads a fiber running on a worker the world did not
+// stop runs `hook` first and then waits (up to the world's own wait) for
+// that worker to stop, as a dump slow enough that the fiber ended or
+// parked meanwhile would find it. Null: none.
+void set_dump_running_read_hook(void (*hook)());
 // For tests: the longest nap of a spinner while others run (Idle::nap);
 // zero restores the default. Read at each nap.
 void set_spin_nap(std::chrono::nanoseconds nap);
