@@ -21,9 +21,7 @@ bool Idle::wake_one() {
     std::lock_guard lock(mu_);
     w = head_;
     if (w) {
-      head_ = w->next_idle;
-      w->on_idle_list = false;
-      nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      unlink_locked(w);
       w->wake_word.store(kWoken, std::memory_order_seq_cst);
     }
   }
@@ -33,32 +31,42 @@ bool Idle::wake_one() {
   }
   wake_worker(w);
   wakeups_.fetch_add(1, std::memory_order_relaxed);
-  // Pairs with sysmon's store of sysmon_sleeping then all_idle() (sysmon.cc).
+  wake_sysmon();
+  return true;
+}
+
+void Idle::wake_sysmon() {
+  // Our nidle_ decrement (seq_cst) before this load pairs with sysmon's
+  // store of sysmon_sleeping then all_idle() (sysmon.cc): one of us sees
+  // the other, so a worker that leaves the list never finds sysmon asleep
+  // without waking it.
   if (sched_.sysmon_sleeping.load(std::memory_order_seq_cst)) {
     sched_.sysmon_word.store(1, std::memory_order_release);
     futex_wake(&sched_.sysmon_word, 1);
   }
+}
+
+void Idle::unlink_locked(Worker* w) {
+  Worker** link = &head_;
+  while (*link != w) link = &(*link)->next_idle;
+  *link = w->next_idle;
+  w->on_idle_list = false;
+  nidle_.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+bool Idle::take_off_list(Worker* w) {
+  std::lock_guard lock(mu_);
+  if (!w->on_idle_list) return false;
+  unlink_locked(w);
+  // As wake_one's: it wakes counted as spinning (Idle::sleep).
+  nspinning_.fetch_add(1, std::memory_order_seq_cst);
+  w->wake_word.store(kWoken, std::memory_order_seq_cst);
   return true;
 }
 
 void Idle::leave_to_dispatch(Worker* w) {
-  {
-    std::lock_guard lock(mu_);
-    if (!w->on_idle_list) return;  // wakep() took us off meanwhile
-    Worker** link = &head_;
-    while (*link != w) link = &(*link)->next_idle;
-    *link = w->next_idle;
-    w->on_idle_list = false;
-    nidle_.fetch_sub(1, std::memory_order_seq_cst);
-    nspinning_.fetch_add(1, std::memory_order_seq_cst);
-    w->wake_word.store(kWoken, std::memory_order_seq_cst);
-  }
-  // Pairs with sysmon's store of sysmon_sleeping then all_idle(), as in
-  // wake_one: we run fibers now, which it watches.
-  if (sched_.sysmon_sleeping.load(std::memory_order_seq_cst)) {
-    sched_.sysmon_word.store(1, std::memory_order_release);
-    futex_wake(&sched_.sysmon_word, 1);
-  }
+  // Not on the list: wakep() took us off meanwhile, and woke sysmon then.
+  if (take_off_list(w)) wake_sysmon();  // we run fibers now, which it watches
 }
 
 void Idle::wake_pinned_home(Worker* home) {
@@ -66,32 +74,11 @@ void Idle::wake_pinned_home(Worker* home) {
   // increment and its last look at its inbox (any_queued_work), and with
   // nap()'s store of napper_ and its look. One of us sees the other.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (nidle_.load(std::memory_order_seq_cst) != 0) {
-    bool woke = false;
-    {
-      std::lock_guard lock(mu_);
-      if (home->on_idle_list) {
-        Worker** link = &head_;
-        while (*link != home) link = &(*link)->next_idle;
-        *link = home->next_idle;
-        home->on_idle_list = false;
-        nidle_.fetch_sub(1, std::memory_order_seq_cst);
-        // As wake_one's: it wakes counted as spinning (Idle::sleep).
-        nspinning_.fetch_add(1, std::memory_order_seq_cst);
-        home->wake_word.store(kWoken, std::memory_order_seq_cst);
-        woke = true;
-      }
-    }
-    if (woke) {
-      wake_worker(home);
-      wakeups_.fetch_add(1, std::memory_order_relaxed);
-      // Pairs with sysmon's store of sysmon_sleeping then all_idle(), as in wake_one.
-      if (sched_.sysmon_sleeping.load(std::memory_order_seq_cst)) {
-        sched_.sysmon_word.store(1, std::memory_order_release);
-        futex_wake(&sched_.sysmon_word, 1);
-      }
-      return;
-    }
+  if (nidle_.load(std::memory_order_seq_cst) != 0 && take_off_list(home)) {
+    wake_worker(home);
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
+    wake_sysmon();
+    return;
   }
   if (napper_.load(std::memory_order_seq_cst) == home) poke_napper();
 }
@@ -285,11 +272,7 @@ void Idle::sleep(Worker* w, std::int64_t wake_by) {
   {
     std::lock_guard lock(mu_);
     if (w->on_idle_list) {  // timer due, wake_by, poked, or work found: nobody counted us
-      Worker** link = &head_;
-      while (*link != w) link = &(*link)->next_idle;
-      *link = w->next_idle;
-      w->on_idle_list = false;
-      nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      unlink_locked(w);
       if (dispatched) dispatching_.fetch_sub(1, std::memory_order_seq_cst);
       advance_coarse_clock();
       return;
@@ -316,9 +299,7 @@ void Idle::wake_all() {
   poke_napper();  // it then sees stopping in its loop
   std::lock_guard lock(mu_);
   while (Worker* w = head_) {
-    head_ = w->next_idle;
-    w->on_idle_list = false;
-    nidle_.fetch_sub(1, std::memory_order_seq_cst);
+    unlink_locked(w);
     w->wake_word.store(kWoken, std::memory_order_seq_cst);
     wake_worker(w);
   }

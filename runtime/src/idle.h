@@ -220,6 +220,14 @@ class Idle {
   // A sleeper's last look, after it counted itself idle.
   bool any_queued_work(Worker* self) const;
   bool any_runnext_behind_a_busy_fiber(Worker* self) const;
+  // Takes w off the idle list as a wake-up does: counted as spinning, its
+  // wake word kWoken. False if it was not on the list.
+  bool take_off_list(Worker* w);
+  // Off the list, under mu_: nidle_ drops with it.
+  void unlink_locked(Worker* w);
+  // For a worker that left the list to run fibers: sysmon, asleep through
+  // an idle runtime, watches again.
+  void wake_sysmon();
 
   Scheduler& sched_;
   const int nworkers_;
