@@ -62,6 +62,18 @@ std::uint64_t drive(const std::vector<int>& fds, std::uint64_t requests) {
   return answered;
 }
 
+// The server's side of a connection: each byte back, until the client
+// closes; `served` counts the connection until then.
+void serve_bytes(weft::net::Conn conn, weft::WaitGroup& served) {
+  served.add(1);
+  weft::go([&served, c = std::move(conn)]() mutable {
+    char byte;
+    while (c.read(&byte, 1) && c.write(&byte, 1)) {
+    }
+    served.done();
+  });
+}
+
 // One round: `clients` threads, 16 connections each, `requests` in all.
 // Returns the sleeps refused during the round; adds the answers to
 // `answered`.
@@ -82,13 +94,7 @@ std::uint64_t round_of_load(int clients, std::uint64_t requests, std::uint64_t& 
       continue;
     }
     client_fds[static_cast<std::size_t>(i % clients)].push_back(sv[0]);
-    served.add(1);
-    weft::go([&served, c = std::move(*conn)]() mutable {
-      char byte;
-      while (c.read(&byte, 1) && c.write(&byte, 1)) {
-      }
-      served.done();
-    });
+    serve_bytes(std::move(*conn), served);
   }
   const std::uint64_t refused_before = weft::metrics().sleeps_refused;
   std::vector<std::uint64_t> answers(client_fds.size());
@@ -155,13 +161,7 @@ TEST_P(IdleUnderLoadTest, APollerThatFindsWorkDoesNotWakeItself) {
     auto conn = weft::net::adopt_conn(sv[1], "unix");
     ASSERT_TRUE(conn) << conn.error().to_string();
     weft::WaitGroup served;
-    served.add(1);
-    weft::go([&served, c = std::move(*conn)]() mutable {
-      char byte;
-      while (c.read(&byte, 1) && c.write(&byte, 1)) {
-      }
-      served.done();
-    });
+    serve_bytes(std::move(*conn), served);
     const std::uint64_t before = weft::metrics().worker_wakeups;
     std::thread client([&] {
       char byte = 'q';
