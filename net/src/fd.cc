@@ -34,6 +34,11 @@ bool fails_early(PollStatus st) noexcept {
   return st == PollStatus::closed || st == PollStatus::timeout || st == PollStatus::canceled;
 }
 
+// Out of line, as NetFD::io_failed.
+[[gnu::noinline, gnu::cold]] IoResult eof_result() {
+  return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
+}
+
 }  // namespace
 
 std::uint64_t accept_backoffs() noexcept {
@@ -157,6 +162,11 @@ const Addr& NetFD::raddr() const {
   return a ? *a : none;
 }
 
+IoResult NetFD::io_failed(std::size_t n, const char* op, std::error_code ec,
+                          const char* syscall) const {
+  return {n, op_error(op, ec, syscall)};
+}
+
 OpError NetFD::op_error(const char* op, std::error_code ec, const char* syscall) const {
   OpError e;
   e.op = op;
@@ -269,7 +279,7 @@ Result<void> NetFD::shutdown(int how) {
 
 IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::read, op)) return {0, op_error("read", e)};
+  if (auto e = rw_lock(PollMode::read, op)) return io_failed(0, "read", e);
   RwGuard guard{this, PollMode::read, op};
   if (n == 0) return IoResult(0);  // Go: (0, nil) at once, no wait, no EOF
   if (stream() && n > kMaxRW) n = kMaxRW;
@@ -289,7 +299,7 @@ IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
   read_drained_.store(false, std::memory_order_relaxed);
   if (!wait_first) {
     st = weft::detail::poll_prepare(pd_, PollMode::read);
-    if (fails_early(st)) return {0, op_error("read", status_code(st))};
+    if (fails_early(st)) return io_failed(0, "read", status_code(st));
   }
   bool after_error_event = false;
   for (bool try_read = !wait_first;; try_read = true) {
@@ -304,18 +314,18 @@ IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
       if (r == 0) {
         // A reset whose error the poller took off the socket reads as EOF.
         if (const int taken = stream() ? weft::detail::poll_take_error(pd_) : 0) {
-          return {0, op_error("read", errno_code(taken), "read")};
+          return io_failed(0, "read", errno_code(taken), "read");
         }
-        if (zero_read_is_eof()) return {0, OpError(weft::errc::eof)};  // bare, as Go's io.EOF
-        return IoResult(0);                                            // an empty datagram
+        if (zero_read_is_eof()) return eof_result();  // bare, as Go's io.EOF
+        return IoResult(0);                           // an empty datagram
       }
       const int e = errno;
       if (e == EINTR) continue;
-      if (e != EAGAIN) return {0, op_error("read", errno_code(e), "read")};
+      if (e != EAGAIN) return io_failed(0, "read", errno_code(e), "read");
       if (const int taken = weft::detail::poll_take_error(pd_)) {  // as for recvfrom below
-        return {0, op_error("read", errno_code(taken), "read")};
+        return io_failed(0, "read", errno_code(taken), "read");
       }
-      if (after_error_event) return {0, op_error("read", net_errc::not_pollable)};
+      if (after_error_event) return io_failed(0, "read", net_errc::not_pollable);
     }
     st = weft::detail::poll_wait(pd_, PollMode::read);
     if (st == PollStatus::ready) continue;
@@ -323,17 +333,17 @@ IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
       after_error_event = true;  // let the syscall report the socket error
       continue;
     }
-    return {0, op_error("read", status_code(st))};
+    return io_failed(0, "read", status_code(st));
   }
 }
 
 IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::write, op)) return {0, op_error("write", e)};
+  if (auto e = rw_lock(PollMode::write, op)) return io_failed(0, "write", e);
   RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
   if (fails_early(st)) {
-    return {0, op_error("write", status_code(st))};
+    return io_failed(0, "write", status_code(st));
   }
   if (n == 0 && stream()) return IoResult(0);
   const auto* p = static_cast<const char*>(buf);
@@ -349,14 +359,14 @@ IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
     }
     if (r == 0) {
       if (n == 0) return IoResult(0);
-      return {nn, op_error("write", net_errc::unexpected_eof)};
+      return io_failed(nn, "write", net_errc::unexpected_eof);
     }
     const int e = errno;
     if (e == EINTR) continue;
-    if (e != EAGAIN) return {nn, op_error("write", errno_code(e), "write")};
+    if (e != EAGAIN) return io_failed(nn, "write", errno_code(e), "write");
     st = weft::detail::poll_wait(pd_, PollMode::write);
     if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
-    return {nn, op_error("write", status_code(st))};
+    return io_failed(nn, "write", status_code(st));
   }
 }
 
@@ -373,10 +383,10 @@ IoResult NetFD::write_buffers(std::span<const std::string_view> buffers, PollOp*
     return IoResult(total);
   }
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::write, op)) return {0, op_error("write", e)};
+  if (auto e = rw_lock(PollMode::write, op)) return io_failed(0, "write", e);
   RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
-  if (fails_early(st)) return {0, op_error("write", status_code(st))};
+  if (fails_early(st)) return io_failed(0, "write", status_code(st));
   constexpr int kMaxIov = 1024;  // Linux's IOV_MAX
   iovec iov[kMaxIov];
   std::size_t total = 0;
@@ -416,13 +426,13 @@ IoResult NetFD::write_buffers(std::span<const std::string_view> buffers, PollOp*
       }
       continue;
     }
-    if (r == 0) return {total, op_error("write", net_errc::unexpected_eof)};
+    if (r == 0) return io_failed(total, "write", net_errc::unexpected_eof);
     const int e = errno;
     if (e == EINTR) continue;
-    if (e != EAGAIN) return {total, op_error("write", errno_code(e), "writev")};
+    if (e != EAGAIN) return io_failed(total, "write", errno_code(e), "writev");
     st = weft::detail::poll_wait(pd_, PollMode::write);
     if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
-    return {total, op_error("write", status_code(st))};
+    return io_failed(total, "write", status_code(st));
   }
 }
 
@@ -454,35 +464,35 @@ ssize_t splice_without_sigpipe(int from, int to, std::size_t n) {
 
 IoResult NetFD::splice_to_pipe(int pipe_w, std::size_t max, PollOp* op) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::read, op)) return {0, op_error("read", e)};
+  if (auto e = rw_lock(PollMode::read, op)) return io_failed(0, "read", e);
   RwGuard guard{this, PollMode::read, op};
   PollStatus st = prepare_read();
-  if (fails_early(st)) return {0, op_error("read", status_code(st))};
+  if (fails_early(st)) return io_failed(0, "read", status_code(st));
   for (;;) {
     const ssize_t r =
         ::splice(sysfd_, nullptr, pipe_w, nullptr, max, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (r > 0) return IoResult(static_cast<std::size_t>(r));
     if (r == 0) {
       if (const int taken = weft::detail::poll_take_error(pd_)) {  // as read()
-        return {0, op_error("read", errno_code(taken), "splice")};
+        return io_failed(0, "read", errno_code(taken), "splice");
       }
-      return {0, OpError(weft::errc::eof)};
+      return eof_result();
     }
     const int e = errno;
     if (e == EINTR) continue;
-    if (e != EAGAIN) return {0, op_error("read", errno_code(e), "splice")};
+    if (e != EAGAIN) return io_failed(0, "read", errno_code(e), "splice");
     st = weft::detail::poll_wait(pd_, PollMode::read);
     if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
-    return {0, op_error("read", status_code(st))};
+    return io_failed(0, "read", status_code(st));
   }
 }
 
 IoResult NetFD::splice_from_pipe(int pipe_r, std::size_t n, PollOp* op) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::write, op)) return {0, op_error("write", e)};
+  if (auto e = rw_lock(PollMode::write, op)) return io_failed(0, "write", e);
   RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
-  if (fails_early(st)) return {0, op_error("write", status_code(st))};
+  if (fails_early(st)) return io_failed(0, "write", status_code(st));
   std::size_t done = 0;
   while (done < n) {
     // The pipe holds all n bytes, so only the socket can say EAGAIN.
@@ -491,13 +501,13 @@ IoResult NetFD::splice_from_pipe(int pipe_r, std::size_t n, PollOp* op) {
       done += static_cast<std::size_t>(r);
       continue;
     }
-    if (r == 0) return {done, op_error("write", net_errc::unexpected_eof)};
+    if (r == 0) return io_failed(done, "write", net_errc::unexpected_eof);
     const int e = errno;
     if (e == EINTR) continue;
-    if (e != EAGAIN) return {done, op_error("write", errno_code(e), "splice")};
+    if (e != EAGAIN) return io_failed(done, "write", errno_code(e), "splice");
     st = weft::detail::poll_wait(pd_, PollMode::write);
     if (st == PollStatus::ready || st == PollStatus::not_pollable) continue;
-    return {done, op_error("write", status_code(st))};
+    return io_failed(done, "write", status_code(st));
   }
   return IoResult(done);
 }

@@ -94,6 +94,12 @@ class NetFD {
 
   // An OpError naming this fd the way Go does for `op`.
   OpError op_error(const char* op, std::error_code ec, const char* syscall = "") const;
+  // A failed IoResult with op_error's error, built out of line: an OpError
+  // is some 250 bytes, which every read and write frame would otherwise
+  // reserve, and a reader parked on an idle connection keeps its frames
+  // (a stack given back while idle keeps them aside: idle_stack.h).
+  [[gnu::noinline, gnu::cold]] IoResult io_failed(std::size_t n, const char* op, std::error_code ec,
+                                                  const char* syscall = "") const;
 
   // Reference for misc operations (deadlines, setsockopt); false if closed.
   bool incref() noexcept;

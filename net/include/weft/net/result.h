@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iosfwd>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -132,7 +133,15 @@ template <>
 class [[nodiscard]] Result<void> {
  public:
   Result() = default;
-  Result(OpError error) : error_(std::move(error)) {}  // NOLINT: implicit
+  Result(OpError error) : error_(std::make_unique<OpError>(std::move(error))) {}  // NOLINT
+  Result(const Result& other)
+      : error_(other.error_ ? std::make_unique<OpError>(*other.error_) : nullptr) {}
+  Result& operator=(const Result& other) {
+    if (this != &other) *this = Result(other);
+    return *this;
+  }
+  Result(Result&&) noexcept = default;
+  Result& operator=(Result&&) noexcept = default;
 
   bool has_value() const noexcept { return !error_; }
   explicit operator bool() const noexcept { return has_value(); }
@@ -143,7 +152,9 @@ class [[nodiscard]] Result<void> {
   OpError&& error() && { return std::move(*error_); }
 
  private:
-  std::optional<OpError> error_;
+  // On the heap, as IoResult's: a server sets a deadline before each wait,
+  // and the frame that does holds one of these.
+  std::unique_ptr<OpError> error_;
 };
 
 // A read or write: `n` bytes moved, and possibly an error. A write that fails
@@ -153,7 +164,16 @@ class [[nodiscard]] IoResult {
  public:
   IoResult() = default;
   explicit IoResult(std::size_t n) : n_(n) {}
-  IoResult(std::size_t n, OpError error) : n_(n), error_(std::move(error)) {}
+  IoResult(std::size_t n, OpError error)
+      : n_(n), error_(std::make_unique<OpError>(std::move(error))) {}
+  IoResult(const IoResult& other)
+      : n_(other.n_), error_(other.error_ ? std::make_unique<OpError>(*other.error_) : nullptr) {}
+  IoResult& operator=(const IoResult& other) {
+    if (this != &other) *this = IoResult(other);
+    return *this;
+  }
+  IoResult(IoResult&&) noexcept = default;
+  IoResult& operator=(IoResult&&) noexcept = default;
 
   bool has_value() const noexcept { return !error_; }
   explicit operator bool() const noexcept { return has_value(); }
@@ -169,7 +189,11 @@ class [[nodiscard]] IoResult {
 
  private:
   std::size_t n_ = 0;
-  std::optional<OpError> error_;
+  // On the heap, not inline: an OpError is some 250 bytes, and every frame
+  // on a read's way down to its park holds an IoResult, all of which a
+  // reader keeps on its stack for as long as its connection is idle (a
+  // stack given back while idle keeps them aside: runtime/src/idle_stack.h).
+  std::unique_ptr<OpError> error_;
 };
 
 }  // namespace weft::net
