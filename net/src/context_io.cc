@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -47,6 +48,39 @@ struct CancelOnDone {
   }
 };
 
+// Where an op keeps what links it to its context while it runs: among
+// other ops' links, which a cancel walks and their detaches rewrite. On the
+// caller's stack, or on the heap when that stack may be given back while
+// the op waits (SpawnOptions::swap_idle_stack).
+template <class T>
+class OpLink {
+ public:
+  template <class... Args>
+  explicit OpLink(Args&&... args) {
+    if (weft::detail::current_stack_may_be_given_back()) {
+      heap_ = std::make_unique<T>(std::forward<Args>(args)...);
+      link_ = heap_.get();
+    } else {
+      link_ = &local_.emplace(std::forward<Args>(args)...);
+    }
+  }
+  T* operator->() const noexcept { return link_; }
+
+ private:
+  std::optional<T> local_;
+  std::unique_ptr<T> heap_;
+  T* link_;
+};
+
+// What links an op to its context while it runs.
+struct Binding {
+  Binding(NetFD* fd, PollMode mode, const Context& ctx)
+      : cancel{fd, mode, {}}, hook(&CancelOnDone::fire, &cancel), target(ctx) {}
+  CancelOnDone cancel;
+  weft::detail::DoneHook hook;
+  const weft::detail::HookTarget target;  // a user's context may need a watcher
+};
+
 template <class R>
 OpError* error_of(R& r) {
   return r ? nullptr : &r.error();
@@ -64,25 +98,30 @@ Result<Conn> failed<Result<Conn>>(OpError e) {
   return Result<Conn>(std::move(e));
 }
 
+// Out of line, as NetFD::io_failed: the OpError stays out of the frame
+// that a parked op keeps.
+template <class R>
+[[gnu::noinline, gnu::cold]] R failed_op(const NetFD* fd, const char* opname, std::error_code e) {
+  return failed<R>(fd->op_error(opname, e));
+}
+
 // Runs `op` (an operation on fd in `mode`, given the PollOp to run as) so
 // that ctx's cancellation ends it and nothing else.
 template <class R, class Op>
 R bound_to(const Context& ctx, NetFD* fd, PollMode mode, const char* opname, Op op) {
-  if (std::error_code e = ctx.err()) return failed<R>(fd->op_error(opname, e));
+  if (std::error_code e = ctx.err()) return failed_op<R>(fd, opname, e);
   // A reference keeps the desc ours while the hook may touch it.
   if (!fd->incref()) return op(nullptr);  // closed: op reports it as usual
-  CancelOnDone cancel{fd, mode, {}};
-  weft::detail::DoneHook hook(&CancelOnDone::fire, &cancel);
-  const weft::detail::HookTarget target(ctx);  // a user's context may need a watcher
-  if (std::error_code e = weft::detail::attach_done_hook(target.ctx(), &hook)) {
+  const OpLink<Binding> b(fd, mode, ctx);
+  if (std::error_code e = weft::detail::attach_done_hook(b->target.ctx(), &b->hook)) {
     fd->decref();
-    return failed<R>(fd->op_error(opname, e));
+    return failed_op<R>(fd, opname, e);
   }
-  R r = op(&cancel.op);
+  R r = op(&b->cancel.op);
   // Only our own hook cancels cancel.op, so `operation_canceled` from the
   // op means it ran: report ctx's error instead. An op that completed
   // before the hook ran keeps its result, and the fd needs no repair.
-  if (!weft::detail::detach_done_hook(target.ctx(), &hook)) {
+  if (!weft::detail::detach_done_hook(b->target.ctx(), &b->hook)) {
     if (OpError* err = error_of(r); err && err->err == weft::errc::operation_canceled) {
       err->err = ctx.err();
     }
@@ -206,12 +245,24 @@ using detail::map_context_error;
 
 struct CancelDialOnDone {
   detail::DialCanceler* canceler;
-  const Context* ctx;
+  const Context* ctx;  // the DialBinding's copy: the caller's may be on its stack
   static void fire(void* self) {
     auto* c = static_cast<CancelDialOnDone*>(self);
     // ctx's error is published before its hooks run; reading it takes no lock.
     c->canceler->cancel(map_context_error(c->ctx->err()));
   }
+};
+
+struct DialBinding {
+  DialBinding(detail::DialCanceler* canceler, const Context& caller_ctx)
+      : ctx(caller_ctx),
+        on_done{canceler, &ctx},
+        hook(&CancelDialOnDone::fire, &on_done),
+        target(ctx) {}
+  const Context ctx;
+  CancelDialOnDone on_done;
+  weft::detail::DoneHook hook;
+  const weft::detail::HookTarget target;  // a user's context may need a watcher
 };
 
 // Runs `dial(deadline, canceler)` (dial_impl or dial_addrs_impl) bound to
@@ -230,14 +281,12 @@ Result<Conn> bound_dial(const Dialer& d, const Context& ctx, Dial dial) {
   if (auto ctx_deadline = ctx.deadline()) {
     deadline = deadline ? std::min(*deadline, *ctx_deadline) : *ctx_deadline;
   }
-  CancelDialOnDone on_done{canceler.get(), &ctx};
-  weft::detail::DoneHook hook(&CancelDialOnDone::fire, &on_done);
-  const weft::detail::HookTarget target(ctx);  // a user's context may need a watcher
-  const bool attached = !weft::detail::attach_done_hook(target.ctx(), &hook);
+  const OpLink<DialBinding> b(canceler.get(), ctx);
+  const bool attached = !weft::detail::attach_done_hook(b->target.ctx(), &b->hook);
   if (!attached && !canceler->err()) canceler->cancel(map_context_error(ctx.err()));
   auto r = dial(deadline, canceler);
-  // After this, the hook has run to completion or never will: `on_done` may go.
-  if (attached) weft::detail::detach_done_hook(target.ctx(), &hook);
+  // After this, the hook has run to completion or never will: `b` may go.
+  if (attached) weft::detail::detach_done_hook(b->target.ctx(), &b->hook);
   return r;
 }
 

@@ -49,6 +49,7 @@
 #endif
 
 #include "env.h"
+#include "idle_stack.h"
 #include "netpoll.h"
 #include "records.h"
 #include "registry.h"
@@ -179,6 +180,8 @@ bool wait_stopped(const Worker& w) {
 
 std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
   std::vector<Entry> out;
+  // No stack is given back while we walk parked ones (idle_stack.h).
+  const IdleStackDumpLock idle_stacks;
   std::map<const Fiber*, int> running;  // fiber -> worker
   std::set<const Fiber*> queued;
   for (const auto& w : s->workers) {
@@ -243,8 +246,15 @@ std::vector<Entry> snapshot(Scheduler* s, Worker* self) {
       }
     } else if (f->state == FiberState::fresh) {
       e.no_stack = "not started";
-    } else if (!walk_parked(f, e.walk)) {
-      e.no_stack = "its stack could not be walked (too little room left on it)";
+    } else if (f->swaps_idle_stack && !idle_stacks.held()) {
+      e.no_stack = "its stack may be being given back (idle), and was not walked";
+    } else {
+      // Given back while idle: it comes back, to be walked where the fiber
+      // left it (sysmon gives it back again later).
+      if (f->stack.given_back) take_back_stack(f);
+      if (!walk_parked(f, e.walk)) {
+        e.no_stack = "its stack could not be walked (too little room left on it)";
+      }
     }
     if (marked) unmark_running_fiber();
     out.push_back(std::move(e));

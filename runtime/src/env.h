@@ -1,10 +1,11 @@
 // Settings read from the environment (WEFT_LOG, WEFT_PROCS, WEFT_POLLER,
-// WEFT_BLOCKING_THREADS, WEFT_CHAOS, WEFT_TRACEBACK, WEFT_COOP_BUDGET), all
-// through here, so that every one treats an empty value as unset, compares
-// words without regard to case, and rejects a value the same way: on stderr
-// whatever WEFT_LOG says (the log level may itself be the bad value, and a
-// setting silently ignored is worse than a noisy one), naming what it
-// accepts, and then the default is used, as if the variable were unset.
+// WEFT_BLOCKING_THREADS, WEFT_CHAOS, WEFT_TRACEBACK, WEFT_COOP_BUDGET,
+// WEFT_IDLE_STACK_MS), all through here, so that every one treats an empty
+// value as unset, compares words without regard to case, and rejects a
+// value the same way: on stderr whatever WEFT_LOG says (the log level may
+// itself be the bad value, and a setting silently ignored is worse than a
+// noisy one), naming what it accepts, and then the default is used, as if
+// the variable were unset.
 #pragma once
 
 #include <cstdint>

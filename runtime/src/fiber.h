@@ -17,9 +17,14 @@ struct Stack {
   std::uint32_t size = 0;  // usable bytes
   bool guarded = false;    // faults below: false only on slabs without guard markers
   bool slab = false;       // carved from a slab: never unmapped, no VMAs of its own
+  // Its pages went back while its fiber waited (idle_stack.h): the used part
+  // is in the fiber's IdleStack, and goes back before the fiber runs. Only
+  // ever set in a parked fiber's record, so a worker's running stack and
+  // the pool's never carry it.
+  bool given_back = false;
   // Named padding: a Stack is copied as two whole words, not as 14 bytes
   // through overlapping moves that stall store-to-load forwarding.
-  std::uint8_t padding[2] = {};
+  std::uint8_t padding = 0;
   char* hi() const { return lo + size; }
 };
 
@@ -82,6 +87,9 @@ struct Fiber {
   // by the worker that first runs it; read by whoever picks it, after the
   // queue that published it.
   std::int16_t pinned_home = -1;
+  // SpawnOptions::swap_idle_stack: an IdleStack (idle_stack.h) follows the
+  // record, before the closure. Written at spawn only.
+  bool swaps_idle_stack = false;
   // The fiber's FiberLocal values (fiber_local.cc), null until its first
   // get(). Out of the first 64 bytes: no switch reads it, and its end reads
   // it beside `name`, which finish() reads anyway. Cleared with the rest at

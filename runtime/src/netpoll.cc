@@ -30,6 +30,7 @@
 #include "chaos.h"
 #include "fiber.h"
 #include "grace.h"
+#include "idle_stack.h"
 #include "registry.h"
 #include "slot_arena.h"
 #include "timer.h"
@@ -198,6 +199,9 @@ bool block(PollDesc* pd, PollMode mode) {
     park_with(
         mode == PollMode::read ? WaitReason::io_read : WaitReason::io_write,
         [slot_ptr](Fiber* self) {
+          if (self->swaps_idle_stack) [[unlikely]] {
+            note_socket_wait(self, slot_ptr, self->parked_since_ms);
+          }
           std::uintptr_t expected = kWait;
           // Fails if readiness, a deadline or close came first: then don't sleep.
           if (slot_ptr->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(self),
@@ -404,6 +408,32 @@ PollStatus poll_wait(PollDesc* pd, PollMode mode) {
     if (block(pd, mode)) return PollStatus::ready;
     // Woken with no readiness and no error: a deadline was moved. Wait again.
   }
+}
+
+bool netpoll_hold_parked(std::atomic<std::uintptr_t>* slot, Fiber* f) {
+  auto expected = reinterpret_cast<std::uintptr_t>(f);
+  // A load first: a stale slot may lie on a desc page given back, which a
+  // failed CAS would fault in again.
+  if (slot->load(std::memory_order_relaxed) != expected) return false;
+  // acquire: pairs with the commit that published f (block), so what f
+  // wrote before it parked is ours to read. kWait makes the slot look like
+  // a commit in progress: a waker's news stays in the slot and the error
+  // bits, and netpoll_put_back_parked finds it there, as the commit would.
+  return slot->compare_exchange_strong(expected, kWait, std::memory_order_acquire);
+}
+
+bool netpoll_put_back_parked(std::atomic<std::uintptr_t>* slot, Fiber* f) {
+  std::uintptr_t expected = kWait;
+  // release: pairs with the acquire of whoever takes f out (unblock) or
+  // holds it next, so the give-back's writes to the record come first.
+  if (slot->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(f),
+                                    std::memory_order_release)) {
+    return true;
+  }
+  // A waker moved kWait on (readiness, a deadline, close, a cancel): it
+  // took no fiber, so the count is ours to drop, as a refused commit's.
+  waiters.fetch_sub(1, std::memory_order_relaxed);
+  return false;
 }
 
 bool poll_park_unstarted(PollDesc* pd, PollMode mode, Fiber* f) {

@@ -1,6 +1,10 @@
 // Runtime-internal side of the netpoller: what the scheduler calls.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+
+#include "fiber.h"
 #include "slot_arena.h"
 #include "weft/detail/netpoll.h"
 #include "weft/poller.h"
@@ -21,6 +25,14 @@ std::uint64_t netpoll_wakeups() noexcept;
 // back by this call.
 std::size_t scavenge_poll_descs(std::uint32_t min_idle_ms);
 SlotArenaStats poll_desc_stats();
+
+// For the idle-stack sweep (idle_stack.h): takes f off the socket slot it
+// is parked on, leaving the slot as a park commit in progress leaves it;
+// false if f is not parked there.
+bool netpoll_hold_parked(std::atomic<std::uintptr_t>* slot, Fiber* f);
+// Puts a held f back; false if a waker came meanwhile, and f is then the
+// caller's to ready.
+bool netpoll_put_back_parked(std::atomic<std::uintptr_t>* slot, Fiber* f);
 
 // The token a desc is registered under (for tests of stale events).
 std::uint64_t poll_token(const PollDesc* pd);

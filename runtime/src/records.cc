@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "chaos.h"
+#include "idle_stack.h"
 #include "sanitizer.h"
 #include "scheduler.h"
 #include "scheduler_internal.h"
@@ -90,6 +91,11 @@ void keep_abandoned_started(std::uint32_t gen) {
     if (generation_of(*f) != gen || f->is_thread || f->state == FiberState::fresh ||
         f->state == FiberState::dead || !f->stack.lo) {
       return;
+    }
+    // Its stack as it left it, pointers and all (sysmon has stopped).
+    if (f->swaps_idle_stack) {
+      forget_idle_stack(f);
+      if (f->stack.given_back) take_back_stack(f);
     }
     san::lsan_keep_stack(f->stack.lo, f->stack.size);
     f->stack_kept = true;
@@ -212,7 +218,10 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
     std::abort();
   }
   const std::size_t align = std::max<std::size_t>(closure_align, alignof(Fiber));
-  const std::size_t offset = (sizeof(Fiber) + align - 1) / align * align;
+  // A fiber that may give its stack back keeps its IdleStack between the
+  // record and the closure (idle_stack_of).
+  const std::size_t head = sizeof(Fiber) + (opts.swap_idle_stack ? sizeof(IdleStack) : 0);
+  const std::size_t offset = (head + align - 1) / align * align;
   const std::size_t total = offset + closure_size;
   Fiber* f = nullptr;
   RecordKind kind = RecordKind::heap;
@@ -233,6 +242,10 @@ Fiber* new_fiber(std::size_t closure_size, std::size_t closure_align, const Spaw
   if (!opts.name.empty()) f->name = strndup(opts.name.data(), opts.name.size());
   f->stack_request = static_cast<std::uint32_t>(round_stack_size(opts.stack_size));
   if (opts.pinned) f->run_gen = kPinnedBit;  // start_fiber adds the generation
+  if (opts.swap_idle_stack) {
+    f->swaps_idle_stack = true;
+    ::new (idle_stack_of(f)) IdleStack();
+  }
   f->closure_offset = static_cast<std::uint16_t>(offset);
   *closure_storage = f->closure_storage();
   return f;

@@ -19,6 +19,7 @@
 #include <optional>
 
 #include "chaos.h"
+#include "idle_stack.h"
 #include "log.h"
 #include "netpoll.h"
 #include "sanitizer.h"
@@ -183,6 +184,11 @@ WEFT_READS_CURRENT_WORKER FiberLocalTable** fiber_local_home(bool* thread) noexc
   Fiber* f = const_cast<Fiber*>(tls_fiber);
   if (thread) *thread = f == nullptr;
   return f ? &f->locals : &tls_thread_locals;
+}
+
+WEFT_READS_CURRENT_WORKER bool current_stack_may_be_given_back() noexcept {
+  const Fiber* f = tls_fiber;
+  return f && f->swaps_idle_stack;
 }
 
 void set_runtime_thread(bool yes) noexcept {
@@ -561,6 +567,9 @@ Fiber* Worker::find_runnable() {
 
 void Worker::prepare(Fiber* f) {
   acquire_stack(f->stack_request, &running_stack);
+  if (f->swaps_idle_stack) [[unlikely]] {
+    remember_idle_stack(f);
+  }
 #if defined(WEFT_TSAN)
   // Only under TSan: anywhere else this store would dirty a second line of
   // a record that the spawning worker, on another core, reuses next.
@@ -599,6 +608,9 @@ void Worker::prepare(Fiber* f) {
 void Worker::finish(Fiber* f) {
   chaos::at(chaos::Point::name_read);
   wait_until_unmarked(f);  // sysmon may be naming it (records.h)
+  if (f->swaps_idle_stack) [[unlikely]] {
+    forget_idle_stack(f);
+  }
   release_stack(prev_stack);
   san::tsan_destroy(f->tsan_fiber);
   bump(exited);
@@ -734,6 +746,9 @@ WEFT_SWITCH_PATH void Worker::enter(Fiber* f) {
     record_latency(f);
   }
   if (f->sp) {  // it parked or yielded before: resume it
+    if (f->stack.given_back) [[unlikely]] {
+      take_back_stack(f);  // idle_stack.h
+    }
     running_stack = f->stack;
     next_sp = f->sp;
   } else {

@@ -522,6 +522,12 @@ bool saved_sp_in_bounds(const Fiber* f) {
   return sp >= f->stack.lo && sp <= f->stack.hi();
 }
 
+void give_back_stack_pages(const Stack& s) {
+  // The mapping, its guard and its addresses stay; the next touch faults a
+  // zero page in.
+  madvise(s.lo, s.size, MADV_DONTNEED);
+}
+
 std::size_t scavenge_pooled_stacks(std::size_t max_stacks) {
   const std::uint32_t now = coarse_now_ms();
   const std::uint32_t delay = scavenge_delay_ms.load(std::memory_order_relaxed);
@@ -539,7 +545,7 @@ std::size_t scavenge_pooled_stacks(std::size_t max_stacks) {
   }
   // Outside the lock: a madvise of a touched stack takes microseconds, and
   // spawns must not wait for it. The taken stacks stay counted as pooled.
-  for (const Stack& s : taken) madvise(s.lo, s.size, MADV_DONTNEED);
+  for (const Stack& s : taken) give_back_stack_pages(s);
   if (!taken.empty()) {
     std::lock_guard lock(p.mu);
     for (const Stack& s : taken) p.free_by_size[s.size].cold.push_back(s);

@@ -56,6 +56,9 @@ StackStats stack_stats();
 // fibers (MADV_DONTNEED: the mapping, its guard and its place in the pool
 // stay; the next fiber on it faults fresh zero pages in). Returns how many.
 std::size_t scavenge_pooled_stacks(std::size_t max_stacks);
+// Every page of `s` back to the kernel (MADV_DONTNEED), for the scavenger
+// and for idle stacks (idle_stack.h).
+void give_back_stack_pages(const Stack& s);
 void set_stack_scavenge_delay(std::chrono::milliseconds delay);  // for tests
 // Unmaps pooled stacks whose pages were given back, but `keep` of each size
 // (and every slab stack), so that a burst's stacks give back their mappings

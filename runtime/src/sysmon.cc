@@ -5,6 +5,8 @@
 //   children, a stepped ReadyBatch's steps, is scheduling, not computing);
 // - wakes an idle worker for work or timers queued behind such a fiber;
 // - polls for I/O when nobody has for 10 ms;
+// - gives back the stacks of fibers idle on a socket (idle_stack.h), at
+//   the stack scavenger's pace;
 // - is the timer role's backstop (idle.h, invariant 6): it wakes a worker
 //   for a timer overdue on any heap that nobody plans to wake for.
 #include <malloc.h>
@@ -13,6 +15,7 @@
 #include <cstdint>
 #include <string>
 
+#include "idle_stack.h"
 #include "log.h"
 #include "netpoll.h"
 #include "registry.h"
@@ -117,7 +120,9 @@ void Scheduler::sysmon_loop() {
       last_scavenge_ms = coarse_now_ms();
       std::size_t given_back =
           scavenge_pooled_stacks(all_idle ? kScavengeIdleStacks : kScavengeBusyStacks) +
-          scavenge_poll_descs(kPollDescIdleMs);
+          scavenge_poll_descs(kPollDescIdleMs) +
+          give_back_idle_stacks(coarse_now_ms(),
+                                all_idle ? kScavengeIdleStacks : kScavengeBusyStacks);
       if (all_idle) given_back += unmap_cold_stacks(kColdStacksKept);
       // A burst's end, once every worker sleeps: the records it pooled go
       // too (sleeping workers free their own), and what the heap freed

@@ -404,6 +404,11 @@ def _view_of(fi):
     f = fi.fiber
     if fi.state == "fresh":
         raise WeftError("weft: fiber %d has not started: it has no stack yet" % fi.id)
+    if bool(f["stack"]["given_back"]):
+        # Its pages went back to the kernel while it waited on a socket
+        # (runtime/src/idle_stack.h); its frames are kept aside, not at sp.
+        raise WeftError("weft: fiber %d's stack was given back while it was idle (it comes "
+                        "back when the fiber runs, or in a fiber dump): not walked" % fi.id)
     sp = int(f["sp"])
     lo = int(f["stack"]["lo"])
     hi = lo + int(f["stack"]["size"])

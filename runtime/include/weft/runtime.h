@@ -42,6 +42,17 @@ struct SpawnOptions {
   // thread_local state it keeps across parks stays its thread's. See
   // PinToWorker for what pinning costs.
   bool pinned = false;
+  // Lets the runtime give this fiber's stack pages back to the kernel while
+  // it has waited on a socket (a read or write that parked) for longer than
+  // WEFT_IDLE_STACK_MS (default 1000): the part of the stack in use, often
+  // under 2 KiB, is copied aside, and copied back before the fiber runs
+  // again. Its stack keeps its addresses, but while it is given back its
+  // contents are not there: opt in only for a fiber whose locals no other
+  // fiber or thread reads or writes while it waits on a socket (a
+  // connection's handler, say). The runtime's own waits keep nothing
+  // there that others use. For servers with many idle connections: an idle
+  // connection then holds about 2 KiB instead of a page of stack.
+  bool swap_idle_stack = false;
 };
 
 namespace detail {

@@ -46,6 +46,11 @@ Fiber* current_waiter() noexcept;
 // True when the caller runs on a fiber (not on a plain thread).
 bool on_fiber() noexcept;
 
+// True when the caller is a fiber spawned with SpawnOptions::swap_idle_stack:
+// what the runtime links to others while such a fiber waits on a socket
+// must not live on its stack.
+bool current_stack_may_be_given_back() noexcept;
+
 // Parks the caller. Once the caller is off its stack (for a thread: before it
 // sleeps), commit(waiter, arg) runs; it typically publishes the waiter and
 // releases the lock that guarded the decision to wait. If commit returns
