@@ -2,15 +2,17 @@
 """Resident memory a server spends per idle connection (issue 19).
 
     idle_rss.py --server NAME=CMD [--server ...] [--connections N] [--runs R]
-                [--exchange]
+                [--exchange] [--idle-for SECONDS]
 
 Each server is started as bench/load.py starts it (a free port on 127.0.0.1,
 "{addr}" replaced, the "listening on" line awaited). Then N connections are
 opened, which the server accepts and parks a reader on; with --exchange each
 also makes one 64-byte echo round trip first, so that every reader has read
 into its buffer and parked again, as on a server whose clients went quiet.
-The server's VmRSS before the connections and once they are all idle (its
-RSS steady for 0.5 s) gives the bytes per idle connection. Servers and
+The server's VmRSS before the connections and once they have been idle for
+--idle-for seconds (3: a server's idle connections are idle for seconds to
+minutes, and weft gives an idle connection's stack back after 1 s) and its
+RSS has been steady for 0.5 s gives the bytes per idle connection. Servers and
 runs are interleaved. Prints a table, or with --json one object per server:
 {"server", "connections", "exchange", "runs", "bytes_per_conn_median",
 "bytes_per_conn_runs"}.
@@ -94,12 +96,13 @@ def open_idle(addr, n, exchange):
     return conns
 
 
-def measure(server, n, exchange):
+def measure(server, n, exchange, idle_for):
     run, addr = load.start(server)
     try:
         time.sleep(0.3)
         before = settled_rss(run.proc.pid)
         conns = open_idle(addr, n, exchange)
+        time.sleep(idle_for)
         after = settled_rss(run.proc.pid)
         for c in conns:
             c.close()
@@ -117,11 +120,14 @@ def main(argv):
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--exchange", action="store_true",
                    help="one 64-byte echo round trip per connection before it idles")
+    p.add_argument("--idle-for", type=float, default=3.0, metavar="SECONDS",
+                   help="how long the connections stay idle before RSS is read (default 3)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 2 * args.connections + 256:
-        p.error(f"the hard limit on open files ({hard}) is below twice --connections")
+    # Each side holds one descriptor per connection, in its own process.
+    if hard != resource.RLIM_INFINITY and hard < args.connections + 256:
+        p.error(f"the hard limit on open files ({hard}) is below --connections + 256")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     servers = [load.Server(s) for s in args.server]
     per = {s.name: [] for s in servers}
@@ -129,7 +135,7 @@ def main(argv):
     for r in range(args.runs):
         for s in servers:
             try:
-                b = measure(s, args.connections, args.exchange)
+                b = measure(s, args.connections, args.exchange, args.idle_for)
                 per[s.name].append(b)
                 print(f"  {s.name:<12} run {r + 1}/{args.runs}: {b:,.0f} B per idle connection",
                       file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -139,7 +145,7 @@ def main(argv):
     for s in servers:
         runs = per[s.name]
         row = {"server": s.name, "connections": args.connections, "exchange": args.exchange,
-               "runs": len(runs),
+               "idle_for_s": args.idle_for, "runs": len(runs),
                "bytes_per_conn_median": round(statistics.median(runs)) if runs else None,
                "bytes_per_conn_runs": [round(b) for b in runs]}
         if args.json:

@@ -324,11 +324,16 @@ template <class Handler>
 int serve(const ServeConfig& config, Handler handler) {
   return serve_connections(
       config, handler, [](weft::net::Conn c, OpenConnections::Ticket ticket, const auto& server) {
-        weft::go([&server, c = std::move(c), t = std::move(ticket)]() mutable {
-          Session session(c, server.shutdown, server.cut, server.config);
-          server.handler(session);
-          (void)c.close();
-        });
+        // The handler's locals are its own (no other fiber uses them while
+        // it waits on the socket), so its stack's pages may go back to the
+        // kernel while the connection is idle.
+        weft::go(
+            [&server, c = std::move(c), t = std::move(ticket)]() mutable {
+              Session session(c, server.shutdown, server.cut, server.config);
+              server.handler(session);
+              (void)c.close();
+            },
+            {.swap_idle_stack = true});
       });
 }
 
