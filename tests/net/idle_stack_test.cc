@@ -123,6 +123,56 @@ TEST_P(IdleStackTest, AParkedReadersPagesGoBackAndItsStackComesBackWhole) {
   }
 }
 
+// Only fibers that opted in: another's locals may be in use by others while
+// it waits, and its stack stays as it is.
+TEST_P(IdleStackTest, AFiberThatDidNotOptInKeepsItsStack) {
+  Seen seen;
+  bool stayed = false;
+  const auto before = idle_stack_stats();
+  run([&] {
+    auto pair = weft::test::unix_pair();
+    weft::WaitGroup wg;
+    wg.add(1);
+    weft::go([&] {
+      read_with_pattern(pair.server, nullptr, 3, seen);
+      wg.done();
+    });
+    ASSERT_TRUE(weft::test::wait_parked(1));
+    sweep_all();
+    stayed = resident(seen.pattern_at);
+    ASSERT_TRUE(pair.client.write("x", 1));
+    wg.wait();
+  });
+  EXPECT_TRUE(stayed);
+  EXPECT_TRUE(seen.pattern_intact);
+  EXPECT_EQ(idle_stack_stats().given_back, before.given_back);
+}
+
+// A fiber still parked when the runtime ends is abandoned with its stack
+// as it left it: what it points to stays reachable (LeakSanitizer roots).
+TEST_P(IdleStackTest, AnAbandonedFiberGetsItsStackBack) {
+  const auto before = idle_stack_stats();
+  weft::test::TcpPair pair;  // outlives the runtime, as the reader does
+  std::uint64_t given = 0;
+  run([&] {
+    pair = weft::test::unix_pair();
+    weft::go(
+        [&] {
+          char byte;
+          (void)pair.server.read(&byte, 1);
+        },
+        kSwaps);
+    ASSERT_TRUE(weft::test::wait_parked(1));
+    sweep_all();
+    given = idle_stack_stats().given_back - before.given_back;
+  });
+  const auto after = idle_stack_stats();
+  EXPECT_EQ(given, 1u);
+  EXPECT_EQ(after.taken_back - before.taken_back, 1u);
+  EXPECT_EQ(after.saved_bytes, before.saved_bytes);
+  EXPECT_EQ(after.fibers, before.fibers);
+}
+
 // The cancel walks the hooks of every reader bound to the context: with a
 // hook on a given-back stack it read zeros there (and a neighbour's detach
 // wrote into it, lost when the stack came back).
