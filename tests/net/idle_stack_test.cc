@@ -79,6 +79,12 @@ void read_with_pattern(weft::net::Conn& conn, const weft::Context* ctx, std::uin
   if (!r) seen.error = r.error().to_string();
 }
 
+std::vector<weft::test::TcpPair> unix_pairs(int n) {
+  std::vector<weft::test::TcpPair> pairs;
+  for (int i = 0; i < n; ++i) pairs.push_back(weft::test::unix_pair());
+  return pairs;
+}
+
 std::size_t sweep_all() {
   return give_back_idle_stacks(weft::detail::coarse_now_ms(), 1'000'000);
 }
@@ -89,8 +95,7 @@ TEST_P(IdleStackTest, AParkedReadersPagesGoBackAndItsStackComesBackWhole) {
   std::vector<Seen> seen(kReaders);
   std::vector<bool> gone(kReaders);
   run([&] {
-    std::vector<weft::test::TcpPair> pairs;
-    for (int i = 0; i < kReaders; ++i) pairs.push_back(weft::test::unix_pair());
+    std::vector<weft::test::TcpPair> pairs = unix_pairs(kReaders);
     auto ctx = weft::with_cancel(weft::background());
     weft::WaitGroup wg;
     for (int i = 0; i < kReaders; ++i) {
@@ -180,8 +185,7 @@ TEST_P(IdleStackTest, ACancelReachesReadersWhoseStacksWentBack) {
   constexpr int kReaders = 64;
   std::vector<Seen> seen(kReaders);
   run([&] {
-    std::vector<weft::test::TcpPair> pairs;
-    for (int i = 0; i < kReaders; ++i) pairs.push_back(weft::test::unix_pair());
+    std::vector<weft::test::TcpPair> pairs = unix_pairs(kReaders);
     auto ctx = weft::with_cancel(weft::background());
     weft::WaitGroup evens, odds;
     for (int i = 0; i < kReaders; ++i) {
@@ -271,8 +275,7 @@ TEST_P(IdleStackTest, GiveBacksRacingWakeUpsStress) {
     }
   });
   run([&] {
-    std::vector<weft::test::TcpPair> pairs;
-    for (int i = 0; i < kReaders; ++i) pairs.push_back(weft::test::unix_pair());
+    std::vector<weft::test::TcpPair> pairs = unix_pairs(kReaders);
     auto ctx = weft::with_cancel(weft::background());
     weft::WaitGroup wg;
     for (int i = 0; i < kReaders; ++i) {
