@@ -55,7 +55,9 @@ bool resident(const void* p) {
 
 // What a reader saw: its stack's pattern after the wait, and the wait's end.
 struct Seen {
-  const void* pattern_at = nullptr;
+  // Read by the test while the reader waits: after wait_parked, which
+  // orders nothing.
+  std::atomic<const void*> pattern_at{nullptr};
   bool pattern_intact = false;
   bool got_byte = false;
   std::string error;
@@ -67,7 +69,7 @@ void read_with_pattern(weft::net::Conn& conn, const weft::Context* ctx, std::uin
                        Seen& seen) {
   volatile std::uint64_t pattern[64];
   for (int i = 0; i < 64; ++i) pattern[i] = seed * 0x9E3779B97F4A7C15ULL + static_cast<unsigned>(i);
-  seen.pattern_at = const_cast<const std::uint64_t*>(pattern);
+  seen.pattern_at.store(const_cast<const std::uint64_t*>(pattern), std::memory_order_release);
   char byte = 0;
   auto r = ctx ? conn.read(*ctx, &byte, 1) : conn.read(&byte, 1);
   bool intact = true;
@@ -87,6 +89,18 @@ std::vector<weft::test::TcpPair> unix_pairs(int n) {
 
 std::size_t sweep_all() {
   return give_back_idle_stacks(weft::detail::coarse_now_ms(), 1'000'000);
+}
+
+// Sweeps until `n` stacks have gone back since `before`: a reader that
+// wait_parked counts may not have published itself on its slot yet.
+bool give_back(std::uint64_t n, const weft::detail::IdleStackStats& before) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (idle_stack_stats().given_back - before.given_back < n) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    sweep_all();
+    weft::yield();
+  }
+  return true;
 }
 
 TEST_P(IdleStackTest, AParkedReadersPagesGoBackAndItsStackComesBackWhole) {
@@ -111,7 +125,8 @@ TEST_P(IdleStackTest, AParkedReadersPagesGoBackAndItsStackComesBackWhole) {
           kSwaps);
     }
     ASSERT_TRUE(weft::test::wait_parked(kReaders));
-    // Sysmon's sweep may have given some back already: each goes once.
+    // Sysmon's sweep may give some back too: each goes once.
+    ASSERT_TRUE(give_back(kReaders, before));
     sweep_all();
     EXPECT_EQ(idle_stack_stats().given_back - before.given_back, std::uint64_t{kReaders});
     for (int i = 0; i < kReaders; ++i) gone[i] = !resident(seen[i].pattern_at);
@@ -168,7 +183,7 @@ TEST_P(IdleStackTest, AnAbandonedFiberGetsItsStackBack) {
         },
         kSwaps);
     ASSERT_TRUE(weft::test::wait_parked(1));
-    sweep_all();
+    ASSERT_TRUE(give_back(1, before));
     given = idle_stack_stats().given_back - before.given_back;
   });
   const auto after = idle_stack_stats();
@@ -183,6 +198,7 @@ TEST_P(IdleStackTest, AnAbandonedFiberGetsItsStackBack) {
 // wrote into it, lost when the stack came back).
 TEST_P(IdleStackTest, ACancelReachesReadersWhoseStacksWentBack) {
   constexpr int kReaders = 64;
+  const auto before = idle_stack_stats();
   std::vector<Seen> seen(kReaders);
   run([&] {
     std::vector<weft::test::TcpPair> pairs = unix_pairs(kReaders);
@@ -201,7 +217,7 @@ TEST_P(IdleStackTest, ACancelReachesReadersWhoseStacksWentBack) {
           kSwaps);
     }
     ASSERT_TRUE(weft::test::wait_parked(kReaders));
-    sweep_all();
+    ASSERT_TRUE(give_back(kReaders, before));
     // Half of them end first: their detaches unlink them from among the
     // given-back ones.
     for (int i = 0; i < kReaders; i += 2) ASSERT_TRUE(pairs[i].client.write("x", 1));
@@ -237,7 +253,7 @@ TEST_P(IdleStackTest, ADumpWalksAGivenBackStack) {
         },
         kSwaps);
     ASSERT_TRUE(weft::test::wait_parked(1));
-    sweep_all();
+    ASSERT_TRUE(give_back(1, before));
     ASSERT_FALSE(resident(seen.pattern_at));
     char* text = nullptr;
     std::size_t size = 0;
