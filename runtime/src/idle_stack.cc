@@ -20,6 +20,9 @@ namespace {
 
 constexpr std::uint32_t kDefaultAfterMs = 1000;
 constexpr std::uint32_t kUnsetAfterMs = ~std::uint32_t{0};
+// Fibers held off their slots at once by a sweep: a wake-up that comes for
+// one waits for the batch's give-backs (a few microseconds each).
+constexpr std::size_t kSweepBatch = 16;
 
 std::atomic<std::uint32_t> after_ms{kUnsetAfterMs};
 
@@ -105,31 +108,51 @@ void forget_idle_stack(Fiber* f) {
 
 std::size_t give_back_idle_stacks(std::uint32_t now_ms, std::size_t max) {
   const std::uint32_t after = idle_stack_after_ms();
-  // A stale slot may point into a desc freed since: its page is not given
-  // back while we look.
-  GraceSection section;
-  std::lock_guard lock(list_mu);
-  std::size_t done = 0;
-  const std::size_t n = fibers.size();
-  for (std::size_t k = 0; k < n && done < max; ++k) {
-    if (cursor >= n) cursor = 0;
-    Fiber* f = fibers[cursor++];
-    IdleStack* idle = idle_stack_of(f);
-    std::atomic<std::uintptr_t>* slot = idle->slot.load(std::memory_order_relaxed);
-    if (!slot || now_ms - idle->since_ms.load(std::memory_order_relaxed) < after) continue;
-    if (!netpoll_hold_parked(slot, f)) continue;  // it woke since
-    // Held: a wake-up now finds the slot as a commit in progress leaves it.
-    chaos::at(chaos::Point::park_commit);
-    // Read again now that the hold ordered us after the commit that
-    // published f: the park it describes is this one.
-    if (now_ms - idle->since_ms.load(std::memory_order_relaxed) >= after && give_back(f)) {
-      ++done;
-      idle->slot.store(nullptr, std::memory_order_relaxed);  // the next park sets it
+  std::size_t done = 0, looked = 0;
+  for (;;) {
+    // Taken off their slots under the list's lock, given back outside it: a
+    // worker starting or ending such a fiber takes that lock, and must not
+    // wait for a batch of madvise calls. A held fiber cannot end, so its
+    // record stays.
+    struct Held {
+      Fiber* f;
+      std::atomic<std::uintptr_t>* slot;
+    } held[kSweepBatch];
+    std::size_t n = 0;
+    bool pass_done = false;
+    {
+      // A stale slot may point into a desc freed since: its page is not
+      // given back while we look.
+      GraceSection section;
+      std::lock_guard lock(list_mu);
+      const std::size_t size = fibers.size();
+      while (n < kSweepBatch && done + n < max && looked < size) {
+        ++looked;
+        if (cursor >= size) cursor = 0;
+        Fiber* f = fibers[cursor++];
+        IdleStack* idle = idle_stack_of(f);
+        std::atomic<std::uintptr_t>* slot = idle->slot.load(std::memory_order_relaxed);
+        if (!slot || now_ms - idle->since_ms.load(std::memory_order_relaxed) < after) continue;
+        if (netpoll_hold_parked(slot, f)) held[n++] = {f, slot};  // else it woke since
+      }
+      pass_done = looked >= size || done + n >= max;
     }
-    chaos::at(chaos::Point::park_commit);
-    if (!netpoll_put_back_parked(slot, f)) ready(f);  // a waker came meanwhile
+    for (std::size_t i = 0; i < n; ++i) {
+      Fiber* f = held[i].f;
+      IdleStack* idle = idle_stack_of(f);
+      // Held: a wake-up now finds the slot as a commit in progress leaves it.
+      chaos::at(chaos::Point::park_commit);
+      // Read again now that the hold ordered us after the commit that
+      // published f: the park it describes is this one.
+      if (now_ms - idle->since_ms.load(std::memory_order_relaxed) >= after && give_back(f)) {
+        ++done;
+        idle->slot.store(nullptr, std::memory_order_relaxed);  // the next park sets it
+      }
+      chaos::at(chaos::Point::park_commit);
+      if (!netpoll_put_back_parked(held[i].slot, f)) ready(f);  // a waker came meanwhile
+    }
+    if (pass_done) return done;
   }
-  return done;
 }
 
 void take_back_stack(Fiber* f) {
