@@ -279,7 +279,7 @@ TEST_P(IdleStackTest, ADumpWalksAGivenBackStack) {
 // checks its stack's pattern after every wait.
 TEST_P(IdleStackTest, GiveBacksRacingWakeUpsStress) {
   constexpr int kReaders = 8;
-  constexpr int kRounds = 1000;  // per reader
+  const int rounds = weft::test::stress_iterations(1000);  // per reader
   std::atomic<bool> stop{false};
   std::atomic<int> broken{0}, answered{0}, timeouts{0};
   const auto before = idle_stack_stats();
@@ -326,7 +326,7 @@ TEST_P(IdleStackTest, GiveBacksRacingWakeUpsStress) {
       weft::go(
           [&] {
             char byte;
-            for (int round = 0; round < kRounds; ++round) {
+            for (int round = 0; round < rounds; ++round) {
               if (!client.write("x", 1) || !client.read(&byte, 1)) break;
               answered.fetch_add(1);
               if (round % 16 == 0) weft::sleep_for(std::chrono::microseconds(200));
@@ -343,7 +343,7 @@ TEST_P(IdleStackTest, GiveBacksRacingWakeUpsStress) {
   sweeper.join();
   const auto after = idle_stack_stats();
   EXPECT_EQ(broken.load(), 0);
-  EXPECT_EQ(answered.load(), kReaders * kRounds);
+  EXPECT_EQ(answered.load(), kReaders * rounds);
   EXPECT_GT(after.given_back - before.given_back, 0u);
   EXPECT_EQ(after.saved_bytes, before.saved_bytes);
   std::printf("given back %llu times, %d deadlines expired\n",
