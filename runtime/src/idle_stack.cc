@@ -56,10 +56,11 @@ std::size_t used_bytes(const Fiber* f) {
   return static_cast<std::size_t>(f->stack.hi() - static_cast<char*>(f->sp));
 }
 
-// f is held off its slot (netpoll_hold_parked): nobody runs it or reads
-// its stack but a dump, which give_mu keeps out.
+// f is held off its slot (netpoll_hold_parked): parked in block(), with its
+// stack in place (the sweep clears the slot it gave back, so it never holds
+// a given-back one); nobody runs it or reads its stack but a dump, which
+// give_mu keeps out.
 bool give_back(Fiber* f) {
-  if (f->stack.given_back || !f->sp || !f->stack.lo) return false;
   const std::size_t n = used_bytes(f);
   char* saved = static_cast<char*>(std::malloc(n));
   if (!saved) return false;  // the pages stay; nothing else changes

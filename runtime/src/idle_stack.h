@@ -62,11 +62,11 @@ void remember_idle_stack(Fiber* f);
 void forget_idle_stack(Fiber* f);
 
 // The commit of a park on a socket slot (netpoll.cc).
-inline void note_socket_wait(Fiber* f, std::atomic<std::uintptr_t>* slot, std::uint32_t now_ms) {
+inline void note_socket_wait(Fiber* f, std::atomic<std::uintptr_t>* slot) {
   IdleStack* s = idle_stack_of(f);
   // relaxed: the commit's publication of f in the slot (acq_rel) orders
   // both before the sweep's acquire load that finds f there.
-  s->since_ms.store(now_ms, std::memory_order_relaxed);
+  s->since_ms.store(f->parked_since_ms, std::memory_order_relaxed);
   s->slot.store(slot, std::memory_order_relaxed);
 }
 

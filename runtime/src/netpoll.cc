@@ -177,6 +177,24 @@ Fiber* unblock(PollDesc* pd, PollMode mode, bool io_ready) {
   }
 }
 
+// The end of every commit of a waiter to a slot that holds kWait (a park,
+// an unstarted fiber's park, the idle-stack sweep's put-back): f goes in,
+// or, if a waker moved kWait on first (readiness to kReady; a deadline,
+// close or cancel to kNil), the waiter count it was given is dropped here,
+// since no unblock took f out, and f is the caller's to run.
+bool publish_waiter(std::atomic<std::uintptr_t>* slot, Fiber* f) {
+  std::uintptr_t expected = kWait;
+  // acq_rel: the release pairs with the acquire of whoever takes f out
+  // (unblock) or holds it (netpoll_hold_parked), so what f and its
+  // committer wrote comes first.
+  if (slot->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(f),
+                                    std::memory_order_acq_rel)) {
+    return true;
+  }
+  waiters.fetch_sub(1, std::memory_order_relaxed);
+  return false;
+}
+
 // True if woken by readiness; false for a deadline, close or spurious wake.
 bool block(PollDesc* pd, PollMode mode) {
   auto& slot = pd->slot(mode);
@@ -200,16 +218,10 @@ bool block(PollDesc* pd, PollMode mode) {
         mode == PollMode::read ? WaitReason::io_read : WaitReason::io_write,
         [slot_ptr](Fiber* self) {
           if (self->swaps_idle_stack) [[unlikely]] {
-            note_socket_wait(self, slot_ptr, self->parked_since_ms);
+            note_socket_wait(self, slot_ptr);
           }
-          std::uintptr_t expected = kWait;
-          // Fails if readiness, a deadline or close came first: then don't sleep.
-          if (slot_ptr->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(self),
-                                                std::memory_order_acq_rel)) {
-            return true;
-          }
-          waiters.fetch_sub(1, std::memory_order_relaxed);
-          return false;
+          // Refused if readiness, a deadline or close came first: then don't sleep.
+          return publish_waiter(slot_ptr, self);
         },
         static_cast<std::uint64_t>(pd->fd));
   }
@@ -423,17 +435,7 @@ bool netpoll_hold_parked(std::atomic<std::uintptr_t>* slot, Fiber* f) {
 }
 
 bool netpoll_put_back_parked(std::atomic<std::uintptr_t>* slot, Fiber* f) {
-  std::uintptr_t expected = kWait;
-  // release: pairs with the acquire of whoever takes f out (unblock) or
-  // holds it next, so the give-back's writes to the record come first.
-  if (slot->compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(f),
-                                    std::memory_order_release)) {
-    return true;
-  }
-  // A waker moved kWait on (readiness, a deadline, close, a cancel): it
-  // took no fiber, so the count is ours to drop, as a refused commit's.
-  waiters.fetch_sub(1, std::memory_order_relaxed);
-  return false;
+  return publish_waiter(slot, f);  // as a commit: the hold left kWait
 }
 
 bool poll_park_unstarted(PollDesc* pd, PollMode mode, Fiber* f) {
@@ -452,15 +454,9 @@ bool poll_park_unstarted(PollDesc* pd, PollMode mode, Fiber* f) {
     return false;
   }
   waiters.fetch_add(1, std::memory_order_relaxed);  // unblock() takes it out, as in block()
-  std::uintptr_t expected = kWait;
-  if (slot.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(f),
-                                   std::memory_order_acq_rel)) {
-    return true;
-  }
-  // Readiness (kReady) or a deadline or close (kNil) came first: it runs
-  // now, and its read's poll_prepare drops what is left in the slot.
-  waiters.fetch_sub(1, std::memory_order_relaxed);
-  return false;
+  // Refused: it runs now, and its read's poll_prepare drops what is left in
+  // the slot.
+  return publish_waiter(&slot, f);
 }
 
 void poll_op_begin(PollDesc* pd, PollMode mode, PollOp* op) {
