@@ -1,14 +1,14 @@
 // Socket operations bound to a context. The context reaches a parked
 // operation through the PollDesc, as an expiry, not through a second wake
 // path (DESIGN.md, "Deadlines and cancellation"), but one scoped to that
-// operation: the op carries a PollOp, numbered when it takes the direction's
-// lock, and a DoneHook, run inside the cancel() itself, cancels that PollOp
-// and nothing else (poll_op_cancel). Parked, the op wakes with `canceled`;
-// still queued for the lock, it fails as soon as it takes it. The user's
-// deadline and every other operation on the fd are never touched, so there
-// is nothing to put back afterwards; the call reports the context's error.
-// io::copy lives here too: its context-bound form runs each step through
-// bound_to.
+// operation: the direction's OpBinding links a DoneHook to the context,
+// and the hook, run inside the cancel() itself, cancels the PollOp the
+// current operation runs as and nothing else (poll_op_cancel). Parked, the
+// op wakes with `canceled`; still queued for the direction's lock, it fails
+// as soon as it takes it. The user's deadline and every other operation on
+// the fd are never touched, so there is nothing to put back afterwards;
+// the call reports the context's error. io::copy lives here too: its
+// context-bound form runs each step through bound_to.
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -21,6 +21,7 @@
 
 #include "fd.h"
 #include "net_internal.h"
+#include "op_binding.h"
 #include "weft/context.h"
 #include "weft/io.h"
 #include "weft/net/conn.h"
@@ -33,20 +34,6 @@ using detail::NetFD;
 using detail::no_socket;
 using weft::detail::PollMode;
 using weft::detail::PollOp;
-
-struct CancelOnDone {
-  NetFD* fd;
-  PollMode mode;
-  PollOp op;
-  static void fire(void* self) {
-    auto* c = static_cast<CancelOnDone*>(self);
-    // An accept backing off after EMFILE sleeps on the listener's write
-    // side: wake it too, so that it sees its read side cancelled.
-    if (weft::detail::poll_op_cancel(c->fd->pd(), c->mode, &c->op) && c->mode == PollMode::read) {
-      c->fd->poke_backoff();
-    }
-  }
-};
 
 // Where an op keeps what links it to its context while it runs: among
 // other ops' links, which a cancel walks and their detaches rewrite. On the
@@ -70,15 +57,6 @@ class OpLink {
   std::optional<T> local_;
   std::unique_ptr<T> heap_;
   T* link_;
-};
-
-// What links an op to its context while it runs.
-struct Binding {
-  Binding(NetFD* fd, PollMode mode, const Context& ctx)
-      : cancel{fd, mode, {}}, hook(&CancelOnDone::fire, &cancel), target(ctx) {}
-  CancelOnDone cancel;
-  weft::detail::DoneHook hook;
-  const weft::detail::HookTarget target;  // a user's context may need a watcher
 };
 
 template <class R>
@@ -105,37 +83,68 @@ template <class R>
   return failed<R>(fd->op_error(opname, e));
 }
 
-// Runs `op` (an operation on fd in `mode`, given the PollOp to run as) so
-// that ctx's cancellation ends it and nothing else.
+// Runs `op` (an operation on fd, given the context to bind it to) so that
+// ctx's cancellation ends it and nothing else.
 template <class R, class Op>
-R bound_to(const Context& ctx, NetFD* fd, PollMode mode, const char* opname, Op op) {
+R bound_to(const Context& ctx, NetFD* fd, const char* opname, Op op) {
   if (std::error_code e = ctx.err()) return failed_op<R>(fd, opname, e);
-  // A reference keeps the desc ours while the hook may touch it.
-  if (!fd->incref()) return op(nullptr);  // closed: op reports it as usual
-  const OpLink<Binding> b(fd, mode, ctx);
-  if (std::error_code e = weft::detail::attach_done_hook(b->target.ctx(), &b->hook)) {
-    fd->decref();
-    return failed_op<R>(fd, opname, e);
+  R r = op(&ctx);
+  // Only ctx's cancellation cancels an op bound to it (OpBinding), so
+  // `operation_canceled` from the op means it did: report ctx's error.
+  if (OpError* err = error_of(r); err && err->err == weft::errc::operation_canceled) {
+    if (std::error_code e = ctx.err()) err->err = e;
   }
-  R r = op(&b->cancel.op);
-  // Only our own hook cancels cancel.op, so `operation_canceled` from the
-  // op means it ran: report ctx's error instead. An op that completed
-  // before the hook ran keeps its result, and the fd needs no repair.
-  if (!weft::detail::detach_done_hook(b->target.ctx(), &b->hook)) {
-    if (OpError* err = error_of(r); err && err->err == weft::errc::operation_canceled) {
-      err->err = ctx.err();
-    }
-  }
-  fd->decref();
   return r;
 }
 
 }  // namespace
 
+namespace detail {
+
+OpBinding::OpBinding(NetFD* fd, PollMode mode) noexcept
+    : fd_(fd), mode_(mode), hook_(&OpBinding::fire, this) {}
+
+OpBinding::~OpBinding() {
+  unbind();
+}
+
+PollOp* OpBinding::bind(const Context& ctx) {
+  // The same context as the last op's: the hook is still linked, or it ran
+  // (ctx is done) and marked op_, which poll_op_begin then reports.
+  if (target_ && ctx == ctx_) return &op_;
+  if (!weft::detail::ContextAccess::signal(ctx)) return nullptr;  // never done
+  unbind();
+  ctx_ = ctx;
+  target_.emplace(ctx_);
+  // No hook is linked here, so nothing else touches op_: a fresh one, not
+  // cancelled by the context bound before.
+  op_ = PollOp{};
+  if (weft::detail::attach_done_hook(target_->ctx(), &hook_)) op_.canceled = true;  // done
+  return &op_;
+}
+
+void OpBinding::unbind() noexcept {
+  if (!target_) return;
+  (void)weft::detail::detach_done_hook(target_->ctx(), &hook_);
+  target_.reset();
+  ctx_ = Context();
+}
+
+void OpBinding::fire(void* self) noexcept {
+  auto* b = static_cast<OpBinding*>(self);
+  // An accept backing off after EMFILE sleeps on the listener's write
+  // side: wake it too, so that it sees its read side cancelled.
+  if (weft::detail::poll_op_cancel(b->fd_->pd(), b->mode_, &b->op_) && b->mode_ == PollMode::read) {
+    b->fd_->poke_backoff();
+  }
+}
+
+}  // namespace detail
+
 IoResult Conn::read(const Context& ctx, void* buf, std::size_t n) {
   if (!fd_) return {0, no_socket("read")};
-  return bound_to<IoResult>(ctx, fd_.get(), PollMode::read, "read",
-                            [&](PollOp* op) { return fd_->read(buf, n, op); });
+  return bound_to<IoResult>(ctx, fd_.get(), "read",
+                            [&](const Context* c) { return fd_->read(buf, n, c); });
 }
 
 IoResult Conn::read_full(const Context& ctx, void* buf, std::size_t n) {
@@ -154,26 +163,25 @@ IoResult Conn::read_full(const Context& ctx, void* buf, std::size_t n) {
 
 IoResult Conn::write(const Context& ctx, const void* buf, std::size_t n) {
   if (!fd_) return {0, no_socket("write")};
-  return bound_to<IoResult>(ctx, fd_.get(), PollMode::write, "write",
-                            [&](PollOp* op) { return fd_->write(buf, n, op); });
+  return bound_to<IoResult>(ctx, fd_.get(), "write",
+                            [&](const Context* c) { return fd_->write(buf, n, c); });
 }
 
 IoResult Conn::write_buffers(const Context& ctx, std::span<const std::string_view> buffers) {
   if (!fd_) return {0, no_socket("write")};
-  return bound_to<IoResult>(ctx, fd_.get(), PollMode::write, "write",
-                            [&](PollOp* op) { return fd_->write_buffers(buffers, op); });
+  return bound_to<IoResult>(ctx, fd_.get(), "write",
+                            [&](const Context* c) { return fd_->write_buffers(buffers, c); });
 }
 
 Result<Conn> Listener::accept(const Context& ctx) {
   if (!fd_) return no_socket("accept");
-  return bound_to<Result<Conn>>(ctx, fd_.get(), PollMode::read, "accept",
-                                [&](PollOp* op) -> Result<Conn> {
-                                  auto r = fd_->accept(op);  // Listener::accept() with the PollOp
-                                  if (!r) return std::move(r).error();
-                                  std::unique_ptr<NetFD> conn = std::move(*r);
-                                  detail::setup_tcp_conn(*conn, fd_->accept_keep_alive);
-                                  return SocketAccess::make<Conn>(std::move(conn));
-                                });
+  return bound_to<Result<Conn>>(ctx, fd_.get(), "accept", [&](const Context* c) -> Result<Conn> {
+    auto r = fd_->accept(c);  // Listener::accept() bound to c
+    if (!r) return std::move(r).error();
+    std::unique_ptr<NetFD> conn = std::move(*r);
+    detail::setup_tcp_conn(*conn, fd_->accept_keep_alive);
+    return SocketAccess::make<Conn>(std::move(conn));
+  });
 }
 
 std::uint64_t detail::ReadableWait::start(Conn& conn, const Context& ctx, weft::detail::Fiber* f,
@@ -314,23 +322,23 @@ namespace {
 
 // One step of a copy: plain, or bound to ctx (then a cancel ends it).
 template <class Op>
-IoResult step(const Context* ctx, NetFD* fd, PollMode mode, const char* opname, Op op) {
+IoResult step(const Context* ctx, NetFD* fd, const char* opname, Op op) {
   if (!ctx) return op(nullptr);
-  return bound_to<IoResult>(*ctx, fd, mode, opname, op);
+  return bound_to<IoResult>(*ctx, fd, opname, op);
 }
 
 IoResult copy_through_buffer(const Context* ctx, NetFD* dst, NetFD* src) {
   std::unique_ptr<char[]> buf(new char[32 * 1024]);  // Go's io.Copy buffer size
   std::size_t total = 0;
   for (;;) {
-    IoResult r = step(ctx, src, PollMode::read, "read",
-                      [&](PollOp* op) { return src->read(buf.get(), 32 * 1024, op); });
+    IoResult r = step(ctx, src, "read",
+                      [&](const Context* c) { return src->read(buf.get(), 32 * 1024, c); });
     if (!r) {
       if (r.is_eof()) return IoResult(total);
       return {total, r.error()};
     }
-    IoResult w = step(ctx, dst, PollMode::write, "write",
-                      [&](PollOp* op) { return dst->write(buf.get(), *r, op); });
+    IoResult w =
+        step(ctx, dst, "write", [&](const Context* c) { return dst->write(buf.get(), *r, c); });
     total += w.count();
     if (!w) return {total, w.error()};
   }
@@ -352,14 +360,16 @@ IoResult copy_impl(const Context* ctx, Conn& dst_conn, Conn& src_conn) {
   std::size_t total = 0;
   IoResult result;
   for (;;) {
-    IoResult in = step(ctx, src, PollMode::read, "read",
-                       [&](PollOp* op) { return src->splice_to_pipe(pipe_fds[1], chunk, op); });
+    IoResult in = step(ctx, src, "read", [&](const Context* c) {
+      return src->splice_to_pipe(pipe_fds[1], chunk, c);
+    });
     if (!in) {
       result = in.is_eof() ? IoResult(total) : IoResult(total, in.error());
       break;
     }
-    IoResult out = step(ctx, dst, PollMode::write, "write",
-                        [&](PollOp* op) { return dst->splice_from_pipe(pipe_fds[0], *in, op); });
+    IoResult out = step(ctx, dst, "write", [&](const Context* c) {
+      return dst->splice_from_pipe(pipe_fds[0], *in, c);
+    });
     total += out.count();
     if (!out) {
       result = IoResult(total, out.error());

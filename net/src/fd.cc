@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "chaos.h"
+#include "op_binding.h"
 #include "weft/detail/coop.h"
 #include "weft/detail/saturate.h"
 
@@ -88,6 +89,9 @@ std::unique_ptr<NetFD> NetFD::open(int sysfd, int family, int sotype, std::strin
   }
   return std::unique_ptr<NetFD>(new NetFD(sysfd, pd, family, sotype, std::move(net)));
 }
+
+NetFD::NetFD(int sysfd, PollDesc* pd, int family, int sotype, std::string net)
+    : sysfd_(sysfd), pd_(pd), family_(family), sotype_(sotype), net_(std::move(net)) {}
 
 NetFD::~NetFD() {
   if (!closed()) (void)close();
@@ -199,7 +203,7 @@ void NetFD::decref() noexcept {
   (void)done.send(1);  // the closer waits on it and never closes it
 }
 
-std::error_code NetFD::rw_lock(PollMode mode, PollOp* op) {
+std::error_code NetFD::rw_lock(PollMode mode, const Context* ctx, PollOp** op) {
   // Before the direction's lock: an operation abandoned with its runtime
   // may hold it forever.
   if (weft::detail::poll_runtime_gone(pd_)) return weft::errc::no_runtime;
@@ -209,7 +213,12 @@ std::error_code NetFD::rw_lock(PollMode mode, PollOp* op) {
     rw_unlock(mode);  // no op begun yet
     return weft::errc::closed;
   }
-  if (op) weft::detail::poll_op_begin(pd_, mode, op);
+  if (ctx) {
+    std::unique_ptr<OpBinding>& binding = mode == PollMode::read ? read_binding_ : write_binding_;
+    if (!binding) binding = std::make_unique<OpBinding>(this, mode);
+    *op = binding->bind(*ctx);
+    if (*op) weft::detail::poll_op_begin(pd_, mode, *op);
+  }
   return {};
 }
 
@@ -220,6 +229,9 @@ void NetFD::rw_unlock(PollMode mode, PollOp* op) noexcept {
 }
 
 void NetFD::destroy() noexcept {
+  // Before the desc goes: a bound context's cancel touches it until then.
+  read_binding_.reset();
+  write_binding_.reset();
   weft::detail::poll_close(pd_);
   ::close(sysfd_);
   sysfd_ = -1;
@@ -277,9 +289,10 @@ Result<void> NetFD::shutdown(int how) {
   return {};
 }
 
-IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
+IoResult NetFD::read(void* buf, std::size_t n, const Context* ctx) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::read, op)) return io_failed(0, "read", e);
+  PollOp* op = nullptr;
+  if (auto e = rw_lock(PollMode::read, ctx, &op)) return io_failed(0, "read", e);
   RwGuard guard{this, PollMode::read, op};
   if (n == 0) return IoResult(0);  // Go: (0, nil) at once, no wait, no EOF
   if (stream() && n > kMaxRW) n = kMaxRW;
@@ -337,9 +350,10 @@ IoResult NetFD::read(void* buf, std::size_t n, PollOp* op) {
   }
 }
 
-IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
+IoResult NetFD::write(const void* buf, std::size_t n, const Context* ctx) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::write, op)) return io_failed(0, "write", e);
+  PollOp* op = nullptr;
+  if (auto e = rw_lock(PollMode::write, ctx, &op)) return io_failed(0, "write", e);
   RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
   if (fails_early(st)) {
@@ -370,20 +384,21 @@ IoResult NetFD::write(const void* buf, std::size_t n, PollOp* op) {
   }
 }
 
-IoResult NetFD::write_buffers(std::span<const std::string_view> buffers, PollOp* op) {
+IoResult NetFD::write_buffers(std::span<const std::string_view> buffers, const Context* ctx) {
   if (!stream()) {
     // As Go's Buffers.WriteTo on a conn without writev: one write per
     // buffer, so each stays a datagram of its own.
     std::size_t total = 0;
     for (std::string_view b : buffers) {
-      IoResult r = write(b.data(), b.size(), op);
+      IoResult r = write(b.data(), b.size(), ctx);
       total += r.count();
       if (!r) return {total, r.error()};
     }
     return IoResult(total);
   }
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::write, op)) return io_failed(0, "write", e);
+  PollOp* op = nullptr;
+  if (auto e = rw_lock(PollMode::write, ctx, &op)) return io_failed(0, "write", e);
   RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
   if (fails_early(st)) return io_failed(0, "write", status_code(st));
@@ -462,9 +477,10 @@ ssize_t splice_without_sigpipe(int from, int to, std::size_t n) {
 
 }  // namespace
 
-IoResult NetFD::splice_to_pipe(int pipe_w, std::size_t max, PollOp* op) {
+IoResult NetFD::splice_to_pipe(int pipe_w, std::size_t max, const Context* ctx) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::read, op)) return io_failed(0, "read", e);
+  PollOp* op = nullptr;
+  if (auto e = rw_lock(PollMode::read, ctx, &op)) return io_failed(0, "read", e);
   RwGuard guard{this, PollMode::read, op};
   PollStatus st = prepare_read();
   if (fails_early(st)) return io_failed(0, "read", status_code(st));
@@ -487,9 +503,10 @@ IoResult NetFD::splice_to_pipe(int pipe_w, std::size_t max, PollOp* op) {
   }
 }
 
-IoResult NetFD::splice_from_pipe(int pipe_r, std::size_t n, PollOp* op) {
+IoResult NetFD::splice_from_pipe(int pipe_r, std::size_t n, const Context* ctx) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::write, op)) return io_failed(0, "write", e);
+  PollOp* op = nullptr;
+  if (auto e = rw_lock(PollMode::write, ctx, &op)) return io_failed(0, "write", e);
   RwGuard guard{this, PollMode::write, op};
   PollStatus st = weft::detail::poll_prepare(pd_, PollMode::write);
   if (fails_early(st)) return io_failed(0, "write", status_code(st));
@@ -602,9 +619,10 @@ PollStatus NetFD::backoff_wait(std::chrono::nanoseconds delay) {
   return st == PollStatus::not_pollable ? PollStatus::ready : st;
 }
 
-Result<std::unique_ptr<NetFD>> NetFD::accept(PollOp* op) {
+Result<std::unique_ptr<NetFD>> NetFD::accept(const Context* ctx) {
   weft::detail::coop_spend(weft::detail::kCoopSocketOp);
-  if (auto e = rw_lock(PollMode::read, op)) return op_error("accept", e);
+  PollOp* op = nullptr;
+  if (auto e = rw_lock(PollMode::read, ctx, &op)) return op_error("accept", e);
   RwGuard guard{this, PollMode::read, op};
   PollStatus st = prepare_read();
   if (fails_early(st)) {

@@ -19,6 +19,8 @@
 
 namespace weft::net::detail {
 
+class OpBinding;  // op_binding.h
+
 using weft::detail::PollDesc;
 using weft::detail::PollMode;
 using weft::detail::PollOp;
@@ -105,10 +107,12 @@ class NetFD {
   bool incref() noexcept;
   void decref() noexcept;
   // Reference plus the direction's lock; errc::closed if closed, or
-  // errc::no_runtime once the runtime it was opened in has ended. With `op`
-  // (a cancellable operation), it becomes the direction's current op
-  // (poll_op_begin) until rw_unlock; a plain op passes none and pays nothing.
-  std::error_code rw_lock(PollMode mode, PollOp* op = nullptr);
+  // errc::no_runtime once the runtime it was opened in has ended. With
+  // `ctx` (an operation that ctx's cancellation ends), the direction is
+  // bound to ctx (OpBinding), and *op is the PollOp the operation runs as,
+  // the direction's current op (poll_op_begin) until rw_unlock, or null
+  // when ctx can never be done; a plain op passes none and pays nothing.
+  std::error_code rw_lock(PollMode mode, const Context* ctx = nullptr, PollOp** op = nullptr);
   void rw_unlock(PollMode mode, PollOp* op = nullptr) noexcept;
 
   Result<void> close();
@@ -116,9 +120,10 @@ class NetFD {
   Result<void> setsockopt_int(int level, int name, int value);
   Result<void> shutdown(int how);
 
-  // `op`: set for an operation a context may cancel (context_io.cc); such
-  // an op fails with errc::operation_canceled once poll_op_cancel reaches it.
-  IoResult read(void* buf, std::size_t n, PollOp* op = nullptr);
+  // `ctx`: set for an operation that ctx's cancellation ends
+  // (context_io.cc); such an op fails with errc::operation_canceled once
+  // it does.
+  IoResult read(void* buf, std::size_t n, const Context* ctx = nullptr);
   // poll_prepare for the read side, for every reader but read(): a wait or
   // syscall of theirs may consume the edge that read() counts on after a
   // short read, so the next read() makes its syscall first again.
@@ -126,16 +131,16 @@ class NetFD {
     read_drained_.store(false, std::memory_order_relaxed);
     return weft::detail::poll_prepare(pd_, PollMode::read);
   }
-  IoResult write(const void* buf, std::size_t n, PollOp* op = nullptr);
-  IoResult write_buffers(std::span<const std::string_view> buffers, PollOp* op = nullptr);
+  IoResult write(const void* buf, std::size_t n, const Context* ctx = nullptr);
+  IoResult write_buffers(std::span<const std::string_view> buffers, const Context* ctx = nullptr);
   // io::copy's halves (splice(2), no copy through user memory): moves up
   // to `max` bytes from this socket into the pipe (errc::eof at the end),
   // and exactly `n` bytes from the pipe into this socket.
-  IoResult splice_to_pipe(int pipe_w, std::size_t max, PollOp* op = nullptr);
-  IoResult splice_from_pipe(int pipe_r, std::size_t n, PollOp* op = nullptr);
+  IoResult splice_to_pipe(int pipe_w, std::size_t max, const Context* ctx = nullptr);
+  IoResult splice_from_pipe(int pipe_r, std::size_t n, const Context* ctx = nullptr);
   Result<PacketConn::Datagram> read_from(void* buf, std::size_t n);
   IoResult write_to(const void* buf, std::size_t n, const Addr& to);
-  Result<std::unique_ptr<NetFD>> accept(PollOp* op = nullptr);
+  Result<std::unique_ptr<NetFD>> accept(const Context* ctx = nullptr);
   // Wakes an accept backing off after EMFILE, so it re-checks its deadline.
   void poke_backoff();
 
@@ -157,8 +162,7 @@ class NetFD {
   std::chrono::nanoseconds accept_keep_alive{0};
 
  private:
-  NetFD(int sysfd, PollDesc* pd, int family, int sotype, std::string net)
-      : sysfd_(sysfd), pd_(pd), family_(family), sotype_(sotype), net_(std::move(net)) {}
+  NetFD(int sysfd, PollDesc* pd, int family, int sotype, std::string net);
   // Sleeps up to `delay` during an accept backoff; false if the listener
   // closed meanwhile.
   PollStatus backoff_wait(std::chrono::nanoseconds delay);
@@ -186,6 +190,10 @@ class NetFD {
   // (rmu_, or a go_when_readable wait that holds the connection); atomic
   // only so that misuse is not undefined.
   std::atomic<bool> read_drained_{false};
+  // Each direction's link to the context its context-bound operations run
+  // under, made by the first of them and kept (op_binding.h). Under the
+  // direction's lock (rmu_, wmu_), until destroy() lets them go.
+  std::unique_ptr<OpBinding> read_binding_, write_binding_;
 };
 
 // Every connection holds one, idle or not (issue 19's bytes per idle

@@ -105,9 +105,11 @@ class Conn : public Socket {
   IoResult read(void* buf, std::size_t n);
   IoResult read(std::span<std::byte> buf) { return read(buf.data(), buf.size()); }
   // With a context: its cancellation (or deadline) ends a parked read at once
-  // with the context's error, through an expired read deadline that is
-  // cleared again before returning (the connection stays usable). A context
-  // already done fails before the syscall.
+  // with the context's error, and no other operation: the read deadline is
+  // untouched and the connection stays usable. A context already done fails
+  // before the syscall. The connection keeps the context its reads were
+  // last bound to (linked once, not per read) until its reads name another
+  // one or it is closed; writes likewise.
   IoResult read(const Context& ctx, void* buf, std::size_t n);
   // Reads exactly n bytes: EOF before any byte is errc::eof, after some is
   // net_errc::unexpected_eof ("unexpected EOF", Go's io.ReadFull).
