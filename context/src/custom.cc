@@ -119,7 +119,7 @@ bool needs_bridge(const Context& ctx) noexcept {
 }
 
 HookTarget::HookTarget(const Context& ctx) : ctx_(&ctx) {
-  if (needs_bridge(ctx)) bridge_.emplace(with_cancel(ctx));
+  if (needs_bridge(ctx)) bridge_ = std::make_unique<WithCancelResult<CancelFunc>>(with_cancel(ctx));
 }
 
 std::int64_t context_watchers_alive() noexcept {

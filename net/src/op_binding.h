@@ -59,12 +59,14 @@ class OpBinding {
   // and lets the context go.
   void unbind() noexcept;
 
+  // Every connection that binds holds one per direction (128 bytes of
+  // heap each), idle or not: grow it only knowingly.
   NetFD* const fd_;
-  const weft::detail::PollMode mode_;
   Context ctx_;  // the bound context while target_ is set; keeps it alive
   std::optional<weft::detail::HookTarget> target_;  // what the hook links to for ctx_
   weft::detail::DoneHook hook_;
   weft::detail::PollOp op_;  // its fields belong to the desc's lock once the hook is linked
+  const weft::detail::PollMode mode_;
 };
 
 }  // namespace weft::net::detail
