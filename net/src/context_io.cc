@@ -206,14 +206,12 @@ std::uint64_t detail::ReadableWait::start(Conn& conn, const Context& ctx, weft::
       (errno != EAGAIN && errno != EWOULDBLOCK)) {
     return weft::detail::start_fiber(f, vtable);
   }
-  ctx_.emplace(ctx);
-  target_.emplace(*ctx_);
-  weft::detail::poll_op_begin(fd->pd(), PollMode::read, &op_);
+  // As a read bound to ctx: the wait holds the connection alone, so it
+  // binds the read side without its lock. A ctx done by now marks the op,
+  // and the commit then refuses to park (poll_park_unstarted's check).
   fd_ = fd;
-  if (weft::detail::attach_done_hook(target_->ctx(), &hook_)) {  // done meanwhile
-    end();
-    return weft::detail::start_fiber(f, vtable);
-  }
+  op_ = fd->bind(PollMode::read, ctx);
+  if (op_) weft::detail::poll_op_begin(fd->pd(), PollMode::read, op_);
   return weft::detail::start_fiber_parked(
       f, vtable,
       {&ReadableWait::commit, this, weft::detail::WaitReason::io_read,
@@ -227,22 +225,13 @@ bool detail::ReadableWait::commit(weft::detail::Fiber* f, void* self) {
                                            PollMode::read, f);
 }
 
-void detail::ReadableWait::fire(void* self) {
-  auto* wait = static_cast<ReadableWait*>(self);
-  // Marks the op cancelled and readies the fiber if it is parked; a commit
-  // still to come sees the mark (poll_park_unstarted's check) and runs it.
-  weft::detail::poll_op_cancel(wait->fd_->pd(), PollMode::read, &wait->op_);
-}
-
 void detail::ReadableWait::end() noexcept {
   if (!fd_) return;
-  // The hook is linked only after op_ began, and a false detach means it
-  // ran to its end: either way nothing touches op_ or the desc after this.
-  (void)weft::detail::detach_done_hook(target_->ctx(), &hook_);
-  weft::detail::poll_op_end(fd_->pd(), PollMode::read, &op_);
+  // The binding stays, for the fiber's reads; a cancel after this finds
+  // the op no longer current and only marks it (OpBinding).
+  if (op_) weft::detail::poll_op_end(fd_->pd(), PollMode::read, op_);
   fd_ = nullptr;
-  target_.reset();
-  ctx_.reset();
+  op_ = nullptr;
 }
 
 std::error_code detail::map_context_error(std::error_code ctx_err) noexcept {

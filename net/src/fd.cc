@@ -214,12 +214,16 @@ std::error_code NetFD::rw_lock(PollMode mode, const Context* ctx, PollOp** op) {
     return weft::errc::closed;
   }
   if (ctx) {
-    std::unique_ptr<OpBinding>& binding = mode == PollMode::read ? read_binding_ : write_binding_;
-    if (!binding) binding = std::make_unique<OpBinding>(this, mode);
-    *op = binding->bind(*ctx);
+    *op = bind(mode, *ctx);
     if (*op) weft::detail::poll_op_begin(pd_, mode, *op);
   }
   return {};
+}
+
+PollOp* NetFD::bind(PollMode mode, const Context& ctx) {
+  std::unique_ptr<OpBinding>& binding = mode == PollMode::read ? read_binding_ : write_binding_;
+  if (!binding) binding = std::make_unique<OpBinding>(this, mode);
+  return binding->bind(ctx);
 }
 
 void NetFD::rw_unlock(PollMode mode, PollOp* op) noexcept {

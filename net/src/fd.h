@@ -113,6 +113,11 @@ class NetFD {
   // the direction's current op (poll_op_begin) until rw_unlock, or null
   // when ctx can never be done; a plain op passes none and pays nothing.
   std::error_code rw_lock(PollMode mode, const Context* ctx = nullptr, PollOp** op = nullptr);
+  // Binds the direction to ctx (OpBinding::bind): the PollOp for an
+  // operation to run as, or null when ctx can never be done. Under the
+  // direction's lock, or by whoever holds the connection alone
+  // (go_when_readable's wait).
+  PollOp* bind(PollMode mode, const Context& ctx);
   void rw_unlock(PollMode mode, PollOp* op = nullptr) noexcept;
 
   Result<void> close();

@@ -293,9 +293,9 @@ Result<PacketConn> adopt_packet_conn(int fd, std::string_view network);
 
 namespace detail {
 
-// go_when_readable's wait, kept in the waiting fiber's closure: the read
-// direction's cancellable op, and the hook by which ctx cancels it
-// (context_io.cc).
+// go_when_readable's wait, kept in the waiting fiber's closure: the
+// connection, and the PollOp it waits as, of the read direction's binding
+// to ctx (the one its reads bound to ctx use; context_io.cc).
 class ReadableWait {
  public:
   ReadableWait() noexcept = default;
@@ -313,13 +313,8 @@ class ReadableWait {
 
  private:
   static bool commit(weft::detail::Fiber* f, void* self);
-  static void fire(void* self);
-  NetFD* fd_ = nullptr;  // set while ctx may reach the wait
-  weft::detail::PollOp op_;
-  weft::detail::DoneHook hook_{&ReadableWait::fire, this};
-  // A copy: the caller's Context may be gone long before the wait ends.
-  std::optional<Context> ctx_;
-  std::optional<weft::detail::HookTarget> target_;
+  NetFD* fd_ = nullptr;                 // set while the wait is the read side's op
+  weft::detail::PollOp* op_ = nullptr;  // null: ctx can never be done
 };
 
 }  // namespace detail
