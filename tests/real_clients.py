@@ -125,10 +125,11 @@ class Server:
     """A server started with FLAGS on 127.0.0.1:0; stderr goes to a file
     (a full pipe would block it); killed on exit if still running."""
 
-    def __init__(self, binary, *flags, preexec_fn=None):
+    def __init__(self, binary, *flags, preexec_fn=None, env=None):
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([binary, *flags, "127.0.0.1:0"], stdout=subprocess.PIPE,
-                                     stderr=self.err, text=True, preexec_fn=preexec_fn)
+                                     stderr=self.err, text=True, preexec_fn=preexec_fn,
+                                     env=env)
         line = self.proc.stdout.readline()  # "" if it exits first
         if not line.startswith("listening on "):
             self.proc.kill()
@@ -390,11 +391,35 @@ def idle_case(binary, request, answer):
         return True, f"idle closed after {quiet_took:.1f} s; busy client: {n} requests over 2.5 s"
 
 
+def tolerating_blind_vptr_checks():
+    """The environment for a server run out of descriptors, in which a UBSan
+    report does not end the process (in a build without UBSan, nothing
+    changes). UBSan's vptr check reads an object's vtable through a pipe(2)
+    it opens each time it meets a type it has not cached (compiler-rt's
+    IsAccessibleMemoryRange); with no descriptor free the pipe fails, and it
+    reports a valid object (the error_category of a read's error, say) as
+    having an "invalid vptr": under ASan+UBSan, 11 of 100 runs of this case
+    exited 1 of it, and 75 of 150 printed it once it no longer ends the
+    process. (A suppression file did not help.) ub_reports() fails the case
+    on any other report."""
+    env = dict(os.environ)
+    env["UBSAN_OPTIONS"] = ":".join(filter(None, [env.get("UBSAN_OPTIONS"), "halt_on_error=0"]))
+    return env
+
+
+def ub_reports(stderr):
+    """UBSan's reports in stderr but those of a vptr check that could not
+    read the vtable (tolerating_blind_vptr_checks)."""
+    lines = stderr.splitlines()
+    return [l for i, l in enumerate(lines) if "runtime error:" in l
+            and not (i + 1 < len(lines) and lines[i + 1].endswith("note: object has invalid vptr"))]
+
+
 def emfile_case(binary):
     """Out of descriptors (RLIMIT_NOFILE 64) with 100 clients at once: once
     they go, the server serves again instead of having stopped."""
     limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-    with Server(binary, preexec_fn=limit) as srv:
+    with Server(binary, preexec_fn=limit, env=tolerating_blind_vptr_checks()) as srv:
         conns = []
         for _ in range(100):
             c = socket.socket()
@@ -423,6 +448,8 @@ def emfile_case(binary):
         else:
             return False, f"not serving {BOUND:.0f} s after the clients left"
         code = srv.terminate()
+        if ub := ub_reports(srv.stderr()):
+            return False, f"{len(ub)} UBSan report(s), the first: {ub[0]}"
         return code == 0, f"{answered} of the first 20 answered while out of fds; serves after; exit {code}"
 
 
