@@ -28,6 +28,7 @@
 
 #include "env.h"
 #include "log.h"
+#include "netpoll.h"
 #include "records.h"
 #include "registry.h"
 #include "scheduler.h"
@@ -191,6 +192,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
                  "nested or run concurrently\n");
     std::abort();
   }
+  netpoll_runtime_begins(s->gen);
   install_overflow_handler();
   install_sigquit_handler();
   if (std::terminate_handler previous = std::set_terminate(&on_terminate);
@@ -230,6 +232,7 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
   for (auto& w : s->workers) w->thread.join();
   set_runtime_thread(false);
   s->sysmon.join();
+  netpoll_runtime_ends();
   // From here on, threads that ready a fiber of this runtime drop it; those
   // already inside an entry point finish queueing first (ForeignEntry).
   // Before g_sched is cleared: from then on a late ready frees its fiber

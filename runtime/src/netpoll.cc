@@ -53,7 +53,23 @@ constexpr std::uint32_t kClosing = 1, kExpiredRead = 2, kExpiredWrite = 4, kEven
 constexpr unsigned kTokenSeqShift = 48;
 constexpr std::uint64_t kTokenPtrMask = (std::uint64_t{1} << kTokenSeqShift) - 1;
 
-std::atomic<int> waiters{0};
+// The fibers parked in the poller, for the runtime whose generation tags
+// the count (the high 32 bits; 0 between runtimes): a waiter abandoned
+// with its runtime is never taken out of its slot, or only later, by a
+// close from another thread, and it must not count for the next runtime
+// (whose idle rule would keep polling for it, and whose deadlock check
+// would never fire). Every change names the generation of its desc and is
+// dropped if the tag differs, in the same CAS, so that a late close cannot
+// take the next runtime's count down. netpoll_runtime_begins/_ends retag.
+std::atomic<std::uint64_t> waiters{0};
+
+void count_waiter(std::uint32_t gen, int delta) {
+  std::uint64_t cur = waiters.load(std::memory_order_relaxed);
+  do {
+    if (cur >> 32 != gen) return;  // a desc of an ended runtime
+  } while (!waiters.compare_exchange_weak(
+      cur, cur + static_cast<std::uint64_t>(std::int64_t{delta}), std::memory_order_relaxed));
+}
 
 [[noreturn]] void fatal(const char* what) {
   std::fprintf(stderr, "weft: %s\n", what);
@@ -171,7 +187,7 @@ Fiber* unblock(PollDesc* pd, PollMode mode, bool io_ready) {
       // The waiter leaves the count here, not when it resumes: one
       // abandoned with its runtime never resumes, and would be counted
       // (polls kept up for it) for the rest of the process.
-      waiters.fetch_sub(1, std::memory_order_relaxed);
+      count_waiter(pd->run_gen, -1);
       return reinterpret_cast<Fiber*>(old);
     }
   }
@@ -182,7 +198,7 @@ Fiber* unblock(PollDesc* pd, PollMode mode, bool io_ready) {
 // or, if a waker moved kWait on first (readiness to kReady; a deadline,
 // close or cancel to kNil), the waiter count it was given is dropped here,
 // since no unblock took f out, and f is the caller's to run.
-bool publish_waiter(std::atomic<std::uintptr_t>* slot, Fiber* f) {
+bool publish_waiter(std::atomic<std::uintptr_t>* slot, Fiber* f, std::uint32_t gen) {
   std::uintptr_t expected = kWait;
   // acq_rel: the release pairs with the acquire of whoever takes f out
   // (unblock) or holds it (netpoll_hold_parked), so what f and its
@@ -191,7 +207,7 @@ bool publish_waiter(std::atomic<std::uintptr_t>* slot, Fiber* f) {
                                     std::memory_order_acq_rel)) {
     return true;
   }
-  waiters.fetch_sub(1, std::memory_order_relaxed);
+  count_waiter(gen, -1);
   return false;
 }
 
@@ -212,16 +228,16 @@ bool block(PollDesc* pd, PollMode mode) {
   // Store first (kWait above), check second: see the file comment.
   if (check_error(pd, mode) == PollStatus::ready) {
     // Counted until whoever unblocks it takes it out of the slot (unblock).
-    waiters.fetch_add(1, std::memory_order_relaxed);
+    count_waiter(pd->run_gen, 1);
     std::atomic<std::uintptr_t>* slot_ptr = &slot;
     park_with(
         mode == PollMode::read ? WaitReason::io_read : WaitReason::io_write,
-        [slot_ptr](Fiber* self) {
+        [slot_ptr, gen = pd->run_gen](Fiber* self) {
           if (self->swaps_idle_stack) [[unlikely]] {
             note_socket_wait(self, slot_ptr);
           }
           // Refused if readiness, a deadline or close came first: then don't sleep.
-          return publish_waiter(slot_ptr, self);
+          return publish_waiter(slot_ptr, self, gen);
         },
         static_cast<std::uint64_t>(pd->fd));
   }
@@ -287,7 +303,19 @@ std::uint64_t netpoll_wakeups() noexcept {
 }
 
 int netpoll_waiters() noexcept {
-  return waiters.load(std::memory_order_relaxed);
+  return static_cast<int>(static_cast<std::uint32_t>(waiters.load(std::memory_order_relaxed)));
+}
+
+void netpoll_runtime_begins(std::uint32_t gen) noexcept {
+  // Before its workers start (their threads' start orders it before every
+  // count_waiter of theirs): what an ended runtime left is not counted.
+  waiters.store(std::uint64_t{gen} << 32, std::memory_order_relaxed);
+}
+
+void netpoll_runtime_ends() noexcept {
+  // After its workers joined: a close of one of its sockets from outside
+  // finds the tag gone and changes nothing.
+  waiters.store(0, std::memory_order_relaxed);
 }
 
 std::size_t scavenge_poll_descs(std::uint32_t min_idle_ms) {
@@ -435,7 +463,8 @@ bool netpoll_hold_parked(std::atomic<std::uintptr_t>* slot, Fiber* f) {
 }
 
 bool netpoll_put_back_parked(std::atomic<std::uintptr_t>* slot, Fiber* f) {
-  return publish_waiter(slot, f);  // as a commit: the hold left kWait
+  // As a commit: the hold left kWait. The sweep holds this runtime's fibers.
+  return publish_waiter(slot, f, runtime_generation());
 }
 
 bool poll_park_unstarted(PollDesc* pd, PollMode mode, Fiber* f) {
@@ -453,10 +482,10 @@ bool poll_park_unstarted(PollDesc* pd, PollMode mode, Fiber* f) {
     slot.store(kNil, std::memory_order_relaxed);  // nothing else moves kWait but unblock
     return false;
   }
-  waiters.fetch_add(1, std::memory_order_relaxed);  // unblock() takes it out, as in block()
+  count_waiter(pd->run_gen, 1);  // unblock() takes it out, as in block()
   // Refused: it runs now, and its read's poll_prepare drops what is left in
   // the slot.
-  return publish_waiter(&slot, f);
+  return publish_waiter(&slot, f, pd->run_gen);
 }
 
 void poll_op_begin(PollDesc* pd, PollMode mode, PollOp* op) {

@@ -17,6 +17,10 @@ void netpoll_dispatch(const poll::Event* events, int n);
 
 // Parked I/O waiters; the scheduler only polls when there are some.
 int netpoll_waiters() noexcept;
+// The count's runtime: from the one starting (with its generation, before
+// its workers start), and none once it ended (after they joined).
+void netpoll_runtime_begins(std::uint32_t gen) noexcept;
+void netpoll_runtime_ends() noexcept;
 // Fibers the poller has readied (readiness or a deadline), process-wide.
 std::uint64_t netpoll_wakeups() noexcept;
 

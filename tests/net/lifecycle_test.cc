@@ -3,9 +3,15 @@
 // crash; other operations fail saying that no runtime runs.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <optional>
+#include <thread>
 
 #include "net_test_util.h"
+#include "weft/channel.h"
+#include "weft/debug.h"
 #include "weft/net.h"
 
 namespace {
@@ -80,6 +86,60 @@ TEST_P(NetLifecycle, SocketFromAnEarlierRuntimeFailsInTheNext) {
   });
 }
 
+// A waiter abandoned with its runtime is not counted by the next one, which
+// would otherwise poll for it for good and never see a deadlock; nor does
+// a late close of its socket, from a plain thread, take a waiter of the
+// next runtime out of that count.
+TEST_P(NetLifecycle, AnAbandonedWaiterIsNotCountedByTheNextRuntime) {
+  std::optional<weft::net::Listener> abandoned;
+  run([&] {
+    auto l = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(l) << l.error().to_string();
+    abandoned.emplace(std::move(*l));
+    weft::go([&] { (void)abandoned->accept(); });
+    ASSERT_TRUE(weft::test::wait_parked());
+  });
+  run([&] {
+    EXPECT_EQ(weft::detail::netpoll_waiters(), 0);
+    EXPECT_EQ(weft::metrics().io_waiters, 0u);
+    auto l = weft::net::listen("tcp", "127.0.0.1:0");
+    ASSERT_TRUE(l) << l.error().to_string();
+    weft::Channel<bool> accepted(1);
+    weft::go([&] { EXPECT_TRUE(accepted.send(static_cast<bool>(l->accept()))); });
+    ASSERT_TRUE(weft::test::wait_parked());
+    EXPECT_EQ(weft::detail::netpoll_waiters(), 1);
+    std::thread([&] { abandoned.reset(); }).join();
+    EXPECT_EQ(weft::detail::netpoll_waiters(), 1);
+    auto c = weft::net::dial("tcp", l->addr().to_string());
+    ASSERT_TRUE(c) << c.error().to_string();
+    EXPECT_TRUE(*accepted.recv());
+    EXPECT_EQ(weft::detail::netpoll_waiters(), 0);
+  });
+}
+
 WEFT_NET_INSTANTIATE(NetLifecycle);
+
+// Go's deadlock report, in a runtime after one that left a fiber parked in
+// accept: that fiber is no socket this runtime waits on.
+TEST(NetLifecycleDeathTest, ADeadlockAfterAnAbandonedWaiterIsReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        std::optional<weft::net::Listener> abandoned;
+        weft::run([&] {
+          auto l = weft::net::listen("tcp", "127.0.0.1:0");
+          if (!l) std::_Exit(3);
+          abandoned.emplace(std::move(*l));
+          weft::go([&] { (void)abandoned->accept(); });
+          if (!weft::test::wait_parked()) std::_Exit(4);
+        });
+        alarm(30);  // unreported, the deadlock would hang: SIGALRM fails the test instead
+        weft::run([] {
+          weft::Channel<int> never;
+          (void)never.recv();
+        });
+      },
+      ::testing::ExitedWithCode(2), "^weft: all fibers are asleep - deadlock!");
+}
 
 }  // namespace
