@@ -18,16 +18,24 @@ namespace {
 
 class NetLifecycle : public weft::test::NetBackendTest {};
 
+// In a runtime: listens into `ln` and leaves a fiber parked in its accept,
+// to be abandoned when the runtime ends. False (with the reason reported)
+// if it could not.
+bool leave_an_accept_parked(std::optional<weft::net::Listener>& ln) {
+  auto l = weft::net::listen("tcp", "127.0.0.1:0");
+  if (!l) {
+    ADD_FAILURE() << l.error().to_string();
+    return false;
+  }
+  ln.emplace(std::move(*l));
+  weft::go([&ln] { (void)ln->accept(); });
+  return weft::test::wait_parked();
+}
+
 TEST_P(NetLifecycle, ListenerWithAParkedAcceptClosesAfterRun) {
   const int waiters_before = weft::detail::netpoll_waiters();
   std::optional<weft::net::Listener> ln;
-  run([&] {
-    auto l = weft::net::listen("tcp", "127.0.0.1:0");
-    ASSERT_TRUE(l) << l.error().to_string();
-    ln.emplace(std::move(*l));
-    weft::go([&] { (void)ln->accept(); });
-    ASSERT_TRUE(weft::test::wait_parked());
-  });
+  run([&] { ASSERT_TRUE(leave_an_accept_parked(ln)); });
   // The accept is abandoned: close() must neither wait for it nor crash.
   auto again = ln->accept();
   ASSERT_FALSE(again);
@@ -92,13 +100,7 @@ TEST_P(NetLifecycle, SocketFromAnEarlierRuntimeFailsInTheNext) {
 // next runtime out of that count.
 TEST_P(NetLifecycle, AnAbandonedWaiterIsNotCountedByTheNextRuntime) {
   std::optional<weft::net::Listener> abandoned;
-  run([&] {
-    auto l = weft::net::listen("tcp", "127.0.0.1:0");
-    ASSERT_TRUE(l) << l.error().to_string();
-    abandoned.emplace(std::move(*l));
-    weft::go([&] { (void)abandoned->accept(); });
-    ASSERT_TRUE(weft::test::wait_parked());
-  });
+  run([&] { ASSERT_TRUE(leave_an_accept_parked(abandoned)); });
   run([&] {
     EXPECT_EQ(weft::detail::netpoll_waiters(), 0);
     EXPECT_EQ(weft::metrics().io_waiters, 0u);
@@ -127,11 +129,7 @@ TEST(NetLifecycleDeathTest, ADeadlockAfterAnAbandonedWaiterIsReported) {
       {
         std::optional<weft::net::Listener> abandoned;
         weft::run([&] {
-          auto l = weft::net::listen("tcp", "127.0.0.1:0");
-          if (!l) std::_Exit(3);
-          abandoned.emplace(std::move(*l));
-          weft::go([&] { (void)abandoned->accept(); });
-          if (!weft::test::wait_parked()) std::_Exit(4);
+          if (!leave_an_accept_parked(abandoned)) std::_Exit(3);
         });
         alarm(30);  // unreported, the deadlock would hang: SIGALRM fails the test instead
         weft::run([] {
