@@ -191,6 +191,11 @@ bool Idle::any_runnext_behind_a_busy_fiber(Worker* self) const {
 
 void Idle::sleep(Worker* w, std::int64_t wake_by) {
   w->left_timer_role = false;
+  // We stop watching in the role's place (invariant 7) and take the role
+  // below if it is vacant, reading every heap after this store: a timer
+  // added meanwhile saw no watcher and woke for itself, or we see it.
+  Worker* self = w;
+  watcher_.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst);
   {
     std::lock_guard lock(mu_);
     if (sched_.stopping.load(std::memory_order_acquire)) return;
@@ -282,6 +287,13 @@ void Idle::sleep(Worker* w, std::int64_t wake_by) {
   if (dispatched) dispatching_.fetch_sub(1, std::memory_order_seq_cst);
   advance_coarse_clock();  // sysmon may have slept as long as we did
   w->spinning = !sched_.stopping.load(std::memory_order_acquire);
+}
+
+void Idle::relieve_stuck_watcher(Worker* w) {
+  Worker* self = w;
+  if (!watcher_.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst)) return;
+  watchers_relieved_.fetch_add(1, std::memory_order_relaxed);
+  wakep();
 }
 
 void Idle::poke_all() {

@@ -27,10 +27,13 @@
 // 2. While any worker is idle and any timer or I/O waiter exists, one worker
 //    holds the role and sleeps no later than the earliest timer across all
 //    heaps, or a spinner is about to take it (a spinner that finds no work
-//    sleeps, and takes a vacant role). timer_added() keeps this as timers
-//    come: one earlier than timer_sleep_until_ (0 while the holder decides)
-//    pokes the holder, which then recomputes; with no holder, wakep().
-// 3. A fiber made runnable while a worker is idle and none spins wakes one.
+//    sleeps, and takes a vacant role), or a busy worker watches in its place
+//    (the watcher_, invariant 7). timer_added() keeps this as timers come:
+//    one earlier than timer_sleep_until_ (0 while the holder decides) pokes
+//    the holder, which then recomputes; with no holder and no watcher,
+//    wakep().
+// 3. A fiber made runnable while a worker is idle and none spins wakes one,
+//    but for what a poll readied that its poller keeps (invariant 7).
 //    Every ready and spawn calls wakep() once the fiber is queued (a
 //    ReadyBatch once for its batch, a thread once it has put the fiber in
 //    the global queue); wakep() fences before it reads nidle_. A sleeper
@@ -59,6 +62,28 @@
 // 6. sysmon is the backstop: a timer overdue by over 1 ms while the role is
 //    lost (timer_role_lost: idle workers, and no holder planning to wake for
 //    it) on two of its rounds in a row gets a worker woken (wake_for_timers).
+// 7. The keep-up rule. A worker whose poll readied fewer than kKeepUpQueue
+//    fibers, all into its own run queue, runs them itself and wakes nobody
+//    for them: it reaches them sooner than a woken worker would arrive (a
+//    wake-up costs 30-70 us on the 2-core VM, a request's fiber ~5-10 us),
+//    and a second worker that takes half of a short batch costs more than it
+//    brings while a client shares the cores (RESP PING under redis-benchmark,
+//    2 cores: a third of the server's CPU, and answers that trickle out one
+//    or two at a time instead of in runs, which costs the client too). So
+//    its ReadyBatch does not call wakep(); as the last spinner it does not
+//    wake another (found_work); and leaving the timer role it does not hand
+//    the role on but becomes the watcher_: at every kTimerCheckTicks-th
+//    switch it runs every heap's due timers and polls, as find_runnable does
+//    whenever its queue runs dry, and it takes the role back when it goes
+//    to sleep. A watcher held by one fiber for a whole sysmon round (a
+//    stuck worker) is relieved: sysmon clears watcher_ and wakes an idle
+//    worker, which takes the role when it finds nothing to run; the fibers
+//    queued behind the stuck one are sysmon's already (a stuck worker with
+//    queued work wakes a worker to steal it). What this trades: behind a
+//    fiber that holds its worker, a kept batch, and I/O and timers on idle
+//    workers' heaps, wait up to two sysmon rounds (4 ms) instead of a
+//    wake-up. Readies that are not a poll's (a channel, a cancel) wake as
+//    in invariant 3.
 //
 // Memory orders (every pair named again where it is used):
 // - napper_ and the queues: nap() publishes napper_ (seq_cst CAS) and then
@@ -86,6 +111,14 @@
 //   reads the heap with the new timer in it. until == 0: it pokes the
 //   holder. Any other until may have been computed without the new timer,
 //   so it is compared with the timer's time, and a sooner timer pokes.
+// - watcher_ against the heaps: timer_added() runs after the heap's seq_cst
+//   store of min_when and reads watcher_ (seq_cst); the watcher, going to
+//   sleep, clears watcher_ (seq_cst) and then takes the role and reads
+//   every heap's min_when, or finds work and runs it: one of them sees the
+//   other, so a timer added as the watcher stops watching is never left
+//   without someone to wake for it. The watcher's own reads of watcher_
+//   (pick_local) are relaxed: a stale one costs a look, or skips one that
+//   sysmon has just taken over.
 // - sysmon's sleep through an idle runtime: sysmon stores sysmon_sleeping
 //   and then checks all_idle(); wakep() decrements nidle_ and then reads
 //   sysmon_sleeping; all seq_cst: a worker woken while sysmon goes to sleep
@@ -101,6 +134,14 @@
 namespace weft::detail {
 
 struct Scheduler;
+
+// Invariant 7: a poll's batch that leaves its poller's run queue shorter
+// than this is run by that worker alone. RESP PING under redis-benchmark (2
+// cores, 6 interleaved runs): 1.14x the requests a second of waking for
+// every batch; an experiment's 4 gave 1.07x where its 16 gave 1.12x. A
+// batch this long is ~100 us of a request server's work, about what a
+// wake-up takes here.
+constexpr std::uint32_t kKeepUpQueue = 16;
 
 class Idle {
  public:
@@ -170,6 +211,13 @@ class Idle {
   // For a worker that found work: a spinner stops (the last one wakes
   // another), and one that left the timer role hands it on.
   void found_work(Worker* w);
+  // Whether `w` watches the timers and the poller in the role's place
+  // (invariant 7). Relaxed: for the watcher itself, and for sysmon.
+  bool watching(const Worker* w) const { return watcher_.load(std::memory_order_relaxed) == w; }
+  // sysmon, `w` held by one fiber for a round: it stops watching, and an
+  // idle worker is woken to take the role.
+  void relieve_stuck_watcher(Worker* w);
+
   // The role's holder, whose poll returned events, before it readies them:
   // it leaves the idle list as wakep() would have taken it off (counted as
   // spinning, sysmon woken if it slept), so that the batch's wakep() does
@@ -203,6 +251,9 @@ class Idle {
   bool napping() const { return napper_.load(std::memory_order_relaxed) != nullptr; }
   int spinning_workers() const { return nspinning_.load(std::memory_order_relaxed); }
   std::uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
+  std::uint64_t watchers_relieved() const {
+    return watchers_relieved_.load(std::memory_order_relaxed);
+  }
   // sleep() calls whose last look found queued work, so that they went back
   // to look for it instead of sleeping.
   std::uint64_t sleeps_refused() const { return sleeps_refused_.load(std::memory_order_relaxed); }
@@ -246,6 +297,9 @@ class Idle {
   // being decided).
   alignas(64) std::atomic<Worker*> timer_sleeper_{nullptr};
   std::atomic<std::int64_t> timer_sleep_until_{0};
+  // A busy worker that watches the heaps and the poller in the role's place
+  // (invariant 7), if any.
+  std::atomic<Worker*> watcher_{nullptr};
   std::atomic<bool> blocked_in_poll_{false};
   std::atomic<int> dispatching_{0};
 
@@ -253,6 +307,7 @@ class Idle {
   // timer added and every poll reads.
   alignas(64) std::atomic<std::uint64_t> wakeups_{0};
   std::atomic<std::uint64_t> sleeps_refused_{0};
+  std::atomic<std::uint64_t> watchers_relieved_{0};
 };
 
 static_assert(Idle::kAsleep == 0, "Worker::wake_word starts as kAsleep");
@@ -263,6 +318,10 @@ inline void Idle::timer_added(std::int64_t when) {
     // it published itself (sleep); 0 while it decides.
     const std::int64_t until = timer_sleep_until_.load(std::memory_order_seq_cst);
     if (until != 0 && until <= when) return;
+  } else if (watcher_.load(std::memory_order_seq_cst)) {
+    // It looks at every heap within kTimerCheckTicks switches, and at once
+    // when it goes to sleep (pairs with its clearing of watcher_ there).
+    return;
   }
   wake_for_timers();
 }
@@ -278,17 +337,27 @@ inline bool Idle::start_spinning(Worker* w) {
 }
 
 inline void Idle::found_work(Worker* w) {
+  // What we found is a batch our own poll readied, short enough to run
+  // ourselves (invariant 7).
+  const bool keeping_up = w->kept_poll_batch && w->runq.size() < kKeepUpQueue;
+  w->kept_poll_batch = false;
   if (w->spinning) {
     w->spinning = false;
     // The last spinner found work; there may be more, so keep one looking.
-    if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1) wakep();
+    if (nspinning_.fetch_sub(1, std::memory_order_seq_cst) == 1 && !keeping_up) wakep();
   }
   if (w->left_timer_role) {
     w->left_timer_role = false;
-    // We are about to run fibers, so we no longer watch the heaps: an idle
-    // worker must, if anything is left to watch. It takes the role when it
-    // goes back to sleep (Go: the M leaving netpoll wakes a spinner).
-    if (anything_to_watch()) wakep();
+    // We are about to run fibers, so we no longer watch the heaps from the
+    // poller: an idle worker must, if anything is left to watch. It takes
+    // the role when it goes back to sleep (Go: the M leaving netpoll wakes
+    // a spinner). Unless we watch them ourselves, between our fibers.
+    if (anything_to_watch()) {
+      Worker* none = nullptr;
+      if (!keeping_up || !watcher_.compare_exchange_strong(none, w, std::memory_order_seq_cst)) {
+        wakep();
+      }
+    }
   }
 }
 

@@ -603,7 +603,7 @@ std::int64_t poll_deadline(PollDesc* pd, PollMode mode) {
 
 void netpoll_dispatch(const poll::Event* events, int n) {
   if (n <= 0) return;
-  ReadyBatch batch;  // everything one poll readied, scheduled together
+  ReadyBatch batch{ReadyBatch::FromPoll{}};  // everything one poll readied, scheduled together
   // A desc found current below is not given back before this ends.
   GraceSection section;
   const std::int64_t now = mono_now_ns();

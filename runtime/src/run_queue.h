@@ -50,6 +50,11 @@ class RunQueue {
     return head_.load(std::memory_order_seq_cst) == tail_.load(std::memory_order_seq_cst);
   }
 
+  // For its owner (the tail is its own; thieves only ever shrink it).
+  std::uint32_t size() const {
+    return tail_.load(std::memory_order_relaxed) - head_.load(std::memory_order_acquire);
+  }
+
   bool push(Fiber* f) {
     const std::uint32_t h = head_.load(std::memory_order_acquire);
     const std::uint32_t t = tail_.load(std::memory_order_relaxed);

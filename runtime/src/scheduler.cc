@@ -462,6 +462,9 @@ void Worker::stop_for_world() {
 }
 
 Fiber* Worker::find_runnable() {
+  // A batch kept by a poll on the switch path (pick_local) was ours to run,
+  // and is: what found_work() sees below was found in this call.
+  kept_poll_batch = false;
   for (;;) {
     if (sched->stopping.load(std::memory_order_acquire)) return nullptr;
     if (sched->stw.load(std::memory_order_acquire)) stop_for_world();
@@ -675,8 +678,15 @@ Fiber* Worker::take_record() {
 WEFT_SWITCH_PATH Fiber* Worker::pick_local() {
   if (sched->stopping.load(std::memory_order_relaxed)) return nullptr;
   const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
-  if (tick % kTimerCheckTicks == 0 && timers.min_when.load(std::memory_order_relaxed) != kNever) {
-    run_timers(false);
+  if (tick % kTimerCheckTicks == 0) {
+    if (sched->idle.watching(this)) {
+      // In the timer role's place (idle.h, invariant 7): every heap, and
+      // the poller, whose holder would have been woken by both.
+      run_timers(true);
+      sched->poll_now();
+    } else if (timers.min_when.load(std::memory_order_relaxed) != kNever) {
+      run_timers(false);
+    }
   }
   if (tick % kFairnessTicks == 0) {
     sched->poll_now();  // a busy worker still notices I/O
@@ -1038,6 +1048,10 @@ ReadyBatch::~ReadyBatch() {
   flush();
 }
 
+ReadyBatch::ReadyBatch(FromPoll) noexcept : ReadyBatch() {
+  from_poll_ = owner_;
+}
+
 void ReadyBatch::step_done() noexcept {
   if (!owner_) return;
   if (worker_) {
@@ -1069,6 +1083,12 @@ void ReadyBatch::flush() noexcept {
       Fiber* next = f->next;
       if (!w->runq.push(f)) break;
       f = next;
+    }
+    // All of it ours, and little enough that we will run it before a worker
+    // we woke would arrive (idle.h, invariant 7).
+    if (!f && from_poll_ && w->runq.size() < kKeepUpQueue) {
+      w->kept_poll_batch = true;
+      return;
     }
   }
   // A stepped batch may hold more than a slice (one step readied many).
@@ -1130,6 +1150,7 @@ SchedulerStats scheduler_stats() noexcept {
   st.watchdog_reports = s->watchdog_reports.load(std::memory_order_relaxed);
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
+  st.watchers_relieved = s->idle.watchers_relieved();
   for (auto& w : s->workers) st.coop_yields += w->coop_yields.load(std::memory_order_relaxed);
   st.idle_workers = s->idle.idle_workers();
   st.napping_workers = s->idle.napping() ? 1 : 0;

@@ -49,9 +49,10 @@ struct SchedulerStats {
   std::uint64_t steals;
   std::uint64_t worker_wakeups;
   std::uint64_t watchdog_reports;
-  std::uint64_t timer_rescues;   // overdue timers sysmon had to wake a worker for
-  std::uint64_t sysmon_wakeups;  // workers sysmon woke for work stuck behind a busy fiber
-  std::uint64_t coop_yields;     // fibers that spent their budget and yielded (coop.h)
+  std::uint64_t timer_rescues;      // overdue timers sysmon had to wake a worker for
+  std::uint64_t sysmon_wakeups;     // workers sysmon woke for work stuck behind a busy fiber
+  std::uint64_t watchers_relieved;  // stuck workers watching in the timer role's place (idle.h)
+  std::uint64_t coop_yields;        // fibers that spent their budget and yielded (coop.h)
   int idle_workers;
   int napping_workers;       // spinners napping while others run (Idle::nap)
   int spinning_workers;      // napping ones included; a listed idle one may still count

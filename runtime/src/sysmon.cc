@@ -190,6 +190,9 @@ void Scheduler::sysmon_loop() {
           w->timers.min_when.load(std::memory_order_relaxed) <= mono_now_ns()) {
         if (idle.wakep()) sysmon_wakeups.fetch_add(1, std::memory_order_relaxed);
       }
+      // A worker that watches in the timer role's place cannot while it is
+      // stuck: an idle one takes the role (idle.h, invariant 7).
+      if (idle.watching(w)) idle.relieve_stuck_watcher(w);
     }
     // The backstop of the timer role: a timer overdue on any heap, an idle
     // worker's included, that nobody plans to wake for (Go's sysmon:

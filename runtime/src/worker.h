@@ -87,7 +87,10 @@ struct alignas(64) Worker {
   std::uint32_t no_coop = 0;     // > 0 while firing timers: coop_yield must not switch
   bool spinning = false;         // looking for work, counted in Idle's nspinning
   bool left_timer_role = false;  // woke from the timer role; hand it on once busy
-  bool solo = false;             // the runtime's only worker: nobody steals from it
+  // Our poll readied a short batch into our run queue and woke nobody for
+  // it (Idle's invariant 7): found_work() does not wake anyone for it either.
+  bool kept_poll_batch = false;
+  bool solo = false;  // the runtime's only worker: nobody steals from it
 
   // The idle protocol's (idle.h), as are the two flags above. Sleeping:
   // Idle::kAsleep, then kWoken (by wakep, counted as spinning) or kPoked (a

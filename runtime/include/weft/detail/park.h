@@ -97,9 +97,13 @@ void ready(Fiber* waiter) noexcept;
 class ReadyBatch {
  public:
   struct Stepped {};
+  // What a poll found ready: a short batch stays with the worker that
+  // polled (the runtime's idle.h, invariant 7).
+  struct FromPoll {};
   static constexpr unsigned kSlice = 128;
   ReadyBatch() noexcept;
   explicit ReadyBatch(Stepped) noexcept;
+  explicit ReadyBatch(FromPoll) noexcept;
   ~ReadyBatch();
   ReadyBatch(const ReadyBatch&) = delete;
   ReadyBatch& operator=(const ReadyBatch&) = delete;
@@ -112,6 +116,7 @@ class ReadyBatch {
   void flush() noexcept;
   bool owner_ = false;
   bool stepped_ = false;
+  bool from_poll_ = false;
   // A stepped owner's worker, null on a thread or in a plain batch. The
   // owner cannot move: nothing in the batch's scope parks or yields.
   Worker* worker_ = nullptr;
