@@ -271,12 +271,68 @@ TEST_P(IdleUnderLoadTest, TimersArmedBesideAKeptBatchAllFire) {
   EXPECT_LE(rescues, 10u) << "overdue timers sysmon had to wake a worker for";
 }
 
-// The other side of the keep-up rule: the worker that kept a short batch
-// watches the timers and the poller in the role's place, and a fiber of
-// that batch then holds it, while the other worker sleeps. A timer and a
-// socket's readiness that the role's holder would have seen must still
-// wake their fibers: sysmon relieves the stuck watcher, and the idle worker
-// it wakes takes the role.
+// One round of the keep-up rule's other side: a fiber readied by a
+// one-event poll (so its worker keeps it, and watches in the timer role's
+// place) holds its worker until a 10 ms timer fires and a socket it did not
+// poll for becomes readable, while the other worker sleeps. Fails the test
+// if either is lost (20 s).
+void hold_a_watcher_until_a_timer_and_a_read() {
+  int trigger[2], late[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, trigger), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, late), 0);
+  auto trigger_conn = weft::net::adopt_conn(trigger[1], "unix");
+  auto late_conn = weft::net::adopt_conn(late[1], "unix");
+  ASSERT_TRUE(trigger_conn && late_conn);
+  std::atomic<bool> read_late{false}, timer_fired{false}, holding{false};
+  weft::WaitGroup done;
+  done.add(3);
+  weft::go([&] {
+    char byte;
+    EXPECT_TRUE(late_conn->read(&byte, 1));
+    read_late.store(true);
+    done.done();
+  });
+  weft::go([&] {
+    char byte;
+    EXPECT_TRUE(trigger_conn->read(&byte, 1));
+    holding.store(true);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!(read_late.load() && timer_fired.load()) &&
+           std::chrono::steady_clock::now() < give_up) {
+    }
+    EXPECT_TRUE(read_late.load()) << "the late socket's readiness was lost";
+    EXPECT_TRUE(timer_fired.load()) << "the timer was lost";
+    done.done();
+  });
+  ASSERT_TRUE(weft::test::wait_parked(2));
+  // Until the other worker sleeps (its naps end 2 ms after it last found
+  // work). Yielding, not sleeping: a sleep's end would hand the timer role
+  // on, which wakes it again.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    const weft::detail::SchedulerStats st = weft::detail::scheduler_stats();
+    if (st.idle_workers >= 1 && st.spinning_workers == 0) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "the other worker never slept";
+    weft::yield();
+  }
+  weft::go([&] {
+    weft::sleep_for(std::chrono::milliseconds(10));
+    timer_fired.store(true);
+    done.done();
+  });
+  std::thread client([&] {
+    EXPECT_EQ(::write(trigger[0], "t", 1), 1);
+    while (!holding.load()) std::this_thread::yield();
+    EXPECT_EQ(::write(late[0], "l", 1), 1);
+  });
+  done.wait();
+  weft::blocking([&] { client.join(); });
+  ::close(trigger[0]);
+  ::close(late[0]);
+}
+
+// A watcher held by one fiber: sysmon relieves it, and the idle worker it
+// wakes takes the role.
 TEST_P(IdleUnderLoadTest, AWatcherHeldByOneFiberLosesNoTimerNorReadiness) {
   if (workers() != 2) GTEST_SKIP() << "needs a worker that stays idle";
   // Rounds until the case at issue has come up a few times (not every round
@@ -290,58 +346,13 @@ TEST_P(IdleUnderLoadTest, AWatcherHeldByOneFiberLosesNoTimerNorReadiness) {
   run([&] {
     const std::uint64_t relieved_before = weft::detail::scheduler_stats().watchers_relieved;
     for (; rounds < kMinRounds || (rounds < kMaxRounds && relieved < kWanted); ++rounds) {
-      int trigger[2], late[2];
-      ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, trigger), 0);
-      ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, late), 0);
-      auto trigger_conn = weft::net::adopt_conn(trigger[1], "unix");
-      auto late_conn = weft::net::adopt_conn(late[1], "unix");
-      ASSERT_TRUE(trigger_conn && late_conn);
-      std::atomic<bool> read_late{false}, timer_fired{false}, holding{false};
-      weft::WaitGroup done;
-      done.add(3);
-      weft::go([&] {
-        char byte;
-        EXPECT_TRUE(late_conn->read(&byte, 1));
-        read_late.store(true);
-        done.done();
-      });
-      weft::go([&] {
-        char byte;
-        EXPECT_TRUE(trigger_conn->read(&byte, 1));
-        holding.store(true);
-        // Held until both came (or 20 s: the test then fails below).
-        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-        while (!(read_late.load() && timer_fired.load()) &&
-               std::chrono::steady_clock::now() < give_up) {
-        }
-        EXPECT_TRUE(read_late.load()) << "the late socket's readiness was lost";
-        EXPECT_TRUE(timer_fired.load()) << "the timer was lost";
-        done.done();
-      });
-      ASSERT_TRUE(weft::test::wait_parked(2));
-      // Long enough for a spinner's naps (2 ms) to end: both workers sleep.
-      weft::sleep_for(std::chrono::milliseconds(5));
-      weft::go([&] {
-        weft::sleep_for(std::chrono::milliseconds(10));
-        timer_fired.store(true);
-        done.done();
-      });
-      std::thread client([&] {
-        EXPECT_EQ(::write(trigger[0], "t", 1), 1);
-        while (!holding.load()) std::this_thread::yield();
-        EXPECT_EQ(::write(late[0], "l", 1), 1);
-      });
-      done.wait();
-      weft::blocking([&] { client.join(); });
-      ::close(trigger[0]);
-      ::close(late[0]);
+      hold_a_watcher_until_a_timer_and_a_read();
       relieved = weft::detail::scheduler_stats().watchers_relieved - relieved_before;
     }
   });
   std::printf("[   INFO   ] %llu stuck watchers relieved in %d rounds\n",
               static_cast<unsigned long long>(relieved), rounds);
-  // The case at issue happened: a watcher got stuck.
-  EXPECT_GE(relieved, kWanted);
+  EXPECT_GE(relieved, kWanted);  // the case at issue happened
 }
 
 WEFT_NET_INSTANTIATE(IdleUnderLoadTest);
