@@ -251,37 +251,105 @@ TEST_P(NetpollTest, SameDeadlineForBothDirections) {
       opts());
 }
 
-// A deadline moved later leaves the armed timer where it was (a server
-// moving its deadline on every request would otherwise stop and add a
-// timer each time); that timer then arms itself again for the deadline in
-// force. The read still ends at the last deadline, never at an earlier one,
-// in each direction and with one combined timer for both.
+// A deadline moved later ends a parked operation at the last deadline, not
+// before: near deadlines (the general path), and deadlines far enough ahead
+// for poll_set_deadline's fast path (kCoarseClockLagNs and more), where the
+// later sets only move the deadline; in each direction and with both set
+// together (one combined timer). Either way the first timer stays (a server
+// moving its deadlines on every request would otherwise stop and add a
+// timer each time) and, on firing early, arms itself again for the last one.
 TEST_P(NetpollTest, ADeadlineMovedLaterEndsAParkedOperationAtTheLastOne) {
   weft::run(
       [] {
         SocketPair sp;
-        for (const PollMode mode : {PollMode::read, PollMode::write, PollMode::both}) {
-          std::int64_t last = 0;
-          for (const auto ahead : {1ms, 5ms, 10ms, 20ms}) {
-            last = in_ns(ahead);
-            weft::detail::poll_set_deadline(sp.pa, last, mode);
+        const auto lag = std::chrono::nanoseconds(weft::detail::kCoarseClockLagNs);
+        const std::vector<std::chrono::nanoseconds> near{1ms, 5ms, 10ms, 20ms};
+        const std::vector<std::chrono::nanoseconds> far{lag + 10ms, lag + 40ms, lag + 80ms};
+        for (const auto* schedule : {&near, &far}) {
+          for (const PollMode mode : {PollMode::read, PollMode::write, PollMode::both}) {
+            std::int64_t last = 0;
+            for (const auto ahead : *schedule) {
+              last = in_ns(ahead);
+              weft::detail::poll_set_deadline(sp.pa, last, mode);
+            }
+            PollStatus st;
+            if (mode == PollMode::write) {
+              std::vector<char> big(4 << 20, 'x');  // more than the socket takes
+              st = write_all(sp.pa, sp.a, big.data(), big.size());
+            } else {
+              char c;
+              ssize_t n = 0;
+              st = read_some(sp.pa, sp.a, &c, 1, &n);
+            }
+            EXPECT_EQ(st, PollStatus::timeout);
+            EXPECT_GE(weft::detail::mono_now_ns(), last) << "ended before the last deadline";
+            weft::detail::poll_set_deadline(sp.pa, 0, PollMode::both);
+            // Empty the socket the writer filled, for the next mode.
+            char sink[4096];
+            while (read(sp.b, sink, sizeof sink) > 0) {
+            }
           }
-          PollStatus st;
-          if (mode == PollMode::write) {
-            std::vector<char> big(4 << 20, 'x');  // more than the socket takes
-            st = write_all(sp.pa, sp.a, big.data(), big.size());
+        }
+      },
+      opts());
+}
+
+// A deadline moved far later (the fast path, which wakes nobody) and then
+// into the past ends the parked read at once, not at the far deadline.
+TEST_P(NetpollTest, ADeadlineMovedFarLaterThenIntoThePastEndsAParkedReadAtOnce) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
+        weft::detail::poll_set_deadline(sp.pa, in_ns(2h), PollMode::read);
+        weft::go([&] {
+          weft::detail::poll_set_deadline(sp.pa, in_ns(3h), PollMode::read);
+          weft::detail::poll_set_deadline(sp.pa, in_ns(-1ms), PollMode::read);
+        });
+        char c;
+        ssize_t n = 0;
+        EXPECT_EQ(read_some(sp.pa, sp.a, &c, 1, &n), PollStatus::timeout);
+        // Moved far later again, the expired deadline is gone: the read waits
+        // for its byte.
+        weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
+        ASSERT_EQ(write(sp.b, "y", 1), 1);
+        EXPECT_EQ(read_some(sp.pa, sp.a, &c, 1, &n), PollStatus::ready);
+        EXPECT_EQ(n, 1);
+      },
+      opts());
+}
+
+// Deadlines set together share one timer, and those set one at a time to
+// the same moment do not; either way, moving one direction's deadline far
+// later leaves the other's where it was.
+TEST_P(NetpollTest, MovingOneDeadlineLaterLeavesTheOtherInPlace) {
+  weft::run(
+      [] {
+        SocketPair sp;
+        const auto lag = std::chrono::nanoseconds(weft::detail::kCoarseClockLagNs);
+        for (const bool together : {true, false}) {
+          const std::int64_t due = in_ns(lag + 20ms);
+          if (together) {
+            weft::detail::poll_set_deadline(sp.pa, due, PollMode::both);
           } else {
-            char c;
-            ssize_t n = 0;
-            st = read_some(sp.pa, sp.a, &c, 1, &n);
+            weft::detail::poll_set_deadline(sp.pa, due, PollMode::read);
+            weft::detail::poll_set_deadline(sp.pa, due, PollMode::write);
           }
-          EXPECT_EQ(st, PollStatus::timeout);
-          EXPECT_GE(weft::detail::mono_now_ns(), last) << "ended before the last deadline";
-          weft::detail::poll_set_deadline(sp.pa, 0, PollMode::both);
-          // Empty the socket the writer filled, for the next mode.
+          weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
+          std::vector<char> big(4 << 20, 'x');  // more than the socket takes
+          EXPECT_EQ(write_all(sp.pa, sp.a, big.data(), big.size()), PollStatus::timeout)
+              << (together ? "set together" : "set one at a time");
+          EXPECT_GE(weft::detail::mono_now_ns(), due);
+          // The read's deadline is an hour away: it waits for its byte.
           char sink[4096];
           while (read(sp.b, sink, sizeof sink) > 0) {
           }
+          ASSERT_EQ(write(sp.b, "z", 1), 1);
+          char c;
+          ssize_t n = 0;
+          EXPECT_EQ(read_some(sp.pa, sp.a, &c, 1, &n), PollStatus::ready);
+          EXPECT_EQ(n, 1);
+          weft::detail::poll_set_deadline(sp.pa, 0, PollMode::both);
         }
       },
       opts());
@@ -316,6 +384,9 @@ TEST_P(NetpollTest, DeadlineMovedRacingItsExpiryStress) {
                 case 2:
                   weft::detail::poll_set_deadline(sp.pa, in_ns(std::chrono::microseconds(r() % 20)),
                                                   PollMode::read);
+                  break;
+                case 3:  // far later: poll_set_deadline's fast path while a timer is armed
+                  weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
                   break;
                 default:  // later, mostly
                   weft::detail::poll_set_deadline(
@@ -378,7 +449,7 @@ TEST_P(NetpollTest, StaleEventForARecycledDescIsIgnored) {
         while (state.load() != 1) weft::sleep_for(100us);
         weft::sleep_for(1ms);
         const weft::poll::Event stale{old_token, weft::poll::kReadable};
-        weft::detail::netpoll_dispatch(&stale, 1);
+        weft::detail::netpoll_dispatch(&stale, 1, weft::detail::mono_now_ns());
         weft::sleep_for(5ms);
         EXPECT_EQ(state.load(), 1);  // the old generation's event woke nobody
         const std::uint64_t one = 1;
@@ -531,7 +602,8 @@ TEST_P(NetpollTest, DescPagesGoBackUnderLateEventsStress) {
       for (auto& t : current) {
         if (const std::uint64_t token = t.load()) events.push_back({token, weft::poll::kReadable});
       }
-      weft::detail::netpoll_dispatch(events.data(), static_cast<int>(events.size()));
+      weft::detail::netpoll_dispatch(events.data(), static_cast<int>(events.size()),
+                                     weft::detail::mono_now_ns());
       std::this_thread::yield();
     }
   });
@@ -568,7 +640,8 @@ TEST_P(NetpollTest, DescPagesGoBackUnderLateEventsStress) {
             });
           }
           // The last round's descs, closed, their slots maybe this round's.
-          weft::detail::netpoll_dispatch(late.data(), static_cast<int>(late.size()));
+          weft::detail::netpoll_dispatch(late.data(), static_cast<int>(late.size()),
+                                         weft::detail::mono_now_ns());
           for (auto& p : pairs) ASSERT_EQ(write(p->b, "x", 1), 1);
           readers.wait();
           EXPECT_EQ(got.load(), static_cast<int>(kPairs)) << "round " << r;

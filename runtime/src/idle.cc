@@ -242,7 +242,8 @@ void Idle::sleep(Worker* w, std::int64_t wake_by) {
       if (wake_at != kNever) timeout = std::max<std::int64_t>(0, wake_at - mono_now_ns());
       poll::Event events[128];
       const int n = sched_.poller->wait(events, 128, timeout);
-      sched_.last_poll.store(mono_now_ns(), std::memory_order_relaxed);
+      const std::int64_t polled_at = mono_now_ns();
+      sched_.last_poll.store(polled_at, std::memory_order_relaxed);
       blocked_in_poll_.store(false, std::memory_order_relaxed);
       w->in_poll.store(false, std::memory_order_seq_cst);
       if (n > 0) {
@@ -252,7 +253,7 @@ void Idle::sleep(Worker* w, std::int64_t wake_by) {
         dispatching_.fetch_add(1, std::memory_order_seq_cst);
         dispatched = true;
         leave_to_dispatch(w);
-        netpoll_dispatch(events, n);
+        netpoll_dispatch(events, n, polled_at);
       }
     }
     blocked_in_poll_.store(false, std::memory_order_relaxed);

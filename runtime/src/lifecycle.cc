@@ -275,7 +275,10 @@ int run_main(std::function<int()> main_fn, const RunOptions& opts) {
 }
 
 std::uint32_t runtime_generation() noexcept {
-  // On a worker no shared counter is touched: its runtime is running.
+  // On a worker no shared counter is touched: its runtime is running. (The
+  // worker's case first: every socket wait and deadline asks, several times
+  // a request, and a RuntimeRef is built for the foreign thread's case.)
+  if (const Worker* w = current_worker()) return w->sched->gen;
   const RuntimeRef runtime;
   return runtime.sched() ? runtime.sched()->gen : 0;
 }

@@ -101,6 +101,12 @@ struct PollDesc {
   std::int64_t rd = 0, wd = 0;  // 0 none, -1 expired, else absolute ns
   std::uint64_t rseq = 0, wseq = 0;
   bool rt_armed = false, wt_armed = false;
+  // Both deadlines were set together (poll_set_deadline with
+  // PollMode::both), to the same time: rt, armed for both, is their one
+  // timer. Not merely equal deadlines: two set one at a time from a coarse
+  // clock are often equal, and a timer combined and split again on each
+  // alternate set cost two heap operations per request.
+  bool combined = false;
   // An armed timer's `when` is at or before rd (wd): a deadline moved later
   // leaves it there (poll_set_deadline). Only arm() writes it, under lock.
   TimerNode rt, wt;
@@ -138,12 +144,14 @@ namespace {
 std::atomic<std::uint64_t> g_poller_wakeups{0};
 
 // The poller's wake-ups are timed, every one (weft::metrics' poller latency,
-// the mission's wake-up latency seen in production).
-void stamp_poller_wake(Fiber* f, std::int64_t now) {
-  if (!f) return;
+// the mission's wake-up latency seen in production). Returns how many it
+// stamped, for g_poller_wakeups: counted once per dispatch, since a count
+// per fiber wrote that line, shared by every worker's polls, per request.
+int stamp_poller_wake(Fiber* f, std::int64_t now) {
+  if (!f) return 0;
   f->ready_ns = now;
   f->ready_from_poller = true;
-  g_poller_wakeups.fetch_add(1, std::memory_order_relaxed);
+  return 1;
 }
 
 SlotArena& descs() {
@@ -282,8 +290,9 @@ void on_deadline(void* context, std::uint64_t arg) {
   }
   if (r || w) {
     const std::int64_t now = mono_now_ns();
-    stamp_poller_wake(r, now);
-    stamp_poller_wake(w, now);
+    g_poller_wakeups.fetch_add(
+        static_cast<std::uint64_t>(stamp_poller_wake(r, now) + stamp_poller_wake(w, now)),
+        std::memory_order_relaxed);
   }
   if (r) ready(r);
   if (w) ready(w);
@@ -347,6 +356,7 @@ PollDesc* poll_open(int fd, std::error_code* ec) {
     ++pd->rseq;
     ++pd->wseq;
     pd->rt_armed = pd->wt_armed = false;
+    pd->combined = false;
     pd->rop = pd->wop = 0;
     pd->rop_canceled = pd->wop_canceled = false;
     pd->rg.store(kNil, std::memory_order_relaxed);
@@ -387,6 +397,7 @@ void poll_unblock(PollDesc* pd) {
     if (pd->rt_armed) stop_timer(&pd->rt);
     if (pd->wt_armed) stop_timer(&pd->wt);
     pd->rt_armed = pd->wt_armed = false;
+    pd->combined = false;
   }
   if (r) ready(r);
   if (w) ready(w);
@@ -536,8 +547,39 @@ bool poll_op_cancel(PollDesc* pd, PollMode mode, PollOp* op) {
   return current;
 }
 
+namespace {
+
+// poll_set_deadline's common case, a server's idle timeout moved ahead
+// before each request: one direction's deadline moved later than its armed
+// timer, which stays, as below. `when` is known to be in the future (the
+// caller checked it against the coarse clock), so the expired bits stay
+// clear and nothing is to be woken: no publish_info(), no unblock(). A
+// combined timer (both deadlines set together) takes the general path,
+// which splits it. Under pd->lock; false if it does not apply.
+bool move_deadline_later(PollDesc* pd, std::int64_t when, PollMode mode) {
+  const bool read = mode == PollMode::read;
+  std::int64_t& mine = read ? pd->rd : pd->wd;
+  const bool armed = read ? pd->rt_armed : pd->wt_armed;
+  const TimerNode& timer = read ? pd->rt : pd->wt;
+  if (pd->closing || !armed || mine <= 0 || pd->combined || when < timer.when) {
+    return false;
+  }
+  mine = when;
+  return true;
+}
+
+}  // namespace
+
 void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
   chaos::at(chaos::Point::timer_change);
+  // The coarse clock proves `when` is not yet due when it is far enough
+  // ahead (an idle timeout of seconds always is), without the full clock
+  // read that the general path pays to find a deadline in the past: two
+  // per request of a server that moves both deadlines.
+  if (mode != PollMode::both && when > coarse_mono_ns() + kCoarseClockLagNs) {
+    std::lock_guard guard(pd->lock);
+    if (move_deadline_later(pd, when, mode)) return;
+  }
   std::int64_t d = when;
   // kDeadlineLongPast (a cancel) needs no clock read.
   if (d != 0 && (d < 1'000'000'000 || d <= mono_now_ns())) d = -1;
@@ -547,10 +589,11 @@ void poll_set_deadline(PollDesc* pd, std::int64_t when, PollMode mode) {
     std::lock_guard guard(pd->lock);
     if (pd->closing) return;
     const std::int64_t rd0 = pd->rd, wd0 = pd->wd;
-    const bool combo0 = rd0 > 0 && rd0 == wd0;
+    const bool combo0 = pd->combined && rd0 > 0;
     if (mode != PollMode::write) pd->rd = d;
     if (mode != PollMode::read) pd->wd = d;
-    const bool combo = pd->rd > 0 && pd->rd == pd->wd;
+    const bool combo = mode == PollMode::both && d > 0;
+    pd->combined = combo;
     const PollMode rmode = combo ? PollMode::both : PollMode::read;
     // A deadline moved later (a server's deadline per request) keeps the
     // armed timer, which fires no later than the new deadline and then arms
@@ -601,12 +644,12 @@ std::int64_t poll_deadline(PollDesc* pd, PollMode mode) {
   return mode == PollMode::write ? pd->wd : pd->rd;
 }
 
-void netpoll_dispatch(const poll::Event* events, int n) {
+void netpoll_dispatch(const poll::Event* events, int n, std::int64_t now) {
   if (n <= 0) return;
   ReadyBatch batch{ReadyBatch::FromPoll{}};  // everything one poll readied, scheduled together
   // A desc found current below is not given back before this ends.
   GraceSection section;
-  const std::int64_t now = mono_now_ns();
+  std::uint64_t woken = 0;
   for (int i = 0; i < n; ++i) {
     auto* pd = reinterpret_cast<PollDesc*>(events[i].token & kTokenPtrMask);
     const auto seq = static_cast<std::uint32_t>(events[i].token >> kTokenSeqShift);
@@ -634,11 +677,11 @@ void netpoll_dispatch(const poll::Event* events, int n) {
     }
     Fiber* r = events[i].ready & poll::kReadable ? unblock(pd, PollMode::read, true) : nullptr;
     Fiber* w = events[i].ready & poll::kWritable ? unblock(pd, PollMode::write, true) : nullptr;
-    stamp_poller_wake(r, now);
-    stamp_poller_wake(w, now);
+    woken += static_cast<std::uint64_t>(stamp_poller_wake(r, now) + stamp_poller_wake(w, now));
     if (r) ready(r);
     if (w) ready(w);
   }
+  if (woken != 0) g_poller_wakeups.fetch_add(woken, std::memory_order_relaxed);
 }
 
 }  // namespace weft::detail

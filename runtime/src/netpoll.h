@@ -12,8 +12,10 @@
 namespace weft::detail {
 
 // Wakes the fibers that the poller's events are for (stale events for a
-// recycled desc are dropped). Call from a worker or any thread.
-void netpoll_dispatch(const poll::Event* events, int n);
+// recycled desc are dropped). Call from a worker or any thread; `now` is
+// mono_now_ns() read just after the poll returned (the poller latency's
+// start, and Scheduler::last_poll's).
+void netpoll_dispatch(const poll::Event* events, int n, std::int64_t now);
 
 // Parked I/O waiters; the scheduler only polls when there are some.
 int netpoll_waiters() noexcept;

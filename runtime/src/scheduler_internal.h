@@ -107,8 +107,9 @@ struct Scheduler {
     chaos::at(chaos::Point::poll);
     poll::Event events[64];
     const int n = poller->wait(events, 64, 0);
-    last_poll.store(mono_now_ns(), std::memory_order_relaxed);
-    if (n > 0) netpoll_dispatch(events, n);
+    const std::int64_t now = mono_now_ns();
+    last_poll.store(now, std::memory_order_relaxed);
+    if (n > 0) netpoll_dispatch(events, n, now);
   }
 
   // Queues a fiber from a thread that is not one of this runtime's workers

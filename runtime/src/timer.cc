@@ -26,6 +26,16 @@ std::int64_t mono_now_ns() noexcept {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+std::int64_t coarse_mono_ns() noexcept {
+#if defined(CLOCK_MONOTONIC_COARSE)
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+#else
+  return mono_now_ns();
+#endif
+}
+
 namespace {
 constexpr std::size_t kArity = 4;  // shallower than binary; Go measured the same
 }
@@ -197,6 +207,12 @@ bool stop_timer(TimerNode* node) {
 }  // namespace weft::detail
 
 namespace weft {
+
+std::chrono::steady_clock::time_point coarse_now() noexcept {
+  // libstdc++'s and libc++'s steady_clock is CLOCK_MONOTONIC, the coarse
+  // clock's base.
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(detail::coarse_mono_ns()));
+}
 
 void sleep_until(std::chrono::steady_clock::time_point t) {
   const std::int64_t when =

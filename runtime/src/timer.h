@@ -109,4 +109,13 @@ struct TimerHeap {
 // Fires every timer of `heap` that is due at `now`; returns how many.
 int run_due_timers(TimerHeap& heap, std::int64_t now);
 
+// CLOCK_MONOTONIC as of the kernel's last tick (CLOCK_MONOTONIC_COARSE; a
+// fifth of mono_now_ns()'s cost here): never ahead of mono_now_ns(), and
+// behind it by up to a tick, or by more after a tickless idle stretch.
+// Where the system has no such clock, mono_now_ns() itself.
+std::int64_t coarse_mono_ns() noexcept;
+// How far behind mono_now_ns() coarse_mono_ns() is taken to be, at most,
+// where a decision needs a bound: ticks are 1 to 10 ms.
+constexpr std::int64_t kCoarseClockLagNs = 50'000'000;
+
 }  // namespace weft::detail

@@ -211,7 +211,7 @@ TEST_P(NetConnTest, AnErrorThePollerTookIsTheNextReadsError) {
     });
     ASSERT_TRUE(weft::test::wait_parked());
     weft::poll::Event taken{weft::detail::poll_token(pd), weft::poll::kReadable, ECONNRESET};
-    weft::detail::netpoll_dispatch(&taken, 1);
+    weft::detail::netpoll_dispatch(&taken, 1, weft::detail::mono_now_ns());
     weft::net::IoResult r = *got.recv();
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().err, std::errc::connection_reset) << r.error().to_string();
