@@ -25,6 +25,10 @@ using Clock = std::chrono::steady_clock;
 // connection and over thousands (the deadline heap holding one timer each).
 void BM_ConnDeadlinesPerRequest(benchmark::State& state) {
   const auto conns = static_cast<std::size_t>(state.range(0));
+  // The clock each deadline is counted from: weft::coarse_now(), as
+  // examples/serve.h, or steady_clock::now().
+  const bool coarse = state.range(2) != 0;
+  const auto now = [coarse] { return coarse ? weft::coarse_now() : weft::Clock::now(); };
   rlimit lim{};
   getrlimit(RLIMIT_NOFILE, &lim);
   if (lim.rlim_cur < 2 * conns + 64) {
@@ -48,8 +52,8 @@ void BM_ConnDeadlinesPerRequest(benchmark::State& state) {
           for (auto _ : state) {
             weft::net::Conn& c = open[next];
             next = next + 1 == conns ? 0 : next + 1;
-            (void)c.set_read_deadline(weft::Clock::now() + std::chrono::seconds(60));
-            (void)c.set_write_deadline(weft::Clock::now() + std::chrono::seconds(60));
+            (void)c.set_read_deadline(now() + std::chrono::seconds(60));
+            (void)c.set_write_deadline(now() + std::chrono::seconds(60));
           }
         } else {
           state.SkipWithError("could not open the connections (RLIMIT_NOFILE?)");
@@ -109,9 +113,11 @@ void BM_TimerBurstLateness(benchmark::State& state) {
 }
 
 BENCHMARK(BM_ConnDeadlinesPerRequest)
-    ->ArgNames({"conns", "workers"})
-    ->Args({1, 1})
-    ->Args({4000, 1});
+    ->ArgNames({"conns", "workers", "coarse"})
+    ->Args({1, 1, 0})
+    ->Args({4000, 1, 0})
+    ->Args({1, 1, 1})
+    ->Args({4000, 1, 1});
 BENCHMARK(BM_TimerAddStop)
     ->ArgNames({"timers", "workers"})
     ->Args({1'000'000, 1})

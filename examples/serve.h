@@ -107,6 +107,9 @@ inline ServeConfig config_from_args(int argc, char** argv, const char* default_a
 // A connection as its handler sees it: I/O that ends at the right moment.
 // Each wait has a deadline or a context that bounds it, so no peer can
 // hold a connection, or shutdown, for longer than the timeouts and grace.
+// The per-request deadlines count from weft::coarse_now(): the timeouts are
+// seconds, a tick early does not matter, and three reads of the full clock
+// were a twentieth of the echo server's user time per request.
 class Session {
  public:
   Session(weft::net::Conn& c, const weft::Context& shutdown, const weft::Context& cut,
@@ -120,7 +123,7 @@ class Session {
   // Waits for the first bytes of the next request: ends with an error at
   // EOF, at shutdown, or after the idle timeout.
   weft::net::IoResult read_request(void* buf, std::size_t n) {
-    (void)conn.set_read_deadline(weft::Clock::now() + config_.idle_timeout);
+    (void)conn.set_read_deadline(weft::coarse_now() + config_.idle_timeout);
     auto r = conn.read(shutdown, buf, n);
     request_done();
     return r;
@@ -133,11 +136,11 @@ class Session {
   }
   // A request was read whole: the header timeout of the next one, whose
   // first bytes may already be buffered (pipelining), starts now.
-  void request_done() { request_deadline_ = weft::Clock::now() + config_.header_timeout; }
+  void request_done() { request_deadline_ = weft::coarse_now() + config_.header_timeout; }
   // Writes all of s. A peer that takes nothing for the idle timeout (it
   // does not read) would otherwise hold the connection for good.
   bool write(std::string_view s) {
-    (void)conn.set_write_deadline(weft::Clock::now() + config_.idle_timeout);
+    (void)conn.set_write_deadline(weft::coarse_now() + config_.idle_timeout);
     return static_cast<bool>(conn.write(cut, s));
   }
   // Answers `reply` to a request refused and ends the connection. Closing

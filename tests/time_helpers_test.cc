@@ -33,6 +33,23 @@ void let_pass(std::chrono::nanoseconds d) {
   (void)weft::after(d).chan().recv();
 }
 
+// coarse_now() is steady_clock as of the last tick: never ahead of
+// now(), never behind a now() read before it by more than a tick or so
+// (bounded here by a second: a preempted thread may lose that much between
+// its reads), and it moves forward.
+TEST(CoarseNowTest, NeverAheadOfTheSteadyClockAndNotFarBehind) {
+  Clock::time_point last{};
+  for (int i = 0; i < 10'000; ++i) {
+    const Clock::time_point before = Clock::now();
+    const Clock::time_point coarse = weft::coarse_now();
+    const Clock::time_point after = Clock::now();
+    ASSERT_LE(coarse, after) << "ahead of steady_clock, round " << i;
+    ASSERT_GT(coarse, before - 1s) << "a second behind steady_clock, round " << i;
+    ASSERT_GE(coarse, last) << "went back, round " << i;
+    last = coarse;
+  }
+}
+
 TEST_P(TimeHelpersTest, AfterTicksOnceItsTimeHasPassed) {
   weft::run(
       [] {

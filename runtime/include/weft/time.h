@@ -21,6 +21,15 @@ namespace weft {
 void sleep_for(std::chrono::nanoseconds d);
 void sleep_until(std::chrono::steady_clock::time_point t);
 
+// steady_clock as of the kernel's last tick (Linux's CLOCK_MONOTONIC_COARSE;
+// Seastar's lowres_clock and nginx's cached time serve the same end): never
+// ahead of steady_clock::now(), behind it by up to a tick (1 to 10 ms), at
+// a fifth of its cost. For timeouts of seconds set per request, where a
+// read of the full clock is a measurable share of the request: a deadline
+// counted from it comes up to a tick early. Where the system has no such
+// clock, steady_clock::now().
+std::chrono::steady_clock::time_point coarse_now() noexcept;
+
 // Go's time.AfterFunc: once armed, runs fn in a new fiber when it expires.
 // Safe for concurrent use, as Go 1.23's timers: stop, reset and the
 // destructor may be called from any fiber or thread, alongside each other
