@@ -670,6 +670,8 @@ Metrics metrics_of(Scheduler* s) {
   m.workers = s->nworkers;
   m.workers_idle = s->idle.idle_workers();
   m.workers_spinning = s->idle.spinning_workers();
+  m.workers_watching = s->idle.watched() ? 1 : 0;
+  m.watchers_relieved = s->idle.watchers_relieved();
   m.io_waiters = static_cast<std::uint64_t>(std::max(0, netpoll_waiters()));
   m.poller_wakeups = netpoll_wakeups();
   m.worker_wakeups = s->idle.wakeups();
@@ -719,6 +721,8 @@ std::string Metrics::to_string() const {
   line("workers", workers);
   line("workers.idle", workers_idle);
   line("workers.spinning", workers_spinning);
+  line("workers.watching", workers_watching);
+  line("workers.watchers_relieved", watchers_relieved);
   line("poller.io_waiters", io_waiters);
   line("poller.wakeups", poller_wakeups);
   line("scheduler.switches", switches);

@@ -214,6 +214,8 @@ class Idle {
   // Whether `w` watches the timers and the poller in the role's place
   // (invariant 7). Relaxed: for the watcher itself, and for sysmon.
   bool watching(const Worker* w) const { return watcher_.load(std::memory_order_relaxed) == w; }
+  // Whether any worker watches (weft::metrics); relaxed, a snapshot.
+  bool watched() const { return watcher_.load(std::memory_order_relaxed) != nullptr; }
   // sysmon, `w` held by one fiber for a round: it stops watching, and an
   // idle worker is woken to take the role.
   void relieve_stuck_watcher(Worker* w);

@@ -53,6 +53,13 @@ struct Metrics {
   int workers = 0;
   int workers_idle = 0;
   int workers_spinning = 0;
+  // 1 while a busy worker watches the timers and the poller in place of an
+  // idle one (its poll readied a short batch, which it runs itself: the
+  // keep-up rule), else 0; and how often sysmon found such a worker held
+  // by one fiber and woke an idle one to watch instead (timers and I/O
+  // then waited for sysmon's round, up to ~4 ms).
+  int workers_watching = 0;
+  std::uint64_t watchers_relieved = 0;
   std::uint64_t io_waiters = 0;      // fibers parked on a socket now
   std::uint64_t poller_wakeups = 0;  // fibers the poller has readied (process total)
   // What the scheduler did since run() began, as Tokio's worker counters:
