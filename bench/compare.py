@@ -121,6 +121,9 @@ def run_weft(binary, reps, tmp, bench_filter, workers):
             name += FD_BACKENDS[args["backend"]]
         if base == "BM_ConnDeadlinesPerRequest":
             name = f"{name}/{args['conns']}"
+            # Counted from weft::coarse_now(): weft-only (Go has no such clock).
+            if args.get("coarse") == "1":
+                name += "/coarse"
         if base == "BM_ContextValue":
             name = f"ContextValue/{args['depth']}"
         if base == "BM_ContextCancelFanout":
