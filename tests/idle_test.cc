@@ -224,34 +224,44 @@ TEST_P(SpinnerOnOneCpu, GivesItsCpuToTheThreadItWaitsFor) {
   // answering thread all run on this one CPU.
   ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
   const int rounds = weft::test::stress_iterations(2000);
-  int answered = 0;
+  const auto bound = static_cast<std::uint64_t>(rounds / 6);
+  // A few tries: a noisy machine now and then takes the CPU from the
+  // answerer at the wrong moments for a whole run (CI once: 529 wake-ups,
+  // where 27 to 305 is usual), and a spinner that kept its CPU fails every
+  // try (383 to 571).
+  constexpr int kTries = 3;
   std::uint64_t wakeups = 0;
-  run([&] {
-    weft::Channel<int> ask, answer;
-    std::thread answerer([&] {
-      while (auto v = ask.recv()) {
-        if (!answer.send(*v + 1)) break;
-      }
+  for (int attempt = 1; attempt <= kTries; ++attempt) {
+    int answered = 0;
+    run([&] {
+      weft::Channel<int> ask, answer;
+      std::thread answerer([&] {
+        while (auto v = ask.recv()) {
+          if (!answer.send(*v + 1)) break;
+        }
+      });
+      const auto round_trip = [&](int i) {
+        if (!ask.send(i)) return false;
+        const auto v = answer.recv();
+        return v && *v == i + 1;
+      };
+      // Both workers have run and settled before the count starts.
+      for (int i = 0; i < 10; ++i) round_trip(i);
+      const std::uint64_t start = weft::detail::scheduler_stats().worker_wakeups;
+      while (answered < rounds && round_trip(answered)) ++answered;
+      wakeups = weft::detail::scheduler_stats().worker_wakeups - start;
+      ask.close();
+      answerer.join();
     });
-    const auto round_trip = [&](int i) {
-      if (!ask.send(i)) return false;
-      const auto v = answer.recv();
-      return v && *v == i + 1;
-    };
-    // Both workers have run and settled before the count starts.
-    for (int i = 0; i < 10; ++i) round_trip(i);
-    const std::uint64_t start = weft::detail::scheduler_stats().worker_wakeups;
-    while (answered < rounds && round_trip(answered)) ++answered;
-    wakeups = weft::detail::scheduler_stats().worker_wakeups - start;
-    ask.close();
-    answerer.join();
-  });
+    EXPECT_EQ(answered, rounds);
+    std::printf("[ INFO     ] %llu worker wake-ups over %d rounds (try %d)\n",
+                static_cast<unsigned long long>(wakeups), rounds, attempt);
+    if (weft::detail::chaos::seed() != 0) break;  // perturbed threads give their CPU away anyway
+    if (wakeups <= bound) break;
+  }
   ASSERT_EQ(sched_setaffinity(0, sizeof allowed, &allowed), 0);
-  EXPECT_EQ(answered, rounds);
-  std::printf("[ INFO     ] %llu worker wake-ups over %d rounds\n",
-              static_cast<unsigned long long>(wakeups), rounds);
-  if (weft::detail::chaos::seed() != 0) return;  // perturbed threads give their CPU away anyway
-  EXPECT_LE(wakeups, static_cast<std::uint64_t>(rounds / 6));
+  if (weft::detail::chaos::seed() != 0) return;
+  EXPECT_LE(wakeups, bound) << "in each of " << kTries << " tries";
 }
 
 std::vector<weft::test::NetParam> two_worker_params() {
