@@ -265,7 +265,7 @@ void on_deadline(void* context, std::uint64_t arg) {
   Fiber* w = nullptr;
   {
     std::lock_guard guard(pd->lock);
-    // A combined timer (same read and write deadline) carries the read seq.
+    // A combined timer (both deadlines set together) carries the read seq.
     const std::uint64_t current = mode == PollMode::write ? pd->wseq : pd->rseq;
     if (seq != current) return;  // the deadline changed since this timer was set
     // Moved later since (poll_set_deadline left this earlier timer armed):
