@@ -83,6 +83,29 @@ PollStatus write_all(PollDesc* pd, int fd, const char* buf, std::size_t n) {
   return st;
 }
 
+// Runs `op`, an operation on pd that a deadline is to end, beside a guard:
+// one that has not returned within eventually()'s bound is ended by a
+// deadline in the past, and `*rescued` says so, so that a deadline lost
+// for hours fails the test instead of hanging it.
+template <class Op>
+PollStatus guarded(PollDesc* pd, PollMode mode, bool* rescued, Op op) {
+  std::atomic<bool> returned{false}, ended_by_guard{false};
+  weft::WaitGroup guard;
+  guard.add(1);
+  weft::go([&] {
+    if (!weft::test::eventually([&] { return returned.load(); })) {
+      ended_by_guard.store(true);
+      weft::detail::poll_set_deadline(pd, in_ns(-1ms), mode);
+    }
+    guard.done();
+  });
+  const PollStatus st = op();
+  returned.store(true);
+  guard.wait();
+  *rescued = ended_by_guard.load();
+  return st;
+}
+
 // Every case runs on each poller backend built, with 1 and 2 workers.
 class NetpollTest : public ::testing::TestWithParam<std::tuple<std::string, int>> {
  protected:
@@ -308,7 +331,11 @@ TEST_P(NetpollTest, ADeadlineMovedFarLaterThenIntoThePastEndsAParkedReadAtOnce) 
         });
         char c;
         ssize_t n = 0;
-        EXPECT_EQ(read_some(sp.pa, sp.a, &c, 1, &n), PollStatus::timeout);
+        bool rescued = false;
+        EXPECT_EQ(guarded(sp.pa, PollMode::read, &rescued,
+                          [&] { return read_some(sp.pa, sp.a, &c, 1, &n); }),
+                  PollStatus::timeout);
+        EXPECT_FALSE(rescued) << "the deadline in the past did not end the read";
         // Moved far later again, the expired deadline is gone: the read waits
         // for its byte.
         weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
@@ -337,8 +364,12 @@ TEST_P(NetpollTest, MovingOneDeadlineLaterLeavesTheOtherInPlace) {
           }
           weft::detail::poll_set_deadline(sp.pa, in_ns(1h), PollMode::read);
           std::vector<char> big(4 << 20, 'x');  // more than the socket takes
-          EXPECT_EQ(write_all(sp.pa, sp.a, big.data(), big.size()), PollStatus::timeout)
-              << (together ? "set together" : "set one at a time");
+          bool rescued = false;
+          EXPECT_EQ(guarded(sp.pa, PollMode::write, &rescued,
+                            [&] { return write_all(sp.pa, sp.a, big.data(), big.size()); }),
+                    PollStatus::timeout);
+          EXPECT_FALSE(rescued) << "the write's deadline moved with the read's ("
+                                << (together ? "set together" : "set one at a time") << ")";
           EXPECT_GE(weft::detail::mono_now_ns(), due);
           // The read's deadline is an hour away: it waits for its byte.
           char sink[4096];

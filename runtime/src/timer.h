@@ -112,7 +112,10 @@ int run_due_timers(TimerHeap& heap, std::int64_t now);
 // CLOCK_MONOTONIC as of the kernel's last tick (CLOCK_MONOTONIC_COARSE; a
 // fifth of mono_now_ns()'s cost here): never ahead of mono_now_ns(), and
 // behind it by up to a tick, or by more after a tickless idle stretch.
-// Where the system has no such clock, mono_now_ns() itself.
+// Where the system has no such clock, mono_now_ns() itself. (Not
+// registry.h's coarse_now_ms(): that one is a cached counter that sysmon
+// and waking workers advance, cheaper still but behind by up to 10 ms, and
+// by more while the runtime sleeps; no bound can be put on it.)
 std::int64_t coarse_mono_ns() noexcept;
 // How far behind mono_now_ns() coarse_mono_ns() is taken to be, at most,
 // where a decision needs a bound: ticks are 1 to 10 ms.
