@@ -117,10 +117,12 @@ void BlockPool::put(void* block) noexcept {
 
 bool BlockPool::refill(List* into) noexcept {
   lock_.lock();
-  const bool has = !depot_.empty();
-  if (has) {
+  const bool has = !depot_.empty() || partial_.count;
+  if (!depot_.empty()) {
     *into = depot_.back();
     depot_.pop_back();
+  } else if (has) {
+    *into = std::exchange(partial_, {});
   }
   lock_.unlock();
   return has;
@@ -128,10 +130,25 @@ bool BlockPool::refill(List* into) noexcept {
 
 void BlockPool::give_back(List list) noexcept {
   lock_.lock();
-  const bool kept = depot_.size() < kDepotBatches;
-  if (kept) depot_.push_back(list);  // reserved: allocates nothing
+  if (list.count < kBatch) list = top_up_partial(list);
+  const bool kept = !list.head || depot_.size() < kDepotBatches;
+  if (list.head && kept) depot_.push_back(list);  // reserved: allocates nothing
   lock_.unlock();
   if (!kept) free_list(list);
+}
+
+// Invariant 3: a short list's blocks join partial_ one by one (at most
+// kBatch - 1 of them, and only as a thread exits). Returns partial_ once it
+// is whole, with what did not fit left as the new partial_; else nothing.
+BlockPool::List BlockPool::top_up_partial(List list) noexcept {
+  while (list.head && partial_.count < kBatch) {
+    void* block = list.head;
+    list.head = next_of(block, size_);
+    --list.count;
+    push(&partial_, block, size_);
+  }
+  if (partial_.count < kBatch) return {};
+  return std::exchange(partial_, list);
 }
 
 void BlockPool::free_list(List list) noexcept {
@@ -148,6 +165,7 @@ BlockPoolStats BlockPool::stats() noexcept {
   st.malloced = malloced_.load(std::memory_order_relaxed);
   st.freed = freed_.load(std::memory_order_relaxed);
   lock_.lock();
+  st.depot_blocks = partial_.count;
   for (const List& l : depot_) st.depot_blocks += l.count;
   lock_.unlock();
   return st;

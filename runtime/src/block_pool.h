@@ -17,10 +17,13 @@
 // 2. take() and put() are out of line: a fiber may resume on another thread
 //    after any switch, so the cache's address is computed anew on every
 //    call; nothing in them switches.
-// 3. The depot holds at most kDepotBatches lists; a list beyond that is
-//    freed block by block. So a burst leaves at most about
-//    (kDepotBatches + 2 * threads) * kBatch blocks behind, which later
-//    allocations reuse.
+// 3. The depot holds at most kDepotBatches whole lists (kBatch blocks each)
+//    and one short list; a whole list beyond that is freed block by block.
+//    So a burst leaves at most about (kDepotBatches + 1 + 2 * threads) *
+//    kBatch blocks behind, which later allocations reuse. Short lists come
+//    only from exiting threads and are merged into the one short list: a
+//    place each would have let many threads that exit with a block or two
+//    fill the depot with a few blocks, and a burst then went to malloc.
 // 4. A thread that exits gives its lists to the depot (or frees them).
 // 5. A block is block_size() bytes and one more word, past them, that links
 //    it to the next while it is free. The block_size() bytes are poisoned
@@ -72,13 +75,15 @@ class BlockPool {
   void give_back(List list) noexcept;
 
  private:
-  bool refill(List* into) noexcept;  // a list from the depot, if it has one
+  bool refill(List* into) noexcept;         // a list from the depot, if it has one
+  List top_up_partial(List list) noexcept;  // under lock_
   void free_list(List list) noexcept;
 
   const std::size_t size_;
   const unsigned index_;  // of this pool's lists in every thread's cache
   SpinLock lock_;
   std::vector<List> depot_;  // under lock_; capacity kDepotBatches, reserved
+  List partial_;             // under lock_; fewer than kBatch blocks
   // Rare events only: a counter every take() wrote would be the one line
   // every thread shares.
   std::atomic<std::uint64_t> malloced_{0}, freed_{0};
