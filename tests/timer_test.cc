@@ -15,6 +15,7 @@
 #include "timer.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
+#include "weft/sync.h"
 #include "weft/time.h"
 
 namespace {
@@ -281,6 +282,42 @@ TEST_P(SleepTest, EarlierTimerWakesTheTimerSleeper) {
         });
         other.join();
         EXPECT_TRUE(far.stop());
+      },
+      weft::RunOptions{.workers = GetParam()});
+}
+
+// Fibers that only yield to each other never leave their worker idle: a
+// timer on its heap is run by its look between switches, every
+// kTimerCheckTicks. That look was once made on a tick count that a yield
+// advanced by two per switch, so with an even count it never came; with
+// one worker nobody else ran the heap, and the sleeper never woke. Rounds
+// cover both parities; each fails after 20 s instead of hanging.
+TEST_P(SleepTest, FibersYieldingToEachOtherLetTheirWorkersTimersFire) {
+  weft::run(
+      [] {
+        const std::uint64_t rescues_before = weft::detail::scheduler_stats().timer_rescues;
+        for (int round = 0; round < 20; ++round) {
+          std::atomic<bool> woke{false};
+          weft::WaitGroup wg;
+          wg.add(3);
+          auto yield_until_woken = [&] {
+            const auto give_up = std::chrono::steady_clock::now() + 20s;
+            while (!woke.load() && std::chrono::steady_clock::now() < give_up) weft::yield();
+            EXPECT_TRUE(woke.load()) << "round " << round << ": the sleeper never woke";
+            wg.done();
+          };
+          weft::go([&] {
+            weft::sleep_for(1ms);
+            woke.store(true);
+            wg.done();
+          });
+          weft::go(yield_until_woken);
+          weft::go(yield_until_woken);
+          wg.wait();
+          if (::testing::Test::HasFailure()) break;
+        }
+        // Not left for sysmon to wake an idle worker for (workers > 1).
+        EXPECT_EQ(weft::detail::scheduler_stats().timer_rescues, rescues_before);
       },
       weft::RunOptions{.workers = GetParam()});
 }

@@ -677,8 +677,8 @@ Fiber* Worker::take_record() {
 // to park or yield can switch to directly, without a trip through g0.
 WEFT_SWITCH_PATH Fiber* Worker::pick_local() {
   if (sched->stopping.load(std::memory_order_relaxed)) return nullptr;
-  const std::uint32_t tick = schedtick.load(std::memory_order_relaxed);
-  if (tick % kTimerCheckTicks == 0) {
+  if (switches_to_timer_look-- == 0) {
+    switches_to_timer_look = kTimerCheckTicks - 1;
     if (sched->idle.watching(this)) {
       // In the timer role's place (idle.h, invariant 7): every heap, and
       // the poller, whose holder would have been woken by both.
@@ -688,7 +688,7 @@ WEFT_SWITCH_PATH Fiber* Worker::pick_local() {
       run_timers(false);
     }
   }
-  if (tick % kFairnessTicks == 0) {
+  if (schedtick.load(std::memory_order_relaxed) % kFairnessTicks == 0) {
     sched->poll_now();  // a busy worker still notices I/O
     if (sched->gq.size() != 0) {
       if (Fiber* f = global_get(sched, this, 1)) return f;
@@ -1151,6 +1151,10 @@ SchedulerStats scheduler_stats() noexcept {
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
   st.watchers_relieved = s->idle.watchers_relieved();
+  st.watcher = -1;
+  for (auto& w : s->workers) {
+    if (s->idle.watching(w.get())) st.watcher = w->index;
+  }
   for (auto& w : s->workers) st.coop_yields += w->coop_yields.load(std::memory_order_relaxed);
   st.idle_workers = s->idle.idle_workers();
   st.napping_workers = s->idle.napping() ? 1 : 0;

@@ -52,6 +52,7 @@ struct SchedulerStats {
   std::uint64_t timer_rescues;      // overdue timers sysmon had to wake a worker for
   std::uint64_t sysmon_wakeups;     // workers sysmon woke for work stuck behind a busy fiber
   std::uint64_t watchers_relieved;  // stuck workers watching in the timer role's place (idle.h)
+  int watcher;                      // the worker that watches now, or -1 (a snapshot)
   std::uint64_t coop_yields;        // fibers that spent their budget and yielded (coop.h)
   int idle_workers;
   int napping_workers;       // spinners napping while others run (Idle::nap)

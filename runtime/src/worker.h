@@ -66,6 +66,10 @@ struct alignas(64) Worker {
   bool in_commit = false;
 
   std::atomic<std::uint32_t> schedtick{0};
+  // Switches through pick_local() until its next look at the timers. Not
+  // schedtick modulo a power of two: a yield that switches advances that
+  // by two, and fibers yielding to each other skipped the look forever.
+  std::uint32_t switches_to_timer_look = 0;
   // Steps a stepped ReadyBatch's walk ended here (one cancel reaching
   // thousands of children): scheduling, which the watchdog counts as a
   // switch. Written by this worker only; read by sysmon.
