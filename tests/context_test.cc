@@ -972,18 +972,25 @@ TEST_P(ContextTest, CancelNodesReleasedAfterTheirFiberMovedGoBackToThePool) {
       [&] {
         auto round = [] {
           auto [parent, cancel_parent] = weft::with_cancel(weft::background());
-          weft::WaitGroup wg;
+          weft::WaitGroup made, wg;
           for (int i = 0; i < kFibers; ++i) {
+            made.add(1);
             wg.add(1);
             weft::go(
-                [&wg, parent = parent] {
+                [&made, &wg, parent = parent] {
                   auto [child, cancel] = weft::with_cancel(parent);
+                  made.done();
                   child.done().wait();
                   weft::yield();  // a chance to move before the node goes
                   wg.done();
                 },
                 weft::SpawnOptions{.stack_size = 16 * 1024});
           }
+          // Every node made before the cancel: else the fibers that run
+          // after it make and drop theirs one at a time, a few hundred
+          // nodes in all, and the depot's count below says nothing (run
+          // alone, or first in a shuffled order, the check failed so).
+          made.wait();
           cancel_parent();
           wg.wait();
         };
