@@ -117,15 +117,14 @@ void BlockPool::put(void* block) noexcept {
 
 bool BlockPool::refill(List* into) noexcept {
   lock_.lock();
-  const bool has = !depot_.empty() || partial_.count;
   if (!depot_.empty()) {
     *into = depot_.back();
     depot_.pop_back();
-  } else if (has) {
-    *into = std::exchange(partial_, {});
+  } else {
+    *into = std::exchange(partial_, {});  // whole lists first; may be empty
   }
   lock_.unlock();
-  return has;
+  return into->count != 0;
 }
 
 void BlockPool::give_back(List list) noexcept {

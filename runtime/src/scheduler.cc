@@ -1139,7 +1139,9 @@ SchedulerStats scheduler_stats() noexcept {
   Scheduler* s = g_sched.load(std::memory_order_acquire);
   if (!s) return st;
   std::uint64_t spawned = s->foreign_spawned.load(), exited = 0;
+  st.watcher = -1;
   for (auto& w : s->workers) {
+    if (s->idle.watching(w.get())) st.watcher = w->index;
     spawned += w->spawned.load(std::memory_order_relaxed);
     exited += w->exited.load(std::memory_order_relaxed);
     st.steals += w->steals.load(std::memory_order_relaxed);
@@ -1151,10 +1153,6 @@ SchedulerStats scheduler_stats() noexcept {
   st.timer_rescues = s->timer_rescues.load(std::memory_order_relaxed);
   st.sysmon_wakeups = s->sysmon_wakeups.load(std::memory_order_relaxed);
   st.watchers_relieved = s->idle.watchers_relieved();
-  st.watcher = -1;
-  for (auto& w : s->workers) {
-    if (s->idle.watching(w.get())) st.watcher = w->index;
-  }
   for (auto& w : s->workers) st.coop_yields += w->coop_yields.load(std::memory_order_relaxed);
   st.idle_workers = s->idle.idle_workers();
   st.napping_workers = s->idle.napping() ? 1 : 0;

@@ -20,7 +20,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -401,11 +400,10 @@ class TimerOnEachHeap {
     armed_.wait();
   }
   bool fired() const { return fired_.load(); }
+  // After arm() returned: its wait on armed_ orders the anchors' stores of
+  // cancels_ before these calls.
   void disarm() {
-    for (auto& cancel : cancels_) {
-      std::lock_guard lock(cancels_mu_);
-      cancel();
-    }
+    for (auto& cancel : cancels_) cancel();
     busy_.wait();
   }
 
@@ -428,10 +426,7 @@ class TimerOnEachHeap {
     }
     while (auto d = arms_[me].recv()) {
       auto [ctx, cancel] = weft::with_timeout(weft::background(), *d);  // on this heap
-      {
-        std::lock_guard lock(cancels_mu_);
-        cancels_[me] = std::move(cancel);
-      }
+      cancels_[me] = std::move(cancel);
       armed_.done();
       ctx.done().wait();
       if (ctx.err() == weft::errc::deadline_exceeded) fired_.store(true);
@@ -442,7 +437,6 @@ class TimerOnEachHeap {
 
   weft::Channel<std::chrono::milliseconds> arms_[2]{weft::Channel<std::chrono::milliseconds>(1),
                                                     weft::Channel<std::chrono::milliseconds>(1)};
-  weft::Mutex cancels_mu_;
   weft::CancelFunc cancels_[2];
   std::atomic<bool> claimed_[2]{}, placing_over_{false}, fired_{false};
   std::atomic<int> placed_{0}, reported_{0};
