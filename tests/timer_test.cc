@@ -10,11 +10,15 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "scheduler.h"
 #include "test_util.h"
 #include "timer.h"
+#include "weft/channel.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
+#include "weft/select.h"
 #include "weft/sync.h"
 #include "weft/time.h"
 
@@ -320,6 +324,50 @@ TEST_P(SleepTest, FibersYieldingToEachOtherLetTheirWorkersTimersFire) {
         EXPECT_EQ(weft::detail::scheduler_stats().timer_rescues, rescues_before);
       },
       weft::RunOptions{.workers = GetParam()});
+}
+
+// A worker looks at its timers every kTimerCheckTicks switches. That look
+// once ran on the switch path of a fiber that was parking, before the
+// park's commit, so while the fiber still held the lock that guards its
+// wait: a Ticker or after() due then, delivering to the channel the fiber
+// parked on, spun on that lock for good (CI's TSan run hung in
+// TimeHelpersTest.TickerRefusesANonPositivePeriodAndMoves). Each round
+// makes the timer overdue (a busy fiber runs no timers) and then parks on
+// its channel, a yield per round shifting the look's phase, so that some
+// round reaches the look at the park. In a child process: the deadlock
+// would hang the suite.
+TEST(TimerLookDeathTest, ATimerDueAsAFiberParksOnItsChannelIsDelivered) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        alarm(30);  // the deadlock would hang: SIGALRM fails the test instead
+        weft::run(
+            [] {
+              auto busy_for = [](std::chrono::microseconds d) {
+                const auto until = Clock::now() + d;
+                while (Clock::now() < until) {
+                }
+              };
+              weft::Ticker ticker(1ms);
+              for (int round = 0; round < 40; ++round) {
+                (void)ticker.chan().recv();  // it just ticked: the next is a period away
+                for (int i = 0; i < round; ++i) weft::yield();
+                busy_for(1500us);
+                (void)ticker.chan().recv();  // parks with the next tick overdue
+              }
+              // An after() received from without a select (a select parks
+              // with no channel's lock held).
+              for (int round = 0; round < 40; ++round) {
+                for (int i = 0; i < round; ++i) weft::yield();
+                auto timeout = weft::after(200us);
+                busy_for(500us);
+                (void)timeout.chan().recv();  // parks with the timer overdue
+              }
+            },
+            weft::RunOptions{.workers = 1});
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 // Go saturates `now + d`: a duration too long to represent means "never",

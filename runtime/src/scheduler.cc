@@ -679,14 +679,7 @@ WEFT_SWITCH_PATH Fiber* Worker::pick_local() {
   if (sched->stopping.load(std::memory_order_relaxed)) return nullptr;
   if (switches_to_timer_look-- == 0) {
     switches_to_timer_look = kTimerCheckTicks - 1;
-    if (sched->idle.watching(this)) {
-      // In the timer role's place (idle.h, invariant 7): every heap, and
-      // the poller, whose holder would have been woken by both.
-      run_timers(true);
-      sched->poll_now();
-    } else if (timers.min_when.load(std::memory_order_relaxed) != kNever) {
-      run_timers(false);
-    }
+    timer_look_due = true;  // taken after the switch (worker.h says why)
   }
   if (schedtick.load(std::memory_order_relaxed) % kFairnessTicks == 0) {
     sched->poll_now();  // a busy worker still notices I/O
@@ -804,6 +797,27 @@ WEFT_SWITCH_PATH void Worker::leave(Fiber* self, Action action) {
 }
 
 void Worker::after_switch() {
+  settle_previous();
+  if (timer_look_due) [[unlikely]] {
+    timer_look_due = false;
+    look_at_timers();
+  }
+}
+
+// The look pick_local() found due, every kTimerCheckTicks switches.
+void Worker::look_at_timers() {
+  if (sched->idle.watching(this)) {
+    // In the timer role's place (idle.h, invariant 7): every heap, and
+    // the poller, whose holder would have been woken by both.
+    run_timers(true);
+    sched->poll_now();
+  } else if (timers.min_when.load(std::memory_order_relaxed) != kNever) {
+    run_timers(false);
+  }
+}
+
+// Completes what the fiber that switched away asked for, off its stack.
+void Worker::settle_previous() {
   Fiber* p = prev;
   if (!p) return;
   prev = nullptr;

@@ -70,6 +70,13 @@ struct alignas(64) Worker {
   // schedtick modulo a power of two: a yield that switches advances that
   // by two, and fibers yielding to each other skipped the look forever.
   std::uint32_t switches_to_timer_look = 0;
+  // The look came due in pick_local(), on the way out of a fiber; it is
+  // taken in after_switch(), once that fiber's park has committed. Before
+  // the commit, the fiber may still hold the lock that guards its wait (a
+  // channel's, released by the commit), and a due timer may need that lock
+  // (a Ticker's or after()'s delivery to the same channel): taken there, it
+  // spun on a lock its own worker held.
+  bool timer_look_due = false;
   // Steps a stepped ReadyBatch's walk ended here (one cancel reaching
   // thousands of children): scheduling, which the watchdog counts as a
   // switch. Written by this worker only; read by sysmon.
@@ -217,6 +224,8 @@ struct alignas(64) Worker {
   void record_latency(Fiber* f);
   inline void leave(Fiber* self, Action action);  // as enter
   void after_switch();
+  void settle_previous();
+  void look_at_timers();
   void run_from_g0(Fiber* f);
   void prepare(Fiber* f);
   inline void ready_local(Fiber* f);  // as enter

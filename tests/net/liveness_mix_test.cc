@@ -99,6 +99,7 @@ enum class Actor {
   cancelled_read,
   timer_callback,
   select_after,
+  overdue_after_recv,
   thread_spawns,
   wait_group_relay,
   cond_var_signal,
@@ -123,6 +124,7 @@ constexpr const char* kActorNames[] = {
     "cancelled-read",
     "timer-callback",
     "select-after",
+    "overdue-after-recv",
     "thread-spawns",
     "wait-group-relay",
     "cond-var-signal",
@@ -387,6 +389,19 @@ class Round {
           weft::select(weft::on_recv(never, [&](std::optional<int>) {}),
                        weft::on_recv(weft::after(d), [&](auto) { timed_out = true; }));
           EXPECT_TRUE(timed_out) << where();
+        });
+        break;
+      }
+      case Actor::overdue_after_recv: {
+        // Busy past the timer (a busy fiber runs none), then parks on its
+        // channel: the look at the timers may come due on that park.
+        const Us d(r() % 300), busy(r() % 500);
+        go_counted([d, busy] {
+          auto timeout = weft::after(d);
+          for (const auto until = std::chrono::steady_clock::now() + busy;
+               std::chrono::steady_clock::now() < until;) {
+          }
+          (void)timeout.chan().recv();
         });
         break;
       }
