@@ -204,10 +204,15 @@ void NetFD::decref() noexcept {
 }
 
 std::error_code NetFD::rw_lock(PollMode mode, const Context* ctx, PollOp** op) {
+  // The reference first: without it a close may give the desc back, to be
+  // reopened for another socket while we read it.
+  if (!incref()) return weft::errc::closed;
   // Before the direction's lock: an operation abandoned with its runtime
   // may hold it forever.
-  if (weft::detail::poll_runtime_gone(pd_)) return weft::errc::no_runtime;
-  if (!incref()) return weft::errc::closed;
+  if (weft::detail::poll_runtime_gone(pd_)) {
+    decref();
+    return weft::errc::no_runtime;
+  }
   (mode == PollMode::read ? rmu_ : wmu_).lock();
   if (closed()) {     // closed while this op queued behind another
     rw_unlock(mode);  // no op begun yet
@@ -266,9 +271,12 @@ Result<void> NetFD::close() {
 }
 
 Result<void> NetFD::set_deadline(Clock::time_point t, PollMode mode) {
+  if (!incref()) return op_error("set", weft::errc::closed);  // before the desc: rw_lock
   // A deadline is a runtime timer.
-  if (weft::detail::poll_runtime_gone(pd_)) return op_error("set", weft::errc::no_runtime);
-  if (!incref()) return op_error("set", weft::errc::closed);
+  if (weft::detail::poll_runtime_gone(pd_)) {
+    decref();
+    return op_error("set", weft::errc::no_runtime);
+  }
   weft::detail::poll_set_deadline(pd_, to_poll_ns(t), mode);
   if (listener_ && mode != PollMode::write) poke_backoff();
   decref();
