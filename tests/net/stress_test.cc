@@ -51,6 +51,38 @@ TEST_P(NetStressTest, CloseRacingParkedReadStress) {
   });
 }
 
+// An operation on a Conn that another fiber closed takes its reference
+// before it looks at the desc: the close gives the desc back and the next
+// socket opened may reuse it. The runtime check once came first, and under
+// TSan its read of the desc raced the reopening (found by
+// LivenessMixStress). The closer reopens sockets right after it signals, so
+// that nothing orders their opening against the reader's operations.
+TEST_P(NetStressTest, OpsOnAConnClosedElsewhereLeaveItsReusedDescAlone) {
+  run([] {
+    const int iterations = weft::test::stress_iterations(500);
+    for (int i = 0; i < iterations; ++i) {
+      auto pair = weft::test::unix_pair();
+      weft::Channel<int> closed(1);
+      weft::WaitGroup closer;
+      closer.add(1);
+      weft::go([&] {
+        EXPECT_TRUE(pair.client.close());
+        EXPECT_TRUE(closed.send(1));
+        std::vector<weft::test::TcpPair> reopened;
+        for (int k = 0; k < 4; ++k) reopened.push_back(weft::test::unix_pair());
+        closer.done();
+      });
+      (void)closed.recv();
+      char c = 0;
+      auto r = pair.client.read(&c, 1);
+      EXPECT_TRUE(!r && r.error() == weft::errc::closed);
+      auto set = pair.client.set_read_deadline(Clock::now() + 1s);
+      EXPECT_TRUE(!set && set.error().err == weft::errc::closed);
+      closer.wait();
+    }
+  });
+}
+
 // A peer's reset must wake both directions parked on a connection, every
 // time: one fiber in read (nothing to read) and one in write (the peer does
 // not read, so the send buffer fills). Reported hanging about 1 run in 20 on
