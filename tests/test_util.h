@@ -115,6 +115,15 @@ inline std::chrono::nanoseconds thread_cpu_time() {
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
+// Keeps the caller busy for `d` of wall time without a switch: a fiber
+// doing so lets its worker run no timers meanwhile, so those due become
+// overdue.
+inline void busy_for(std::chrono::nanoseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
 // From a fiber: yields (then naps) until pred() holds. The bound only turns a
 // broken primitive into a failure instead of a hang: generous, so that a
 // slow, perturbed or sanitized schedule, or a plain thread still starting,

@@ -18,7 +18,6 @@
 #include "weft/channel.h"
 #include "weft/detail/park.h"
 #include "weft/runtime.h"
-#include "weft/select.h"
 #include "weft/sync.h"
 #include "weft/time.h"
 
@@ -343,16 +342,11 @@ TEST(TimerLookDeathTest, ATimerDueAsAFiberParksOnItsChannelIsDelivered) {
         alarm(30);  // the deadlock would hang: SIGALRM fails the test instead
         weft::run(
             [] {
-              auto busy_for = [](std::chrono::microseconds d) {
-                const auto until = Clock::now() + d;
-                while (Clock::now() < until) {
-                }
-              };
               weft::Ticker ticker(1ms);
               for (int round = 0; round < 40; ++round) {
                 (void)ticker.chan().recv();  // it just ticked: the next is a period away
                 for (int i = 0; i < round; ++i) weft::yield();
-                busy_for(1500us);
+                weft::test::busy_for(1500us);
                 (void)ticker.chan().recv();  // parks with the next tick overdue
               }
               // An after() received from without a select (a select parks
@@ -360,7 +354,7 @@ TEST(TimerLookDeathTest, ATimerDueAsAFiberParksOnItsChannelIsDelivered) {
               for (int round = 0; round < 40; ++round) {
                 for (int i = 0; i < round; ++i) weft::yield();
                 auto timeout = weft::after(200us);
-                busy_for(500us);
+                weft::test::busy_for(500us);
                 (void)timeout.chan().recv();  // parks with the timer overdue
               }
             },

@@ -9,7 +9,6 @@
 // hangs a round: the guard below then names the round's seed and actors,
 // dumps the fibers and aborts, instead of hanging the suite.
 #include <gtest/gtest.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -135,23 +134,16 @@ constexpr const char* kActorNames[] = {
 };
 static_assert(std::size(kActorNames) == static_cast<std::size_t>(Actor::kCount));
 
-// A Unix stream pair: `conn` is adopted by weft, `raw` is a plain
-// descriptor that a fiber or a plain thread writes to with write(2).
-struct RawPair {
-  weft::net::Conn conn;
-  int raw = -1;
-  RawPair() {
-    int sv[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-    auto c = weft::net::adopt_conn(sv[0], "unix");
-    EXPECT_TRUE(c);
-    if (c) conn = std::move(*c);
-    raw = sv[1];
-  }
-  ~RawPair() { ::close(raw); }
-  RawPair(const RawPair&) = delete;
-  RawPair& operator=(const RawPair&) = delete;
-};
+// The end of a unix_pair() that a plain thread writes to with write(2).
+int raw_end(const weft::test::TcpPair& pair) {
+  return pair.server.native_handle();
+}
+
+// A cancel shared by a reader and whoever cancels it.
+auto shared_cancel() {
+  return std::make_shared<weft::WithCancelResult<weft::CancelFunc>>(
+      weft::with_cancel(weft::background()));
+}
 
 // One round: its actors' fibers and threads, and what they owe.
 class Round {
@@ -307,54 +299,53 @@ class Round {
         break;
       }
       case Actor::read_fiber_writes: {
-        auto pair = std::make_shared<RawPair>();
+        auto pair = std::make_shared<weft::test::TcpPair>(weft::test::unix_pair());
         const unsigned yields = r() % 64;
         const Us nap(r() % 2 ? r() % 500 : 0);
         go_counted([this, pair] {
           char c = 0;
-          auto got = pair->conn.read(&c, 1);
+          auto got = pair->client.read(&c, 1);
           EXPECT_TRUE(got && got.count() == 1 && c == 'w') << where();
         });
         go_counted([pair, yields, nap] {
           for (unsigned i = 0; i < yields; ++i) weft::yield();
           if (nap.count()) weft::sleep_for(nap);
-          EXPECT_EQ(::write(pair->raw, "w", 1), 1);
+          EXPECT_EQ(::write(raw_end(*pair), "w", 1), 1);
         });
         break;
       }
       case Actor::read_thread_writes: {
-        auto pair = std::make_shared<RawPair>();
+        auto pair = std::make_shared<weft::test::TcpPair>(weft::test::unix_pair());
         const Us nap(r() % 500);
         go_counted([this, pair] {
           char c = 0;
-          auto got = pair->conn.read(&c, 1);
+          auto got = pair->client.read(&c, 1);
           EXPECT_TRUE(got && got.count() == 1 && c == 't') << where();
         });
         threads_.emplace_back([pair, nap] {
           // Not a synchronisation: where the write lands is the random part.
           std::this_thread::sleep_for(nap);
-          EXPECT_EQ(::write(pair->raw, "t", 1), 1);
+          EXPECT_EQ(::write(raw_end(*pair), "t", 1), 1);
         });
         break;
       }
       case Actor::deadline_read: {
         const Us after(r() % 1500);
         go_counted([this, after] {
-          RawPair pair;
-          ASSERT_TRUE(pair.conn.set_read_deadline(weft::Clock::now() + after));
+          auto pair = weft::test::unix_pair();
+          ASSERT_TRUE(pair.client.set_read_deadline(weft::Clock::now() + after));
           char c = 0;
-          auto got = pair.conn.read(&c, 1);
+          auto got = pair.client.read(&c, 1);
           EXPECT_TRUE(!got && got.error().is_timeout()) << where();
         });
         break;
       }
       case Actor::cancelled_read: {
-        auto made = std::make_shared<weft::WithCancelResult<weft::CancelFunc>>(
-            weft::with_cancel(weft::background()));
-        auto pair = std::make_shared<RawPair>();
+        auto made = shared_cancel();
+        auto pair = std::make_shared<weft::test::TcpPair>(weft::test::unix_pair());
         go_counted([this, made, pair] {
           char c = 0;
-          auto got = pair->conn.read(made->ctx, &c, 1);
+          auto got = pair->client.read(made->ctx, &c, 1);
           EXPECT_TRUE(!got && got.error().is_canceled()) << where();
         });
         const unsigned yields = r() % 64;
@@ -398,9 +389,7 @@ class Round {
         const Us d(r() % 300), busy(r() % 500);
         go_counted([d, busy] {
           auto timeout = weft::after(d);
-          for (const auto until = std::chrono::steady_clock::now() + busy;
-               std::chrono::steady_clock::now() < until;) {
-          }
+          weft::test::busy_for(busy);
           (void)timeout.chan().recv();
         });
         break;
@@ -462,28 +451,27 @@ class Round {
         break;
       }
       case Actor::close_while_reading: {
-        auto pair = std::make_shared<RawPair>();
+        auto pair = std::make_shared<weft::test::TcpPair>(weft::test::unix_pair());
         go_counted([this, pair] {
           char c = 0;
-          auto got = pair->conn.read(&c, 1);
+          auto got = pair->client.read(&c, 1);
           EXPECT_FALSE(got) << where();
         });
         go_counted([pair, yields = r() % 64] {
           for (unsigned i = 0; i < yields; ++i) weft::yield();
-          EXPECT_TRUE(pair->conn.close());
+          EXPECT_TRUE(pair->client.close());
         });
         break;
       }
       case Actor::cancel_fan_out: {
         // One cancel, several readers parked on sockets of their own.
-        auto made = std::make_shared<weft::WithCancelResult<weft::CancelFunc>>(
-            weft::with_cancel(weft::background()));
+        auto made = shared_cancel();
         const int readers = 2 + static_cast<int>(r() % 5);
         for (int k = 0; k < readers; ++k) {
           go_counted([this, made] {
-            RawPair pair;
+            auto pair = weft::test::unix_pair();
             char c = 0;
-            auto got = pair.conn.read(made->ctx, &c, 1);
+            auto got = pair.client.read(made->ctx, &c, 1);
             EXPECT_TRUE(!got && got.error().is_canceled()) << where();
           });
         }
